@@ -1,0 +1,39 @@
+import { open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { NoSpaceError } from '../src/errors.js';
+
+/** Makes a rename durable: the directory entry itself is flushed. */
+export async function fsyncDir(path: string): Promise<void> {
+  const dir = await open(path, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/** Writes a small file under a temporary name, flushes it, then renames it into place. */
+export async function writeFileAtomic(path: string, tempPath: string, content: string, mode = 0o600): Promise<void> {
+  await rm(tempPath, { force: true });
+  const fh = await open(tempPath, 'wx', mode);
+  try {
+    await fh.writeFile(content);
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    await rm(tempPath, { force: true });
+    throw err;
+  }
+  await fh.close();
+  await rename(tempPath, path);
+  await fsyncDir(dirname(path));
+}
+
+/** ENOSPC and EDQUOT become one clear, non-retryable message; anything else passes through. */
+export function diskError(err: unknown, where: string): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new NoSpaceError(`no space left on the filesystem of ${where}: free space or point backup.dir elsewhere`);
+  }
+  return err;
+}

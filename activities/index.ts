@@ -1,0 +1,19 @@
+import { createContainerActivities } from './container.js';
+import type { ActivityDeps } from './deps.js';
+import { createDumpActivities } from './dump.js';
+import { createPruneActivities } from './prune.js';
+import { createValidateActivities } from './validate.js';
+
+export type { ActivityDeps } from './deps.js';
+
+/** Every activity the worker registers, bound to the config parsed at start-up. */
+export function createActivities(deps: ActivityDeps) {
+  return {
+    ...createContainerActivities(deps),
+    ...createDumpActivities(deps),
+    ...createValidateActivities(deps),
+    ...createPruneActivities(deps),
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

@@ -1,0 +1,124 @@
+import { Context } from '@temporalio/activity';
+import { execa, ExecaError, type Options, type ResultPromise } from 'execa';
+import { CommandFailedError, CommandNotFoundError } from '../src/errors.js';
+
+// The one way activities run subprocesses: argument arrays only (never a shell string), the
+// activity's cancellation wired to the child's whole process group, heartbeats while it runs,
+// and failures mapped to named errors whose message ends with the child's stderr tail.
+
+const STDERR_TAIL_CHARS = 500;
+const HEARTBEAT_EVERY_MS = 1000;
+// pg_dumpall waits on its pg_dump children; give them a moment to exit on SIGTERM, then SIGKILL.
+const FORCE_KILL_AFTER_MS = 5000;
+
+export interface CommandOptions {
+  /** Names the step in error messages, e.g. "pg_dumpall". */
+  label: string;
+  cwd?: string;
+  /** Added to this process's environment (secrets travel here, never in argv). */
+  env?: Record<string, string>;
+  input?: string;
+  /** 'stream': the caller consumes stdout itself; nothing is buffered. */
+  stdout?: 'pipe' | 'stream' | 'ignore';
+  stdin?: 'pipe' | 'ignore';
+}
+
+export type Subprocess = ResultPromise<Options>;
+
+function activityContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined; // not inside an activity (CLI, tests of the runner itself)
+  }
+}
+
+/** Starts a subprocess; pair with `awaitCommand` (or use `runCommand`). */
+export function startCommand(file: string, args: readonly string[], options: CommandOptions): Subprocess {
+  const signal = activityContext()?.cancellationSignal;
+  const stdout = options.stdout ?? 'pipe';
+  const subprocess = execa(file, args, {
+    cwd: options.cwd,
+    env: options.env,
+    extendEnv: true,
+    ...(options.input !== undefined ? { input: options.input } : { stdin: options.stdin ?? 'ignore' }),
+    stdout: stdout === 'stream' ? 'pipe' : stdout,
+    stderr: 'pipe',
+    buffer: { stdout: stdout === 'pipe', stderr: true },
+    // Own process group: cancelling reaches grandchildren too (pg_dumpall's pg_dump, rsync's ssh).
+    detached: true,
+    cancelSignal: signal,
+    forceKillAfterDelay: FORCE_KILL_AFTER_MS,
+  }) as Subprocess;
+  if (signal) {
+    const killGroup = () => stopCommand(subprocess);
+    signal.addEventListener('abort', killGroup, { once: true });
+    subprocess.then(
+      () => signal.removeEventListener('abort', killGroup),
+      () => signal.removeEventListener('abort', killGroup),
+    );
+  }
+  return subprocess;
+}
+
+/** SIGTERM to the subprocess's whole process group (it leads one: see `detached`). */
+export function stopCommand(subprocess: Subprocess): void {
+  if (subprocess.pid === undefined) return;
+  try {
+    process.kill(-subprocess.pid, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+}
+
+/** Awaits a subprocess, turning its failure into a named error (or the activity's cancellation). */
+export async function awaitCommand<T>(subprocess: PromiseLike<T>, label: string): Promise<T> {
+  try {
+    return await subprocess;
+  } catch (err) {
+    throw commandError(err, label);
+  }
+}
+
+export function commandError(err: unknown, label: string): unknown {
+  const signal = activityContext()?.cancellationSignal;
+  // Rethrowing the context's reason makes Temporal record a cancellation, not a failure.
+  if (signal?.aborted) return signal.reason;
+  if (!(err instanceof ExecaError)) return err;
+  if (err.code === 'ENOENT') {
+    return new CommandNotFoundError(`${label}: command not found: ${String(err.command).split(' ')[0]} (install it or fix its path in the config)`);
+  }
+  const how = err.signal ? `killed by ${err.signal}` : err.exitCode !== undefined ? `exit code ${err.exitCode}` : err.shortMessage;
+  const tail = stderrTail(err.stderr);
+  return new CommandFailedError(`${label} failed (${how})${tail ? `: ${tail}` : ''}`);
+}
+
+export function stderrTail(stderr: unknown): string {
+  const text = typeof stderr === 'string' ? stderr : Array.isArray(stderr) ? stderr.join('\n') : '';
+  const oneLine = text.trim().split('\n').map((l) => l.trim()).filter(Boolean).join(' | ');
+  return oneLine.length > STDERR_TAIL_CHARS ? '…' + oneLine.slice(-STDERR_TAIL_CHARS) : oneLine;
+}
+
+/** Heartbeats `details()` every second while `work` runs, when called inside an activity. */
+export async function withHeartbeats<T>(work: Promise<T>, details: () => unknown): Promise<T> {
+  const ctx = activityContext();
+  if (!ctx) return work;
+  ctx.heartbeat(details());
+  const timer = setInterval(() => ctx.heartbeat(details()), HEARTBEAT_EVERY_MS);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+export async function runCommand(
+  file: string,
+  args: readonly string[],
+  options: CommandOptions & { progress?: () => unknown },
+): Promise<{ stdout: string; stderr: string }> {
+  const started = Date.now();
+  const progress = options.progress ?? (() => ({ step: options.label, runningSeconds: Math.round((Date.now() - started) / 1000) }));
+  const result = await withHeartbeats(awaitCommand(startCommand(file, args, options), options.label), progress);
+  return { stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? '') };
+}

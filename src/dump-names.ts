@@ -1,0 +1,47 @@
+// Names of the files NightlyDbBackup writes. Pure: the workflow derives the stamp, activities the
+// paths. Stamps are UTC so a daylight-saving change never yields two dumps with one name or an
+// out-of-order listing.
+
+const DUMP_NAME = /^immich_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})\.sql\.gz$/;
+const STAMP = /^\d{8}_\d{6}$/;
+
+export const CHECKSUM_SUFFIX = '.sha256';
+
+export function formatStamp(date: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return (
+    `${date.getUTCFullYear()}${pad(date.getUTCMonth() + 1)}${pad(date.getUTCDate())}_` +
+    `${pad(date.getUTCHours())}${pad(date.getUTCMinutes())}${pad(date.getUTCSeconds())}`
+  );
+}
+
+export function isStamp(stamp: string): boolean {
+  return STAMP.test(stamp);
+}
+
+export function dumpFileName(stamp: string): string {
+  if (!isStamp(stamp)) throw new TypeError(`not a dump stamp (YYYYMMDD_HHMMSS): ${JSON.stringify(stamp)}`);
+  return `immich_${stamp}.sql.gz`;
+}
+
+/** The time encoded in one of our dump names, or undefined for any other name. */
+export function parseDumpName(name: string): Date | undefined {
+  const m = DUMP_NAME.exec(name);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s] = m.map(Number) as [number, number, number, number, number, number, number];
+  const date = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
+  return formatStamp(date) === name.slice(7, 22) ? date : undefined;
+}
+
+export function isDumpName(name: string): boolean {
+  return parseDumpName(name) !== undefined;
+}
+
+export function checksumFileName(dumpName: string): string {
+  return dumpName + CHECKSUM_SUFFIX;
+}
+
+/** Hidden, and never matching a dump name: what a reader of the directory must not mistake for a backup. */
+export function partialFileName(finalName: string): string {
+  return `.${finalName}.partial`;
+}

@@ -1,0 +1,81 @@
+import { chownSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { freePort, waitFor } from './net.js';
+
+// A real PostgreSQL server per test file: initdb into a temporary directory, listening on a free
+// loopback port. The server refuses to run as root, so as root it runs as the postgres user.
+
+function postgresBinDir(): string {
+  const base = '/usr/lib/postgresql';
+  const versions = existsSync(base) ? readdirSync(base).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a)) : [];
+  for (const v of versions) if (existsSync(join(base, v, 'bin', 'initdb'))) return join(base, v, 'bin');
+  throw new Error('PostgreSQL server binaries not found under /usr/lib/postgresql: run `npm run setup` (installs the postgresql package)');
+}
+
+export const pgBin = postgresBinDir();
+const asRoot = process.getuid?.() === 0;
+const asServerUser = (file: string, args: string[]) => (asRoot ? { file: 'runuser', args: ['-u', 'postgres', '--', file, ...args] } : { file, args });
+
+export interface TestPostgres {
+  host: string;
+  port: number;
+  /** libpq variables that point a client at this server as the superuser `postgres`. */
+  env: Record<string, string>;
+  psql(sql: string, database?: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startPostgres(): Promise<TestPostgres> {
+  const base = await mkdtemp(join(tmpdir(), 'immich-backup-pg-'));
+  const data = join(base, 'data');
+  if (asRoot) {
+    const id = async (flag: string) => Number((await execa('id', [flag, 'postgres'])).stdout);
+    chownSync(base, await id('-u'), await id('-g'));
+  }
+  const init = asServerUser(join(pgBin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
+  await execa(init.file, init.args);
+  const port = await freePort();
+  const run = asServerUser(join(pgBin, 'postgres'), ['-D', data, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off']);
+  const server: ResultPromise = execa(run.file, run.args, { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false });
+  const env = { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'postgres' };
+  await waitFor('PostgreSQL to accept connections', async () => {
+    const r = await execa(join(pgBin, 'pg_isready'), ['-q'], { env, reject: false });
+    return r.exitCode === 0 ? true : undefined;
+  });
+  return {
+    host: '127.0.0.1',
+    port,
+    env,
+    async psql(sql, database = 'postgres') {
+      const r = await execa(join(pgBin, 'psql'), ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', database], { env, input: sql });
+      return r.stdout.trim();
+    },
+    async stop() {
+      // Signal the postmaster itself: as root the child is runuser, which does not pass SIGINT on.
+      const pid = Number((await readFile(join(data, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+      process.kill(pid, 'SIGINT'); // fast shutdown
+      await server;
+      await rm(base, { recursive: true, force: true });
+    },
+  };
+}
+
+export const IMMICH_TABLES = ['users', 'assets', 'exif', 'asset_faces', 'smart_search'] as const;
+
+/** Loads test/fixtures/immich-like.sql: an `immich` database owned by an `immich` role. */
+export async function loadImmichLike(pg: TestPostgres, assets = 2000): Promise<void> {
+  const { fixture } = await import('./paths.js');
+  await execa(join(pgBin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-v', `assets=${assets}`, '-d', 'postgres', '-f', fixture('immich-like.sql')], { env: pg.env });
+}
+
+/** Row count per Immich table, e.g. { users: 4, assets: 2000, ... }. */
+export async function rowCounts(pg: TestPostgres): Promise<Record<string, number>> {
+  const out = await pg.psql(IMMICH_TABLES.map((t) => `SELECT '${t}', count(*) FROM ${t};`).join('\n'), 'immich');
+  return Object.fromEntries(out.split('\n').map((line) => {
+    const [table, count] = line.split('|');
+    return [table!, Number(count)];
+  }));
+}

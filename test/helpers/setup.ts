@@ -1,0 +1,43 @@
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { parseConfig, type Config } from '../../src/config.js';
+import { fixture } from './paths.js';
+import type { TestPostgres } from './postgres.js';
+
+export const IMMICH_CONTAINERS = 'immich_server,immich_machine_learning,immich_postgres,immich_redis';
+
+export const tempDir = (prefix: string) => mkdtemp(join(tmpdir(), `immich-backup-${prefix}-`));
+
+/** Raw config (what a YAML file holds) for a test: the fixture docker, a temporary staging dir. */
+export function rawTestConfig(options: { backupDir: string; address?: string; taskQueue?: string; extra?: Record<string, Record<string, unknown>> }): Record<string, Record<string, unknown>> {
+  const raw: Record<string, Record<string, unknown>> = {
+    temporal: { ...(options.address ? { address: options.address } : {}), taskQueue: options.taskQueue ?? `test-${process.pid}-${Date.now()}` },
+    postgres: { runtime: 'docker' },
+    docker: { command: fixture('docker') },
+    backup: { dir: options.backupDir },
+    log: { level: 'warn' },
+  };
+  for (const [section, values] of Object.entries(options.extra ?? {})) raw[section] = { ...raw[section], ...values };
+  return raw;
+}
+
+export function testConfig(options: Parameters<typeof rawTestConfig>[0]): Config {
+  return parseConfig(rawTestConfig(options));
+}
+
+export async function writeConfigFile(dir: string, raw: unknown): Promise<string> {
+  const path = join(dir, 'immich-backup.yml');
+  await writeFile(path, stringify(raw));
+  return path;
+}
+
+/** The environment the fixture docker and the host tools need to reach the test PostgreSQL. */
+export function fixtureEnv(pg: TestPostgres, extra: Record<string, string> = {}): Record<string, string> {
+  return { ...pg.env, FIXTURE_DOCKER_CONTAINERS: IMMICH_CONTAINERS, ...extra };
+}
+
+export async function listDir(dir: string): Promise<string[]> {
+  return (await readdir(dir)).sort();
+}

@@ -1,0 +1,30 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startDevServer, type DevServer } from '../../src/dev-server.js';
+import { createLogger } from '../../src/logger.js';
+import { freePort } from './net.js';
+import { temporalBinary } from './paths.js';
+
+/** A real Temporal dev server (the official `temporal` binary) on a free loopback port, persisted to a temporary SQLite file. */
+export async function startTestTemporal(): Promise<DevServer & { dataDir: string }> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'immich-backup-temporal-'));
+  const server = await startDevServer({
+    binary: temporalBinary,
+    dataDir,
+    ip: '127.0.0.1',
+    port: await freePort(),
+    uiPort: await freePort(),
+    namespace: 'default',
+    headless: true,
+    logger: createLogger({ level: 'error', fd: 2 }),
+  });
+  return {
+    ...server,
+    dataDir,
+    async stop() {
+      await server.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,47 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { createActivities } from '../activities/index.js';
+import type { Config } from '../src/config.js';
+import type { Logger } from '../src/logger.js';
+import { installRuntime } from './runtime.js';
+
+// `npm run build` writes the production bundle here (workers/bundle.ts); without it the worker
+// bundles workflows/ itself at start, which takes a few seconds.
+const BUNDLE = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
+const WORKFLOWS = fileURLToPath(new URL('../workflows/index.js', import.meta.url));
+
+export interface WorkerOptions {
+  config: Config;
+  logger: Logger;
+  address: string;
+}
+
+export async function createBackupWorker({ config, logger, address }: WorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
+  installRuntime(logger);
+  const connection = await NativeConnection.connect({ address });
+  const worker = await Worker.create({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: config.temporal.taskQueue,
+    activities: createActivities({ config, logger }),
+    ...(existsSync(BUNDLE) ? { workflowBundle: { codePath: BUNDLE } } : { workflowsPath: WORKFLOWS }),
+    // Cancellation reaches an activity with its next heartbeat: keep that within 2 s.
+    maxHeartbeatThrottleInterval: '2s',
+    // On SIGINT/SIGTERM running activities get this long before they are cancelled.
+    shutdownGraceTime: '10s',
+  });
+  return { worker, connection };
+}
+
+/** Runs until SIGINT/SIGTERM (the Runtime shuts the worker down), then closes the connection. */
+export async function runBackupWorker(options: WorkerOptions): Promise<void> {
+  const { worker, connection } = await createBackupWorker(options);
+  options.logger.info({ address: options.address, namespace: options.config.temporal.namespace, taskQueue: options.config.temporal.taskQueue }, 'worker started');
+  try {
+    await worker.run();
+  } finally {
+    await connection.close();
+    options.logger.info('worker stopped');
+  }
+}

@@ -1,0 +1,49 @@
+import { log } from '@temporalio/workflow';
+import { formatStamp } from '../src/dump-names.js';
+import { discovery, dumping, housekeeping, validation } from './activity-options.js';
+
+export interface NightlyDbBackupInput {
+  /** Free text recorded in the report: "schedule", "cli", ... */
+  trigger?: string;
+}
+
+export interface NightlyDbBackupReport {
+  file: string;
+  path: string;
+  bytes: number;
+  sqlBytes: number;
+  sha256: string;
+  /** The container dumped, or "host" for postgres.runtime: none. */
+  source: string;
+  startedAt: string;
+  durationMs: number;
+  dumpDurationMs: number;
+  pruned: string[];
+  trigger: string;
+}
+
+/** The runbook's 03:00 job: discover, dump + gzip, validate, prune (in that order, nothing pruned before a valid dump). */
+export async function NightlyDbBackup(input: NightlyDbBackupInput = {}): Promise<NightlyDbBackupReport> {
+  // Workflow time is deterministic: the same stamp on replay, so every retry writes the same name.
+  const startedMs = Date.now();
+  const stamp = formatStamp(new Date(startedMs));
+  const target = await discovery.discoverPostgresContainer();
+  const dump = await dumping.dumpDatabase({ target, stamp });
+  const valid = await validation.validateDump({ file: dump.file });
+  const { pruned } = await housekeeping.pruneDumps({ keep: dump.file, nowMs: startedMs });
+  const report: NightlyDbBackupReport = {
+    file: dump.file,
+    path: dump.path,
+    bytes: valid.bytes,
+    sqlBytes: valid.sqlBytes,
+    sha256: valid.sha256,
+    source: target.runtime === 'docker' ? target.container : 'host',
+    startedAt: new Date(startedMs).toISOString(),
+    durationMs: Date.now() - startedMs,
+    dumpDurationMs: dump.durationMs,
+    pruned,
+    trigger: input.trigger ?? 'manual',
+  };
+  log.info('backup complete', { file: report.file, bytes: report.bytes, pruned: pruned.length });
+  return report;
+}
