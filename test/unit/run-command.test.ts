@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { CancelledFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { execa } from 'execa';
+import { runCommand } from '../../activities/run-command.js';
+import { CommandFailedError, CommandNotFoundError } from '../../src/errors.js';
+import { waitFor } from '../helpers/net.js';
+import { tempDir } from '../helpers/setup.js';
+
+// The subprocess runner, on real subprocesses. MockActivityEnvironment is the SDK's own activity
+// context outside a worker: it gives the runner a real cancellation signal and records heartbeats.
+
+describe('runCommand', () => {
+  test('arguments reach the child literally: shell metacharacters run nothing', async () => {
+    const dir = await tempDir('run');
+    const evil = [`$(touch ${join(dir, 'pwned1')})`, `; touch ${join(dir, 'pwned2')}`, `a b\nc`, '`id`', "'\"", '*'];
+    const { stdout } = await runCommand('printf', ['%s\\0', ...evil], { label: 'printf' });
+    assert.deepEqual(stdout.split('\0').slice(0, -1), evil);
+    assert.equal(existsSync(join(dir, 'pwned1')) || existsSync(join(dir, 'pwned2')), false);
+  });
+
+  test('a failing command becomes CommandFailedError with the exit code and its stderr tail on one line', async () => {
+    await assert.rejects(runCommand('sh', ['-c', 'echo first >&2; echo "connection refused" >&2; exit 3'], { label: 'probe' }), (err: unknown) => {
+      assert.ok(err instanceof CommandFailedError);
+      assert.equal(err.message, 'probe failed (exit code 3): first | connection refused');
+      return true;
+    });
+  });
+
+  test('a missing executable becomes CommandNotFoundError', async () => {
+    await assert.rejects(runCommand('/nonexistent/pigz', ['-c'], { label: 'pigz' }), CommandNotFoundError);
+  });
+
+  test('secrets travel in the environment, not in argv', async () => {
+    const { stdout } = await runCommand('sh', ['-c', 'printf %s "$PGPASSWORD"'], { label: 'env', env: { PGPASSWORD: 'hunter2' } });
+    assert.equal(stdout, 'hunter2');
+  });
+
+  test('inside an activity it heartbeats while the child runs', async () => {
+    const env = new MockActivityEnvironment();
+    const beats: unknown[] = [];
+    env.on('heartbeat', (d: unknown) => beats.push(d));
+    await env.run(() => runCommand('sleep', ['1.5'], { label: 'sleep' }));
+    assert.ok(beats.length >= 2, `heartbeats: ${beats.length}`);
+    assert.deepEqual(Object.keys(beats[0] as object), ['step', 'runningSeconds']);
+  });
+
+  test('cancelling the activity kills the child and its children, and rejects with the cancellation', async () => {
+    const env = new MockActivityEnvironment();
+    const marker = `immich-backup-test-${process.pid}`;
+    const count = async () => (await execa('pgrep', ['-f', marker], { reject: false })).stdout.split('\n').filter(Boolean).length;
+    // A background grandchild and the child itself, both named by the marker.
+    const running = env.run(() => runCommand('bash', ['-c', `(exec -a ${marker}-grandchild sleep 300) & exec -a ${marker}-child sleep 301`], { label: 'sleepers' }));
+    await waitFor('both sleepers', async () => ((await count()) === 2 ? true : undefined));
+    env.cancel();
+    await assert.rejects(running, CancelledFailure);
+    await waitFor('every sleeper to exit', async () => ((await count()) === 0 ? true : undefined), 5000);
+  });
+});
