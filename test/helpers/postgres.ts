@@ -79,3 +79,27 @@ export async function rowCounts(pg: TestPostgres): Promise<Record<string, number
     return [table!, Number(count)];
   }));
 }
+
+/**
+ * Holds an ACCESS EXCLUSIVE lock on a table from another session, so a pg_dump of it waits: a
+ * real way to keep a dump in flight. release() ends that session's backend (and so the lock).
+ */
+export async function holdLock(pg: TestPostgres, table: string, database = 'immich'): Promise<{ release(): Promise<void> }> {
+  const tag = `immich-backup-lock-${process.pid}-${Date.now()}`;
+  const session = execa(join(pgBin, 'psql'), ['-X', '-d', database, '-c', `BEGIN; LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);`], {
+    env: { ...pg.env, PGAPPNAME: tag },
+    reject: false,
+  });
+  await waitFor('the lock', async () => ((await pg.psql(`SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '${tag}' AND l.mode = 'AccessExclusiveLock' AND l.granted`)) === '1' ? true : undefined));
+  return {
+    async release() {
+      await pg.psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '${tag}'`);
+      await session;
+    },
+  };
+}
+
+/** True once some backend waits for a lock (a pg_dump stuck behind holdLock). */
+export async function someoneWaitsForLock(pg: TestPostgres): Promise<true | undefined> {
+  return (await pg.psql('SELECT count(*) FROM pg_locks WHERE NOT granted')) !== '0' ? true : undefined;
+}

