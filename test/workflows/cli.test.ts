@@ -67,13 +67,16 @@ describe('immich-backup CLI', () => {
   });
 
   test('a failed backup exits non-zero with a one-line reason', async () => {
-    // A second worker, on its own task queue, whose pattern matches no container.
+    // A second worker, on its own task queue, whose pattern matches no container. `start` with an
+    // address configured connects there instead of starting a dev server.
     const dir = await tempDir('cli-fail');
     const raw = rawTestConfig({ backupDir: join(dir, 'dumps'), address, extra: { postgres: { containerPattern: '^immich_pg_missing$' }, log: { level: 'info' } } });
     const file = await writeConfigFile(dir, raw);
-    const worker = spawnCli(['-c', file, 'worker'], fixtureEnv(pg));
+    const worker = spawnCli(['-c', file, 'start'], fixtureEnv(pg));
     try {
       await waitFor('the second worker', () => (worker.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      assert.doesNotMatch(worker.stderr(), /Temporal Web UI/);
+      assert.match(worker.stdout(), new RegExp(`"address":"${address}"`));
       const r = await cli(['-c', file, 'backup', 'db']);
       assert.equal(r.exitCode, 1);
       const lines = r.stderr.trim().split('\n');

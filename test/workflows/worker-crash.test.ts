@@ -5,7 +5,6 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
 import { formatStamp } from '../../src/dump-names.js';
-import type { NightlyDbBackup } from '../../workflows/index.js';
 import { spawnCli } from '../helpers/cli.js';
 import { waitFor } from '../helpers/net.js';
 import { holdLock, loadImmichLike, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
@@ -44,12 +43,8 @@ describe('a worker killed mid-dump', () => {
 
     const lock = await holdLock(pg, 'assets');
     const first = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
-    const client = new Client({ connection });
-    const handle = await client.workflow.start<typeof NightlyDbBackup>('NightlyDbBackup', {
-      taskQueue: raw.temporal!.taskQueue as string,
-      workflowId: `crash-${Date.now()}`,
-      args: [{ trigger: 'test' }],
-    });
+    // The operator's side: `backup db` starts the run and follows it through the crash.
+    const operator = spawnCli(['-c', configFile, 'backup', 'db', '--json']);
     let second: ReturnType<typeof spawnCli> | undefined;
     try {
       await waitFor('the dump to be in flight', async () => ((await listDir(backupDir)).some((n) => n.endsWith('.partial')) ? await someoneWaitsForLock(pg) : undefined), 60_000);
@@ -58,18 +53,25 @@ describe('a worker killed mid-dump', () => {
       await lock.release();
 
       second = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
-      const report = await handle.result();
+      const { exitCode } = await operator.process;
+      assert.equal(exitCode, 0, operator.stderr());
+      const report = JSON.parse(operator.stdout()) as { file: string; pruned: string[] };
+      // While it ran, the CLI showed the heartbeat details, then the retry after the crash.
+      assert.match(operator.stderr(), /^… dumpDatabase step=dumping file=immich_\d{8}_\d{6}\.sql\.gz bytesWritten=\d+ written=/m);
+      assert.match(operator.stderr(), /^… dumpDatabase \(attempt 2/m);
       const files = await listDir(backupDir);
       assert.deepEqual(files, [older, `${older}.sha256`, report.file, `${report.file}.sha256`].sort());
       assert.deepEqual(report.pruned, []);
       await execa('gzip', ['-t', join(backupDir, report.file)]);
       await execa('sha256sum', ['-c', `${report.file}.sha256`], { cwd: backupDir });
 
-      const history = await handle.fetchHistory();
+      const workflowId = /^started (\S+)$/m.exec(operator.stderr())![1]!;
+      const history = await new Client({ connection }).workflow.getHandle(workflowId).fetchHistory();
       const attempts = (history.events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
       assert.ok(attempts.includes(2), `the dump was retried: attempts ${attempts.join(',')}`);
     } finally {
       first.process.kill('SIGKILL');
+      operator.process.kill('SIGKILL');
       second?.process.kill('SIGTERM');
       await second?.process;
     }
