@@ -1,6 +1,8 @@
 import { createContainerActivities } from './container.js';
 import type { ActivityDeps } from './deps.js';
 import { createDumpActivities } from './dump.js';
+import { createMirrorActivities } from './mirror.js';
+import { createOffsiteActivities } from './offsite.js';
 import { createPruneActivities } from './prune.js';
 import { createValidateActivities } from './validate.js';
 
@@ -13,6 +15,8 @@ export function createActivities(deps: ActivityDeps) {
     ...createDumpActivities(deps),
     ...createValidateActivities(deps),
     ...createPruneActivities(deps),
+    ...createOffsiteActivities(deps),
+    ...createMirrorActivities(deps),
   };
 }
 

@@ -39,3 +39,42 @@ export interface PruneResult {
   pruned: string[];
   kept: string[];
 }
+
+export interface OffsiteSettings {
+  retryWindowMs: number;
+  pruneRemote: boolean;
+  method: 'rsync' | 'scp';
+  destination: string;
+}
+
+export interface DumpToCopy {
+  file: string;
+  /** As recorded in the local .sha256, which validation checked. */
+  sha256: string;
+}
+
+export interface OffsitePlan {
+  toCopy: DumpToCopy[];
+  alreadyOffsite: string[];
+}
+
+export interface CopiedDump {
+  file: string;
+  bytes: number;
+}
+
+export interface MirrorSettings {
+  mountWaitMs: number;
+  mountPollMs: number;
+  mountPoint: string;
+}
+
+export type MirrorTargetCheck = { ready: true; sourceFiles: number; mirrorFiles: number } | { ready: false; reason: string };
+
+export interface MirrorResult {
+  filesTransferred: number;
+  bytesTransferred: number;
+  deleted: number;
+  sourceFiles: number;
+  durationMs: number;
+}

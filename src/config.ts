@@ -70,11 +70,84 @@ const backupSchema = z.strictObject({
   compressionLevel: z.number().int().min(1).max(9).default(1),
 });
 
+// Paths that end up inside an ssh remote command or rsync's -e string: a safe character set
+// only, so no value from config can change what the remote shell runs.
+const SAFE_PATH = /^[A-Za-z0-9._/~+-]+$/;
+const safePath = (what: string) => z.string().min(1).regex(SAFE_PATH, `${what}: letters, digits and . _ / ~ + - only`);
+const remoteDir = safePath('an absolute path')
+  .refine((p) => p.startsWith('/') && !p.split('/').includes('..'), { message: 'must be absolute, without ..' });
+
+const offsiteSchema = z.strictObject({
+  /** ssh host or ~/.ssh/config alias: the runbook's `nas`. */
+  host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$/, 'a host name, alias or IPv4 address').default('nas'),
+  user: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a user name').optional(),
+  port: port.default(22),
+  identityFile: safePath('identityFile').transform(expandHome).optional(),
+  /** Host keys are always checked (StrictHostKeyChecking yes); unset: ssh's own known_hosts. */
+  knownHostsFile: safePath('knownHostsFile').transform(expandHome).optional(),
+  remoteDir: remoteDir.default('/volume1/backups/immich/postgres'),
+  /** scp for NAS units without rsync. */
+  method: z.enum(['rsync', 'scp']).default('rsync'),
+  /** Remote dumps older than this are deleted (never the newest); unset: the runbook keeps offsite copies forever. */
+  retentionDays: z.number().int().min(1).optional(),
+  /** An unreachable NAS is retried with backoff for this long before the run fails. */
+  retryWindowMinutes: z.number().positive().default(60),
+  connectTimeoutSeconds: z.number().int().min(1).default(20),
+});
+
+const librarySchema = z.strictObject({
+  source: pathField('/mnt/immich/library/'),
+  destination: pathField('/mnt/wd-backup/immich/'),
+  /** Must be a mounted filesystem (the WD Portable), not a bare directory on the root disk. */
+  mountPoint: pathField('/mnt/wd-backup'),
+  /** The runbook's `ionice -c3 nice -n19`; 0 turns either off. */
+  ioniceClass: z.number().int().min(0).max(3).default(3),
+  nice: z.number().int().min(0).max(19).default(19),
+  excludes: z.array(z.string().min(1)).default([]),
+  /** Delete files on the mirror that left the library. Off: the mirror only ever gains files. */
+  delete: z.boolean().default(false),
+  /** With delete on, refuse to run when the library holds fewer files than this fraction of the mirror's. */
+  minSourceFraction: z.number().gt(0).max(1).default(0.9),
+  /** A drive that is not mounted is checked again every pollSeconds for this long (someone may plug it in). */
+  mountWaitMinutes: z.number().min(0).default(30),
+  mountPollSeconds: z.number().int().min(1).default(60),
+  /** rsync --bwlimit in KiB/s; 0: unlimited. */
+  bwLimitKiB: z.number().int().min(0).default(0),
+});
+
+const cron = z.string().regex(/^\S+( \S+){4}$/, 'a 5-field cron expression, e.g. "0 3 * * *"');
+const timeZone = z.string().refine(
+  (tz) => {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: tz });
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'not an IANA time zone (e.g. Europe/Berlin)' },
+);
+
+const schedulesSchema = z.strictObject({
+  /** The runbook's cron lines, in this time zone (default: this machine's). */
+  timeZone: timeZone.default(() => Intl.DateTimeFormat().resolvedOptions().timeZone),
+  nightlyDbBackup: cron.default('0 3 * * *'),
+  offsiteSync: cron.default('30 4 * * *'),
+  weeklyLibraryMirror: cron.default('0 5 * * 0'),
+  /** Runs missed while the server was down are made up within this window, else skipped. */
+  catchupWindowMinutes: z.number().int().min(1).default(120),
+  /** `start` creates or updates the schedules. */
+  applyOnStart: z.boolean().default(true),
+});
+
 export const configSchema = z.strictObject({
   temporal: temporalSchema.prefault({}),
   postgres: postgresSchema.prefault({}),
   docker: z.strictObject({ command: z.string().min(1).default('docker') }).prefault({}),
   backup: backupSchema.prefault({}),
+  offsite: offsiteSchema.prefault({}),
+  library: librarySchema.prefault({}),
+  schedules: schedulesSchema.prefault({}),
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
     .prefault({}),
@@ -91,6 +164,9 @@ export const ENV_OVERRIDES: ReadonlyArray<{ env: string; path: readonly string[]
   { env: 'IMMICH_BACKUP_PG_PASSWORD', path: ['postgres', 'password'] },
   { env: 'IMMICH_BACKUP_DOCKER_COMMAND', path: ['docker', 'command'] },
   { env: 'IMMICH_BACKUP_DIR', path: ['backup', 'dir'] },
+  { env: 'IMMICH_BACKUP_NAS_HOST', path: ['offsite', 'host'] },
+  { env: 'IMMICH_BACKUP_NAS_USER', path: ['offsite', 'user'] },
+  { env: 'IMMICH_BACKUP_NAS_IDENTITY_FILE', path: ['offsite', 'identityFile'] },
   { env: 'IMMICH_BACKUP_LOG_LEVEL', path: ['log', 'level'] },
 ];
 

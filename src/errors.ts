@@ -58,3 +58,30 @@ export class NoSpaceError extends Error {
 export class PruneRefusedError extends Error {
   override name = 'PruneRefusedError';
 }
+
+/** ssh could not reach the NAS (refused, timed out, no route): retried for offsite.retryWindowMinutes. */
+export class NasUnreachableError extends Error {
+  override name = 'NasUnreachableError';
+}
+
+/** The NAS's host key is unknown or changed: a person must check it. */
+export class HostKeyVerificationError extends Error {
+  override name = 'HostKeyVerificationError';
+}
+
+export class NasAuthError extends Error {
+  override name = 'NasAuthError';
+}
+
+export class DriveNotMountedError extends Error {
+  override name = 'DriveNotMountedError';
+}
+
+export class SourceEmptyError extends Error {
+  override name = 'SourceEmptyError';
+}
+
+/** Deletion on the mirror was refused: the library holds far fewer files than its mirror. */
+export class MirrorSafetyError extends Error {
+  override name = 'MirrorSafetyError';
+}

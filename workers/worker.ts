@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
@@ -6,10 +7,21 @@ import type { Config } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
 import { installRuntime } from './runtime.js';
 
-// `npm run build` writes the production bundle here (workers/bundle.ts); without it the worker
-// bundles workflows/ itself at start, which takes a few seconds.
+// `npm run build` writes the production bundle here (workers/bundle.ts); without it, or when a
+// compiled workflow file is newer than it, the worker bundles workflows/ itself at start (seconds).
 const BUNDLE = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
-const WORKFLOWS = fileURLToPath(new URL('../workflows/index.js', import.meta.url));
+const WORKFLOWS_DIR = fileURLToPath(new URL('../workflows/', import.meta.url));
+const WORKFLOWS = join(WORKFLOWS_DIR, 'index.js');
+
+function freshBundle(): string | undefined {
+  try {
+    const built = statSync(BUNDLE).mtimeMs;
+    const newest = Math.max(...readdirSync(WORKFLOWS_DIR).filter((f) => f.endsWith('.js')).map((f) => statSync(join(WORKFLOWS_DIR, f)).mtimeMs));
+    return newest <= built ? BUNDLE : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export interface WorkerOptions {
   config: Config;
@@ -25,7 +37,7 @@ export async function createBackupWorker({ config, logger, address }: WorkerOpti
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     activities: createActivities({ config, logger }),
-    ...(existsSync(BUNDLE) ? { workflowBundle: { codePath: BUNDLE } } : { workflowsPath: WORKFLOWS }),
+    ...((bundle) => (bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: WORKFLOWS }))(freshBundle()),
     // Cancellation reaches an activity with its next heartbeat: keep that within 2 s.
     maxHeartbeatThrottleInterval: '2s',
     // On SIGINT/SIGTERM running activities get this long before they are cancelled.

@@ -1,4 +1,4 @@
-import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import {
   AmbiguousContainerError,
@@ -7,10 +7,16 @@ import {
   ContainerNotFoundError,
   DumpCorruptError,
   DumpIncompleteError,
+  DriveNotMountedError,
   DumpTooSmallError,
+  HostKeyVerificationError,
+  MirrorSafetyError,
+  NasAuthError,
+  NasUnreachableError,
   NoSpaceError,
   NotOurDumpError,
   PruneRefusedError,
+  SourceEmptyError,
 } from '../src/errors.js';
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
@@ -61,4 +67,41 @@ export const validation = proxyActivities<Activities>({
 export const housekeeping = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: [...needsOperator, PruneRefusedError.name] },
+});
+
+/** Settings read from the worker's config: instant, recorded in history so replays agree. */
+export const settings = proxyLocalActivities<Activities>({ startToCloseTimeout: '10 seconds' });
+
+/**
+ * Talking to the NAS. A 1 GB upload over a slow link may take an hour. An unreachable NAS is
+ * not retried here: the workflow retries it with backoff for offsite.retryWindowMinutes and then
+ * fails with the last reason. A checksum mismatch is retried (the bad copy is removed first).
+ */
+export const nas = proxyActivities<Activities>({
+  startToCloseTimeout: '2 hours',
+  heartbeatTimeout: '1 minute',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: {
+    initialInterval: '10s',
+    backoffCoefficient: 2,
+    maximumAttempts: 5,
+    nonRetryableErrorTypes: [...needsOperator, NasUnreachableError.name, HostKeyVerificationError.name, NasAuthError.name],
+  },
+});
+
+/** Counting ~135k files on each side takes seconds; an empty library or a deletion risk needs a person. */
+export const mirrorChecks = proxyActivities<Activities>({
+  startToCloseTimeout: '15 minutes',
+  retry: { initialInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: [...needsOperator, SourceEmptyError.name, MirrorSafetyError.name] },
+});
+
+/**
+ * rsync of ~3 TB takes hours the first time. Heartbeats every second; a retry resumes where rsync
+ * left off. A drive that vanished mid-run will not come back by retrying.
+ */
+export const mirroring = proxyActivities<Activities>({
+  startToCloseTimeout: '24 hours',
+  heartbeatTimeout: '1 minute',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { initialInterval: '30s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name] },
 });

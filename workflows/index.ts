@@ -1,3 +1,7 @@
 // The worker's workflowsPath: every workflow, one file each.
 export { NightlyDbBackup } from './nightly-db-backup.js';
 export type { NightlyDbBackupInput, NightlyDbBackupReport } from './nightly-db-backup.js';
+export { OffsiteSync } from './offsite-sync.js';
+export type { OffsiteSyncInput, OffsiteSyncReport } from './offsite-sync.js';
+export { WeeklyLibraryMirror } from './weekly-library-mirror.js';
+export type { WeeklyLibraryMirrorInput, WeeklyLibraryMirrorReport } from './weekly-library-mirror.js';

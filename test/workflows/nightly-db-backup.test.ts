@@ -7,12 +7,11 @@ import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure, CancelledFailure, RetryState } from '@temporalio/common';
 import { execa } from 'execa';
 import type { Config } from '../../src/config.js';
-import { createLogger } from '../../src/logger.js';
-import type { NightlyDbBackup } from '../../workflows/index.js';
-import { createBackupWorker } from '../../workers/worker.js';
+import type { NightlyDbBackupReport } from '../../workflows/index.js';
 import { waitFor } from '../helpers/net.js';
 import { holdLock, loadImmichLike, pgBin, rowCounts, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
+import { runWorkflow } from '../helpers/run-workflow.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 
 // NightlyDbBackup end to end: a real Temporal dev server, a real PostgreSQL holding Immich-like
@@ -22,7 +21,6 @@ let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
 let pg: TestPostgres;
 let connection: Connection;
 let client: Client;
-const logger = createLogger({ level: 'error', fd: 2 });
 
 before(async () => {
   [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
@@ -38,19 +36,8 @@ after(async () => {
 });
 
 /** Runs one NightlyDbBackup on an in-process worker with this config; returns the result or the failure. */
-async function runBackup(config: Config, during?: (workflowId: string) => Promise<void>) {
-  const { worker, connection: workerConnection } = await createBackupWorker({ config, logger, address: temporal.address });
-  const workflowId = `test-backup-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
-  try {
-    return await worker.runUntil(async () => {
-      const handle = await client.workflow.start<typeof NightlyDbBackup>('NightlyDbBackup', { taskQueue: config.temporal.taskQueue, workflowId, args: [{ trigger: 'test' }] });
-      await during?.(workflowId);
-      return handle.result().then((report) => ({ report, error: undefined }), (error: unknown) => ({ report: undefined, error }));
-    });
-  } finally {
-    await workerConnection.close();
-  }
-}
+const runBackup = (config: Config, during?: (workflowId: string) => Promise<void>) =>
+  runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup', during);
 
 function innermost(err: unknown): { activity: ActivityFailure; failure: ApplicationFailure } {
   assert.ok(err instanceof WorkflowFailedError, `expected a failed workflow, got ${String(err)}`);

@@ -1,0 +1,92 @@
+import { readdir, readFile, realpath } from 'node:fs/promises';
+import { relative, resolve } from 'node:path';
+import { DriveNotMountedError, MirrorSafetyError, SourceEmptyError } from '../src/errors.js';
+import type { ActivityDeps } from './deps.js';
+import { runRsync } from './rsync.js';
+import type { MirrorResult, MirrorSettings, MirrorTargetCheck } from './types.js';
+
+/** True when `path` is itself a mount point (per /proc/self/mountinfo), not a directory on its parent's filesystem. */
+export async function isMountPoint(path: string): Promise<boolean> {
+  const real = await realpath(path).catch(() => undefined);
+  if (!real) return false;
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  // Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return mountinfo.split('\n').some((line) => unescape(line.split(' ')[4] ?? '') === real);
+}
+
+/** Regular files under dir (0 when it does not exist). */
+export async function countFiles(dir: string): Promise<number> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
+  return entries.filter((e) => e.isFile()).length;
+}
+
+export function createMirrorActivities({ config, logger }: ActivityDeps) {
+  const lib = config.library;
+
+  async function driveProblem(): Promise<string | undefined> {
+    if (!(await isMountPoint(lib.mountPoint))) return `drive not mounted at ${lib.mountPoint}`;
+    const inside = relative(resolve(lib.mountPoint), resolve(lib.destination));
+    if (inside.startsWith('..') || resolve(lib.mountPoint, inside) !== resolve(lib.destination)) {
+      return `library.destination ${lib.destination} is not on the drive mounted at ${lib.mountPoint}`;
+    }
+    return undefined;
+  }
+
+  return {
+    async mirrorSettings(): Promise<MirrorSettings> {
+      return { mountWaitMs: lib.mountWaitMinutes * 60_000, mountPollMs: lib.mountPollSeconds * 1000, mountPoint: lib.mountPoint };
+    },
+
+    /**
+     * The preconditions, checked before anything is written: the drive is mounted, the library
+     * holds files, and (with deletion on) it holds at least library.minSourceFraction of the
+     * mirror's files, so an emptied or unmounted library never erases its own backup.
+     */
+    async checkMirrorTarget(): Promise<MirrorTargetCheck> {
+      const problem = await driveProblem();
+      if (problem) return { ready: false, reason: problem };
+      const sourceFiles = await countFiles(lib.source);
+      if (sourceFiles === 0) {
+        throw new SourceEmptyError(`the library ${lib.source} is missing or holds no files: is it mounted? Nothing was mirrored`);
+      }
+      const mirrorFiles = await countFiles(lib.destination);
+      if (lib.delete && sourceFiles < lib.minSourceFraction * mirrorFiles) {
+        throw new MirrorSafetyError(
+          `refusing to mirror with deletion: the library holds ${sourceFiles} files, the mirror ${mirrorFiles} ` +
+            `(below library.minSourceFraction ${lib.minSourceFraction}); check the library before it erases its backup`,
+        );
+      }
+      return { ready: true, sourceFiles, mirrorFiles };
+    },
+
+    /** rsync -a from the library to the drive at idle I/O priority; a retry resumes, as rsync skips what is done. */
+    async mirrorLibrary(): Promise<MirrorResult> {
+      // Checked again here: the drive may have gone between the check and the copy.
+      const problem = await driveProblem();
+      if (problem) throw new DriveNotMountedError(`${problem}: nothing was written`);
+      const started = Date.now();
+      const prefix = [
+        ...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []),
+        ...(lib.nice ? ['nice', '-n', String(lib.nice)] : []),
+      ];
+      const args = [
+        '-a',
+        '--mkpath',
+        ...(lib.delete ? ['--delete'] : []),
+        ...(lib.bwLimitKiB ? [`--bwlimit=${lib.bwLimitKiB}`] : []),
+        ...lib.excludes.map((pattern) => `--exclude=${pattern}`),
+        '--',
+        `${resolve(lib.source)}/`,
+        `${resolve(lib.destination)}/`,
+      ];
+      const stats = await runRsync(args, { step: 'mirroring library', prefix });
+      const result = { filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, sourceFiles: stats.totalFiles, durationMs: Date.now() - started };
+      logger.info({ ...result, destination: lib.destination }, 'library mirrored');
+      return result;
+    },
+  };
+}

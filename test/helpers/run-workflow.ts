@@ -1,0 +1,39 @@
+import type { Client } from '@temporalio/client';
+import type { Config } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { createBackupWorker } from '../../workers/worker.js';
+
+const logger = createLogger({ level: 'fatal', fd: 2 });
+
+export interface Outcome<T> {
+  report: T | undefined;
+  error: unknown;
+  workflowId: string;
+}
+
+/**
+ * Runs one workflow on an in-process worker built from `config` (the real worker factory, real
+ * activities), against the test's dev server. `during` runs while the workflow does.
+ */
+export async function runWorkflow<T>(
+  client: Client,
+  address: string,
+  config: Config,
+  workflowType: string,
+  during?: (workflowId: string) => Promise<void>,
+): Promise<Outcome<T>> {
+  const { worker, connection } = await createBackupWorker({ config, logger, address });
+  const workflowId = `test-${workflowType}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  try {
+    return await worker.runUntil(async () => {
+      const handle = await client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ trigger: 'test' }] });
+      await during?.(workflowId);
+      return handle.result().then(
+        (report) => ({ report: report as T, error: undefined, workflowId }),
+        (error: unknown) => ({ report: undefined, error, workflowId }),
+      );
+    });
+  } finally {
+    await connection.close();
+  }
+}

@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { OffsiteSyncReport } from '../../workflows/index.js';
+import { runWorkflow } from '../helpers/run-workflow.js';
+import { listDir, tempDir, testConfig } from '../helpers/setup.js';
+import { startSshd, type TestSshd } from '../helpers/sshd.js';
+import { startTestTemporal } from '../helpers/temporal.js';
+
+// OffsiteSync against a real sshd on loopback standing in for the NAS, with real rsync, scp and
+// ssh; a real Temporal dev server runs the workflow.
+
+let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
+let sshd: TestSshd;
+let connection: Connection;
+let client: Client;
+
+before(async () => {
+  [temporal, sshd] = await Promise.all([startTestTemporal(), startSshd()]);
+  connection = await Connection.connect({ address: temporal.address });
+  client = new Client({ connection });
+});
+after(async () => {
+  await connection?.close();
+  await Promise.all([temporal?.stop(), sshd?.stop()]);
+});
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** A validated-looking local dump: gzip bytes and their .sha256, as NightlyDbBackup leaves them. */
+async function localDump(dir: string, stamp: string, size = 200_000): Promise<{ name: string; body: Buffer }> {
+  const name = `immich_${stamp}.sql.gz`;
+  const body = gzipSync(Buffer.from(Array.from({ length: size }, (_, i) => String.fromCharCode(32 + ((i * 7919 + stamp.length) % 95))).join('')));
+  await writeFile(join(dir, name), body, { mode: 0o600 });
+  await writeFile(join(dir, `${name}.sha256`), `${sha(body)}  ${name}\n`, { mode: 0o600 });
+  return { name, body };
+}
+
+async function setup(extra: Record<string, unknown> = {}, remoteDir?: string) {
+  const local = await tempDir('offsite-local');
+  const remote = remoteDir ?? join(await tempDir('offsite-nas'), 'volume1', 'backups', 'immich', 'postgres');
+  const config = testConfig({ backupDir: local, extra: { offsite: { ...sshd.offsite, remoteDir: remote, retryWindowMinutes: 0.25, ...extra } } });
+  return { local, remote, config, run: (during?: (id: string) => Promise<void>) => runWorkflow<OffsiteSyncReport>(client, temporal.address, config, 'OffsiteSync', during) };
+}
+
+async function dumpStartAttempts(workflowId: string): Promise<number[]> {
+  const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  return (history.events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+}
+
+describe('OffsiteSync', () => {
+  test('copies only the dumps the NAS lacks, verified there; a second run copies nothing and says so', async () => {
+    const { local, remote, run } = await setup();
+    const dumps = [await localDump(local, '20261120_030000'), await localDump(local, '20261121_030000'), await localDump(local, '20261122_030000')];
+    await mkdir(remote, { recursive: true });
+    // The NAS already has the first one.
+    await writeFile(join(remote, dumps[0]!.name), dumps[0]!.body);
+    await writeFile(join(remote, `${dumps[0]!.name}.sha256`), await readFile(join(local, `${dumps[0]!.name}.sha256`)));
+    // A file the NAS holds that is not ours, and a local dump that never validated (no .sha256).
+    await writeFile(join(remote, 'notes.txt'), 'keep');
+    await writeFile(join(local, 'immich_20261123_030000.sql.gz'), 'unvalidated');
+
+    const first = await run();
+    assert.equal(first.error, undefined, String(first.error));
+    assert.deepEqual(first.report!.copied, [dumps[1]!.name, dumps[2]!.name]);
+    assert.equal(first.report!.alreadyOffsite, 1);
+    assert.equal(first.report!.bytesCopied, dumps[1]!.body.length + dumps[2]!.body.length);
+    const names = dumps.flatMap((d) => [d.name, `${d.name}.sha256`]);
+    assert.deepEqual(await listDir(remote), [...names, 'notes.txt'].sort());
+    for (const d of dumps) assert.equal(sha(await readFile(join(remote, d.name))), sha(d.body));
+    for (const d of dumps.slice(1)) assert.equal((await stat(join(remote, d.name))).mode & 0o777, 0o600, 'owner-only on the NAS too');
+
+    const second = await run();
+    assert.equal(second.error, undefined);
+    assert.deepEqual(second.report!.copied, []);
+    assert.match(second.report!.message, /^nothing to copy: .* already has all 3 local dump\(s\)$/);
+  });
+
+  test('scp works for NAS units without rsync, with the same temporary-name discipline', async () => {
+    const { local, remote, run } = await setup({ method: 'scp' });
+    const dump = await localDump(local, '20261124_030000');
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.equal(report!.method, 'scp');
+    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.sha256`]);
+    assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
+  });
+
+  test('a corrupted copy on the NAS is caught by its sha256 there, removed, and sent again', async () => {
+    const { local, remote, run } = await setup();
+    const dump = await localDump(local, '20261125_030000');
+    // A leftover partial upload of the right size and time but wrong bytes: rsync's quick check
+    // takes it as done, so only the checksum computed on the NAS can tell.
+    await mkdir(remote, { recursive: true });
+    const bad = Buffer.from(dump.body);
+    bad[bad.length >> 1] = bad[bad.length >> 1]! ^ 0xff;
+    const partial = join(remote, `.${dump.name}.partial`);
+    await writeFile(partial, bad);
+    const { mtime } = await stat(join(local, dump.name));
+    await utimes(partial, mtime, mtime);
+
+    const { report, error, workflowId } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.deepEqual(report!.copied, [dump.name]);
+    assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
+    assert.ok((await dumpStartAttempts(workflowId)).includes(2), 'the upload was retried after the mismatch');
+    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.sha256`]);
+  });
+
+  test('an unreachable NAS is retried for the window, then fails in one line; nothing lands under a final name', async () => {
+    const { local, remote, run } = await setup({ retryWindowMinutes: 0.2 });
+    await localDump(local, '20261126_030000');
+    await sshd.stop();
+    try {
+      const started = Date.now();
+      const { error } = await run();
+      assert.ok(error instanceof WorkflowFailedError);
+      const failure = error.cause;
+      assert.ok(failure instanceof ApplicationFailure);
+      assert.equal(failure.type, 'NasUnreachableError');
+      assert.match(failure.message, /^the NAS .*127\.0\.0\.1:\d+:.* is unreachable: .*Connection refused.* \(retried for \d+ s\)$/);
+      assert.doesNotMatch(failure.message, /\n/);
+      assert.ok(Date.now() - started >= 5_000, 'it waited and retried before giving up');
+      assert.deepEqual(await listDir(remote).catch(() => []), []);
+    } finally {
+      await sshd.start();
+    }
+  });
+
+  test('a NAS that comes back within the window gets the dumps', async () => {
+    const { local, remote, run } = await setup({ retryWindowMinutes: 2 });
+    const dump = await localDump(local, '20261126_040000');
+    await sshd.stop();
+    const { report, error } = await run(async () => {
+      await new Promise((r) => setTimeout(r, 3000));
+      await sshd.start();
+    });
+    assert.equal(error, undefined, String(error));
+    assert.deepEqual(report!.copied, [dump.name]);
+    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.sha256`]);
+  });
+
+  test('an unknown host key is refused at once: ssh never prompts and never trusts it', async () => {
+    const empty = join(await tempDir('known-hosts'), 'known_hosts');
+    await writeFile(empty, '');
+    const { local, remote, run } = await setup({ knownHostsFile: empty });
+    await localDump(local, '20261126_050000');
+    const { error } = await run();
+    assert.ok(error instanceof WorkflowFailedError);
+    const failure = (error.cause as { cause?: unknown }).cause;
+    assert.ok(failure instanceof ApplicationFailure);
+    assert.equal(failure.type, 'HostKeyVerificationError');
+    assert.deepEqual(await listDir(remote).catch(() => []), []);
+  });
+
+  test('remote retention, when configured, prunes old NAS dumps but never the newest', async () => {
+    const { local, remote, run } = await setup({ retentionDays: 7 });
+    await mkdir(remote, { recursive: true });
+    const old = ['immich_20200101_030000.sql.gz', 'immich_20200102_030000.sql.gz'];
+    for (const name of old) {
+      await writeFile(join(remote, name), 'old');
+      await writeFile(join(remote, `${name}.sha256`), 'x');
+    }
+    const fresh = await localDump(local, '20261126_060000');
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.deepEqual(report!.prunedRemote.sort(), old);
+    assert.deepEqual(await listDir(remote), [fresh.name, `${fresh.name}.sha256`]);
+  });
+});
