@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { execa } from 'execa';
+import { countFiles, isMountPoint } from '../../activities/mirror.js';
+import { currentProgress } from '../../src/client.js';
+import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
+import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
+import { waitFor } from '../helpers/net.js';
+import { runWorkflow } from '../helpers/run-workflow.js';
+import { listDir, tempDir, testConfig } from '../helpers/setup.js';
+import { startTestTemporal } from '../helpers/temporal.js';
+
+// WeeklyLibraryMirror with real rsync into a real tmpfs mount standing in for the WD drive, on a
+// real Temporal dev server.
+
+let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
+let connection: Connection;
+let client: Client;
+const mounts: Array<{ unmount(): Promise<void> }> = [];
+
+before(async () => {
+  temporal = await startTestTemporal();
+  connection = await Connection.connect({ address: temporal.address });
+  client = new Client({ connection });
+});
+after(async () => {
+  for (const m of mounts) await m.unmount();
+  await connection?.close();
+  await temporal?.stop();
+});
+
+async function setup(files: number, library: Record<string, unknown> = {}, mounted = true) {
+  const root = await tempDir('mirror');
+  const source = join(root, 'library');
+  const mountPoint = join(root, 'wd-backup');
+  const bytes = await makeLibrary(source, files);
+  if (mounted) mounts.push(await mountTmpfs(mountPoint));
+  else await mkdir(mountPoint, { recursive: true });
+  const destination = join(mountPoint, 'immich');
+  const config = testConfig({ backupDir: join(root, 'dumps'), extra: { library: { source, destination, mountPoint, mountWaitMinutes: 0.05, mountPollSeconds: 1, ...library } } });
+  const run = (during?: (id: string) => Promise<void>, overrides = config) => runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, overrides, 'WeeklyLibraryMirror', during);
+  return { source, destination, mountPoint, bytes, config, run };
+}
+
+const failureOf = (error: unknown) => {
+  assert.ok(error instanceof WorkflowFailedError, `a failed run, got ${String(error)}`);
+  let cause: unknown = error.cause;
+  while (!(cause instanceof ApplicationFailure) && cause instanceof Error && cause.cause) cause = cause.cause;
+  assert.ok(cause instanceof ApplicationFailure);
+  return cause;
+};
+
+describe('WeeklyLibraryMirror', () => {
+  test('the mount check tells a mounted drive from a bare directory', async () => {
+    const root = await tempDir('mountcheck');
+    const bare = join(root, 'bare');
+    await mkdir(bare);
+    mounts.push(await mountTmpfs(join(root, 'drive')));
+    assert.equal(await isMountPoint(join(root, 'drive')), true);
+    assert.equal(await isMountPoint(bare), false);
+    assert.equal(await isMountPoint(join(root, 'missing')), false);
+  });
+
+  test('mirrors the library onto the mounted drive and reports what it copied; a rerun copies nothing', async () => {
+    const { source, destination, bytes, run } = await setup(300);
+    const first = await run();
+    assert.equal(first.error, undefined, String(first.error));
+    assert.equal(first.report!.filesTransferred, 300);
+    assert.equal(first.report!.bytesTransferred, bytes);
+    assert.equal(first.report!.deleted, 0);
+    assert.equal(first.report!.sourceFiles, 300);
+    assert.deepEqual(await treeDigest(destination), await treeDigest(source));
+
+    const second = await run();
+    assert.equal(second.error, undefined);
+    assert.equal(second.report!.filesTransferred, 0);
+    assert.equal(second.report!.bytesTransferred, 0);
+    assert.equal(second.report!.mirrorFilesBefore, 300);
+  });
+
+  test('heartbeats carry rsync\'s progress while rsync runs at idle I/O and lowest CPU priority', async () => {
+    const { run } = await setup(60, { bwLimitKiB: 200 }); // ~0.7 MB at 200 KiB/s: a few seconds
+    let seen: Record<string, unknown> | undefined;
+    let priority = '';
+    const { error } = await run(async (workflowId) => {
+      const handle = client.workflow.getHandle(workflowId);
+      seen = await waitFor('progress in the heartbeat details', async () => {
+        const details = (await currentProgress(handle)).find((p) => p.activity === 'mirrorLibrary')?.details as Record<string, unknown> | undefined;
+        return details && typeof details.percent === 'number' ? details : undefined;
+      }, 30_000, 200);
+      const pid = (await execa('pgrep', ['-n', '-x', 'rsync'])).stdout.trim();
+      priority = `${(await execa('ps', ['-o', 'ni=', '-p', pid])).stdout.trim()} ${(await execa('ionice', ['-p', pid])).stdout.trim()}`;
+    });
+    assert.equal(error, undefined, String(error));
+    assert.equal(seen!.step, 'mirroring library');
+    assert.match(String(seen!.transferred), /B$/);
+    assert.ok('bytes' in seen! && 'rate' in seen! && 'filesTransferred' in seen!);
+    assert.equal(priority, '19 idle');
+  });
+
+  test('cancelling stops rsync promptly', async () => {
+    const { run } = await setup(60, { bwLimitKiB: 50 });
+    let pid = 0;
+    let cancelledAt = 0;
+    const { error } = await run(async (workflowId) => {
+      pid = Number(await waitFor('rsync', async () => (await execa('pgrep', ['-n', '-x', 'rsync'], { reject: false })).stdout.trim() || undefined, 30_000));
+      cancelledAt = Date.now();
+      await client.workflow.getHandle(workflowId).cancel();
+    });
+    assert.ok(error instanceof WorkflowFailedError && error.cause instanceof CancelledFailure, String(error));
+    assert.ok(Date.now() - cancelledAt < 5000, 'cancelled within seconds');
+    await waitFor('rsync to exit', async () => ((await execa('pgrep', ['-x', 'rsync'], { reject: false })).stdout === '' ? true : undefined), 5000);
+    assert.ok(pid > 0);
+  });
+
+  test('a drive that is not mounted: nothing is written, and after the window it fails saying so', async () => {
+    const { mountPoint, run } = await setup(20, {}, false);
+    const started = Date.now();
+    const { error } = await run();
+    const failure = failureOf(error);
+    assert.equal(failure.type, 'DriveNotMountedError');
+    assert.match(failure.message, new RegExp(`^drive not mounted at ${mountPoint} \\(checked for \\d+ s\\)`));
+    assert.ok(Date.now() - started >= 2000, 'it kept checking for the window');
+    assert.deepEqual(await listDir(mountPoint), []);
+  });
+
+  test('with deletion on, a library that lost most of its files is refused and the mirror keeps everything', async () => {
+    const { source, destination, config, run } = await setup(100, { delete: true });
+    assert.equal((await run()).error, undefined);
+    // 90 of 100 files vanish from the library (an unmounted share, a bad script).
+    for (const [i, path] of Object.keys(await treeDigest(source)).entries()) if (i < 90) await rm(join(source, path));
+    const { error } = await run();
+    const failure = failureOf(error);
+    assert.equal(failure.type, 'MirrorSafetyError');
+    assert.match(failure.message, /library holds 10 files, the mirror 100/);
+    assert.equal(await countFiles(destination), 100);
+    // An emptied library is refused whatever the settings.
+    await rm(source, { recursive: true });
+    await mkdir(source);
+    const empty = failureOf((await run(undefined, config)).error);
+    assert.equal(empty.type, 'SourceEmptyError');
+    assert.equal(await countFiles(destination), 100);
+  });
+
+  test('with deletion on and a library that only lost a few files, the mirror follows it', async () => {
+    const { source, destination, run } = await setup(50, { delete: true });
+    assert.equal((await run()).error, undefined);
+    const paths = Object.keys(await treeDigest(source));
+    await rm(join(source, paths[0]!));
+    await writeFile(join(source, 'new.jpg'), 'new');
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.equal(report!.deleted, 1);
+    assert.deepEqual(await treeDigest(destination), await treeDigest(source));
+  });
+});
