@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { runBackupWorker } from '../workers/worker.js';
-import type { NightlyDbBackup, NightlyDbBackupReport } from '../workflows/index.js';
+import type { NightlyDbBackupReport, OffsiteSyncReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 import { connectClient, follow, temporalAddress, type Progress } from './client.js';
 import { loadConfig, redactConfig, type Config } from './config.js';
 import { findTemporalBinary, startDevServer } from './dev-server.js';
 import { ConfigError } from './errors.js';
 import { formatBytes } from './format.js';
-import { runId, WORKFLOW_KINDS } from './ids.js';
+import { runId, WORKFLOW_KINDS, type WorkflowType } from './ids.js';
 import { createLogger } from './logger.js';
+import { applySchedules, listSchedules, scheduleDefinition } from './schedules.js';
 
 const program = new Command('immich-backup')
   .description('Durable, verifiable, restorable backups of a self-hosted Immich server, run as Temporal workflows.')
@@ -41,6 +42,14 @@ program
       process.stderr.write(`Temporal Web UI: ${server.uiUrl}  (server ${server.address}, state in ${server.dbFile})\n`);
     }
     try {
+      if (config.schedules.applyOnStart) {
+        const { client, connection } = await connectClient(config, address);
+        try {
+          for (const s of await applySchedules(client, config)) logger.info({ schedule: s.id, action: s.action, cron: s.cron, timeZone: s.timeZone, paused: s.paused }, 'schedule applied');
+        } finally {
+          await connection.close();
+        }
+      }
       await runBackupWorker({ config, logger, address });
     } finally {
       await stopServer?.();
@@ -62,27 +71,101 @@ backup
   .description('Run NightlyDbBackup now: pg_dumpall + gzip into backup.dir, validate, prune; prints the report')
   .option('--json', 'print the report as JSON')
   .action(async (opts: { json?: boolean }, cmd: Command) => {
+    const report = await runAndFollow<NightlyDbBackupReport>(configOf(cmd), 'NightlyDbBackup');
+    print(opts, report, (r) =>
+      `backup written: ${r.path}\n` +
+      `  ${formatBytes(r.bytes)} (SQL ${formatBytes(r.sqlBytes)}), sha256 ${r.sha256}\n` +
+      `  from ${r.source} in ${(r.durationMs / 1000).toFixed(1)} s; pruned ${r.pruned.length} old dump(s)${r.pruned.length ? `: ${r.pruned.join(', ')}` : ''}`,
+    );
+  });
+
+backup
+  .command('offsite')
+  .description('Run OffsiteSync now: copy validated dumps the NAS lacks, verify each by sha256 there; prints the report')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { json?: boolean }, cmd: Command) => {
+    const report = await runAndFollow<OffsiteSyncReport>(configOf(cmd), 'OffsiteSync');
+    print(opts, report, (r) =>
+      `${r.message}\n` +
+      (r.copied.length ? `  copied ${r.copied.join(', ')} (${formatBytes(r.bytesCopied)}) by ${r.method}\n` : '') +
+      (r.prunedRemote.length ? `  pruned on the NAS: ${r.prunedRemote.join(', ')}\n` : '') +
+      `  in ${(r.durationMs / 1000).toFixed(1)} s`,
+    );
+  });
+
+backup
+  .command('library')
+  .description('Run WeeklyLibraryMirror now: rsync the photo library to the mounted drive; prints the report')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { json?: boolean }, cmd: Command) => {
+    const report = await runAndFollow<WeeklyLibraryMirrorReport>(configOf(cmd), 'WeeklyLibraryMirror');
+    print(opts, report, (r) =>
+      `library mirrored: ${r.filesTransferred} file(s), ${formatBytes(r.bytesTransferred)} transferred, ${r.deleted} deleted\n` +
+      `  library holds ${r.sourceFiles} file(s); in ${(r.durationMs / 1000).toFixed(1)} s`,
+    );
+  });
+
+const schedules = program.command('schedules').description('The Temporal Schedules that replace cron: nightly-db-backup, offsite-sync, weekly-library-mirror');
+
+schedules
+  .command('apply')
+  .description('Create or update the three schedules from the config (a paused schedule stays paused)')
+  .action(async (_opts, cmd: Command) => {
     const config = configOf(cmd);
-    const { client, connection } = await connectClient(config);
-    try {
-      const handle = await client.workflow.start<typeof NightlyDbBackup>('NightlyDbBackup', {
-        taskQueue: config.temporal.taskQueue,
-        workflowId: runId(WORKFLOW_KINDS.NightlyDbBackup, 'cli', new Date()),
-        args: [{ trigger: 'cli' }],
-      });
-      process.stderr.write(`started ${handle.workflowId}\n`);
-      const report = await follow<NightlyDbBackupReport>(handle, printProgress);
-      if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-      else {
+    await withClient(config, async (client) => {
+      for (const s of await applySchedules(client, config)) {
+        process.stdout.write(`${s.action} ${s.id}: ${s.cron} (${s.timeZone})${s.paused ? ', still paused' : ''}\n`);
+      }
+    });
+  });
+
+schedules
+  .command('list')
+  .description('Each schedule: spec, paused state, next runs, last result')
+  .option('--json', 'print as JSON')
+  .action(async (opts: { json?: boolean }, cmd: Command) => {
+    await withClient(configOf(cmd), async (client) => {
+      const rows = await listSchedules(client);
+      if (opts.json) return void process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+      for (const r of rows) {
+        if (!r.registered) {
+          process.stdout.write(`${r.id}: not registered (run \`immich-backup schedules apply\`)\n`);
+          continue;
+        }
         process.stdout.write(
-          `backup written: ${report.path}\n` +
-            `  ${formatBytes(report.bytes)} (SQL ${formatBytes(report.sqlBytes)}), sha256 ${report.sha256}\n` +
-            `  from ${report.source} in ${(report.durationMs / 1000).toFixed(1)} s; pruned ${report.pruned.length} old dump(s)${report.pruned.length ? `: ${report.pruned.join(', ')}` : ''}\n`,
+          `${r.id}: ${r.cron} (${r.timeZone ?? 'UTC'})${r.paused ? ` PAUSED${r.note ? `: ${r.note}` : ''}` : ''}\n` +
+            `  next: ${r.nextRuns?.join(', ') || '-'}\n` +
+            `  last: ${r.lastRun ? `${r.lastRun.status} ${r.lastRun.workflowId}` : 'never ran'}\n`,
         );
       }
-    } finally {
-      await connection.close();
-    }
+    });
+  });
+
+for (const verb of ['pause', 'resume'] as const) {
+  schedules
+    .command(`${verb} <id>`)
+    .description(`${verb === 'pause' ? 'Pause' : 'Resume'} one schedule`)
+    .option('--reason <text>', 'recorded as the schedule\'s note')
+    .action(async (id: string, opts: { reason?: string }, cmd: Command) => {
+      scheduleDefinition(id);
+      await withClient(configOf(cmd), async (client) => {
+        const handle = client.schedule.getHandle(id);
+        const note = opts.reason ?? `${verb}d with immich-backup`;
+        await (verb === 'pause' ? handle.pause(note) : handle.unpause(note));
+        process.stdout.write(`${id} ${verb}d\n`);
+      });
+    });
+}
+
+schedules
+  .command('trigger <id>')
+  .description('Start the schedule\'s workflow now (skipped if a run is still going)')
+  .action(async (id: string, _opts, cmd: Command) => {
+    scheduleDefinition(id);
+    await withClient(configOf(cmd), async (client) => {
+      await client.schedule.getHandle(id).trigger();
+      process.stdout.write(`${id} triggered\n`);
+    });
   });
 
 program
@@ -93,6 +176,32 @@ program
     const config = redactConfig(configOf(cmd));
     process.stdout.write(opts.json ? JSON.stringify(config, null, 2) + '\n' : `config OK\n${JSON.stringify(config, null, 2)}\n`);
   });
+
+async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<typeof connectClient>>['client']) => Promise<T>): Promise<T> {
+  const { client, connection } = await connectClient(config);
+  try {
+    return await use(client);
+  } finally {
+    await connection.close();
+  }
+}
+
+/** Starts a workflow now, shows its progress on stderr while it runs, and returns its report. */
+async function runAndFollow<R>(config: Config, workflowType: WorkflowType): Promise<R> {
+  return withClient(config, async (client) => {
+    const handle = await client.workflow.start(workflowType, {
+      taskQueue: config.temporal.taskQueue,
+      workflowId: runId(WORKFLOW_KINDS[workflowType], 'cli', new Date()),
+      args: [{ trigger: 'cli' }],
+    });
+    process.stderr.write(`started ${handle.workflowId}\n`);
+    return follow<R>(handle, printProgress);
+  });
+}
+
+function print<R>(opts: { json?: boolean }, report: R, human: (r: R) => string): void {
+  process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : human(report) + '\n');
+}
 
 function printProgress(progress: Progress[]): void {
   for (const p of progress) {

@@ -7,8 +7,7 @@ export function temporalAddress(config: Config): string {
   return config.temporal.address ?? `${config.temporal.devServer.ip}:${config.temporal.devServer.port}`;
 }
 
-export async function connectClient(config: Config): Promise<{ client: Client; connection: Connection }> {
-  const address = temporalAddress(config);
+export async function connectClient(config: Config, address = temporalAddress(config)): Promise<{ client: Client; connection: Connection }> {
   let connection: Connection;
   try {
     connection = await Connection.connect({ address, connectTimeout: 5000 });

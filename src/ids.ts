@@ -1,8 +1,13 @@
 // Workflow IDs say what and when. Pure: safe in workflows, the CLI and schedules alike.
 
+/** Workflow type → the kebab-case kind that prefixes its run IDs and names its schedule. */
 export const WORKFLOW_KINDS = {
   NightlyDbBackup: 'nightly-db-backup',
+  OffsiteSync: 'offsite-sync',
+  WeeklyLibraryMirror: 'weekly-library-mirror',
 } as const;
+
+export type WorkflowType = keyof typeof WORKFLOW_KINDS;
 
 /** e.g. nightly-db-backup-cli-20261126T030000Z */
 export function runId(kind: string, trigger: string, at: Date): string {

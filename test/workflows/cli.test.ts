@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { cli, spawnCli } from '../helpers/cli.js';
+import { makeLibrary, mountTmpfs } from '../helpers/library.js';
 import { freePort, waitFor } from '../helpers/net.js';
 import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
@@ -17,6 +18,7 @@ let address = '';
 let uiUrl = '';
 let configFile = '';
 let backupDir = '';
+let drive: { unmount(): Promise<void> } | undefined;
 
 before(async () => {
   pg = await startPostgres();
@@ -24,7 +26,12 @@ before(async () => {
   const dir = await tempDir('cli');
   backupDir = join(dir, 'dumps');
   const port = await freePort();
-  const raw = rawTestConfig({ backupDir, extra: { postgres: { password: SECRET }, log: { level: 'info' } } });
+  // A small library and a real tmpfs standing in for the USB drive, for `backup library`.
+  const librarySource = join(dir, 'library');
+  await makeLibrary(librarySource, 40);
+  drive = await mountTmpfs(join(dir, 'wd-backup'));
+  const library = { source: librarySource, destination: join(dir, 'wd-backup', 'immich'), mountPoint: join(dir, 'wd-backup'), bwLimitKiB: 150 };
+  const raw = rawTestConfig({ backupDir, extra: { postgres: { password: SECRET }, log: { level: 'info' }, library } });
   raw.temporal = { ...raw.temporal, devServer: { dataDir: join(dir, 'temporal'), port, uiPort: await freePort() } };
   configFile = await writeConfigFile(dir, raw);
   address = `127.0.0.1:${port}`;
@@ -32,6 +39,7 @@ before(async () => {
 
 after(async () => {
   started?.process.kill('SIGKILL');
+  await drive?.unmount();
   await pg?.stop();
 });
 
@@ -45,6 +53,21 @@ describe('immich-backup CLI', () => {
       return res?.status === 200 ? await res.text() : undefined;
     });
     assert.match(page, /<html/i);
+    // start applied the three schedules.
+    const r = await cli(['-c', configFile, 'schedules', 'list', '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.deepEqual((JSON.parse(r.stdout) as Array<{ id: string; registered: boolean }>).map((s) => [s.id, s.registered]), [
+      ['nightly-db-backup', true],
+      ['offsite-sync', true],
+      ['weekly-library-mirror', true],
+    ]);
+  });
+
+  test('backup library follows the mirror, showing rsync\'s progress, then prints the report', async () => {
+    const r = await cli(['-c', configFile, 'backup', 'library']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.match(r.stderr, /^… mirrorLibrary step=mirroring library bytes=\d+ transferred=.* percent=\d+ rate=\S+ filesTransferred=\d+/m);
+    assert.match(r.stdout, /^library mirrored: 40 file\(s\), .* transferred, 0 deleted\n {2}library holds 40 file\(s\); in \d+\.\d s\n$/);
   });
 
   test('backup db runs NightlyDbBackup to the end and prints the report as JSON', async () => {
@@ -133,7 +156,8 @@ describe('immich-backup CLI', () => {
   });
 
   test('every command has --help', async () => {
-    for (const command of [[], ['start'], ['worker'], ['backup'], ['backup', 'db'], ['config']]) {
+    const commands = [[], ['start'], ['worker'], ['backup'], ['backup', 'db'], ['backup', 'offsite'], ['backup', 'library'], ['config'], ['schedules'], ['schedules', 'apply'], ['schedules', 'list'], ['schedules', 'pause'], ['schedules', 'resume'], ['schedules', 'trigger']];
+    for (const command of commands) {
       const r = await cli([...command, '--help']);
       assert.equal(r.exitCode, 0, command.join(' '));
       assert.match(r.stdout, new RegExp(`^Usage: immich-backup ${command.join(' ')}`));
