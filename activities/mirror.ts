@@ -1,5 +1,5 @@
-import { readdir, readFile, realpath } from 'node:fs/promises';
-import { relative, resolve } from 'node:path';
+import { opendir, readdir, readFile, realpath } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
 import { DriveNotMountedError, MirrorSafetyError, SourceEmptyError } from '../src/errors.js';
 import type { ActivityDeps } from './deps.js';
 import { runRsync } from './rsync.js';
@@ -22,6 +22,24 @@ export async function countFiles(dir: string): Promise<number> {
     throw err;
   });
   return entries.filter((e) => e.isFile()).length;
+}
+
+/** True as soon as one regular file is found under dir: cheap even for a 135k-file library. */
+export async function hasFiles(dir: string): Promise<boolean> {
+  const stack = [dir];
+  while (stack.length) {
+    const current = stack.pop()!;
+    const handle = await opendir(current).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+      throw err;
+    });
+    if (!handle) continue;
+    for await (const entry of handle) {
+      if (entry.isFile()) return true; // leaving the loop closes the handle
+      if (entry.isDirectory()) stack.push(join(current, entry.name));
+    }
+  }
+  return false;
 }
 
 export function createMirrorActivities({ config, logger }: ActivityDeps) {
@@ -49,12 +67,13 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     async checkMirrorTarget(): Promise<MirrorTargetCheck> {
       const problem = await driveProblem();
       if (problem) return { ready: false, reason: problem };
-      const sourceFiles = await countFiles(lib.source);
-      if (sourceFiles === 0) {
+      if (!(await hasFiles(lib.source))) {
         throw new SourceEmptyError(`the library ${lib.source} is missing or holds no files: is it mounted? Nothing was mirrored`);
       }
-      const mirrorFiles = await countFiles(lib.destination);
-      if (lib.delete && sourceFiles < lib.minSourceFraction * mirrorFiles) {
+      // Counting both trees costs seconds on a large library: only deletion needs the numbers.
+      if (!lib.delete) return { ready: true };
+      const [sourceFiles, mirrorFiles] = await Promise.all([countFiles(lib.source), countFiles(lib.destination)]);
+      if (sourceFiles < lib.minSourceFraction * mirrorFiles) {
         throw new MirrorSafetyError(
           `refusing to mirror with deletion: the library holds ${sourceFiles} files, the mirror ${mirrorFiles} ` +
             `(below library.minSourceFraction ${lib.minSourceFraction}); check the library before it erases its backup`,
@@ -84,7 +103,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
         `${resolve(lib.destination)}/`,
       ];
       const stats = await runRsync(args, { step: 'mirroring library', prefix });
-      const result = { filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, sourceFiles: stats.totalFiles, durationMs: Date.now() - started };
+      const result = { filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, sourceFiles: stats.regularFiles, durationMs: Date.now() - started };
       logger.info({ ...result, destination: lib.destination }, 'library mirrored');
       return result;
     },

@@ -18,7 +18,8 @@ export interface RsyncStats {
   filesTransferred: number;
   bytesTransferred: number;
   deleted: number;
-  totalFiles: number;
+  /** Regular files on the sending side. */
+  regularFiles: number;
 }
 
 const PROGRESS = /^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+\d+:\d+:\d+(?:\s+\(xfr#(\d+), (?:ir|to)-chk=(\d+\/\d+)\))?/;
@@ -44,7 +45,7 @@ export function parseStats(text: string): RsyncStats {
     filesTransferred: num(/Number of regular files transferred: ([\d,]+)/),
     bytesTransferred: num(/Total transferred file size: ([\d,]+)/),
     deleted: num(/Number of deleted files: ([\d,]+)/),
-    totalFiles: num(/Number of files: ([\d,]+)/),
+    regularFiles: num(/Number of files: [\d,]+ \(reg: ([\d,]+)/),
   };
 }
 

@@ -69,7 +69,8 @@ export interface MirrorSettings {
   mountPoint: string;
 }
 
-export type MirrorTargetCheck = { ready: true; sourceFiles: number; mirrorFiles: number } | { ready: false; reason: string };
+/** ready: the drive is mounted and the library holds files (counts only when deletion is on). */
+export type MirrorTargetCheck = { ready: true; sourceFiles?: number; mirrorFiles?: number } | { ready: false; reason: string };
 
 export interface MirrorResult {
   filesTransferred: number;

@@ -10,8 +10,8 @@ export interface WeeklyLibraryMirrorReport {
   filesTransferred: number;
   bytesTransferred: number;
   deleted: number;
+  /** Regular files in the library, as rsync counted them. */
   sourceFiles: number;
-  mirrorFilesBefore: number;
   waitedForDriveMs: number;
   durationMs: number;
   trigger: string;
@@ -38,8 +38,7 @@ export async function WeeklyLibraryMirror(input: WeeklyLibraryMirrorInput = {}):
     filesTransferred: result.filesTransferred,
     bytesTransferred: result.bytesTransferred,
     deleted: result.deleted,
-    sourceFiles: check.sourceFiles,
-    mirrorFilesBefore: check.mirrorFiles,
+    sourceFiles: result.sourceFiles,
     waitedForDriveMs,
     durationMs: Date.now() - startedMs,
     trigger: input.trigger ?? 'manual',

@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { execa } from 'execa';
-import { countFiles, isMountPoint } from '../../activities/mirror.js';
+import { countFiles, hasFiles, isMountPoint } from '../../activities/mirror.js';
 import { currentProgress } from '../../src/client.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
@@ -65,6 +65,15 @@ describe('WeeklyLibraryMirror', () => {
     assert.equal(await isMountPoint(join(root, 'missing')), false);
   });
 
+  test('hasFiles finds a file deep in a tree and reports empty or missing trees as empty', async () => {
+    const root = await tempDir('hasfiles');
+    await mkdir(join(root, 'a', 'b', 'c'), { recursive: true });
+    assert.equal(await hasFiles(root), false);
+    assert.equal(await hasFiles(join(root, 'missing')), false);
+    await writeFile(join(root, 'a', 'b', 'c', 'photo.jpg'), 'x');
+    assert.equal(await hasFiles(root), true);
+  });
+
   test('mirrors the library onto the mounted drive and reports what it copied; a rerun copies nothing', async () => {
     const { source, destination, bytes, run } = await setup(300);
     const first = await run();
@@ -79,7 +88,7 @@ describe('WeeklyLibraryMirror', () => {
     assert.equal(second.error, undefined);
     assert.equal(second.report!.filesTransferred, 0);
     assert.equal(second.report!.bytesTransferred, 0);
-    assert.equal(second.report!.mirrorFilesBefore, 300);
+    assert.equal(second.report!.sourceFiles, 300);
   });
 
   test('heartbeats carry rsync\'s progress while rsync runs at idle I/O and lowest CPU priority', async () => {
