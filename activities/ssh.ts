@@ -44,7 +44,7 @@ export function shellQuote(arg: string): string {
 }
 
 /** Runs argv on the NAS. Each element is quoted; `&&` and the like are not available on purpose. */
-export async function runRemote(offsite: Offsite, argv: readonly string[], options: Omit<CommandOptions, 'label'> & { label: string }) {
+export async function runRemote(offsite: Offsite, argv: readonly string[], options: CommandOptions) {
   try {
     return await runCommand('ssh', [...sshOptions(offsite), sshTarget(offsite), '--', argv.map(shellQuote).join(' ')], options);
   } catch (err) {

@@ -66,44 +66,47 @@ program
 
 const backup = program.command('backup').description('Start a backup now and follow it to the end');
 
-backup
-  .command('db')
-  .description('Run NightlyDbBackup now: pg_dumpall + gzip into backup.dir, validate, prune; prints the report')
-  .option('--json', 'print the report as JSON')
-  .action(async (opts: { json?: boolean }, cmd: Command) => {
-    const report = await runAndFollow<NightlyDbBackupReport>(configOf(cmd), 'NightlyDbBackup');
-    print(opts, report, (r) =>
-      `backup written: ${r.path}\n` +
-      `  ${formatBytes(r.bytes)} (SQL ${formatBytes(r.sqlBytes)}), sha256 ${r.sha256}\n` +
-      `  from ${r.source} in ${(r.durationMs / 1000).toFixed(1)} s; pruned ${r.pruned.length} old dump(s)${r.pruned.length ? `: ${r.pruned.join(', ')}` : ''}`,
-    );
-  });
+/** `backup <name>`: start the workflow now, follow it, print its report (human or --json). */
+function backupCommand<R>(name: string, description: string, workflowType: WorkflowType, human: (report: R) => string): void {
+  backup
+    .command(name)
+    .description(description)
+    .option('--json', 'print the report as JSON')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const report = await runAndFollow<R>(configOf(cmd), workflowType);
+      process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : human(report) + '\n');
+    });
+}
 
-backup
-  .command('offsite')
-  .description('Run OffsiteSync now: copy validated dumps the NAS lacks, verify each by sha256 there; prints the report')
-  .option('--json', 'print the report as JSON')
-  .action(async (opts: { json?: boolean }, cmd: Command) => {
-    const report = await runAndFollow<OffsiteSyncReport>(configOf(cmd), 'OffsiteSync');
-    print(opts, report, (r) =>
-      `${r.message}\n` +
-      (r.copied.length ? `  copied ${r.copied.join(', ')} (${formatBytes(r.bytesCopied)}) by ${r.method}\n` : '') +
-      (r.prunedRemote.length ? `  pruned on the NAS: ${r.prunedRemote.join(', ')}\n` : '') +
-      `  in ${(r.durationMs / 1000).toFixed(1)} s`,
-    );
-  });
+backupCommand<NightlyDbBackupReport>(
+  'db',
+  'Run NightlyDbBackup now: pg_dumpall + gzip into backup.dir, validate, prune; prints the report',
+  'NightlyDbBackup',
+  (r) =>
+    `backup written: ${r.path}\n` +
+    `  ${formatBytes(r.bytes)} (SQL ${formatBytes(r.sqlBytes)}), sha256 ${r.sha256}\n` +
+    `  from ${r.source} in ${(r.durationMs / 1000).toFixed(1)} s; pruned ${r.pruned.length} old dump(s)${r.pruned.length ? `: ${r.pruned.join(', ')}` : ''}`,
+);
 
-backup
-  .command('library')
-  .description('Run WeeklyLibraryMirror now: rsync the photo library to the mounted drive; prints the report')
-  .option('--json', 'print the report as JSON')
-  .action(async (opts: { json?: boolean }, cmd: Command) => {
-    const report = await runAndFollow<WeeklyLibraryMirrorReport>(configOf(cmd), 'WeeklyLibraryMirror');
-    print(opts, report, (r) =>
-      `library mirrored: ${r.filesTransferred} file(s), ${formatBytes(r.bytesTransferred)} transferred, ${r.deleted} deleted\n` +
-      `  library holds ${r.sourceFiles} file(s); in ${(r.durationMs / 1000).toFixed(1)} s`,
-    );
-  });
+backupCommand<OffsiteSyncReport>(
+  'offsite',
+  'Run OffsiteSync now: copy validated dumps the NAS lacks, verify each by sha256 there; prints the report',
+  'OffsiteSync',
+  (r) =>
+    `${r.message}\n` +
+    (r.copied.length ? `  copied ${r.copied.join(', ')} (${formatBytes(r.bytesCopied)}) by ${r.method}\n` : '') +
+    (r.prunedRemote.length ? `  pruned on the NAS: ${r.prunedRemote.join(', ')}\n` : '') +
+    `  in ${(r.durationMs / 1000).toFixed(1)} s`,
+);
+
+backupCommand<WeeklyLibraryMirrorReport>(
+  'library',
+  'Run WeeklyLibraryMirror now: rsync the photo library to the mounted drive; prints the report',
+  'WeeklyLibraryMirror',
+  (r) =>
+    `library mirrored: ${r.filesTransferred} file(s), ${formatBytes(r.bytesTransferred)} transferred, ${r.deleted} deleted\n` +
+    `  library holds ${r.sourceFiles} file(s); in ${(r.durationMs / 1000).toFixed(1)} s`,
+);
 
 const schedules = program.command('schedules').description('The Temporal Schedules that replace cron: nightly-db-backup, offsite-sync, weekly-library-mirror');
 
@@ -197,10 +200,6 @@ async function runAndFollow<R>(config: Config, workflowType: WorkflowType): Prom
     process.stderr.write(`started ${handle.workflowId}\n`);
     return follow<R>(handle, printProgress);
   });
-}
-
-function print<R>(opts: { json?: boolean }, report: R, human: (r: R) => string): void {
-  process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : human(report) + '\n');
 }
 
 function printProgress(progress: Progress[]): void {

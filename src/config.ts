@@ -156,7 +156,7 @@ export const configSchema = z.strictObject({
 export type Config = z.infer<typeof configSchema>;
 
 /** Environment variables that override a config key: connection settings and secrets. */
-export const ENV_OVERRIDES: ReadonlyArray<{ env: string; path: readonly string[]; type?: 'number' }> = [
+export const ENV_OVERRIDES: ReadonlyArray<{ env: string; path: readonly string[] }> = [
   { env: 'IMMICH_BACKUP_TEMPORAL_ADDRESS', path: ['temporal', 'address'] },
   { env: 'IMMICH_BACKUP_TEMPORAL_NAMESPACE', path: ['temporal', 'namespace'] },
   { env: 'IMMICH_BACKUP_TASK_QUEUE', path: ['temporal', 'taskQueue'] },

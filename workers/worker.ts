@@ -31,13 +31,14 @@ export interface WorkerOptions {
 
 export async function createBackupWorker({ config, logger, address }: WorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
   installRuntime(logger);
+  const bundle = freshBundle();
   const connection = await NativeConnection.connect({ address });
   const worker = await Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     activities: createActivities({ config, logger }),
-    ...((bundle) => (bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: WORKFLOWS }))(freshBundle()),
+    ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: WORKFLOWS }),
     // Cancellation reaches an activity with its next heartbeat: keep that within 2 s.
     maxHeartbeatThrottleInterval: '2s',
     // On SIGINT/SIGTERM running activities get this long before they are cancelled.
