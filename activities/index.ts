@@ -4,6 +4,7 @@ import { createDumpActivities } from './dump.js';
 import { createMirrorActivities } from './mirror.js';
 import { createOffsiteActivities } from './offsite.js';
 import { createPruneActivities } from './prune.js';
+import { createRestoreActivities } from './restore.js';
 import { createValidateActivities } from './validate.js';
 
 export type { ActivityDeps } from './deps.js';
@@ -17,6 +18,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createPruneActivities(deps),
     ...createOffsiteActivities(deps),
     ...createMirrorActivities(deps),
+    ...createRestoreActivities(deps),
   };
 }
 

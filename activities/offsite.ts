@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import type { Config } from '../src/config.js';
 import { checksumFileName, isDumpName, parseDumpName, partialFileName } from '../src/dump-names.js';
 import { ChecksumMismatchError, NotOurDumpError } from '../src/errors.js';
 import type { ActivityDeps } from './deps.js';
@@ -13,17 +14,19 @@ import type { CopiedDump, DumpToCopy, OffsitePlan, OffsiteSettings, PruneResult 
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
+/** Our dump names on the NAS that have their .sha256 beside them (written last, after verification). */
+export async function remoteDumpNames(offsite: Config['offsite']): Promise<string[]> {
+  await runRemote(offsite, ['mkdir', '-p', '--', offsite.remoteDir], { label: 'ssh mkdir' });
+  const { stdout } = await runRemote(offsite, ['ls', '-1A', '--', offsite.remoteDir], { label: 'ssh ls' });
+  const names = new Set(stdout.split('\n').map((l) => l.trim()));
+  return [...names].filter((n) => isDumpName(n) && names.has(checksumFileName(n)));
+}
+
 export function createOffsiteActivities({ config, logger }: ActivityDeps) {
   const offsite = config.offsite;
   const remotePath = (name: string) => `${offsite.remoteDir}/${name}`;
 
-  /** Our dump names on the NAS that have their .sha256 beside them (written last, after verification). */
-  async function remoteDumps(): Promise<string[]> {
-    await runRemote(offsite, ['mkdir', '-p', '--', offsite.remoteDir], { label: 'ssh mkdir' });
-    const { stdout } = await runRemote(offsite, ['ls', '-1A', '--', offsite.remoteDir], { label: 'ssh ls' });
-    const names = new Set(stdout.split('\n').map((l) => l.trim()));
-    return [...names].filter((n) => isDumpName(n) && names.has(checksumFileName(n)));
-  }
+  const remoteDumps = () => remoteDumpNames(offsite);
 
   /** Copies a local file to the NAS under `.<name>.partial`: never visible under its final name while incomplete. */
   async function copyToPartial(localPath: string, name: string): Promise<string> {

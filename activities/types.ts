@@ -79,3 +79,39 @@ export interface MirrorResult {
   sourceFiles: number;
   durationMs: number;
 }
+
+/** cluster: our pg_dumpall (all databases and roles); immich: Immich's own pg_dump of its one database. */
+export type DumpFormat = 'cluster' | 'immich';
+
+export interface ResolveDumpInput {
+  /** "latest", one of our dump names, or an immich-db-backup-….sql.gz name. */
+  dump: string;
+  from: 'local' | 'offsite';
+}
+
+export interface ResolvedDump {
+  file: string;
+  path: string;
+  format: DumpFormat;
+  /** Where it came from: the staging dir, fetched from the NAS, or Immich's own backups dir. */
+  origin: 'local' | 'offsite' | 'immich';
+  /** Our dumps carry a .sha256; Immich's own do not. */
+  checksum?: string;
+}
+
+export interface VerifiedDump {
+  bytes: number;
+  sqlBytes: number;
+  sha256: string;
+}
+
+export interface RestoreSettings {
+  approvalTimeoutMs: number;
+  immichDatabase: string;
+}
+
+export interface HealthResult {
+  healthy: boolean;
+  detail: string;
+  waitedMs: number;
+}

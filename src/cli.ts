@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { runBackupWorker } from '../workers/worker.js';
-import type { NightlyDbBackupReport, OffsiteSyncReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
+import type { NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 import { connectClient, follow, temporalAddress, type Progress } from './client.js';
 import { loadConfig, redactConfig, type Config } from './config.js';
 import { findTemporalBinary, startDevServer } from './dev-server.js';
@@ -108,6 +108,45 @@ backupCommand<WeeklyLibraryMirrorReport>(
     `  library holds ${r.sourceFiles} file(s); in ${(r.durationMs / 1000).toFixed(1)} s`,
 );
 
+const restore = program.command('restore').description('Restores an operator starts and watches; nothing is changed before the dump is verified and the restore approved');
+
+restore
+  .command('db')
+  .description('Run RestoreDatabase: verify the dump, wait for approval (unless --yes), take a restore point, stop Immich, restore, start Immich')
+  .option('--dump <name>', 'latest, a dump name (immich_YYYYMMDD_HHMMSS.sql.gz) or an Immich backup (immich-db-backup-….sql.gz)', 'latest')
+  .addOption(new Option('--from <where>', 'local: the staging dir (the NAS when missing there); offsite: fetch from the NAS').choices(['local', 'offsite']).default('local'))
+  .option('--dry-run', 'verify and report what would happen; change nothing')
+  .option('--yes', 'approve now instead of waiting for `restore approve`')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { dump: string; from: 'local' | 'offsite'; dryRun?: boolean; yes?: boolean; json?: boolean }, cmd: Command) => {
+    const input: RestoreDatabaseInput = { dump: opts.dump, from: opts.from, dryRun: opts.dryRun === true, approved: opts.yes === true };
+    const report = await runAndFollow<RestoreDatabaseReport>(configOf(cmd), 'RestoreDatabase', input);
+    process.stdout.write(
+      opts.json
+        ? JSON.stringify(report, null, 2) + '\n'
+        : `${report.message}\n  dump ${report.dump} (${report.format}, from ${report.origin}), sha256 ${report.sha256}` +
+            (report.restorePoint ? `\n  restore point: ${report.restorePoint}` : '') +
+            '\n',
+    );
+    // A restore that did not happen, or an Immich that did not come back, is not a success.
+    if (report.outcome === 'not-approved' || report.healthy === false) process.exitCode = 1;
+  });
+
+restore
+  .command('approve <workflow-id>')
+  .description('Approve a waiting RestoreDatabase run')
+  .action(async (workflowId: string, _opts, cmd: Command) => {
+    await withClient(configOf(cmd), async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      const step = await handle.query<string>('currentStep').catch((err: Error) => {
+        throw new Error(`cannot approve ${workflowId}: ${err.message.split('\n')[0]}`);
+      });
+      if (step !== 'awaiting approval') throw new Error(`${workflowId} is not waiting for approval (its step: ${step})`);
+      await handle.signal('approve', { by: process.env.USER ?? 'cli' });
+      process.stdout.write(`approved ${workflowId}\n`);
+    });
+  });
+
 const schedules = program.command('schedules').description('The Temporal Schedules that replace cron: nightly-db-backup, offsite-sync, weekly-library-mirror');
 
 schedules
@@ -190,20 +229,26 @@ async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<ty
 }
 
 /** Starts a workflow now, shows its progress on stderr while it runs, and returns its report. */
-async function runAndFollow<R>(config: Config, workflowType: WorkflowType): Promise<R> {
+async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input: object = {}): Promise<R> {
   return withClient(config, async (client) => {
     const handle = await client.workflow.start(workflowType, {
       taskQueue: config.temporal.taskQueue,
       workflowId: runId(WORKFLOW_KINDS[workflowType], 'cli', new Date()),
-      args: [{ trigger: 'cli' }],
+      args: [{ trigger: 'cli', ...input }],
     });
     process.stderr.write(`started ${handle.workflowId}\n`);
-    return follow<R>(handle, printProgress);
+    const restoring = workflowType.startsWith('Restore');
+    return follow<R>(handle, (p) => printProgress(p, handle.workflowId), { withStep: restoring });
   });
 }
 
-function printProgress(progress: Progress[]): void {
+function printProgress(progress: Progress[], workflowId: string): void {
   for (const p of progress) {
+    if (p.activity === 'step') {
+      const hint = p.details === 'awaiting approval' ? ` (approve with: immich-backup restore approve ${workflowId})` : '';
+      process.stderr.write(`… step: ${String(p.details)}${hint}\n`);
+      continue;
+    }
     const details = p.details && typeof p.details === 'object' ? Object.entries(p.details).map(([k, v]) => `${k}=${String(v)}`).join(' ') : '';
     const retry = p.attempt > 1 ? ` (attempt ${p.attempt}${p.lastFailure ? `, last: ${p.lastFailure.split('\n')[0]}` : ''})` : '';
     process.stderr.write(`… ${p.activity}${retry} ${details}\n`);

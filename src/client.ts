@@ -18,16 +18,19 @@ export async function connectClient(config: Config, address = temporalAddress(co
 }
 
 export interface Progress {
+  /** An activity's name, or "step" for the workflow's own currentStep query (restores). */
   activity: string;
   attempt: number;
   details: unknown;
   lastFailure?: string;
 }
 
-/** What the run is doing now: its pending activities with their latest heartbeat details. */
-export async function currentProgress(handle: WorkflowHandle): Promise<Progress[]> {
-  const { raw } = await handle.describe();
-  return (raw.pendingActivities ?? []).map((a) => {
+/** What the run is doing now: its current step (when it answers the currentStep query) and pending activities with their latest heartbeat details. */
+export async function currentProgress(handle: WorkflowHandle, withStep = false): Promise<Progress[]> {
+  const { raw, status } = await handle.describe();
+  const step = withStep && status.name === 'RUNNING' ? await handle.query<string>('currentStep').catch(() => undefined) : undefined;
+  const steps: Progress[] = step ? [{ activity: 'step', attempt: 1, details: step }] : [];
+  return steps.concat((raw.pendingActivities ?? []).map((a) => {
     const payload = a.heartbeatDetails?.payloads?.[0];
     return {
       activity: a.activityType?.name ?? '?',
@@ -35,20 +38,20 @@ export async function currentProgress(handle: WorkflowHandle): Promise<Progress[
       details: payload ? defaultPayloadConverter.fromPayload(payload) : undefined,
       ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}),
     };
-  });
+  }));
 }
 
 /**
  * Waits for the result, calling `onProgress` whenever the run's progress changes. A failed run
  * rejects with an Error whose message is one line: the innermost cause, with its failure type.
  */
-export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void, everyMs = 1000): Promise<T> {
+export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void, { everyMs = 1000, withStep = false } = {}): Promise<T> {
   let last = '';
   let done = false;
   const poll = async () => {
     while (!done) {
       try {
-        const progress = await currentProgress(handle);
+        const progress = await currentProgress(handle, withStep);
         const key = JSON.stringify(progress);
         if (key !== last && progress.length) onProgress(progress);
         last = key;

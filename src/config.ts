@@ -140,6 +140,25 @@ const schedulesSchema = z.strictObject({
   applyOnStart: z.boolean().default(true),
 });
 
+const immichSchema = z.strictObject({
+  /** Where Immich's docker-compose.yml lives: `docker compose up -d` runs here after a restore. */
+  composeDir: pathField('~/immich'),
+  /** Stopped during a restore; the database container keeps running. */
+  appContainers: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a container name')).min(1).default(['immich_server', 'immich_machine_learning']),
+  /** Immich's health endpoint, polled after it starts again. */
+  pingUrl: z.url().default('http://127.0.0.1:2283/api/server/ping'),
+  healthTimeoutSeconds: z.number().int().min(1).default(300),
+  /** Immich 2.x's own database backups (UPLOAD_LOCATION/backups, immich-db-backup-*.sql.gz); unset: not used. */
+  backupsDir: z.string().min(1).transform(expandHome).optional(),
+  /** The database those backups are a `pg_dump` of (DB_DATABASE_NAME). */
+  database: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'a database name').default('immich'),
+});
+
+const restoreSchema = z.strictObject({
+  /** A restore started without --yes waits this long for `immich-backup restore approve`, then changes nothing. */
+  approvalTimeoutMinutes: z.number().positive().default(60),
+});
+
 export const configSchema = z.strictObject({
   temporal: temporalSchema.prefault({}),
   postgres: postgresSchema.prefault({}),
@@ -148,6 +167,8 @@ export const configSchema = z.strictObject({
   offsite: offsiteSchema.prefault({}),
   library: librarySchema.prefault({}),
   schedules: schedulesSchema.prefault({}),
+  immich: immichSchema.prefault({}),
+  restore: restoreSchema.prefault({}),
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
     .prefault({}),

@@ -45,3 +45,10 @@ export function checksumFileName(dumpName: string): string {
 export function partialFileName(finalName: string): string {
   return `.${finalName}.partial`;
 }
+
+/** Immich 2.x's own database backups: a pg_dump --clean --if-exists of its one database. */
+const IMMICH_BACKUP_NAME = /^immich-db-backup-[A-Za-z0-9._-]+\.sql\.gz$/;
+
+export function isImmichBackupName(name: string): boolean {
+  return IMMICH_BACKUP_NAME.test(name) && !name.includes('..');
+}

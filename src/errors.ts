@@ -85,3 +85,16 @@ export class SourceEmptyError extends Error {
 export class MirrorSafetyError extends Error {
   override name = 'MirrorSafetyError';
 }
+
+export class DumpNotFoundError extends Error {
+  override name = 'DumpNotFoundError';
+}
+
+/** The dump holds something that would run a program (\\!, COPY … PROGRAM, a psql meta-command pg_dump never writes). */
+export class UnsafeDumpError extends Error {
+  override name = 'UnsafeDumpError';
+}
+
+export class RestoreFailedError extends Error {
+  override name = 'RestoreFailedError';
+}

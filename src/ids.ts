@@ -5,6 +5,8 @@ export const WORKFLOW_KINDS = {
   NightlyDbBackup: 'nightly-db-backup',
   OffsiteSync: 'offsite-sync',
   WeeklyLibraryMirror: 'weekly-library-mirror',
+  RestoreDatabase: 'restore-database',
+  RestoreLibrary: 'restore-library',
 } as const;
 
 export type WorkflowType = keyof typeof WORKFLOW_KINDS;

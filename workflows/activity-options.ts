@@ -4,10 +4,12 @@ import {
   AmbiguousContainerError,
   ChecksumMismatchError,
   CommandNotFoundError,
+  ConfigError,
   ContainerNotFoundError,
   DumpCorruptError,
   DumpIncompleteError,
   DriveNotMountedError,
+  DumpNotFoundError,
   DumpTooSmallError,
   HostKeyVerificationError,
   MirrorSafetyError,
@@ -17,11 +19,12 @@ import {
   NotOurDumpError,
   PruneRefusedError,
   SourceEmptyError,
+  UnsafeDumpError,
 } from '../src/errors.js';
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
 // tool, full disk, a bad dump) are non-retryable: retrying would only delay the alarm.
-const needsOperator = [CommandNotFoundError.name, NoSpaceError.name, NotOurDumpError.name];
+const needsOperator = [CommandNotFoundError.name, NoSpaceError.name, NotOurDumpError.name, ConfigError.name];
 
 /** `docker ps` answers in seconds; a few spaced retries ride out a Docker daemon restart. */
 export const discovery = proxyActivities<Activities>({
@@ -104,4 +107,37 @@ export const mirroring = proxyActivities<Activities>({
   heartbeatTimeout: '1 minute',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '30s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name] },
+});
+
+const badDump = [DumpCorruptError.name, DumpIncompleteError.name, ChecksumMismatchError.name, UnsafeDumpError.name, NotOurDumpError.name, DumpNotFoundError.name];
+
+/** Finding, fetching (from the NAS) and verifying the dump to restore: a bad or missing dump will not get better. */
+export const restorePrep = proxyActivities<Activities>({
+  startToCloseTimeout: '2 hours',
+  heartbeatTimeout: '1 minute',
+  retry: {
+    initialInterval: '10s',
+    maximumAttempts: 3,
+    nonRetryableErrorTypes: [...needsOperator, ...badDump, NasUnreachableError.name, HostKeyVerificationError.name, NasAuthError.name],
+  },
+});
+
+/** docker stop / compose up: seconds; a few retries ride out a busy daemon. */
+export const immichControl = proxyActivities<Activities>({
+  startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: needsOperator },
+});
+
+/** The health wait has its own deadline (immich.healthTimeoutSeconds, at most an hour). */
+export const health = proxyActivities<Activities>({ startToCloseTimeout: '65 minutes', heartbeatTimeout: '1 minute', retry: { maximumAttempts: 1 } });
+
+/**
+ * Loading a dump into psql: never retried blindly. A failure (or a worker lost mid-load) goes to
+ * the workflow, which puts the restore point back.
+ */
+export const loading = proxyActivities<Activities>({
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '1 minute',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { maximumAttempts: 1 },
 });

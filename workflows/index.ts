@@ -5,3 +5,5 @@ export { OffsiteSync } from './offsite-sync.js';
 export type { OffsiteSyncInput, OffsiteSyncReport } from './offsite-sync.js';
 export { WeeklyLibraryMirror } from './weekly-library-mirror.js';
 export type { WeeklyLibraryMirrorInput, WeeklyLibraryMirrorReport } from './weekly-library-mirror.js';
+export { RestoreDatabase, approveSignal, currentStepQuery } from './restore-database.js';
+export type { RestoreDatabaseInput, RestoreDatabaseReport } from './restore-database.js';

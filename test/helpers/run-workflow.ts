@@ -21,12 +21,13 @@ export async function runWorkflow<T>(
   config: Config,
   workflowType: string,
   during?: (workflowId: string) => Promise<void>,
+  input: Record<string, unknown> = {},
 ): Promise<Outcome<T>> {
   const { worker, connection } = await createBackupWorker({ config, logger, address });
   const workflowId = `test-${workflowType}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
   try {
     return await worker.runUntil(async () => {
-      const handle = await client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ trigger: 'test' }] });
+      const handle = await client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ trigger: 'test', ...input }] });
       await during?.(workflowId);
       return handle.result().then(
         (report) => ({ report: report as T, error: undefined, workflowId }),
