@@ -44,6 +44,25 @@ export async function hasFiles(dir: string): Promise<boolean> {
 
 export function createMirrorActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;
+  const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
+
+  /** rsync -a of one tree onto another under library.ioniceClass / nice, with the configured excludes. */
+  async function copyTree(from: string, to: string, options: { delete: boolean; dryRun: boolean; step: string }): Promise<MirrorResult> {
+    const started = Date.now();
+    const args = [
+      '-a',
+      '--mkpath',
+      ...(options.delete ? ['--delete'] : []),
+      ...(options.dryRun ? ['--dry-run'] : []),
+      ...(lib.bwLimitKiB ? [`--bwlimit=${lib.bwLimitKiB}`] : []),
+      ...lib.excludes.map((pattern) => `--exclude=${pattern}`),
+      '--',
+      `${resolve(from)}/`,
+      `${resolve(to)}/`,
+    ];
+    const stats = await runRsync(args, { step: options.step, prefix: priority });
+    return { filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, sourceFiles: stats.regularFiles, durationMs: Date.now() - started };
+  }
 
   async function driveProblem(): Promise<string | undefined> {
     if (!(await isMountPoint(lib.mountPoint))) return `drive not mounted at ${lib.mountPoint}`;
@@ -87,24 +106,24 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       // Checked again here: the drive may have gone between the check and the copy.
       const problem = await driveProblem();
       if (problem) throw new DriveNotMountedError(`${problem}: nothing was written`);
-      const started = Date.now();
-      const prefix = [
-        ...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []),
-        ...(lib.nice ? ['nice', '-n', String(lib.nice)] : []),
-      ];
-      const args = [
-        '-a',
-        '--mkpath',
-        ...(lib.delete ? ['--delete'] : []),
-        ...(lib.bwLimitKiB ? [`--bwlimit=${lib.bwLimitKiB}`] : []),
-        ...lib.excludes.map((pattern) => `--exclude=${pattern}`),
-        '--',
-        `${resolve(lib.source)}/`,
-        `${resolve(lib.destination)}/`,
-      ];
-      const stats = await runRsync(args, { step: 'mirroring library', prefix });
-      const result = { filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, sourceFiles: stats.regularFiles, durationMs: Date.now() - started };
+      const result = await copyTree(lib.source, lib.destination, { delete: lib.delete, dryRun: false, step: 'mirroring library' });
       logger.info({ ...result, destination: lib.destination }, 'library mirrored');
+      return result;
+    },
+
+    /** Before RestoreLibrary touches anything: the drive is mounted and its mirror holds files. */
+    async checkRestoreSource(): Promise<void> {
+      const problem = await driveProblem();
+      if (problem) throw new DriveNotMountedError(`${problem}: nothing was restored`);
+      if (!(await hasFiles(lib.destination))) throw new SourceEmptyError(`the mirror ${lib.destination} holds no files: nothing to restore from`);
+    },
+
+    /** The mirror back onto the library, at the same priority; --dry-run reports what rsync would do. */
+    async restoreLibraryFiles({ delete: del, dryRun }: { delete: boolean; dryRun: boolean }): Promise<MirrorResult> {
+      const problem = await driveProblem();
+      if (problem) throw new DriveNotMountedError(`${problem}: nothing was restored`);
+      const result = await copyTree(lib.destination, lib.source, { delete: del, dryRun, step: dryRun ? 'dry run of the library restore' : 'restoring library' });
+      logger.info({ ...result, dryRun, library: lib.source }, dryRun ? 'library restore dry run' : 'library restored from the mirror');
       return result;
     },
   };

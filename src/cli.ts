@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { runBackupWorker } from '../workers/worker.js';
-import type { NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
+import type { NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 import { connectClient, follow, temporalAddress, type Progress } from './client.js';
 import { loadConfig, redactConfig, type Config } from './config.js';
 import { findTemporalBinary, startDevServer } from './dev-server.js';
@@ -133,8 +133,22 @@ restore
   });
 
 restore
+  .command('library')
+  .description('Run RestoreLibrary: the USB mirror back onto the library with Immich stopped; waits for approval unless --yes')
+  .option('--dry-run', 'report what rsync would change; change nothing')
+  .option('--delete', 'also delete library files the mirror does not have')
+  .option('--yes', 'approve now instead of waiting for `restore approve`')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { dryRun?: boolean; delete?: boolean; yes?: boolean; json?: boolean }, cmd: Command) => {
+    const input: RestoreLibraryInput = { dryRun: opts.dryRun === true, delete: opts.delete === true, approved: opts.yes === true };
+    const report = await runAndFollow<RestoreLibraryReport>(configOf(cmd), 'RestoreLibrary', input);
+    process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${report.message}\n`);
+    if (report.outcome === 'not-approved' || report.healthy === false) process.exitCode = 1;
+  });
+
+restore
   .command('approve <workflow-id>')
-  .description('Approve a waiting RestoreDatabase run')
+  .description('Approve a restore that is waiting for an operator (RestoreDatabase, RestoreLibrary)')
   .action(async (workflowId: string, _opts, cmd: Command) => {
     await withClient(configOf(cmd), async (client) => {
       const handle = client.workflow.getHandle(workflowId);

@@ -95,7 +95,7 @@ export const nas = proxyActivities<Activities>({
 /** Counting ~135k files on each side takes seconds; an empty library or a deletion risk needs a person. */
 export const mirrorChecks = proxyActivities<Activities>({
   startToCloseTimeout: '15 minutes',
-  retry: { initialInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: [...needsOperator, SourceEmptyError.name, MirrorSafetyError.name] },
+  retry: { initialInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: [...needsOperator, SourceEmptyError.name, MirrorSafetyError.name, DriveNotMountedError.name] },
 });
 
 /**

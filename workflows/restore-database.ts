@@ -1,8 +1,9 @@
-import { ApplicationFailure, condition, defineQuery, defineSignal, log, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, log } from '@temporalio/workflow';
 import type { DumpFormat, ResolvedDump } from '../activities/types.js';
 import { formatStamp } from '../src/dump-names.js';
 import { RestoreFailedError } from '../src/errors.js';
 import { discovery, dumping, health, immichControl, loading, restorePrep, settings, validation } from './activity-options.js';
+import { reason, restoreSteps } from './restore-steps.js';
 
 export interface RestoreDatabaseInput {
   /** "latest" (default), one of our dump names, or an immich-db-backup-….sql.gz name. */
@@ -29,32 +30,14 @@ export interface RestoreDatabaseReport {
   durations: Record<string, number>;
 }
 
-export const approveSignal = defineSignal<[{ by?: string }]>('approve');
-export const currentStepQuery = defineQuery<string>('currentStep');
-
 /**
  * The runbook's database restore, done right: verify before touching anything, wait for an
  * operator's approval, take a restore point, stop only Immich's app containers, load the dump,
  * put the restore point back if the load fails, start Immich and wait until it answers.
  */
 export async function RestoreDatabase(input: RestoreDatabaseInput = {}): Promise<RestoreDatabaseReport> {
-  let step = 'starting';
-  let approved = input.approved === true;
-  setHandler(currentStepQuery, () => step);
-  setHandler(approveSignal, ({ by }) => {
-    log.info('restore approved', { by: by ?? 'unknown' });
-    approved = true;
-  });
-  const durations: Record<string, number> = {};
-  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
-    step = name;
-    const t = Date.now();
-    try {
-      return await work();
-    } finally {
-      durations[name] = Date.now() - t;
-    }
-  };
+  const steps = restoreSteps(input.approved === true);
+  const { timed, durations } = steps;
 
   const config = await settings.restoreSettings();
   const dump = await timed('resolving dump', () => restorePrep.resolveDump({ dump: input.dump ?? 'latest', from: input.from ?? 'local' }));
@@ -63,15 +46,12 @@ export async function RestoreDatabase(input: RestoreDatabaseInput = {}): Promise
   const what = dump.format === 'cluster' ? 'every database and role (pg_dumpall)' : `the ${config.immichDatabase} database (Immich's own backup)`;
 
   if (input.dryRun) {
-    step = 'done';
+    steps.done();
     return { ...base, outcome: 'dry-run', message: `dry run: ${dump.file} verified; a restore would take a restore point, stop Immich's app containers, replace ${what}, start Immich and wait for it` };
   }
-  if (!approved) {
-    step = 'awaiting approval';
-    if (!(await condition(() => approved, config.approvalTimeoutMs))) {
-      step = 'done';
-      return { ...base, outcome: 'not-approved', message: `no approval within ${Math.round(config.approvalTimeoutMs / 60_000)} min: nothing was changed` };
-    }
+  if (!(await steps.approval(config.approvalTimeoutMs))) {
+    steps.done();
+    return { ...base, outcome: 'not-approved', message: `no approval within ${Math.round(config.approvalTimeoutMs / 60_000)} min: nothing was changed` };
   }
 
   const target = await timed('finding the database container', () => discovery.discoverPostgresContainer());
@@ -95,7 +75,7 @@ export async function RestoreDatabase(input: RestoreDatabaseInput = {}): Promise
   }
   await timed('starting Immich', () => immichControl.startImmich());
   const healthResult = await timed('waiting for Immich', () => health.waitForImmich());
-  step = 'done';
+  steps.done();
   if (failure) {
     throw ApplicationFailure.nonRetryable(`restore of ${dump.file} failed (${failure}); the restore point ${point.file} was put back and Immich started (${healthResult.healthy ? 'healthy' : 'not healthy'})`, RestoreFailedError.name);
   }
@@ -108,10 +88,4 @@ export async function RestoreDatabase(input: RestoreDatabaseInput = {}): Promise
     healthy: healthResult.healthy,
     health: healthResult.detail,
   };
-}
-
-function reason(err: unknown): string {
-  let cause: unknown = err;
-  while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
-  return (cause as Error).message.split('\n')[0] ?? String(err);
 }

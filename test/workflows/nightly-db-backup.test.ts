@@ -66,7 +66,7 @@ describe('NightlyDbBackup', () => {
     try {
       // Restored as the runbook does (zcat | psql); "current user cannot be dropped" is expected noise.
       const restore = execa(join(pgBin, 'psql'), ['-X', '-q', '-d', 'postgres'], { env: fresh.env, reject: false, stdout: 'ignore' });
-      await execa('gunzip', ['-c', join(dir, report.file)]).pipe(restore);
+      await execa('gunzip', ['-c', join(dir, report.file)], { buffer: false }).pipe(restore);
       assert.deepEqual(await rowCounts(fresh), await rowCounts(pg));
       assert.equal(await fresh.psql(`SELECT md5(string_agg(raw::text, ',' ORDER BY "assetId")) FROM exif`, 'immich'), await pg.psql(`SELECT md5(string_agg(raw::text, ',' ORDER BY "assetId")) FROM exif`, 'immich'));
     } finally {
