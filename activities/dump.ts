@@ -41,7 +41,9 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
         elapsedSeconds: Math.round((Date.now() - started) / 1000),
       });
 
-      const file = await open(tempPath, 'wx', 0o600);
+      const file = await open(tempPath, 'wx', 0o600).catch((err: unknown) => {
+        throw diskError(err, dir);
+      });
       const dump = startCommand(pg.file, pg.args, { label: 'pg_dumpall', env: pg.env, stdout: 'stream' });
       const compress = startCommand(config.backup.compressor, ['-c', `-${config.backup.compressionLevel}`], {
         label: config.backup.compressor,
@@ -63,9 +65,10 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
           Promise.allSettled([awaitCommand(dump, 'pg_dumpall'), awaitCommand(piped, config.backup.compressor), write]),
           progress,
         );
+        // A failed write (a full disk) kills the compressor and pg_dumpall by SIGPIPE: report the write.
+        if (written.status === 'rejected') throw diskError(written.reason, dir);
         if (dumped.status === 'rejected') throw dumped.reason;
         if (compressed.status === 'rejected') throw compressed.reason;
-        if (written.status === 'rejected') throw diskError(written.reason, dir);
         await file.sync().catch((err: unknown) => {
           throw diskError(err, dir);
         });

@@ -33,7 +33,8 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     const target = remotePath(partialFileName(name));
     try {
       if (offsite.method === 'rsync') {
-        await runRsync(['-t', '--chmod=F600', '--partial-dir=.rsync-partial', '-e', sshCommandString(offsite), localPath, `${sshTarget(offsite)}:${target}`], { step: `uploading ${name}` });
+        const limit = offsite.bwLimitKiB ? [`--bwlimit=${offsite.bwLimitKiB}`] : [];
+        await runRsync(['-t', '--chmod=F600', '--partial-dir=.rsync-partial', ...limit, '-e', sshCommandString(offsite), localPath, `${sshTarget(offsite)}:${target}`], { step: `uploading ${name}` });
       } else {
         const started = Date.now();
         await runCommand('scp', ['-q', '-P', String(offsite.port), ...connectionOptions(offsite), localPath, `${sshTarget(offsite)}:${target}`], {

@@ -8,6 +8,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 tap=$(mktemp)
 status=0
+export FAULT_MATRIX_FILE="$PWD/dist/fault-matrix.jsonl"
+rm -f "$FAULT_MATRIX_FILE"
 node --test --test-concurrency=1 --test-timeout=300000 \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$tap" \
@@ -16,5 +18,6 @@ passed=$(grep -E '^# pass ' "$tap" | awk '{print $3}')
 failed=$(grep -E '^# fail ' "$tap" | awk '{print $3}')
 skipped=$(grep -E '^# skipped ' "$tap" | awk '{print $3}')
 rm -f "$tap"
+node dist/test/helpers/print-fault-matrix.js
 echo "${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped"
 exit $status

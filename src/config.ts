@@ -93,6 +93,8 @@ const offsiteSchema = z.strictObject({
   /** An unreachable NAS is retried with backoff for this long before the run fails. */
   retryWindowMinutes: z.number().positive().default(60),
   connectTimeoutSeconds: z.number().int().min(1).default(20),
+  /** rsync --bwlimit in KiB/s for uploads, to spare a slow uplink; 0: unlimited (scp ignores it). */
+  bwLimitKiB: z.number().int().min(0).default(0),
 });
 
 const librarySchema = z.strictObject({

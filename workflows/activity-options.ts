@@ -82,7 +82,8 @@ export const settings = proxyLocalActivities<Activities>({ startToCloseTimeout: 
  */
 export const nas = proxyActivities<Activities>({
   startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '1 minute',
+  // Heartbeats every second: a lost worker is noticed in 30 s and the upload starts again elsewhere.
+  heartbeatTimeout: '30s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: {
     initialInterval: '10s',
@@ -99,14 +100,14 @@ export const mirrorChecks = proxyActivities<Activities>({
 });
 
 /**
- * rsync of ~3 TB takes hours the first time. Heartbeats every second; a retry resumes where rsync
- * left off. A drive that vanished mid-run will not come back by retrying.
+ * rsync of ~3 TB takes hours the first time. Heartbeats every second, so a lost worker is noticed
+ * in 30 s; the retry resumes where rsync left off. A drive that vanished will not come back by retrying.
  */
 export const mirroring = proxyActivities<Activities>({
   startToCloseTimeout: '24 hours',
-  heartbeatTimeout: '1 minute',
+  heartbeatTimeout: '30s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  retry: { initialInterval: '30s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name] },
+  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name] },
 });
 
 const badDump = [DumpCorruptError.name, DumpIncompleteError.name, ChecksumMismatchError.name, UnsafeDumpError.name, NotOurDumpError.name, DumpNotFoundError.name];
@@ -137,7 +138,8 @@ export const health = proxyActivities<Activities>({ startToCloseTimeout: '65 min
  */
 export const loading = proxyActivities<Activities>({
   startToCloseTimeout: '6 hours',
-  heartbeatTimeout: '1 minute',
+  // A lost worker is noticed within 30 s, and the restore point goes back in.
+  heartbeatTimeout: '30s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { maximumAttempts: 1 },
 });

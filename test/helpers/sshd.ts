@@ -18,6 +18,8 @@ export interface TestSshd {
   offsite: Record<string, unknown>;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** SIGKILL to the listener and every session it serves: the NAS vanishing mid-transfer. */
+  kill(): Promise<void>;
 }
 
 export async function startSshd(): Promise<TestSshd> {
@@ -63,6 +65,7 @@ export async function startSshd(): Promise<TestSshd> {
     remoteDir,
     offsite,
     async start() {
+      if (server) return;
       server = execa('/usr/sbin/sshd', ['-D', '-e', '-f', config], { reject: false, stdin: 'ignore' });
       await waitFor('sshd to accept a login', async () => {
         const r = await execa('ssh', ['-p', String(port), '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes', '-i', identityFile, `${user}@127.0.0.1`, 'true'], { reject: false });
@@ -71,6 +74,12 @@ export async function startSshd(): Promise<TestSshd> {
     },
     async stop() {
       server?.kill('SIGTERM');
+      await server;
+      server = undefined;
+    },
+    async kill() {
+      if (server?.pid) await execa('pkill', ['-KILL', '-P', String(server.pid)], { reject: false });
+      server?.kill('SIGKILL');
       await server;
       server = undefined;
     },

@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger } from '@temporalio/worker';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities } from '../../activities/index.js';
+import { parseConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import type { OffsiteSyncReport, WeeklyLibraryMirrorReport } from '../../workflows/index.js';
+import { spawnCli } from '../helpers/cli.js';
+import { recordFault } from '../helpers/fault-matrix.js';
+import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
+import { waitFor } from '../helpers/net.js';
+import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+import { startSshd, type TestSshd } from '../helpers/sshd.js';
+import { startTestTemporal } from '../helpers/temporal.js';
+
+// Faults in transfers, injected into real processes: worker processes killed with SIGKILL in the
+// middle of rsync, the NAS's sshd killed mid-upload, the USB drive unmounted under a run.
+
+let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
+let sshd: TestSshd;
+let connection: Connection;
+let client: Client;
+const mounts: Array<{ unmount(): Promise<void> }> = [];
+
+before(async () => {
+  [temporal, sshd] = await Promise.all([startTestTemporal(), startSshd()]);
+  connection = await Connection.connect({ address: temporal.address });
+  client = new Client({ connection });
+});
+after(async () => {
+  for (const m of mounts) await m.unmount();
+  await connection?.close();
+  await Promise.all([temporal?.stop(), sshd?.stop()]);
+});
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** A 2 MiB incompressible local dump with its .sha256. */
+async function bigDump(dir: string, stamp: string) {
+  const name = `immich_${stamp}.sql.gz`;
+  const body = randomBytes(2 * 1024 * 1024);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, name), body);
+  await writeFile(join(dir, `${name}.sha256`), `${sha(body)}  ${name}\n`);
+  return { name, body };
+}
+
+/** A worker process for `raw`, started and waited for. */
+async function worker(root: string, raw: Record<string, Record<string, unknown>>) {
+  const w = spawnCli(['-c', await writeConfigFile(root, raw), 'worker']);
+  await waitFor('the worker', () => (w.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+  return w;
+}
+
+/** Files under dir whose names are rsync's or ours for an unfinished transfer. */
+async function unfinishedNames(dir: string): Promise<string[]> {
+  const all = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  return all.filter((p) => /(^|\/)\.[^/]+\.[A-Za-z0-9]{6}$/.test(p) || p.endsWith('.partial'));
+}
+
+describe('faults: transfers', () => {
+  test('worker killed mid-rsync of the library mirror: a new worker completes it; no partial file under a final name', async () => {
+    const root = await tempDir('fault-mirror');
+    const source = join(root, 'library');
+    await makeLibrary(source, 40, () => 30_000);
+    const mountPoint = join(root, 'wd-backup');
+    mounts.push(await mountTmpfs(mountPoint));
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { library: { source, destination: join(mountPoint, 'immich'), mountPoint, bwLimitKiB: 200 }, log: { level: 'info' } } });
+    const first = await worker(root, raw);
+    const handle = await client.workflow.start('WeeklyLibraryMirror', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-mirror-${Date.now()}`, args: [{}] });
+    await waitFor('rsync under way', async () => ((await readdir(join(mountPoint, 'immich'), { recursive: true }).catch(() => [])).length > 3 ? true : undefined), 30_000, 200);
+    first.process.kill('SIGKILL');
+    await first.process;
+    const second = await worker(root, raw);
+    try {
+      const report = (await handle.result()) as WeeklyLibraryMirrorReport;
+      assert.deepEqual(await treeDigest(join(mountPoint, 'immich')), await treeDigest(source));
+      assert.deepEqual(await unfinishedNames(join(mountPoint, 'immich')), []);
+      await recordFault('worker killed (SIGKILL) mid-rsync: library mirror', `new worker resumed and completed (${report.filesTransferred} files in the final attempt); mirror equals library; no partial file`);
+    } finally {
+      second.process.kill('SIGTERM');
+      await second.process;
+    }
+  });
+
+  test('worker killed mid-upload to the NAS: a new worker completes it; no partial file under a final name; checksums match', async () => {
+    const root = await tempDir('fault-upload');
+    const remote = join(root, 'nas');
+    const dump = await bigDump(join(root, 'dumps'), '20261126_030000');
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...sshd.offsite, remoteDir: remote, bwLimitKiB: 256 }, log: { level: 'info' } } });
+    const first = await worker(root, raw);
+    const handle = await client.workflow.start('OffsiteSync', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-upload-${Date.now()}`, args: [{}] });
+    await waitFor('the upload under way', async () => ((await readdir(remote, { recursive: true }).catch(() => [])).some((n) => n.includes('.partial') || /\/\./.test(n) || n.startsWith('.')) ? true : undefined), 30_000, 100);
+    assert.ok(!(await readdir(remote)).includes(dump.name), 'no final name while uploading');
+    first.process.kill('SIGKILL');
+    await first.process;
+    const second = await worker(root, raw);
+    try {
+      const report = (await handle.result()) as OffsiteSyncReport;
+      assert.deepEqual(report.copied, [dump.name]);
+      assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
+      assert.deepEqual((await readdir(remote)).filter((n) => !n.startsWith('.rsync-partial')).sort(), [dump.name, `${dump.name}.sha256`]);
+      await recordFault('worker killed (SIGKILL) mid-rsync: offsite upload', 'new worker completed the upload; NAS copy sha256 matches; no partial file under a final name');
+    } finally {
+      second.process.kill('SIGTERM');
+      await second.process;
+    }
+  });
+
+  test('the NAS (sshd) killed mid-upload and started later: the retry succeeds; no partial file under a final name; checksums match; no key material in the logs', async () => {
+    const root = await tempDir('fault-sshd');
+    const remote = join(root, 'nas');
+    const dump = await bigDump(join(root, 'dumps'), '20261126_040000');
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...sshd.offsite, remoteDir: remote, bwLimitKiB: 256, retryWindowMinutes: 2 }, log: { level: 'debug' } } });
+    const w = await worker(root, raw);
+    try {
+      const handle = await client.workflow.start('OffsiteSync', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-sshd-${Date.now()}`, args: [{}] });
+      await waitFor('the upload under way', async () => ((await readdir(remote).catch(() => [])).some((n) => n.startsWith('.')) ? true : undefined), 30_000, 100);
+      await sshd.kill();
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.ok(!(await readdir(remote)).includes(dump.name), 'no final name after the cut');
+      await sshd.start();
+      const report = (await handle.result()) as OffsiteSyncReport;
+      assert.deepEqual(report.copied, [dump.name]);
+      assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
+      const key = await readFile(sshd.identityFile, 'utf8');
+      const keyBody = key.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
+      for (const text of [w.stdout(), w.stderr()]) {
+        assert.ok(!text.includes('PRIVATE KEY') && !text.includes(keyBody.slice(0, 40)), 'no key material in any log line');
+      }
+      await recordFault('sshd (NAS) killed mid-upload, started 3 s later', 'upload failed as NAS unreachable, retried with backoff, completed; sha256 matches; no partial under a final name; no key material in the worker\'s logs');
+    } finally {
+      await sshd.start().catch(() => undefined);
+      w.process.kill('SIGTERM');
+      await w.process;
+    }
+  });
+
+  test('the drive unmounted between the check and the copy: nothing is written to the bare mount point; a clear failure', async () => {
+    const root = await tempDir('fault-unmount');
+    const source = join(root, 'library');
+    await makeLibrary(source, 10);
+    const mountPoint = join(root, 'wd-backup');
+    const mount = await mountTmpfs(mountPoint);
+    const config = parseConfig(rawTestConfig({ backupDir: join(root, 'dumps'), extra: { library: { source, destination: join(mountPoint, 'immich'), mountPoint } } }));
+    const activities = createActivities({ config, logger: createLogger({ level: 'fatal', fd: 2 }) });
+    const env = new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR', () => undefined) });
+    const check = (await env.run(() => activities.checkMirrorTarget())) as { ready: boolean };
+    assert.equal(check.ready, true);
+    await mount.unmount();
+    await assert.rejects(env.run(() => activities.mirrorLibrary()), (err: Error) => {
+      assert.equal(err.name, 'DriveNotMountedError');
+      assert.equal(err.message, `drive not mounted at ${mountPoint}: nothing was written`);
+      return true;
+    });
+    assert.deepEqual(await readdir(mountPoint), [], 'the bare mount point stays empty');
+    await recordFault('drive unmounted between check and copy', 'DriveNotMountedError "drive not mounted at …: nothing was written"; bare mount point empty');
+  });
+});
+
