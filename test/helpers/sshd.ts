@@ -56,6 +56,12 @@ export async function startSshd(): Promise<TestSshd> {
   const identityFile = join(dir, 'client_key');
   const offsite = { host: '127.0.0.1', port, user, identityFile, knownHostsFile, remoteDir, connectTimeoutSeconds: 5 };
   let server: ResultPromise | undefined;
+  const end = async (signal: 'SIGTERM' | 'SIGKILL') => {
+    if (server?.pid) await execa('pkill', [`-${signal.slice(3)}`, '-P', String(server.pid)], { reject: false });
+    server?.kill(signal);
+    await server;
+    server = undefined;
+  };
 
   const sshd: TestSshd = {
     port,
@@ -72,17 +78,9 @@ export async function startSshd(): Promise<TestSshd> {
         return r.exitCode === 0 ? true : undefined;
       });
     },
-    async stop() {
-      server?.kill('SIGTERM');
-      await server;
-      server = undefined;
-    },
-    async kill() {
-      if (server?.pid) await execa('pkill', ['-KILL', '-P', String(server.pid)], { reject: false });
-      server?.kill('SIGKILL');
-      await server;
-      server = undefined;
-    },
+    // Sessions inherit sshd's stderr: they are ended too, or the listener's exit would wait for them.
+    stop: () => end('SIGTERM'),
+    kill: () => end('SIGKILL'),
   };
   await sshd.start();
   return sshd;

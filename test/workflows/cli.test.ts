@@ -7,6 +7,7 @@ import { makeLibrary, mountTmpfs } from '../helpers/library.js';
 import { freePort, waitFor } from '../helpers/net.js';
 import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+import { recordFault } from '../helpers/fault-matrix.js';
 
 // The operator's view: the `immich-backup` CLI as a subprocess. `start` runs the embedded
 // Temporal dev server (the real binary) and the worker; `backup db` runs a real backup through it.
@@ -125,6 +126,7 @@ describe('immich-backup CLI', () => {
     assert.ok(logs.some((l) => l.source === 'temporal'), 'Temporal runtime logs share the stream');
     assert.ok(logs.some((l) => l.msg === 'worker stopped'));
     for (const text of [started.stdout(), started.stderr()]) assert.ok(!text.includes(SECRET), 'the database password appears in no log line');
+    await recordFault('check: no log line holds the database password', `${lines.length} worker log lines grepped after a backup with postgres.password set: none holds it`);
   });
 
   test('a bad config exits 2 naming each bad field, before connecting to anything', async () => {
@@ -136,6 +138,7 @@ describe('immich-backup CLI', () => {
       assert.equal(r.exitCode, 2, `${command.join(' ')}: ${r.stderr}`);
       assert.equal(r.stderr, `error: invalid config (${file}): backup.retentionDays: Too small: expected number to be >=1; backup.colour: unknown key\n`);
     }
+    await recordFault('invalid config values, unknown keys', 'refused at start by backup db, worker, start and config with exit 2, before any connection: "backup.retentionDays: Too small…; backup.colour: unknown key"');
   });
 
   test('with no Temporal reachable, backup db says where it looked, in one line', async () => {

@@ -13,6 +13,7 @@ import { holdLock, loadImmichLike, pgBin, rowCounts, someoneWaitsForLock, startP
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { recordFault } from '../helpers/fault-matrix.js';
 
 // NightlyDbBackup end to end: a real Temporal dev server, a real PostgreSQL holding Immich-like
 // data, real pg_dumpall and pigz; the fixture docker stands in for the Docker CLI.
@@ -57,6 +58,7 @@ describe('NightlyDbBackup', () => {
     assert.equal(report.source, 'immich_postgres');
     assert.deepEqual(await listDir(dir), [report.file, `${report.file}.sha256`]);
     for (const f of [report.file, `${report.file}.sha256`]) assert.equal((await stat(join(dir, f))).mode & 0o777, 0o600, `${f} mode`);
+    await recordFault('check: dump and checksum file modes', 'both 0600 (owner only), measured with stat');
     // The checksum file is in sha256sum's format and agrees with the report.
     await execa('sha256sum', ['-c', `${report.file}.sha256`], { cwd: dir });
     assert.equal((await readFile(join(dir, `${report.file}.sha256`), 'utf8')).split(' ')[0], report.sha256);

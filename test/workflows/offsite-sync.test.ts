@@ -11,6 +11,7 @@ import { runWorkflow } from '../helpers/run-workflow.js';
 import { listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { recordFault } from '../helpers/fault-matrix.js';
 
 // OffsiteSync against a real sshd on loopback standing in for the NAS, with real rsync, scp and
 // ssh; a real Temporal dev server runs the workflow.
@@ -155,6 +156,7 @@ describe('OffsiteSync', () => {
     const failure = (error.cause as { cause?: unknown }).cause;
     assert.ok(failure instanceof ApplicationFailure);
     assert.equal(failure.type, 'HostKeyVerificationError');
+    await recordFault('check: ssh with an unknown NAS host key', 'BatchMode ssh never prompted; refused at once (HostKeyVerificationError, not retried); nothing copied');
     assert.deepEqual(await listDir(remote).catch(() => []), []);
   });
 

@@ -18,6 +18,7 @@ import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 import { parseConfig } from '../../src/config.js';
+import { recordFault } from '../helpers/fault-matrix.js';
 
 // RestoreDatabase end to end: a real PostgreSQL with Immich-like data, real pg_dumpall/psql,
 // a real Temporal dev server, a real sshd as the NAS, and a real HTTP server answering Immich's
@@ -157,6 +158,7 @@ describe('RestoreDatabase', () => {
       assert.deepEqual(await dockerCalls(), [], 'Immich was never stopped');
       assert.deepEqual(await rowCounts(pg), changed, 'nothing changed');
       assert.equal(existsSync(join(w.root, 'pwned')), false, 'nothing was executed');
+      if (type === 'UnsafeDumpError') await recordFault(`dump with ${what.replace('a dump with ', '')}`, `refused (UnsafeDumpError) during verification, before anything stopped; data unchanged; the command never ran`);
     });
   }
 
@@ -166,6 +168,7 @@ describe('RestoreDatabase', () => {
       const { error } = await w.restore({ dump, approved: true });
       assert.equal(failureType(error).type, 'NotOurDumpError', dump);
     }
+    await recordFault('--dump ../../etc/passwd, names with ;, $(…), spaces, newlines', 'refused (NotOurDumpError) before any file is read; Immich never stopped; nothing executed');
     assert.deepEqual(await dockerCalls().then((c) => c.filter((l) => l.includes(w.root))), []);
   });
 

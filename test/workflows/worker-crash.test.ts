@@ -10,6 +10,7 @@ import { waitFor } from '../helpers/net.js';
 import { holdLock, loadImmichLike, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { recordFault } from '../helpers/fault-matrix.js';
 
 // A worker process killed with SIGKILL in the middle of pg_dumpall: Temporal notices the missing
 // heartbeats, retries the dump on a new worker, and the backup completes with nothing partial left.
@@ -69,6 +70,7 @@ describe('a worker killed mid-dump', () => {
       const history = await new Client({ connection }).workflow.getHandle(workflowId).fetchHistory();
       const attempts = (history.events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
       assert.ok(attempts.includes(2), `the dump was retried: attempts ${attempts.join(',')}`);
+      await recordFault('worker killed (SIGKILL) mid-dump', `a new worker completed the backup (dump attempt ${Math.max(...attempts)}); no temporary or partial file; yesterday's dump intact; the CLI followed the retry`);
     } finally {
       first.process.kill('SIGKILL');
       operator.process.kill('SIGKILL');

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { parseConfig } from '../../src/config.js';
+import type { NightlyDbBackupReport } from '../../workflows/index.js';
+import { spawnCli } from '../helpers/cli.js';
+import { recordFault } from '../helpers/fault-matrix.js';
+import { waitFor } from '../helpers/net.js';
+import { startPingServer } from '../helpers/ping.js';
+import { loadImmichLike, rowCounts, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { runWorkflow } from '../helpers/run-workflow.js';
+import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+import { startTestTemporal } from '../helpers/temporal.js';
+
+// A worker process SIGKILLed while psql loads a dump: Temporal notices the silence, and the
+// workflow (on a new worker) puts the restore point back and starts Immich again.
+
+let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
+let pg: TestPostgres;
+let ping: Awaited<ReturnType<typeof startPingServer>>;
+let connection: Connection;
+let client: Client;
+
+before(async () => {
+  [temporal, pg, ping] = await Promise.all([startTestTemporal(), startPostgres(), startPingServer()]);
+  await loadImmichLike(pg, 800);
+  connection = await Connection.connect({ address: temporal.address });
+  client = new Client({ connection });
+});
+after(async () => {
+  await connection?.close();
+  await Promise.all([temporal?.stop(), pg?.stop(), ping?.stop()]);
+});
+
+describe('faults: restore', () => {
+  test('worker killed mid-restore: the restore point is put back and Immich is started again', async () => {
+    const root = await tempDir('fault-restore');
+    const dockerLog = join(root, 'docker.log');
+    const env = fixtureEnv(pg, { FIXTURE_DOCKER_LOG: dockerLog });
+    Object.assign(process.env, env);
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { immich: { composeDir: root, pingUrl: ping.url, healthTimeoutSeconds: 10 }, log: { level: 'info' } } });
+    const config = parseConfig(raw);
+    const { report: dump } = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup');
+    // A pause in the middle of the load (valid SQL, harmless to the safety scan) gives the kill its moment.
+    const sql = gunzipSync(await readFile(dump!.path)).toString('utf8').replace(/(\nCOPY public\.exif )/, '\nSELECT pg_sleep(15);$1');
+    const body = gzipSync(sql);
+    await writeFile(dump!.path, body);
+    await writeFile(`${dump!.path}.sha256`, `${createHash('sha256').update(body).digest('hex')}  ${dump!.file}\n`);
+    await pg.psql(`DELETE FROM assets WHERE "originalPath" LIKE '%/2022/%'`, 'immich');
+    const before = await rowCounts(pg);
+    await new Promise((r) => setTimeout(r, 1000));
+
+    const configFile = await writeConfigFile(root, raw);
+    const first = spawnCli(['-c', configFile, 'worker'], env);
+    let second: ReturnType<typeof spawnCli> | undefined;
+    try {
+      await waitFor('the worker', () => (first.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      const handle = await client.workflow.start('RestoreDatabase', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-restore-${Date.now()}`, args: [{ dump: dump!.file, approved: true }] });
+      await waitFor('psql loading the dump', async () => ((await handle.query<string>('currentStep')) === 'restoring' && (await pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(15)%'")) === '1' ? true : undefined), 60_000, 200);
+      await rm(dockerLog, { force: true });
+      first.process.kill('SIGKILL');
+      await first.process;
+      second = spawnCli(['-c', configFile, 'worker'], env);
+      const error = await handle.result().then(() => undefined, (e: unknown) => e);
+      assert.ok(error instanceof WorkflowFailedError, `the run reports the failed restore, got ${String(error)}`);
+      const message = (error.cause as Error).message;
+      assert.match(message, /^restore of immich_\d{8}_\d{6}\.sql\.gz failed \(.*\); the restore point immich_\d{8}_\d{6}\.sql\.gz was put back and Immich started \(healthy\)$/);
+      assert.deepEqual(await rowCounts(pg), before, 'the data is as it was before the restore');
+      const calls = existsSync(dockerLog) ? await readFile(dockerLog, 'utf8') : '';
+      assert.match(calls, /^compose-up /m, 'Immich started again');
+      await recordFault('worker killed (SIGKILL) mid-restore (psql loading)', `after the 30 s heartbeat timeout a new worker put the restore point back and started Immich (healthy); data equals the pre-restore state; run failed: "${message.slice(0, 120)}…"`);
+    } finally {
+      first.process.kill('SIGKILL');
+      second?.process.kill('SIGTERM');
+      await second?.process;
+    }
+  });
+});
