@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
 import type { WeeklyLibraryMirrorReport } from '../workflows/index.js';
-import { spawnCli } from '../test/helpers/cli.js';
+import { spawnCli, workerStarted } from '../test/helpers/cli.js';
 import { makeLibrary, mountTmpfs } from '../test/helpers/library.js';
 import { waitFor } from '../test/helpers/net.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../test/helpers/setup.js';
@@ -32,7 +32,7 @@ try {
     extra: { log: { level: 'info' }, library: { source, destination: join(root, 'wd-backup', 'immich'), mountPoint: join(root, 'wd-backup') } },
   });
   worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker']);
-  await waitFor('the worker', () => (worker!.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+  await workerStarted(worker);
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection });
   const mirror = async () => {

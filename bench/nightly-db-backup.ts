@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
 import type { NightlyDbBackup } from '../workflows/index.js';
-import { spawnCli } from '../test/helpers/cli.js';
+import { spawnCli, workerStarted } from '../test/helpers/cli.js';
 import { waitFor } from '../test/helpers/net.js';
 import { loadImmichLike, pgBin, startPostgres } from '../test/helpers/postgres.js';
 import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../test/helpers/setup.js';
@@ -25,7 +25,7 @@ try {
   const raw = rawTestConfig({ backupDir: join(dir, 'dumps'), address: temporal.address, extra: { log: { level: 'info' }, backup: { retentionDays: 1 } } });
   const configFile = await writeConfigFile(dir, raw);
   worker.current = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
-  await waitFor('the worker', () => (worker.current!.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+  await workerStarted(worker.current);
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection });
   const backup = () =>

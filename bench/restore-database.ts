@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
 import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../workflows/index.js';
-import { spawnCli } from '../test/helpers/cli.js';
+import { spawnCli, workerStarted } from '../test/helpers/cli.js';
 import { waitFor } from '../test/helpers/net.js';
 import { startPingServer } from '../test/helpers/ping.js';
 import { loadImmichLike, pgBin, startPostgres } from '../test/helpers/postgres.js';
@@ -24,7 +24,7 @@ try {
   await loadImmichLike(pg, assets);
   const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { immich: { composeDir: root, pingUrl: ping.url }, log: { level: 'info' } } });
   worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(pg));
-  await waitFor('the worker', () => (worker!.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+  await workerStarted(worker);
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection });
   const taskQueue = raw.temporal!.taskQueue as string;

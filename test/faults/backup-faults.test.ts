@@ -10,7 +10,7 @@ import { startDevServer } from '../../src/dev-server.js';
 import { createLogger } from '../../src/logger.js';
 import { applySchedules } from '../../src/schedules.js';
 import type { NightlyDbBackupReport } from '../../workflows/index.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { mountTmpfs } from '../helpers/library.js';
 import { freePort, waitFor } from '../helpers/net.js';
@@ -68,7 +68,7 @@ describe('faults: NightlyDbBackup', () => {
     assert.ok(attempts.some((a) => a >= 2), `retried: ${attempts.join(',')}`);
     assert.deepEqual(await listDir(dir), [yesterday, `${yesterday}.sha256`, report!.file, `${report!.file}.sha256`].sort());
     await execa('gzip', ['-t', join(dir, report!.file)]);
-    await recordFault('PostgreSQL killed mid-dump (SIGKILL to the pg_dump backend)', `attempt failed, retried (attempt ${Math.max(...attempts)} succeeded); no partial dump under a final name; older dump kept; new dump gzip-valid`);
+    await recordFault('PostgreSQL killed mid-dump (SIGKILL to the pg_dump backend)', `pg_dumpall lost its server and exited non-zero, so the attempt failed before it could count as a backup; retried (attempt ${Math.max(...attempts)} succeeded); no partial dump under a final name; older dump kept; new dump gzip-valid`);
   });
 
   test('staging filesystem full: a clear "no space" failure, the temporary file removed, nothing pruned', async () => {
@@ -101,7 +101,7 @@ describe('faults: NightlyDbBackup', () => {
     const worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(pg));
     const lock = await holdLock(pg, 'assets');
     try {
-      await waitFor('the worker', () => (worker.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      await workerStarted(worker);
       let c = await Connection.connect({ address: server.address });
       const handle = await new Client({ connection: c }).workflow.start('NightlyDbBackup', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `restart-${Date.now()}`, args: [{}] });
       await waitFor('the dump in flight', () => someoneWaitsForLock(pg));
@@ -130,7 +130,7 @@ describe('faults: NightlyDbBackup', () => {
     const worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(pg));
     const lock = await holdLock(pg, 'assets');
     try {
-      await waitFor('the worker', () => (worker.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      await workerStarted(worker);
       const schedule = client.schedule.getHandle('nightly-db-backup');
       await Promise.all([schedule.trigger(), schedule.trigger()]);
       await waitFor('the first run to be in flight', () => someoneWaitsForLock(pg));

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { parseConfig } from '../../src/config.js';
 import type { NightlyDbBackupReport } from '../../workflows/index.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { waitFor } from '../helpers/net.js';
 import { startPingServer } from '../helpers/ping.js';
@@ -59,7 +59,7 @@ describe('faults: restore', () => {
     const first = spawnCli(['-c', configFile, 'worker'], env);
     let second: ReturnType<typeof spawnCli> | undefined;
     try {
-      await waitFor('the worker', () => (first.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      await workerStarted(first);
       const handle = await client.workflow.start('RestoreDatabase', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-restore-${Date.now()}`, args: [{ dump: dump!.file, approved: true }] });
       await waitFor('psql loading the dump', async () => ((await handle.query<string>('currentStep')) === 'restoring' && (await pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(15)%'")) === '1' ? true : undefined), 60_000, 200);
       await rm(dockerLog, { force: true });

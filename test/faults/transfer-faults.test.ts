@@ -10,7 +10,7 @@ import { createActivities } from '../../activities/index.js';
 import { parseConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import type { OffsiteSyncReport, WeeklyLibraryMirrorReport } from '../../workflows/index.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
@@ -53,7 +53,7 @@ async function bigDump(dir: string, stamp: string) {
 /** A worker process for `raw`, started and waited for. */
 async function worker(root: string, raw: Record<string, Record<string, unknown>>) {
   const w = spawnCli(['-c', await writeConfigFile(root, raw), 'worker']);
-  await waitFor('the worker', () => (w.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+  await workerStarted(w);
   return w;
 }
 
@@ -81,7 +81,7 @@ describe('faults: transfers', () => {
       const report = (await handle.result()) as WeeklyLibraryMirrorReport;
       assert.deepEqual(await treeDigest(join(mountPoint, 'immich')), await treeDigest(source));
       assert.deepEqual(await unfinishedNames(join(mountPoint, 'immich')), []);
-      await recordFault('worker killed (SIGKILL) mid-rsync: library mirror', `new worker resumed and completed (${report.filesTransferred} files in the final attempt); mirror equals library; no partial file`);
+      await recordFault('worker killed (SIGKILL) mid-rsync: library mirror', `a new worker's attempt completed it (${report.filesTransferred} file(s) left for it: the killed worker's rsync, in its own process group, ran on until its output pipe broke); mirror equals library; no partial file`);
     } finally {
       second.process.kill('SIGTERM');
       await second.process;

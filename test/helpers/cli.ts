@@ -1,5 +1,6 @@
 import { execa, type ResultPromise } from 'execa';
 import { join } from 'node:path';
+import { waitFor } from './net.js';
 import { cliPath, repoRoot } from './paths.js';
 
 /** The environment a CLI process gets: ours, plus the project's .venv/bin (the temporal binary) on PATH. */
@@ -20,4 +21,9 @@ export function spawnCli(args: string[], extra: Record<string, string> = {}): { 
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   return { process: child, stdout: () => out, stderr: () => err };
+}
+
+/** Waits until a spawned `worker` or `start` process logs that its worker runs. */
+export function workerStarted(spawned: { stdout: () => string }): Promise<true> {
+  return waitFor('the worker to start', () => (spawned.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { cli, spawnCli } from '../helpers/cli.js';
+import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs } from '../helpers/library.js';
 import { freePort, waitFor } from '../helpers/net.js';
 import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
@@ -48,7 +48,7 @@ describe('immich-backup CLI', () => {
   test('start brings up the dev server, its Web UI and the worker, and prints the UI address', async () => {
     started = spawnCli(['-c', configFile, 'start'], fixtureEnv(pg));
     uiUrl = await waitFor('the UI address', () => /Temporal Web UI: (http:\/\/\S+)/.exec(started!.stderr())?.[1], 60_000);
-    await waitFor('the worker', () => (started!.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+    await workerStarted(started);
     const page = await waitFor('the Web UI to answer', async () => {
       const res = await fetch(uiUrl).catch(() => undefined);
       return res?.status === 200 ? await res.text() : undefined;
@@ -98,7 +98,7 @@ describe('immich-backup CLI', () => {
     const file = await writeConfigFile(dir, raw);
     const worker = spawnCli(['-c', file, 'start'], fixtureEnv(pg));
     try {
-      await waitFor('the second worker', () => (worker.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      await workerStarted(worker);
       assert.doesNotMatch(worker.stderr(), /Temporal Web UI/);
       assert.match(worker.stdout(), new RegExp(`"address":"${address}"`));
       const r = await cli(['-c', file, 'backup', 'db']);

@@ -7,7 +7,7 @@ import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { parseConfig } from '../../src/config.js';
 import type { RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../../workflows/index.js';
-import { cli, spawnCli } from '../helpers/cli.js';
+import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
 import { startPingServer } from '../helpers/ping.js';
@@ -127,7 +127,7 @@ describe('RestoreLibrary', () => {
     const configFile = await writeConfigFile(w.root, w.raw);
     const worker = spawnCli(['-c', configFile, 'worker']);
     try {
-      await waitFor('the worker', () => (worker.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      await workerStarted(worker);
       const operator = spawnCli(['-c', configFile, 'restore', 'library', '--json']);
       const workflowId = await waitFor('the approval prompt', () => /approve with: immich-backup restore approve (\S+)\)/.exec(operator.stderr())?.[1], 60_000);
       const approve = await cli(['-c', configFile, 'restore', 'approve', workflowId]);

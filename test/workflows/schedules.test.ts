@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
 import { execa } from 'execa';
 import type { ScheduleRow } from '../../src/schedules.js';
-import { cli, spawnCli } from '../helpers/cli.js';
+import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { waitFor } from '../helpers/net.js';
 import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
@@ -98,7 +98,7 @@ describe('schedules', () => {
   test('trigger starts the scheduled workflow on the worker and it completes', async () => {
     const worker = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
     try {
-      await waitFor('the worker', () => (worker.stdout().includes('"msg":"worker started"') ? true : undefined), 60_000);
+      await workerStarted(worker);
       const r = await cli(['-c', configFile, 'schedules', 'trigger', 'nightly-db-backup']);
       assert.equal(r.exitCode, 0, r.stderr);
       const last = await waitFor('the triggered run to complete', async () => {
