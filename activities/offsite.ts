@@ -1,11 +1,9 @@
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { Config } from '../src/config.js';
 import { checksumFileName, isDumpName, parseDumpName, partialFileName } from '../src/dump-names.js';
 import { ChecksumMismatchError, NotOurDumpError } from '../src/errors.js';
+import { checksummedDumps, sha256OfFile } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
 import { runCommand, withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
@@ -62,15 +60,10 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     async planOffsiteSync(): Promise<OffsitePlan> {
       const dir = config.backup.dir;
       const local = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
+      const checksummed = await checksummedDumps(dir);
+      for (const file of local) if (!checksummed.some((d) => d.file === file)) logger.warn({ file }, 'local dump has no checksum file: not validated, not copied offsite');
       const present = new Set(await remoteDumps());
-      const toCopy: DumpToCopy[] = [];
-      for (const file of local) {
-        if (present.has(file)) continue;
-        const recorded = await readFile(join(dir, checksumFileName(file)), 'utf8').then((t) => t.split(/\s+/)[0] ?? '', () => '');
-        if (/^[0-9a-f]{64}$/.test(recorded)) toCopy.push({ file, sha256: recorded });
-        else logger.warn({ file }, 'local dump has no checksum file: not validated, not copied offsite');
-      }
-      return { toCopy, alreadyOffsite: local.filter((f) => present.has(f)) };
+      return { toCopy: checksummed.filter((d) => !present.has(d.file)), alreadyOffsite: local.filter((f) => present.has(f)) };
     },
 
     /**
@@ -81,9 +74,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     async uploadDump({ file, sha256 }: DumpToCopy): Promise<CopiedDump> {
       if (!isDumpName(file)) throw new NotOurDumpError(`refusing to upload ${JSON.stringify(file)}: not a dump name`);
       const local = join(config.backup.dir, file);
-      const localHash = createHash('sha256');
-      await withHeartbeats(pipeline(createReadStream(local), localHash), () => ({ step: `checking ${file} before upload` }));
-      if (localHash.digest('hex') !== sha256) {
+      if ((await withHeartbeats(sha256OfFile(local), () => ({ step: `checking ${file} before upload` }))) !== sha256) {
         throw new ChecksumMismatchError(`local dump ${file} no longer matches its ${checksumFileName(file)}: not uploading a damaged dump`);
       }
       const partialDump = await copyToPartial(local, file);

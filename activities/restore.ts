@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,6 +9,7 @@ import { checksumFileName, isDumpName, isImmichBackupName, partialFileName } fro
 import { ChecksumMismatchError, ConfigError, DumpCorruptError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
 import { postgresCommand } from './container.js';
+import { checksummedDumps, readChecksumFile, sha256OfFile } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
 import { remoteDumpNames } from './offsite.js';
 import { awaitCommand, runCommand, startCommand, stopCommand, withHeartbeats } from './run-command.js';
@@ -20,8 +21,6 @@ import { COMPLETION_MARKER } from './validate.js';
 
 /** pg_dump's last comment (Immich's own backups); pg_dumpall's is COMPLETION_MARKER. */
 const PG_DUMP_MARKER = 'PostgreSQL database dump complete';
-
-const readChecksum = (path: string) => readFile(path, 'utf8').then((t) => t.split(/\s+/)[0] ?? '', () => '');
 
 /** A stream that counts what passes through it, for heartbeats. */
 function counter(onBytes: (n: number) => void): Transform {
@@ -36,11 +35,6 @@ function counter(onBytes: (n: number) => void): Transform {
 export function createRestoreActivities({ config, logger }: ActivityDeps) {
   const dir = config.backup.dir;
 
-  async function newestLocal(): Promise<string | undefined> {
-    const names = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort().reverse();
-    for (const name of names) if (await readChecksum(join(dir, checksumFileName(name)))) return name;
-    return undefined;
-  }
 
   async function newestImmichBackup(): Promise<string | undefined> {
     if (!config.immich.backupsDir) return undefined;
@@ -61,10 +55,8 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       await Promise.all([rm(temp, { force: true }), rm(sumTemp, { force: true })]);
       throw sshError(err, offsite);
     }
-    const recorded = await readChecksum(sumTemp);
-    const hash = createHash('sha256');
-    await pipeline(createReadStream(temp), hash);
-    const actual = hash.digest('hex');
+    const recorded = await readChecksumFile(sumTemp);
+    const actual = await sha256OfFile(temp);
     if (actual !== recorded) {
       await Promise.all([rm(temp, { force: true }), rm(sumTemp, { force: true })]);
       throw new ChecksumMismatchError(`the copy of ${file} fetched from the NAS has sha256 ${actual}, its .sha256 says ${recorded}: not restoring it`);
@@ -99,9 +91,9 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
         return { file: dump, path, format: 'immich', origin: 'immich' };
       }
       if (from === 'local') {
-        const name = dump === 'latest' ? await newestLocal() : dump;
-        const checksum = name ? await readChecksum(join(dir, checksumFileName(name))) : '';
-        if (name && checksum) return { file: name, path: join(dir, name), format: 'cluster', origin: 'local', checksum };
+        const local = await checksummedDumps(dir);
+        const found = dump === 'latest' ? local.at(-1) : local.find((d) => d.file === dump);
+        if (found) return { file: found.file, path: join(dir, found.file), format: 'cluster', origin: 'local', checksum: found.sha256 };
       }
       // Asked for the NAS, or the local copy is missing.
       let remote: string[] = [];

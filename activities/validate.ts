@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rename, stat } from 'node:fs/promises';
+import { mkdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,6 +8,7 @@ import { createGunzip } from 'node:zlib';
 import { checksumFileName, isDumpName } from '../src/dump-names.js';
 import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSmallError, NotOurDumpError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
+import { readChecksumFile } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
 import { withHeartbeats } from './run-command.js';
 import type { ValidateDumpInput, ValidatedDump } from './types.js';
@@ -50,10 +51,7 @@ async function checkDump(dir: string, file: string, minBytes: number): Promise<V
   if (size < minBytes) {
     throw new DumpTooSmallError(`dump ${file} is ${size} bytes, expected at least ${minBytes}: pg_dumpall wrote almost nothing; check the database and its logs`);
   }
-  const recorded = await readFile(join(dir, checksumFileName(file)), 'utf8').then(
-    (text) => text.split(/\s+/)[0] ?? '',
-    () => '',
-  );
+  const recorded = await readChecksumFile(join(dir, checksumFileName(file)));
   const hash = createHash('sha256');
   let read = 0;
   let sqlBytes = 0;

@@ -1,6 +1,7 @@
 import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { Config } from './config.js';
+import { innermostCause, innermostMessage } from './failure.js';
 
 /** The configured server, or the embedded dev server's address when none is configured. */
 export function temporalAddress(config: Config): string {
@@ -74,11 +75,9 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress
 
 /** One line an operator can act on: the deepest cause's type and message. */
 export function failureReason(err: unknown): string {
-  let cause: unknown = err;
-  while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
-  const e = cause as Error & { type?: string };
+  const e = innermostCause(err) as Error & { type?: string };
   const type = e.type ?? (e.name !== 'Error' ? e.name : undefined);
-  const message = (e.message || String(err)).split('\n')[0];
+  const message = innermostMessage(err);
   const prefix = err instanceof WorkflowFailedError ? 'workflow failed: ' : '';
-  return `${prefix}${type && !message?.startsWith(type) ? `${type}: ` : ''}${message}`;
+  return `${prefix}${type && !message.startsWith(type) ? `${type}: ` : ''}${message}`;
 }

@@ -2,8 +2,9 @@ import { ApplicationFailure, log } from '@temporalio/workflow';
 import type { DumpFormat, ResolvedDump } from '../activities/types.js';
 import { formatStamp } from '../src/dump-names.js';
 import { RestoreFailedError } from '../src/errors.js';
+import { innermostMessage } from '../src/failure.js';
 import { discovery, dumping, health, immichControl, loading, restorePrep, settings, validation } from './activity-options.js';
-import { reason, restoreSteps } from './restore-steps.js';
+import { restoreSteps } from './restore-steps.js';
 
 export interface RestoreDatabaseInput {
   /** "latest" (default), one of our dump names, or an immich-db-backup-….sql.gz name. */
@@ -65,12 +66,12 @@ export async function RestoreDatabase(input: RestoreDatabaseInput = {}): Promise
   try {
     await timed('restoring', () => loading.restoreDump({ dump, target }));
   } catch (err) {
-    failure = reason(err);
+    failure = innermostMessage(err);
     log.error('restore failed; restoring the restore point', { reason: failure });
     try {
       await timed('rolling back to the restore point', () => loading.restoreDump({ dump: { file: point.file, path: point.path, format: 'cluster' }, target }));
     } catch (rollbackErr) {
-      failure += `; rolling back to ${point.file} failed too: ${reason(rollbackErr)}`;
+      failure += `; rolling back to ${point.file} failed too: ${innermostMessage(rollbackErr)}`;
     }
   }
   await timed('starting Immich', () => immichControl.startImmich());

@@ -1,7 +1,8 @@
 import { ApplicationFailure } from '@temporalio/workflow';
 import { RestoreFailedError } from '../src/errors.js';
+import { innermostMessage } from '../src/failure.js';
 import { health, immichControl, mirrorChecks, mirroring, settings } from './activity-options.js';
-import { reason, restoreSteps } from './restore-steps.js';
+import { restoreSteps } from './restore-steps.js';
 
 export interface RestoreLibraryInput {
   /** Report what rsync would change; change nothing. */
@@ -60,7 +61,7 @@ export async function RestoreLibrary(input: RestoreLibraryInput = {}): Promise<R
   try {
     result = await timed('restoring library', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: false }));
   } catch (err) {
-    failure = reason(err);
+    failure = innermostMessage(err);
   }
   // Immich comes back whatever happened: a half-restored library is better served than a stopped one.
   await timed('starting Immich', () => immichControl.startImmich());

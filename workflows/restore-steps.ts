@@ -45,10 +45,3 @@ export function restoreSteps(preApproved: boolean): RestoreSteps {
     },
   };
 }
-
-/** The innermost cause's first line: what an operator reads. */
-export function reason(err: unknown): string {
-  let cause: unknown = err;
-  while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
-  return (cause instanceof Error ? cause.message : String(cause)).split('\n')[0] ?? String(err);
-}
