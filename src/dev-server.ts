@@ -50,6 +50,21 @@ export interface DevServer {
 /** Starts `temporal server start-dev` persisted to <dataDir>/temporal.sqlite and waits until it answers. */
 export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  // The server picks its HTTP API and metrics ports at random; a pick can collide with a port
+  // that was free a moment ago. Such a clash is not the operator's doing: start again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launch(options);
+    } catch (err) {
+      if (!(err instanceof RandomPortClash) || attempt === 3) throw err;
+      options.logger.warn({ attempt, reason: err.message }, 'temporal dev server lost a race for a random port; starting it again');
+    }
+  }
+}
+
+class RandomPortClash extends DevServerError {}
+
+async function launch(options: DevServerOptions): Promise<DevServer> {
   const dbFile = join(options.dataDir, 'temporal.sqlite');
   const address = `${options.ip}:${options.port}`;
   const args = [
@@ -68,7 +83,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     stderr = (stderr + chunk.toString()).slice(-4000);
   });
   let exited = false;
-  void child.then(() => {
+  const done = child.then(() => {
     exited = true;
   });
 
@@ -76,6 +91,8 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   for (;;) {
     if (exited) {
       const line = stderr.trim().split('\n').pop() ?? '';
+      // Only these two listeners take random ports (one may even pick the frontend's port before it is bound).
+      if (/(HTTP API|metrics|prometheus).*address already in use/i.test(line)) throw new RandomPortClash(line);
       throw new DevServerError(`temporal dev server exited before it was ready (is port ${options.port} or ${options.uiPort} in use?): ${line}`);
     }
     try {
@@ -101,7 +118,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       if (exited) return;
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await child;
+      await done;
       clearTimeout(timer);
     },
   };

@@ -13,7 +13,7 @@ import type { NightlyDbBackupReport } from '../../workflows/index.js';
 import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { mountTmpfs } from '../helpers/library.js';
-import { freePort, waitFor } from '../helpers/net.js';
+import { freePorts, waitFor } from '../helpers/net.js';
 import { temporalBinary } from '../helpers/paths.js';
 import { holdLock, loadImmichLike, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
@@ -93,9 +93,9 @@ describe('faults: NightlyDbBackup', () => {
 
   test('the Temporal dev server restarted mid-workflow (state in its SQLite file): the workflow completes', async () => {
     const root = await tempDir('fault-restart');
-    const port = await freePort();
+    const [port, uiPort] = (await freePorts(2)) as [number, number];
     const logger = createLogger({ level: 'fatal', fd: 2 });
-    const serverOptions = { binary: temporalBinary, dataDir: join(root, 'temporal'), ip: '127.0.0.1', port, uiPort: await freePort(), namespace: 'default', headless: true, logger };
+    const serverOptions = { binary: temporalBinary, dataDir: join(root, 'temporal'), ip: '127.0.0.1', port, uiPort, namespace: 'default', headless: true, logger };
     let server = await startDevServer(serverOptions);
     const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: server.address, extra: { log: { level: 'info' } } });
     const worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(pg));

@@ -3,18 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDevServer, type DevServer } from '../../src/dev-server.js';
 import { createLogger } from '../../src/logger.js';
-import { freePort } from './net.js';
+import { freePorts } from './net.js';
 import { temporalBinary } from './paths.js';
 
 /** A real Temporal dev server (the official `temporal` binary) on a free loopback port, persisted to a temporary SQLite file. */
-export async function startTestTemporal(): Promise<DevServer & { dataDir: string }> {
+export async function startTestTemporal(binary = temporalBinary): Promise<DevServer & { dataDir: string }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'immich-backup-temporal-'));
+  const [port, uiPort] = (await freePorts(2)) as [number, number];
   const server = await startDevServer({
-    binary: temporalBinary,
+    binary,
     dataDir,
     ip: '127.0.0.1',
-    port: await freePort(),
-    uiPort: await freePort(),
+    port,
+    uiPort,
     namespace: 'default',
     headless: true,
     logger: createLogger({ level: 'error', fd: 2 }),

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs } from '../helpers/library.js';
-import { freePort, waitFor } from '../helpers/net.js';
+import { freePort, freePorts, waitFor } from '../helpers/net.js';
 import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { recordFault } from '../helpers/fault-matrix.js';
@@ -26,14 +26,14 @@ before(async () => {
   await loadImmichLike(pg, 1000);
   const dir = await tempDir('cli');
   backupDir = join(dir, 'dumps');
-  const port = await freePort();
+  const [port, uiPort] = (await freePorts(2)) as [number, number];
   // A small library and a real tmpfs standing in for the USB drive, for `backup library`.
   const librarySource = join(dir, 'library');
   await makeLibrary(librarySource, 40);
   drive = await mountTmpfs(join(dir, 'wd-backup'));
   const library = { source: librarySource, destination: join(dir, 'wd-backup', 'immich'), mountPoint: join(dir, 'wd-backup'), bwLimitKiB: 150 };
   const raw = rawTestConfig({ backupDir, extra: { postgres: { password: SECRET }, log: { level: 'info' }, library } });
-  raw.temporal = { ...raw.temporal, devServer: { dataDir: join(dir, 'temporal'), port, uiPort: await freePort() } };
+  raw.temporal = { ...raw.temporal, devServer: { dataDir: join(dir, 'temporal'), port, uiPort } };
   configFile = await writeConfigFile(dir, raw);
   address = `127.0.0.1:${port}`;
 });
