@@ -29,7 +29,7 @@ before(async () => {
   const [port, uiPort] = (await freePorts(2)) as [number, number];
   // A small library and a real tmpfs standing in for the USB drive, for `backup library`.
   const librarySource = join(dir, 'library');
-  await makeLibrary(librarySource, 40);
+  await makeLibrary(librarySource, 80); // ~0.9 MB at 150 KiB/s: several progress polls
   drive = await mountTmpfs(join(dir, 'wd-backup'));
   const library = { source: librarySource, destination: join(dir, 'wd-backup', 'immich'), mountPoint: join(dir, 'wd-backup'), bwLimitKiB: 150 };
   const raw = rawTestConfig({ backupDir, extra: { postgres: { password: SECRET }, log: { level: 'info' }, library } });
@@ -68,7 +68,7 @@ describe('immich-backup CLI', () => {
     const r = await cli(['-c', configFile, 'backup', 'library']);
     assert.equal(r.exitCode, 0, r.stderr);
     assert.match(r.stderr, /^… mirrorLibrary step=mirroring library bytes=\d+ transferred=.* percent=\d+ rate=\S+ filesTransferred=\d+/m);
-    assert.match(r.stdout, /^library mirrored: 40 file\(s\), .* transferred, 0 deleted\n {2}library holds 40 file\(s\); in \d+\.\d s\n$/);
+    assert.match(r.stdout, /^library mirrored: 80 file\(s\), .* transferred, 0 deleted\n {2}library holds 80 file\(s\); in \d+\.\d s\n$/);
   });
 
   test('backup db runs NightlyDbBackup to the end and prints the report as JSON', async () => {

@@ -92,7 +92,7 @@ describe('WeeklyLibraryMirror', () => {
   });
 
   test('heartbeats carry rsync\'s progress while rsync runs at idle I/O and lowest CPU priority', async () => {
-    const { run } = await setup(60, { bwLimitKiB: 200 }); // ~0.7 MB at 200 KiB/s: a few seconds
+    const { run } = await setup(120, { bwLimitKiB: 200 }); // ~1.4 MB at 200 KiB/s: several heartbeats
     let seen: Record<string, unknown> | undefined;
     let priority = '';
     const { error } = await run(async (workflowId) => {
