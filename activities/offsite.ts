@@ -1,7 +1,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../src/config.js';
-import { checksumFileName, isDumpName, parseDumpName, partialFileName } from '../src/dump-names.js';
+import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../src/dump-names.js';
 import { ChecksumMismatchError, NotOurDumpError } from '../src/errors.js';
 import { checksummedDumps, sha256OfFile } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
@@ -9,8 +9,6 @@ import { runCommand, withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
 import { connectionOptions, nasLabel, runRemote, sshCommandString, sshError, sshTarget } from './ssh.js';
 import type { CopiedDump, DumpToCopy, OffsitePlan, OffsiteSettings, PruneResult } from './types.js';
-
-const DAY_MS = 24 * 60 * 60 * 1000;
 
 /** Our dump names on the NAS that have their .sha256 beside them (written last, after verification). */
 export async function remoteDumpNames(offsite: Config['offsite']): Promise<string[]> {
@@ -24,7 +22,6 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
   const offsite = config.offsite;
   const remotePath = (name: string) => `${offsite.remoteDir}/${name}`;
 
-  const remoteDumps = () => remoteDumpNames(offsite);
 
   /** Copies a local file to the NAS under `.<name>.partial`: never visible under its final name while incomplete. */
   async function copyToPartial(localPath: string, name: string): Promise<string> {
@@ -62,7 +59,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       const local = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
       const checksummed = await checksummedDumps(dir);
       for (const file of local) if (!checksummed.some((d) => d.file === file)) logger.warn({ file }, 'local dump has no checksum file: not validated, not copied offsite');
-      const present = new Set(await remoteDumps());
+      const present = new Set(await remoteDumpNames(offsite));
       return { toCopy: checksummed.filter((d) => !present.has(d.file)), alreadyOffsite: local.filter((f) => present.has(f)) };
     },
 
@@ -96,10 +93,9 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     /** Deletes NAS dumps older than offsite.retentionDays; never the newest one there. */
     async pruneRemoteDumps({ nowMs }: { nowMs: number }): Promise<PruneResult> {
       const days = offsite.retentionDays;
-      const dumps = (await remoteDumps()).sort().reverse();
+      const dumps = (await remoteDumpNames(offsite)).sort().reverse();
       if (days === undefined || dumps.length === 0) return { pruned: [], kept: dumps };
-      const cutoff = nowMs - days * DAY_MS;
-      const pruned = dumps.slice(1).filter((name) => parseDumpName(name)!.getTime() < cutoff);
+      const pruned = expiredDumps(dumps, nowMs, days);
       for (const name of pruned) {
         // Checksum first: a dump without its .sha256 no longer counts as present.
         await runRemote(offsite, ['rm', '-f', '--', remotePath(checksumFileName(name)), remotePath(name)], { label: 'ssh rm' });

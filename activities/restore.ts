@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,10 +5,10 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { checksumFileName, isDumpName, isImmichBackupName, partialFileName } from '../src/dump-names.js';
-import { ChecksumMismatchError, ConfigError, DumpCorruptError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
+import { ChecksumMismatchError, ConfigError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
 import { postgresCommand } from './container.js';
-import { checksummedDumps, readChecksumFile, sha256OfFile } from './checksums.js';
+import { checksummedDumps, gunzipAndHash, readChecksumFile, sha256OfFile } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
 import { remoteDumpNames } from './offsite.js';
 import { awaitCommand, runCommand, startCommand, stopCommand, withHeartbeats } from './run-command.js';
@@ -115,23 +114,8 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
      * the completion marker is there, and no line would run a program.
      */
     async verifyDumpForRestore(dump: ResolvedDump): Promise<VerifiedDump> {
-      const { size } = await stat(dump.path);
-      const hash = createHash('sha256');
-      let read = 0;
       const scan = safetyScanner(dump.file);
-      const source = createReadStream(dump.path);
-      source.on('data', (chunk) => {
-        hash.update(chunk as Buffer);
-        read += chunk.length;
-      });
-      try {
-        await withHeartbeats(pipeline(source, createGunzip(), scan.sink), () => ({ step: 'verifying', file: dump.file, checked: `${formatBytes(read)} of ${formatBytes(size)}`, percent: Math.floor((read / size) * 100) }));
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? '';
-        if (code.startsWith('Z_')) throw new DumpCorruptError(`dump ${dump.file} is not a complete gzip stream (${(err as Error).message}): not restoring it`);
-        throw err;
-      }
-      const sha256 = hash.digest('hex');
+      const { sha256, size } = await gunzipAndHash(dump.path, dump.file, scan.sink, 'verifying', 'not restoring it');
       if (dump.checksum !== undefined && dump.checksum !== sha256) {
         throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${sha256}, its .sha256 says ${dump.checksum}: not restoring it`);
       }

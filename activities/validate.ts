@@ -1,16 +1,10 @@
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import { checksumFileName, isDumpName } from '../src/dump-names.js';
 import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSmallError, NotOurDumpError } from '../src/errors.js';
-import { formatBytes } from '../src/format.js';
-import { readChecksumFile } from './checksums.js';
+import { gunzipAndHash, readChecksumFile } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
-import { withHeartbeats } from './run-command.js';
 import type { ValidateDumpInput, ValidatedDump } from './types.js';
 
 /** pg_dumpall's last comment; its absence means the dump stopped early. */
@@ -52,16 +46,8 @@ async function checkDump(dir: string, file: string, minBytes: number): Promise<V
     throw new DumpTooSmallError(`dump ${file} is ${size} bytes, expected at least ${minBytes}: pg_dumpall wrote almost nothing; check the database and its logs`);
   }
   const recorded = await readChecksumFile(join(dir, checksumFileName(file)));
-  const hash = createHash('sha256');
-  let read = 0;
   let sqlBytes = 0;
   let tail = Buffer.alloc(0);
-  const source = createReadStream(path);
-  source.on('data', (chunk: Buffer | string) => {
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
-    hash.update(buf);
-    read += buf.length;
-  });
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       sqlBytes += chunk.length;
@@ -69,21 +55,7 @@ async function checkDump(dir: string, file: string, minBytes: number): Promise<V
       callback();
     },
   });
-  try {
-    await withHeartbeats(pipeline(source, createGunzip(), sink), () => ({
-      step: 'validating',
-      file,
-      checked: `${formatBytes(read)} of ${formatBytes(size)}`,
-      percent: Math.floor((read / size) * 100),
-    }));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    if (code.startsWith('Z_') || code === 'ERR_PADDING_1') {
-      throw new DumpCorruptError(`dump ${file} is not a complete gzip stream (${(err as Error).message}): the dump was cut short or the file is damaged`);
-    }
-    throw err;
-  }
-  const sha256 = hash.digest('hex');
+  const { sha256 } = await gunzipAndHash(path, file, sink, 'validating', 'the dump was cut short or the file is damaged');
   if (recorded !== sha256) {
     throw new ChecksumMismatchError(
       recorded

@@ -37,6 +37,22 @@ export function isDumpName(name: string): boolean {
   return parseDumpName(name) !== undefined;
 }
 
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * The retention rule, for the staging dir and the NAS alike: of our dump names, those older than
+ * retentionDays at nowMs, never the newest one and never `keep`. Other names are ignored.
+ */
+export function expiredDumps(names: readonly string[], nowMs: number, retentionDays: number, keep?: string): string[] {
+  const dumps = names.flatMap((name) => {
+    const time = parseDumpName(name);
+    return time ? [{ name, time: time.getTime() }] : [];
+  });
+  const newest = dumps.reduce<(typeof dumps)[number] | undefined>((a, b) => (!a || b.time > a.time ? b : a), undefined)?.name;
+  const cutoff = nowMs - retentionDays * DAY_MS;
+  return dumps.filter((d) => d.name !== keep && d.name !== newest && d.time < cutoff).sort((a, b) => b.time - a.time).map((d) => d.name);
+}
+
 export function checksumFileName(dumpName: string): string {
   return dumpName + CHECKSUM_SUFFIX;
 }
