@@ -2,12 +2,12 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import { checksumFileName, isDumpName } from '../src/dump-names.js';
+import { checksumFileName, dumpFormat, isDumpName } from '../src/dump-names.js';
 import { DumpCorruptError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
+import { decompressor, isCorruptStreamError } from './compression.js';
 import { withHeartbeats } from './run-command.js';
 
 /** The hex digest a .sha256 file records (sha256sum format), or '' when it is missing or unreadable. */
@@ -18,9 +18,12 @@ export function readChecksumFile(path: string): Promise<string> {
   );
 }
 
+/** Reads of 1 MiB: half the time of the default 64 KiB for a dump-sized file (measured: 0.3 s vs 0.6 s for 350 MB). */
+export const READ_CHUNK = 1 << 20;
+
 export async function sha256OfFile(path: string): Promise<string> {
   const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash);
+  await pipeline(createReadStream(path, { highWaterMark: READ_CHUNK }), hash);
   return hash.digest('hex');
 }
 
@@ -35,34 +38,51 @@ export async function checksummedDumps(dir: string): Promise<Array<{ file: strin
   return dumps;
 }
 
+/** A sink that counts a dump's SQL bytes and keeps its last `keep` bytes (where the completion marker is). */
+export function sqlTailSink(keep = 512): { sink: Writable; sqlBytes: () => number; tail: () => string } {
+  let bytes = 0;
+  let tail = Buffer.alloc(0);
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      bytes += chunk.length;
+      tail = chunk.length >= keep ? Buffer.from(chunk.subarray(-keep)) : Buffer.concat([tail, chunk]).subarray(-keep);
+      callback();
+    },
+  });
+  return { sink, sqlBytes: () => bytes, tail: () => tail.toString('utf8') };
+}
+
 /**
- * One pass over a .sql.gz: the compressed bytes are hashed while their SQL streams into `sql`,
- * with heartbeats of how far it got. A gzip stream that does not decode to its end is a
- * DumpCorruptError whose message ends with `consequence`.
+ * One pass over a dump (.sql.gz or .sql.zst): the compressed bytes are hashed while their SQL
+ * streams into `sql`, with heartbeats of how far it got. A stream that does not decode to its end
+ * is a DumpCorruptError whose message ends with `consequence`.
  */
-export async function gunzipAndHash(path: string, file: string, sql: Writable, step: string, consequence: string): Promise<{ sha256: string; size: number }> {
+export async function decodeAndHash(path: string, file: string, sql: Writable, step: string, consequence: string): Promise<{ sha256: string; size: number }> {
   const { size } = await stat(path);
   const hash = createHash('sha256');
   let read = 0;
-  const source = createReadStream(path);
+  const source = createReadStream(path, { highWaterMark: READ_CHUNK });
   source.on('data', (chunk: Buffer | string) => {
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
     hash.update(buf);
     read += buf.length;
   });
   try {
-    await withHeartbeats(pipeline(source, createGunzip(), sql), () => ({
+    await withHeartbeats(pipeline(source, decompressor(file), sql), () => ({
       step,
       file,
       checked: `${formatBytes(read)} of ${formatBytes(size)}`,
       percent: Math.floor((read / size) * 100),
     }));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    if (code.startsWith('Z_') || code === 'ERR_PADDING_1') {
-      throw new DumpCorruptError(`dump ${file} is not a complete gzip stream (${(err as Error).message}): ${consequence}`);
-    }
+    if (isCorruptStreamError(err)) throw corruptDump(file, err, consequence);
     throw err;
   }
   return { sha256: hash.digest('hex'), size };
+}
+
+export function corruptDump(file: string, err: unknown, consequence: string): DumpCorruptError {
+  const what = dumpFormat(file) === 'zstd' ? 'zstd' : 'gzip';
+  const detail = ((err as { stderr?: unknown }).stderr ? String((err as { stderr: unknown }).stderr) : (err as Error).message).trim().split('\n').at(-1);
+  return new DumpCorruptError(`dump ${file} is not a complete ${what} stream (${detail}): ${consequence}`);
 }

@@ -2,8 +2,9 @@ import { opendir, readdir, readFile, realpath } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { DriveNotMountedError, MirrorSafetyError, SourceEmptyError } from '../src/errors.js';
 import type { ActivityDeps } from './deps.js';
+import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
-import type { MirrorResult, MirrorSettings, MirrorTargetCheck } from './types.js';
+import type { MirrorOutcome, MirrorResult, MirrorSettings } from './types.js';
 
 /** True when `path` is itself a mount point (per /proc/self/mountinfo), not a directory on its parent's filesystem. */
 export async function isMountPoint(path: string): Promise<boolean> {
@@ -79,36 +80,34 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     },
 
     /**
-     * The preconditions, checked before anything is written: the drive is mounted, the library
-     * holds files, and (with deletion on) it holds at least library.minSourceFraction of the
-     * mirror's files, so an emptied or unmounted library never erases its own backup.
+     * The preconditions, then the copy, in one activity (one round trip): the drive is mounted,
+     * the library holds files, and (with deletion on) it holds at least library.minSourceFraction
+     * of the mirror's files, so an emptied or unmounted library never erases its own backup. A
+     * drive that is not there is an answer ({ ready: false }), for the workflow to wait on; the
+     * copy is rsync -a at idle I/O priority, and a retry resumes, as rsync skips what is done.
      */
-    async checkMirrorTarget(): Promise<MirrorTargetCheck> {
+    async mirrorLibrary(): Promise<MirrorOutcome> {
       const problem = await driveProblem();
       if (problem) return { ready: false, reason: problem };
       if (!(await hasFiles(lib.source))) {
         throw new SourceEmptyError(`the library ${lib.source} is missing or holds no files: is it mounted? Nothing was mirrored`);
       }
       // Counting both trees costs seconds on a large library: only deletion needs the numbers.
-      if (!lib.delete) return { ready: true };
-      const [sourceFiles, mirrorFiles] = await Promise.all([countFiles(lib.source), countFiles(lib.destination)]);
-      if (sourceFiles < lib.minSourceFraction * mirrorFiles) {
-        throw new MirrorSafetyError(
-          `refusing to mirror with deletion: the library holds ${sourceFiles} files, the mirror ${mirrorFiles} ` +
-            `(below library.minSourceFraction ${lib.minSourceFraction}); check the library before it erases its backup`,
-        );
+      if (lib.delete) {
+        const [sourceFiles, mirrorFiles] = await withHeartbeats(Promise.all([countFiles(lib.source), countFiles(lib.destination)]), () => ({ step: 'counting files' }));
+        if (sourceFiles < lib.minSourceFraction * mirrorFiles) {
+          throw new MirrorSafetyError(
+            `refusing to mirror with deletion: the library holds ${sourceFiles} files, the mirror ${mirrorFiles} ` +
+              `(below library.minSourceFraction ${lib.minSourceFraction}); check the library before it erases its backup`,
+          );
+        }
       }
-      return { ready: true, sourceFiles, mirrorFiles };
-    },
-
-    /** rsync -a from the library to the drive at idle I/O priority; a retry resumes, as rsync skips what is done. */
-    async mirrorLibrary(): Promise<MirrorResult> {
-      // Checked again here: the drive may have gone between the check and the copy.
-      const problem = await driveProblem();
-      if (problem) throw new DriveNotMountedError(`${problem}: nothing was written`);
+      // Checked again here: the drive may have gone while the library was counted.
+      const gone = await driveProblem();
+      if (gone) throw new DriveNotMountedError(`${gone}: nothing was written`);
       const result = await copyTree(lib.source, lib.destination, { delete: lib.delete, dryRun: false, step: 'mirroring library' });
       logger.info({ ...result, destination: lib.destination }, 'library mirrored');
-      return result;
+      return { ready: true, ...result };
     },
 
     /** Before RestoreLibrary touches anything: the drive is mounted and its mirror holds files. */

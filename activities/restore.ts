@@ -3,12 +3,12 @@ import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import { checksumFileName, isDumpName, isImmichBackupName, partialFileName } from '../src/dump-names.js';
+import { checksumFileName, DUMP_NAME_HINT, isDumpName, isImmichBackupName, partialFileName } from '../src/dump-names.js';
+import { decompressor } from './compression.js';
 import { ChecksumMismatchError, ConfigError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
 import { postgresCommand } from './container.js';
-import { checksummedDumps, gunzipAndHash, readChecksumFile, sha256OfFile } from './checksums.js';
+import { checksummedDumps, decodeAndHash, READ_CHUNK, readChecksumFile, sha256OfFile } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
 import { remoteDumpNames } from './offsite.js';
 import { awaitCommand, runCommand, startCommand, stopCommand, withHeartbeats } from './run-command.js';
@@ -72,14 +72,14 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     },
 
     /**
-     * Which dump to restore: a name must be one of ours (immich_YYYYMMDD_HHMMSS.sql.gz) or one of
+     * Which dump to restore: a name must be one of ours (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst) or one of
      * Immich's own (immich-db-backup-….sql.gz) and never a path. Ours come from the staging dir, or
      * from the NAS when missing locally or asked for; "latest" is the newest of ours, else the
      * newest of Immich's own.
      */
     async resolveDump({ dump, from }: ResolveDumpInput): Promise<ResolvedDump> {
       if (dump !== 'latest' && !isDumpName(dump) && !isImmichBackupName(dump)) {
-        throw new NotOurDumpError(`${JSON.stringify(dump)} is not a dump this tool restores: give latest, immich_YYYYMMDD_HHMMSS.sql.gz or immich-db-backup-….sql.gz (a name, not a path)`);
+        throw new NotOurDumpError(`${JSON.stringify(dump)} is not a dump this tool restores: give latest, ${DUMP_NAME_HINT} or immich-db-backup-….sql.gz (a name, not a path)`);
       }
       if (isImmichBackupName(dump)) {
         if (!config.immich.backupsDir) throw new DumpNotFoundError(`${dump} is one of Immich's own backups, but immich.backupsDir is not configured`);
@@ -110,12 +110,12 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     },
 
     /**
-     * Before anything is touched: the checksum matches (our dumps), the gzip stream is complete,
+     * Before anything is touched: the checksum matches (our dumps), the compressed stream is complete,
      * the completion marker is there, and no line would run a program.
      */
     async verifyDumpForRestore(dump: ResolvedDump): Promise<VerifiedDump> {
       const scan = safetyScanner(dump.file);
-      const { sha256, size } = await gunzipAndHash(dump.path, dump.file, scan.sink, 'verifying', 'not restoring it');
+      const { sha256, size } = await decodeAndHash(dump.path, dump.file, scan.sink, 'verifying', 'not restoring it');
       if (dump.checksum !== undefined && dump.checksum !== sha256) {
         throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${sha256}, its .sha256 says ${dump.checksum}: not restoring it`);
       }
@@ -164,7 +164,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     },
 
     /**
-     * Streams the dump through gunzip into psql with ON_ERROR_STOP: a pg_dumpall dump into the
+     * Streams the dump through gunzip (or zstd -d) into psql with ON_ERROR_STOP: a pg_dumpall dump into the
      * `postgres` database (it recreates every database and role), one of Immich's own into its
      * database. Other sessions on the databases being replaced are ended first.
      */
@@ -180,7 +180,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
       const { size } = await stat(dump.path);
       let read = 0;
-      const feed = pipeline(createReadStream(dump.path), counter((n) => (read += n)), createGunzip(), restoreFilter(user), child.stdin!);
+      const feed = pipeline(createReadStream(dump.path, { highWaterMark: READ_CHUNK }), counter((n) => (read += n)), decompressor(dump.file), restoreFilter(user), child.stdin!);
       const [fed, loaded] = await withHeartbeats(Promise.allSettled([feed, awaitCommand(child, 'psql')]), () => ({
         step: 'restoring',
         file: dump.file,

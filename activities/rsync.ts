@@ -49,18 +49,31 @@ export function parseStats(text: string): RsyncStats {
   };
 }
 
-/** Runs `[prefix...] rsync --info=progress2 --stats ARGS`, heartbeating the latest progress. */
+/**
+ * Runs `[prefix...] rsync --info=progress2 --stats ARGS`, heartbeating the latest progress. On a
+ * first copy rsync writes a progress line per file (10 MB for 135k files): --outbuf=B makes it
+ * write them in blocks, and each read costs this process the same whatever its size (the newest
+ * progress line and a bounded tail for --stats are all it keeps).
+ */
 export async function runRsync(args: readonly string[], options: { step: string; prefix?: readonly string[]; env?: Record<string, string> }): Promise<RsyncStats> {
   const prefix = options.prefix ?? [];
-  const [file, ...rest] = [...prefix, 'rsync', '--info=progress2', '--stats', ...args] as [string, ...string[]];
+  const [file, ...rest] = [...prefix, 'rsync', '--outbuf=B', '--info=progress2', '--stats', ...args] as [string, ...string[]];
   const started = Date.now();
   let progress: RsyncProgress | undefined;
   let output = '';
   const child = startCommand(file, rest, { label: 'rsync', stdout: 'stream', ...(options.env ? { env: options.env } : {}) });
   child.stdout!.setEncoding('utf8');
   child.stdout!.on('data', (chunk: string) => {
-    output = (output + chunk).slice(-64 * 1024);
-    for (const line of chunk.split(/[\r\n]/)) progress = parseProgress(line, options.step) ?? progress;
+    output += chunk;
+    if (output.length > 256 * 1024) output = output.slice(-64 * 1024);
+    const lines = chunk.split(/[\r\n]/);
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const parsed = parseProgress(lines[i]!, options.step);
+      if (parsed) {
+        progress = parsed;
+        break;
+      }
+    }
   });
   await withHeartbeats(awaitCommand(child, 'rsync'), () => progress ?? { step: options.step, elapsedSeconds: Math.round((Date.now() - started) / 1000) });
   return parseStats(output);

@@ -1,3 +1,7 @@
+import { closeSync, constants, openSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { execa, ExecaError, type Options, type ResultPromise } from 'execa';
 import { CommandFailedError, CommandNotFoundError } from '../src/errors.js';
@@ -18,9 +22,9 @@ export interface CommandOptions {
   /** Added to this process's environment (secrets travel here, never in argv). */
   env?: Record<string, string>;
   input?: string;
-  /** 'stream': the caller consumes stdout itself; nothing is buffered. */
-  stdout?: 'pipe' | 'stream' | 'ignore';
-  stdin?: 'pipe' | 'ignore';
+  /** 'stream': the caller consumes stdout itself; nothing is buffered. A number: that open file descriptor (one end of a pipe between two commands). */
+  stdout?: 'pipe' | 'stream' | 'ignore' | number;
+  stdin?: 'pipe' | 'ignore' | number;
 }
 
 export type Subprocess = ResultPromise<Options>;
@@ -41,8 +45,9 @@ export function startCommand(file: string, args: readonly string[], options: Com
     cwd: options.cwd,
     env: options.env,
     extendEnv: true,
-    ...(options.input !== undefined ? { input: options.input } : { stdin: options.stdin ?? 'ignore' }),
-    stdout: stdout === 'stream' ? 'pipe' : stdout,
+    // A file descriptor number is handed to the child as is (execa's types only name 0-2).
+    ...(options.input !== undefined ? { input: options.input } : { stdin: (options.stdin ?? 'ignore') as 'ignore' }),
+    stdout: (stdout === 'stream' ? 'pipe' : stdout) as 'pipe',
     stderr: 'pipe',
     buffer: { stdout: stdout === 'pipe', stderr: true },
     // Own process group: cancelling reaches grandchildren too (pg_dumpall's pg_dump, rsync's ssh).
@@ -59,6 +64,56 @@ export function startCommand(file: string, args: readonly string[], options: Com
     );
   }
   return subprocess;
+}
+
+interface PipedCommand {
+  file: string;
+  args: readonly string[];
+  label: string;
+  env?: Record<string, string>;
+}
+
+/**
+ * `producer | consumer` without a shell: the two share an OS pipe (a FIFO opened here, unlinked
+ * at once), so the bytes between them never pass through this process. The consumer's stdout is
+ * the caller's to stream.
+ */
+export async function startPipedPair(
+  producer: PipedCommand,
+  consumer: PipedCommand,
+  progress?: () => unknown,
+): Promise<{ dump: Subprocess; compress: Subprocess }> {
+  const dir = await mkdtemp(join(tmpdir(), 'immich-backup-pipe-'));
+  const fifo = join(dir, 'pipe');
+  let readEnd: number | undefined;
+  let writeEnd: number | undefined;
+  try {
+    await runCommand('mkfifo', ['-m', '600', fifo], { label: 'mkfifo', ...(progress ? { progress } : {}) });
+    // Opening a FIFO blocks until the other end is open, except a non-blocking read: with that one
+    // held, the write end and a blocking read end open at once, and the children get plain pipes.
+    const probe = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      writeEnd = openSync(fifo, constants.O_WRONLY);
+      readEnd = openSync(fifo, constants.O_RDONLY);
+    } finally {
+      closeSync(probe);
+    }
+  } catch (err) {
+    if (writeEnd !== undefined) closeSync(writeEnd);
+    throw err;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  try {
+    const compress = startCommand(consumer.file, consumer.args, { label: consumer.label, env: consumer.env, stdin: readEnd, stdout: 'stream' });
+    const dump = startCommand(producer.file, producer.args, { label: producer.label, env: producer.env, stdout: writeEnd });
+    // Returned in the tick they started, so the caller consumes the consumer's stdout from its first byte.
+    return { dump, compress };
+  } finally {
+    // The children hold their own copies; ours must go, or the consumer never sees the end.
+    closeSync(readEnd);
+    closeSync(writeEnd);
+  }
 }
 
 /** SIGTERM to the subprocess's whole process group (it leads one: see `detached`). */
@@ -80,9 +135,15 @@ export async function awaitCommand<T>(subprocess: PromiseLike<T>, label: string)
   }
 }
 
-export function commandError(err: unknown, label: string): unknown {
+/** Throws the activity's cancellation, when it was cancelled: whatever else failed is its echo. */
+export function throwIfCancelled(): void {
   const signal = activityContext()?.cancellationSignal;
   // Rethrowing the context's reason makes Temporal record a cancellation, not a failure.
+  if (signal?.aborted) throw signal.reason;
+}
+
+export function commandError(err: unknown, label: string): unknown {
+  const signal = activityContext()?.cancellationSignal;
   if (signal?.aborted) return signal.reason;
   if (!(err instanceof ExecaError)) return err;
   if (err.code === 'ENOENT') {

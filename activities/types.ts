@@ -15,16 +15,21 @@ export interface DumpResult {
   bytes: number;
   sha256: string;
   durationMs: number;
+  /** sha256 of the bytes the compressor's own -t decoded to their end as they were written (pg_dumpall had exited 0). */
+  testedSha256: string;
 }
 
 export interface ValidateDumpInput {
   file: string;
+  /** From dumpDatabase: when the file still hashes to it, validation does not decode it again. */
+  testedSha256?: string;
 }
 
 export interface ValidatedDump {
   file: string;
   bytes: number;
-  sqlBytes: number;
+  /** Size of the SQL, when validation decoded the dump (not when it was tested as it was written). */
+  sqlBytes?: number;
   sha256: string;
 }
 
@@ -69,8 +74,6 @@ export interface MirrorSettings {
   mountPoint: string;
 }
 
-/** ready: the drive is mounted and the library holds files (counts only when deletion is on). */
-export type MirrorTargetCheck = { ready: true; sourceFiles?: number; mirrorFiles?: number } | { ready: false; reason: string };
 
 export interface MirrorResult {
   filesTransferred: number;
@@ -79,6 +82,9 @@ export interface MirrorResult {
   sourceFiles: number;
   durationMs: number;
 }
+
+/** What mirrorLibrary did: copied, or found the drive not there (and wrote nothing). */
+export type MirrorOutcome = ({ ready: true } & MirrorResult) | { ready: false; reason: string };
 
 /** cluster: our pg_dumpall (all databases and roles); immich: Immich's own pg_dump of its one database. */
 export type DumpFormat = 'cluster' | 'immich';

@@ -1,30 +1,29 @@
 import { mkdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { checksumFileName, isDumpName } from '../src/dump-names.js';
+import { checksumFileName, DUMP_NAME_HINT, isDumpName } from '../src/dump-names.js';
 import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSmallError, NotOurDumpError } from '../src/errors.js';
-import { gunzipAndHash, readChecksumFile } from './checksums.js';
+import { decodeAndHash, readChecksumFile, sha256OfFile, sqlTailSink } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
 import type { ValidateDumpInput, ValidatedDump } from './types.js';
 
 /** pg_dumpall's last comment; its absence means the dump stopped early. */
 export const COMPLETION_MARKER = 'PostgreSQL database cluster dump complete';
-const TAIL_BYTES = 512;
 export const REJECTED_DIR = 'rejected';
 
 export function createValidateActivities({ config, logger }: ActivityDeps) {
   return {
     /**
      * A dump counts as a backup only when it is at least backup.minBytes, its bytes match its
-     * .sha256, the gzip stream decodes to the end, and the SQL ends with pg_dumpall's completion
-     * marker. A dump that fails is moved aside into rejected/ (kept for a look, never pruned as ours).
+     * .sha256, the compressed stream decodes to the end, and the SQL ends with pg_dumpall's
+     * completion marker: decoded here, unless the compressor's test passed these bytes as they
+     * were written (`testedSha256`) and the file on disk still hashes to them. A dump that fails is moved aside into rejected/ (kept for a look, never pruned as ours).
      */
-    async validateDump({ file }: ValidateDumpInput): Promise<ValidatedDump> {
-      if (!isDumpName(file)) throw new NotOurDumpError(`refusing to validate ${JSON.stringify(file)}: not a dump name (immich_YYYYMMDD_HHMMSS.sql.gz)`);
+    async validateDump({ file, testedSha256 }: ValidateDumpInput): Promise<ValidatedDump> {
+      if (!isDumpName(file)) throw new NotOurDumpError(`refusing to validate ${JSON.stringify(file)}: not a dump name (${DUMP_NAME_HINT})`);
       const dir = config.backup.dir;
       const path = join(dir, file);
       try {
-        return await checkDump(dir, file, config.backup.minBytes);
+        return await checkDump(dir, file, config.backup.minBytes, testedSha256);
       } catch (err) {
         if (err instanceof DumpTooSmallError || err instanceof DumpCorruptError || err instanceof DumpIncompleteError || err instanceof ChecksumMismatchError) {
           const aside = join(dir, REJECTED_DIR);
@@ -39,23 +38,20 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
   };
 }
 
-async function checkDump(dir: string, file: string, minBytes: number): Promise<ValidatedDump> {
+async function checkDump(dir: string, file: string, minBytes: number, testedSha256?: string): Promise<ValidatedDump> {
   const path = join(dir, file);
   const { size } = await stat(path);
   if (size < minBytes) {
     throw new DumpTooSmallError(`dump ${file} is ${size} bytes, expected at least ${minBytes}: pg_dumpall wrote almost nothing; check the database and its logs`);
   }
   const recorded = await readChecksumFile(join(dir, checksumFileName(file)));
-  let sqlBytes = 0;
-  let tail = Buffer.alloc(0);
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      sqlBytes += chunk.length;
-      tail = Buffer.concat([tail, chunk]).subarray(-TAIL_BYTES);
-      callback();
-    },
-  });
-  const { sha256 } = await gunzipAndHash(path, file, sink, 'validating', 'the dump was cut short or the file is damaged');
+  // The compressor's own test decoded these very bytes to their end as they were written, after
+  // pg_dumpall exited 0: when the file still hashes to them, decoding it again proves nothing new.
+  if (testedSha256 && recorded === testedSha256 && (await sha256OfFile(path)) === testedSha256) {
+    return { file, bytes: size, sha256: testedSha256 };
+  }
+  const sql = sqlTailSink();
+  const { sha256 } = await decodeAndHash(path, file, sql.sink, 'validating', 'the dump was cut short or the file is damaged');
   if (recorded !== sha256) {
     throw new ChecksumMismatchError(
       recorded
@@ -63,8 +59,8 @@ async function checkDump(dir: string, file: string, minBytes: number): Promise<V
         : `dump ${file} has no readable ${checksumFileName(file)} beside it`,
     );
   }
-  if (!tail.toString('utf8').includes(COMPLETION_MARKER)) {
+  if (!sql.tail().includes(COMPLETION_MARKER)) {
     throw new DumpIncompleteError(`dump ${file} does not end with pg_dumpall's "${COMPLETION_MARKER}" line: the dump stopped early`);
   }
-  return { file, bytes: size, sqlBytes, sha256 };
+  return { file, bytes: size, sqlBytes: sql.sqlBytes(), sha256 };
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what this project needs and a fresh machine lacks, then builds it. Idempotent: a
 # second run only checks. Usage: scripts/setup.sh [runtime|test]
-#   runtime  what `npm start` needs: pigz, rsync, ssh/scp, ionice, the temporal binary (into
-#            .venv), node_modules, a build
-#   test     also PostgreSQL, sshd, zstd, docker-compose v1 and procps for the test suite
+#   runtime  what `npm start` needs: the compressors (pigz, igzip, zstd), rsync, ssh/scp,
+#            ionice, the temporal binary (into .venv), node_modules, a build
+#   test     also PostgreSQL, sshd, docker-compose v1 and procps for the test suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-runtime}
@@ -11,6 +11,8 @@ mode=${1:-runtime}
 missing=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have pigz || missing+=(pigz)
+have igzip || missing+=(isal)
+have zstd || missing+=(zstd)
 have rsync || missing+=(rsync)
 have ssh || missing+=(openssh-client)
 have ionice || missing+=(util-linux)
@@ -19,7 +21,6 @@ if [ "$mode" = test ]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   have psql || missing+=(postgresql-client)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
-  have zstd || missing+=(zstd)
   have docker-compose || missing+=(docker-compose)
   have sha256sum || missing+=(coreutils)
   have pgrep || missing+=(procps)

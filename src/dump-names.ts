@@ -2,7 +2,7 @@
 // paths. Stamps are UTC so a daylight-saving change never yields two dumps with one name or an
 // out-of-order listing.
 
-const DUMP_NAME = /^immich_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})\.sql\.gz$/;
+const DUMP_NAME = /^immich_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})\.sql\.(gz|zst)$/;
 const STAMP = /^\d{8}_\d{6}$/;
 
 export const CHECKSUM_SUFFIX = '.sha256';
@@ -19,16 +19,26 @@ export function isStamp(stamp: string): boolean {
   return STAMP.test(stamp);
 }
 
-export function dumpFileName(stamp: string): string {
+/** How a dump's SQL is compressed: gzip (.sql.gz, from pigz, igzip or gzip) or zstd (.sql.zst). */
+export type DumpFormat = 'gzip' | 'zstd';
+
+export const DUMP_NAME_HINT = 'immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst';
+
+export function dumpFileName(stamp: string, format: DumpFormat = 'gzip'): string {
   if (!isStamp(stamp)) throw new TypeError(`not a dump stamp (YYYYMMDD_HHMMSS): ${JSON.stringify(stamp)}`);
-  return `immich_${stamp}.sql.gz`;
+  return `immich_${stamp}.sql.${format === 'zstd' ? 'zst' : 'gz'}`;
+}
+
+/** The format a dump name (ours or Immich's own) says; anything not ending in .zst is gzip. */
+export function dumpFormat(name: string): DumpFormat {
+  return name.endsWith('.zst') ? 'zstd' : 'gzip';
 }
 
 /** The time encoded in one of our dump names, or undefined for any other name. */
 export function parseDumpName(name: string): Date | undefined {
   const m = DUMP_NAME.exec(name);
   if (!m) return undefined;
-  const [, y, mo, d, h, mi, s] = m.map(Number) as [number, number, number, number, number, number, number];
+  const [, y, mo, d, h, mi, s] = m.slice(0, 7).map(Number) as [number, number, number, number, number, number, number];
   const date = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
   return formatStamp(date) === name.slice(7, 22) ? date : undefined;
 }

@@ -93,7 +93,7 @@ export const nas = proxyActivities<Activities>({
   },
 });
 
-/** Counting ~135k files on each side takes seconds; an empty library or a deletion risk needs a person. */
+/** Before a library restore: a mirror that is missing or empty needs a person. */
 export const mirrorChecks = proxyActivities<Activities>({
   startToCloseTimeout: '15 minutes',
   retry: { initialInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: [...needsOperator, SourceEmptyError.name, MirrorSafetyError.name, DriveNotMountedError.name] },
@@ -101,13 +101,19 @@ export const mirrorChecks = proxyActivities<Activities>({
 
 /**
  * rsync of ~3 TB takes hours the first time. Heartbeats every second, so a lost worker is noticed
- * in 30 s; the retry resumes where rsync left off. A drive that vanished will not come back by retrying.
+ * in 30 s; the retry resumes where rsync left off. A drive that vanished will not come back by
+ * retrying; an empty library or a deletion risk needs a person.
  */
 export const mirroring = proxyActivities<Activities>({
   startToCloseTimeout: '24 hours',
   heartbeatTimeout: '30s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name] },
+  retry: {
+    initialInterval: '10s',
+    backoffCoefficient: 2,
+    maximumAttempts: 5,
+    nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name, SourceEmptyError.name, MirrorSafetyError.name],
+  },
 });
 
 const badDump = [DumpCorruptError.name, DumpIncompleteError.name, ChecksumMismatchError.name, UnsafeDumpError.name, NotOurDumpError.name, DumpNotFoundError.name];

@@ -11,7 +11,6 @@ export interface NightlyDbBackupReport {
   file: string;
   path: string;
   bytes: number;
-  sqlBytes: number;
   sha256: string;
   /** The container dumped, or "host" for postgres.runtime: none. */
   source: string;
@@ -29,13 +28,12 @@ export async function NightlyDbBackup(input: NightlyDbBackupInput = {}): Promise
   const stamp = formatStamp(new Date(startedMs));
   const target = await discovery.discoverPostgresContainer();
   const dump = await dumping.dumpDatabase({ target, stamp });
-  const valid = await validation.validateDump({ file: dump.file });
+  const valid = await validation.validateDump({ file: dump.file, testedSha256: dump.testedSha256 });
   const { pruned } = await housekeeping.pruneDumps({ keep: dump.file, nowMs: startedMs });
   const report: NightlyDbBackupReport = {
     file: dump.file,
     path: dump.path,
     bytes: valid.bytes,
-    sqlBytes: valid.sqlBytes,
     sha256: valid.sha256,
     source: target.runtime === 'docker' ? target.container : 'host',
     startedAt: new Date(startedMs).toISOString(),

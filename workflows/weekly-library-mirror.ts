@@ -1,6 +1,6 @@
 import { ApplicationFailure, log, sleep } from '@temporalio/workflow';
 import { DriveNotMountedError } from '../src/errors.js';
-import { mirrorChecks, mirroring, settings } from './activity-options.js';
+import { mirroring, settings } from './activity-options.js';
 
 export interface WeeklyLibraryMirrorInput {
   trigger?: string;
@@ -20,26 +20,28 @@ export interface WeeklyLibraryMirrorReport {
 /** The runbook's Sunday 05:00 job: rsync the photo library to the WD drive, only when the drive is really there. */
 export async function WeeklyLibraryMirror(input: WeeklyLibraryMirrorInput = {}): Promise<WeeklyLibraryMirrorReport> {
   const startedMs = Date.now();
-  const config = await settings.mirrorSettings();
-  let check = await mirrorChecks.checkMirrorTarget();
+  let attemptMs = startedMs;
+  let run = await mirroring.mirrorLibrary();
   // Someone may plug the drive in: keep looking (durable timers) for the configured window.
-  while (!check.ready) {
-    const waited = Date.now() - startedMs;
-    if (waited + config.mountPollMs > config.mountWaitMs) {
-      throw ApplicationFailure.nonRetryable(`${check.reason} (checked for ${Math.round(waited / 1000)} s): connect and mount the drive, then run the mirror again; nothing was written`, DriveNotMountedError.name);
+  if (!run.ready) {
+    const config = await settings.mirrorSettings();
+    while (!run.ready) {
+      const waited = Date.now() - startedMs;
+      if (waited + config.mountPollMs > config.mountWaitMs) {
+        throw ApplicationFailure.nonRetryable(`${run.reason} (checked for ${Math.round(waited / 1000)} s): connect and mount the drive, then run the mirror again; nothing was written`, DriveNotMountedError.name);
+      }
+      log.warn('mirror target not ready; checking again', { reason: run.reason, inMs: config.mountPollMs });
+      await sleep(config.mountPollMs);
+      attemptMs = Date.now();
+      run = await mirroring.mirrorLibrary();
     }
-    log.warn('mirror target not ready; checking again', { reason: check.reason, inMs: config.mountPollMs });
-    await sleep(config.mountPollMs);
-    check = await mirrorChecks.checkMirrorTarget();
   }
-  const waitedForDriveMs = Date.now() - startedMs;
-  const result = await mirroring.mirrorLibrary();
   return {
-    filesTransferred: result.filesTransferred,
-    bytesTransferred: result.bytesTransferred,
-    deleted: result.deleted,
-    sourceFiles: result.sourceFiles,
-    waitedForDriveMs,
+    filesTransferred: run.filesTransferred,
+    bytesTransferred: run.bytesTransferred,
+    deleted: run.deleted,
+    sourceFiles: run.sourceFiles,
+    waitedForDriveMs: attemptMs - startedMs,
     durationMs: Date.now() - startedMs,
     trigger: input.trigger ?? 'manual',
   };

@@ -8,14 +8,14 @@ export function cliEnv(extra: Record<string, string> = {}): Record<string, strin
   return { ...(process.env as Record<string, string>), PATH: `${join(repoRoot, '.venv', 'bin')}:${process.env.PATH}`, ...extra };
 }
 
-/** Runs `immich-backup ARGS...` to completion; never rejects, the test reads the exit code. */
+/** Runs `immich-backup ARGS...` to completion (the built executable, as its shebang runs it); never rejects, the test reads the exit code. */
 export function cli(args: string[], extra: Record<string, string> = {}) {
-  return execa('node', [cliPath, ...args], { env: cliEnv(extra), extendEnv: false, reject: false, stripFinalNewline: false, timeout: 120_000 });
+  return execa(cliPath, args, { env: cliEnv(extra), extendEnv: false, reject: false, stripFinalNewline: false, timeout: 120_000 });
 }
 
 /** Starts a long-running `immich-backup` command (start, worker), collecting its output. */
 export function spawnCli(args: string[], extra: Record<string, string> = {}): { process: ResultPromise; stdout: () => string; stderr: () => string } {
-  const child = execa('node', [cliPath, ...args], { env: cliEnv(extra), extendEnv: false, reject: false, buffer: false, stdin: 'ignore' });
+  const child = execa(cliPath, args, { env: cliEnv(extra), extendEnv: false, reject: false, buffer: false, stdin: 'ignore' });
   let out = '';
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));

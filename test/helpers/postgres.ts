@@ -65,10 +65,10 @@ export async function startPostgres(): Promise<TestPostgres> {
 
 export const IMMICH_TABLES = ['users', 'assets', 'exif', 'asset_faces', 'smart_search'] as const;
 
-/** Loads test/fixtures/immich-like.sql: an `immich` database owned by an `immich` role. */
-export async function loadImmichLike(pg: TestPostgres, assets = 2000): Promise<void> {
+/** Loads test/fixtures/immich-like.sql: an `immich` database owned by an `immich` role; the same arguments give the same data. */
+export async function loadImmichLike(pg: TestPostgres, assets = 2000, dims = 64, seed = 0): Promise<void> {
   const { fixture } = await import('./paths.js');
-  await execa(join(pgBin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-v', `assets=${assets}`, '-d', 'postgres', '-f', fixture('immich-like.sql')], { env: pg.env });
+  await execa(join(pgBin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-v', `assets=${assets}`, '-v', `dims=${dims}`, '-v', `seed=${seed}`, '-d', 'postgres', '-f', fixture('immich-like.sql')], { env: pg.env });
 }
 
 /** Row count per Immich table, e.g. { users: 4, assets: 2000, ... }. */

@@ -5,14 +5,16 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { DefaultLogger } from '@temporalio/worker';
+import { execa } from 'execa';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities/index.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { fixture } from '../helpers/paths.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
 
-// Activities called directly, outside a worker, against real PostgreSQL, pigz and files.
+// Activities called directly, outside a worker, against real PostgreSQL, compressors and files.
 // MockActivityEnvironment is the SDK's activity context; the fixture docker stands in for Docker.
 
 let pg: TestPostgres;
@@ -98,6 +100,57 @@ describe('dumpDatabase', () => {
     await writeFile(join(dir, '.immich_20261126_030000.sql.gz.partial'), 'half a dump');
     const result = await run(() => activities(testConfig({ backupDir: dir, extra: { postgres: { runtime: 'none', binDir: pgBin } } })).dumpDatabase({ target: { runtime: 'none' }, stamp: '20261126_030000' }));
     assert.deepEqual(await listDir(dir), [result.file, `${result.file}.sha256`]);
+  });
+});
+
+describe('dumpDatabase with each compressor', () => {
+  for (const [compressor, level, decode] of [['pigz', 1, ['pigz', '-dc']], ['igzip', 1, ['igzip', '-dc']], ['gzip', 1, ['gzip', '-dc']], ['zstd', 3, ['zstd', '-dcq']]] as const) {
+    test(`${compressor} -${level}: its own tool decodes the file to pg_dumpall's complete SQL, and validation re-hashes instead of decoding again`, async () => {
+      const dir = await tempDir('staging');
+      const config = testConfig({ backupDir: dir, extra: { backup: { compressor, compressionLevel: level } } });
+      const result = await run(() => activities(config).dumpDatabase({ target: { runtime: 'docker', container: 'immich_postgres' }, stamp: '20261126_030000' }));
+      assert.equal(result.file, compressor === 'zstd' ? 'immich_20261126_030000.sql.zst' : 'immich_20261126_030000.sql.gz');
+      assert.deepEqual(await listDir(dir), [result.file, `${result.file}.sha256`]);
+      const sql = Buffer.from((await execa(decode[0], [...decode.slice(1), result.path], { encoding: 'buffer', stripFinalNewline: false })).stdout);
+      assert.match(sql.subarray(-200).toString(), /PostgreSQL database cluster dump complete/);
+      assert.equal(result.testedSha256, result.sha256);
+      const beats: unknown[] = [];
+      const valid = await run(() => activities(config).validateDump({ file: result.file, testedSha256: result.testedSha256 }), beats);
+      assert.deepEqual(valid, { file: result.file, bytes: result.bytes, sha256: result.sha256 });
+      assert.equal(beats.filter((b) => (b as { step?: string }).step === 'validating').length, 0);
+      // Without the test's word, validation decodes the file itself and finds the same SQL.
+      assert.equal((await run(() => activities(config).validateDump({ file: result.file }))).sqlBytes, sql.length);
+    });
+  }
+
+  test('a compressor whose output does not decode: DumpCorruptError from its own test, nothing kept', async () => {
+    const dir = await tempDir('staging');
+    const path = process.env.PATH;
+    process.env.PATH = `${fixture('broken-compressor')}:${path}`;
+    try {
+      const config = testConfig({ backupDir: dir, extra: { backup: { compressor: 'pigz' } } });
+      await assert.rejects(run(() => activities(config).dumpDatabase({ target: { runtime: 'docker', container: 'immich_postgres' }, stamp: '20261126_030000' })), (err: Error) => {
+        assert.equal(err.name, 'DumpCorruptError');
+        assert.match(err.message, /^dump immich_20261126_030000\.sql\.gz is not a complete gzip stream \(.*pigz.*\): what pigz wrote does not decode; nothing was kept$/);
+        return true;
+      });
+    } finally {
+      process.env.PATH = path;
+    }
+    assert.deepEqual(await listDir(dir), []);
+  });
+
+  test('a dump changed on disk after it was written is decoded again, not waved through on what the dump saw', async () => {
+    const dir = await tempDir('staging');
+    const config = testConfig({ backupDir: dir, extra: { backup: { compressor: 'zstd' } } });
+    const result = await run(() => activities(config).dumpDatabase({ target: { runtime: 'docker', container: 'immich_postgres' }, stamp: '20261126_030000' }));
+    await truncate(result.path, result.bytes - 100);
+    await assert.rejects(run(() => activities(config).validateDump({ file: result.file, testedSha256: result.testedSha256 })), (err: Error) => {
+      assert.equal(err.name, 'DumpCorruptError');
+      assert.match(err.message, /^dump immich_20261126_030000\.sql\.zst is not a complete zstd stream \(.+\): the dump was cut short/);
+      return true;
+    });
+    assert.deepEqual(await listDir(join(dir, 'rejected')), [result.file, `${result.file}.sha256`]);
   });
 });
 

@@ -69,6 +69,13 @@ describe('config', () => {
     );
   });
 
+  test('a compression level the chosen compressor does not accept is refused; zstd writes .sql.zst up to level 19', () => {
+    assert.throws(() => parseConfig({ backup: { compressor: 'igzip', compressionLevel: 4 } }), /backup\.compressionLevel: above what the compressor accepts/);
+    assert.throws(() => parseConfig({ backup: { compressor: 'pigz', compressionLevel: 12 } }), /backup\.compressionLevel/);
+    assert.equal(parseConfig({ backup: { compressor: 'zstd', compressionLevel: 19 } }).backup.compressionLevel, 19);
+    assert.throws(() => parseConfig({ backup: { compressor: 'zstd', compressionLevel: 20 } }), /backup\.compressionLevel/);
+  });
+
   test('an environment override is validated like the file', () => {
     assert.throws(() => parseConfig({}, { env: { IMMICH_BACKUP_TEMPORAL_ADDRESS: 'no port' } }), /temporal\.address/);
   });

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { execa } from 'execa';
-import { runCommand } from '../../activities/run-command.js';
+import { awaitCommand, runCommand, startPipedPair } from '../../activities/run-command.js';
 import { CommandFailedError, CommandNotFoundError } from '../../src/errors.js';
 import { waitFor } from '../helpers/net.js';
 import { tempDir } from '../helpers/setup.js';
@@ -58,5 +60,31 @@ describe('runCommand', () => {
     env.cancel();
     await assert.rejects(running, CancelledFailure);
     await waitFor('every sleeper to exit', async () => ((await count()) === 0 ? true : undefined), 5000);
+  });
+});
+
+describe('startPipedPair', () => {
+  test('producer | consumer through an OS pipe: every byte arrives, none passes through this process, no FIFO is left', async () => {
+    const before = process.cpuUsage();
+    const { dump, compress } = await startPipedPair({ file: 'head', args: ['-c', '300000000', '/dev/zero'], label: 'head' }, { file: 'wc', args: ['-c'], label: 'wc' });
+    let out = '';
+    compress.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    await Promise.all([awaitCommand(dump, 'head'), awaitCommand(compress, 'wc')]);
+    assert.equal(out.trim(), '300000000');
+    const used = process.cpuUsage(before);
+    // 300 MB copied by this process would cost it far more than 0.1 s of CPU.
+    assert.ok(used.user + used.system < 100_000, `this process used ${used.user + used.system} µs of CPU`);
+    assert.deepEqual((await readdir(tmpdir())).filter((n) => n.startsWith('immich-backup-pipe-')), []);
+  });
+
+  test('a failing producer is reported as itself; the consumer sees the end of its input', async () => {
+    const { dump, compress } = await startPipedPair({ file: 'sh', args: ['-c', 'printf partial; echo "pg_dump: error: connection lost" >&2; exit 1'], label: 'pg_dumpall' }, { file: 'wc', args: ['-c'], label: 'wc' });
+    let out = '';
+    compress.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const [dumped, counted] = await Promise.allSettled([awaitCommand(dump, 'pg_dumpall'), awaitCommand(compress, 'wc')]);
+    assert.equal(dumped.status, 'rejected');
+    assert.equal((dumped as PromiseRejectedResult).reason.message, 'pg_dumpall failed (exit code 1): pg_dump: error: connection lost');
+    assert.equal(counted.status, 'fulfilled');
+    assert.equal(out.trim(), '7');
   });
 });

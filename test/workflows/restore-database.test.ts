@@ -110,6 +110,33 @@ describe('RestoreDatabase', () => {
     assert.ok(existsSync(join(w.backupDir, report!.restorePoint!)), 'the restore point stays in the staging dir');
   });
 
+  test('with backup.compressor zstd: the backup is a .sql.zst, its restore point too, and it restores', async () => {
+    const w = await world({ backup: { compressor: 'zstd', compressionLevel: 3 } });
+    const before = await rowCounts(pg);
+    const dump = await w.backup();
+    assert.match(dump.file, /^immich_\d{8}_\d{6}\.sql\.zst$/);
+    await changeData();
+    const { report, error } = await w.restore({ approved: true, dump: dump.file });
+    assert.equal(error, undefined, String(error));
+    assert.equal(report!.outcome, 'restored');
+    assert.match(report!.restorePoint!, /\.sql\.zst$/);
+    assert.deepEqual(await rowCounts(pg), before);
+  });
+
+  test('a .sql.zst cut short is refused before anything stops', async () => {
+    const w = await world({ backup: { compressor: 'zstd' } });
+    const dump = await w.backup();
+    const body = (await readFile(dump.path)).subarray(0, Math.floor(dump.bytes / 2));
+    await writeFile(dump.path, body);
+    await writeFile(`${dump.path}.sha256`, `${createHash('sha256').update(body).digest('hex')}  ${dump.file}\n`);
+    await rm(dockerLog, { force: true });
+    const { error } = await w.restore({ approved: true, dump: dump.file });
+    const failure = failureType(error);
+    assert.equal(failure.type, 'DumpCorruptError');
+    assert.match(failure.message, /is not a complete zstd stream .*not restoring it/);
+    assert.deepEqual(await dockerCalls(), []);
+  });
+
   test('a dump in Immich\'s own format (pg_dump --clean --if-exists of one database) restores into that database', async () => {
     const w = await world();
     const before = await rowCounts(pg);
