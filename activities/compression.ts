@@ -6,7 +6,9 @@ import { dumpFormat, type DumpFormat } from '../src/dump-names.js';
 
 // One place that knows the compressors: which program writes a format, and how its SQL is read
 // back. gzip is decoded in-process (Node's zlib); zstd by the zstd program (Node 20's zlib has no
-// zstd), as a stream whose failure is an ordinary stream error.
+// zstd), as a stream whose failure is an ordinary stream error. That decoder is the one child not
+// started through run-command.ts: it only filters bytes, and destroying its stream (a failed or
+// cancelled pipeline) closes its pipes, which ends it.
 
 export function formatOf(compressor: Config['backup']['compressor']): DumpFormat {
   return compressor === 'zstd' ? 'zstd' : 'gzip';

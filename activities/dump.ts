@@ -53,7 +53,11 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
         { file: pg.file, args: pg.args, label: 'pg_dumpall', env: pg.env },
         { file: config.backup.compressor, args: compressArgs(config.backup), label: config.backup.compressor },
         progress,
-      );
+      ).catch(async (err: unknown) => {
+        await file.close().catch(() => undefined);
+        await rm(tempPath, { force: true });
+        throw err;
+      });
       const counter = new Transform({
         transform(chunk: Buffer, _encoding, callback) {
           hash.update(chunk);
