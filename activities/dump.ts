@@ -49,7 +49,7 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
       });
       // pg_dumpall writes into the compressor through an OS pipe: the SQL (2-3x the dump) never
       // passes through this process. Only the compressed bytes do, to be hashed and written.
-      const { dump, compress } = await startPipedPair(
+      const { producer: dump, consumer: compress } = await startPipedPair(
         { file: pg.file, args: pg.args, label: 'pg_dumpall', env: pg.env },
         { file: config.backup.compressor, args: compressArgs(config.backup), label: config.backup.compressor },
         progress,

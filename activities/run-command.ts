@@ -82,7 +82,7 @@ export async function startPipedPair(
   producer: PipedCommand,
   consumer: PipedCommand,
   progress?: () => unknown,
-): Promise<{ dump: Subprocess; compress: Subprocess }> {
+): Promise<{ producer: Subprocess; consumer: Subprocess }> {
   const dir = await mkdtemp(join(tmpdir(), 'immich-backup-pipe-'));
   const fifo = join(dir, 'pipe');
   let readEnd: number | undefined;
@@ -105,10 +105,10 @@ export async function startPipedPair(
     await rm(dir, { recursive: true, force: true });
   }
   try {
-    const compress = startCommand(consumer.file, consumer.args, { label: consumer.label, env: consumer.env, stdin: readEnd, stdout: 'stream' });
-    const dump = startCommand(producer.file, producer.args, { label: producer.label, env: producer.env, stdout: writeEnd });
+    const reader = startCommand(consumer.file, consumer.args, { label: consumer.label, env: consumer.env, stdin: readEnd, stdout: 'stream' });
+    const writer = startCommand(producer.file, producer.args, { label: producer.label, env: producer.env, stdout: writeEnd });
     // Returned in the tick they started, so the caller consumes the consumer's stdout from its first byte.
-    return { dump, compress };
+    return { producer: writer, consumer: reader };
   } finally {
     // The children hold their own copies; ours must go, or the consumer never sees the end.
     closeSync(readEnd);

@@ -66,7 +66,7 @@ describe('runCommand', () => {
 describe('startPipedPair', () => {
   test('producer | consumer through an OS pipe: every byte arrives, none passes through this process, no FIFO is left', async () => {
     const before = process.cpuUsage();
-    const { dump, compress } = await startPipedPair({ file: 'head', args: ['-c', '300000000', '/dev/zero'], label: 'head' }, { file: 'wc', args: ['-c'], label: 'wc' });
+    const { producer: dump, consumer: compress } = await startPipedPair({ file: 'head', args: ['-c', '300000000', '/dev/zero'], label: 'head' }, { file: 'wc', args: ['-c'], label: 'wc' });
     let out = '';
     compress.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     await Promise.all([awaitCommand(dump, 'head'), awaitCommand(compress, 'wc')]);
@@ -78,7 +78,7 @@ describe('startPipedPair', () => {
   });
 
   test('a failing producer is reported as itself; the consumer sees the end of its input', async () => {
-    const { dump, compress } = await startPipedPair({ file: 'sh', args: ['-c', 'printf partial; echo "pg_dump: error: connection lost" >&2; exit 1'], label: 'pg_dumpall' }, { file: 'wc', args: ['-c'], label: 'wc' });
+    const { producer: dump, consumer: compress } = await startPipedPair({ file: 'sh', args: ['-c', 'printf partial; echo "pg_dump: error: connection lost" >&2; exit 1'], label: 'pg_dumpall' }, { file: 'wc', args: ['-c'], label: 'wc' });
     let out = '';
     compress.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const [dumped, counted] = await Promise.allSettled([awaitCommand(dump, 'pg_dumpall'), awaitCommand(compress, 'wc')]);
