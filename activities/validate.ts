@@ -16,7 +16,8 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
      * A dump counts as a backup only when it is at least backup.minBytes, its bytes match its
      * .sha256, the compressed stream decodes to the end, and the SQL ends with pg_dumpall's
      * completion marker: decoded here, unless the compressor's test passed these bytes as they
-     * were written (`testedSha256`) and the file on disk still hashes to them. A dump that fails is moved aside into rejected/ (kept for a look, never pruned as ours).
+     * were written (`testedSha256`) and the file on disk still hashes to them. A dump that fails
+     * is moved aside into rejected/ (kept for a look, never pruned as ours).
      */
     async validateDump({ file, testedSha256 }: ValidateDumpInput): Promise<ValidatedDump> {
       if (!isDumpName(file)) throw new NotOurDumpError(`refusing to validate ${JSON.stringify(file)}: not a dump name (${DUMP_NAME_HINT})`);
