@@ -111,7 +111,7 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
       }
       const durationMs = Date.now() - started;
       logger.info({ file: name, bytes, sha256, durationMs }, 'dump written');
-      return { file: name, path: finalPath, bytes, sha256, durationMs, testedSha256: sha256 };
+      return { file: name, path: finalPath, bytes, sha256, durationMs };
     },
   };
 }

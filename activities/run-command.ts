@@ -135,16 +135,21 @@ export async function awaitCommand<T>(subprocess: PromiseLike<T>, label: string)
   }
 }
 
+/** The activity's cancellation, when it was cancelled. Rethrowing it makes Temporal record a cancellation, not a failure. */
+function cancellation(): { reason: unknown } | undefined {
+  const signal = activityContext()?.cancellationSignal;
+  return signal?.aborted ? { reason: signal.reason } : undefined;
+}
+
 /** Throws the activity's cancellation, when it was cancelled: whatever else failed is its echo. */
 export function throwIfCancelled(): void {
-  const signal = activityContext()?.cancellationSignal;
-  // Rethrowing the context's reason makes Temporal record a cancellation, not a failure.
-  if (signal?.aborted) throw signal.reason;
+  const cancelled = cancellation();
+  if (cancelled) throw cancelled.reason;
 }
 
 export function commandError(err: unknown, label: string): unknown {
-  const signal = activityContext()?.cancellationSignal;
-  if (signal?.aborted) return signal.reason;
+  const cancelled = cancellation();
+  if (cancelled) return cancelled.reason;
   if (!(err instanceof ExecaError)) return err;
   if (err.code === 'ENOENT') {
     return new CommandNotFoundError(`${label}: command not found: ${String(err.command).split(' ')[0]} (install it or fix its path in the config)`);

@@ -13,15 +13,14 @@ export interface DumpResult {
   file: string;
   path: string;
   bytes: number;
+  /** Of the bytes written, which the compressor's own -t also decoded to their end (pg_dumpall had exited 0). */
   sha256: string;
   durationMs: number;
-  /** sha256 of the bytes the compressor's own -t decoded to their end as they were written (pg_dumpall had exited 0). */
-  testedSha256: string;
 }
 
 export interface ValidateDumpInput {
   file: string;
-  /** From dumpDatabase: when the file still hashes to it, validation does not decode it again. */
+  /** DumpResult.sha256: when the file still hashes to it, validation does not decode it again. */
   testedSha256?: string;
 }
 

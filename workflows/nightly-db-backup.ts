@@ -28,7 +28,7 @@ export async function NightlyDbBackup(input: NightlyDbBackupInput = {}): Promise
   const stamp = formatStamp(new Date(startedMs));
   const target = await discovery.discoverPostgresContainer();
   const dump = await dumping.dumpDatabase({ target, stamp });
-  const valid = await validation.validateDump({ file: dump.file, testedSha256: dump.testedSha256 });
+  const valid = await validation.validateDump({ file: dump.file, testedSha256: dump.sha256 });
   const { pruned } = await housekeeping.pruneDumps({ keep: dump.file, nowMs: startedMs });
   const report: NightlyDbBackupReport = {
     file: dump.file,

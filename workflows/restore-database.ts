@@ -58,7 +58,7 @@ export async function RestoreDatabase(input: RestoreDatabaseInput = {}): Promise
   const target = await timed('finding the database container', () => discovery.discoverPostgresContainer());
   const point = await timed('taking a restore point', async () => {
     const made = await dumping.dumpDatabase({ target, stamp: formatStamp(new Date()) });
-    await validation.validateDump({ file: made.file, testedSha256: made.testedSha256 });
+    await validation.validateDump({ file: made.file, testedSha256: made.sha256 });
     return made;
   });
   const stopped = await timed('stopping Immich', () => immichControl.stopImmich());

@@ -113,9 +113,8 @@ describe('dumpDatabase with each compressor', () => {
       assert.deepEqual(await listDir(dir), [result.file, `${result.file}.sha256`]);
       const sql = Buffer.from((await execa(decode[0], [...decode.slice(1), result.path], { encoding: 'buffer', stripFinalNewline: false })).stdout);
       assert.match(sql.subarray(-200).toString(), /PostgreSQL database cluster dump complete/);
-      assert.equal(result.testedSha256, result.sha256);
       const beats: unknown[] = [];
-      const valid = await run(() => activities(config).validateDump({ file: result.file, testedSha256: result.testedSha256 }), beats);
+      const valid = await run(() => activities(config).validateDump({ file: result.file, testedSha256: result.sha256 }), beats);
       assert.deepEqual(valid, { file: result.file, bytes: result.bytes, sha256: result.sha256 });
       assert.equal(beats.filter((b) => (b as { step?: string }).step === 'validating').length, 0);
       // Without the test's word, validation decodes the file itself and finds the same SQL.
@@ -145,7 +144,7 @@ describe('dumpDatabase with each compressor', () => {
     const config = testConfig({ backupDir: dir, extra: { backup: { compressor: 'zstd' } } });
     const result = await run(() => activities(config).dumpDatabase({ target: { runtime: 'docker', container: 'immich_postgres' }, stamp: '20261126_030000' }));
     await truncate(result.path, result.bytes - 100);
-    await assert.rejects(run(() => activities(config).validateDump({ file: result.file, testedSha256: result.testedSha256 })), (err: Error) => {
+    await assert.rejects(run(() => activities(config).validateDump({ file: result.file, testedSha256: result.sha256 })), (err: Error) => {
       assert.equal(err.name, 'DumpCorruptError');
       assert.match(err.message, /^dump immich_20261126_030000\.sql\.zst is not a complete zstd stream \(.+\): the dump was cut short/);
       return true;
