@@ -1,7 +1,10 @@
 import { createContainerActivities } from './container.js';
 import type { ActivityDeps } from './deps.js';
+import { createDrillActivities } from './drill.js';
 import { createDumpActivities } from './dump.js';
+import { createHealthActivities } from './health.js';
 import { createMirrorActivities } from './mirror.js';
+import { createNotifyActivities } from './notify.js';
 import { createOffsiteActivities } from './offsite.js';
 import { createPruneActivities } from './prune.js';
 import { createRestoreActivities } from './restore.js';
@@ -19,6 +22,9 @@ export function createActivities(deps: ActivityDeps) {
     ...createOffsiteActivities(deps),
     ...createMirrorActivities(deps),
     ...createRestoreActivities(deps),
+    ...createDrillActivities(deps),
+    ...createHealthActivities(deps),
+    ...createNotifyActivities(deps),
   };
 }
 

@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checksumFileName, expiredDumps, isDumpName } from '../src/dump-names.js';
+import { checksumFileName, expiredDumps, isDumpName, rowCountsFileName } from '../src/dump-names.js';
 import { PruneRefusedError } from '../src/errors.js';
 import type { ActivityDeps } from './deps.js';
 import type { PruneDumpsInput, PruneResult } from './types.js';
@@ -8,7 +8,7 @@ import type { PruneDumpsInput, PruneResult } from './types.js';
 export function createPruneActivities({ config, logger }: ActivityDeps) {
   return {
     /**
-     * Deletes our dumps (and their .sha256) older than backup.retentionDays. Runs only after the
+     * Deletes our dumps (and their .sha256 and .rows.json) older than backup.retentionDays. Runs only after the
      * new dump validated; never deletes that dump nor the newest one, never a file whose name is
      * not ours.
      */
@@ -21,6 +21,7 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
       const pruned = expiredDumps(dumps, nowMs, config.backup.retentionDays, keep);
       for (const name of pruned) {
         await rm(join(dir, checksumFileName(name)), { force: true });
+        await rm(join(dir, rowCountsFileName(name)), { force: true });
         await rm(join(dir, name), { force: true });
       }
       const kept = dumps.filter((d) => !pruned.includes(d));

@@ -31,6 +31,35 @@ function counter(onBytes: (n: number) => void): Transform {
   });
 }
 
+/**
+ * Streams a dump through gunzip (or zstd -d) and the restore filter into a running psql, with
+ * heartbeats of how far it got; psql's own error wins over the broken pipe it causes. Returns
+ * psql's stderr (its errors, when ON_ERROR_STOP is off).
+ */
+export async function loadDump(
+  dump: { file: string; path: string },
+  user: string,
+  psql: { file: string; args: string[]; env: Record<string, string> },
+  step: string,
+): Promise<{ stderr: string }> {
+  const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
+  const { size } = await stat(dump.path);
+  let read = 0;
+  const feed = pipeline(createReadStream(dump.path, { highWaterMark: READ_CHUNK }), counter((n) => (read += n)), decompressor(dump.file), restoreFilter(user), child.stdin!);
+  const [fed, loaded] = await withHeartbeats(Promise.allSettled([feed, awaitCommand(child, 'psql')]), () => ({
+    step,
+    file: dump.file,
+    read: `${formatBytes(read)} of ${formatBytes(size)}`,
+    percent: Math.floor((read / size) * 100),
+  }));
+  if (loaded.status === 'rejected') throw loaded.reason;
+  if (fed.status === 'rejected') {
+    stopCommand(child);
+    throw fed.reason;
+  }
+  return { stderr: String(loaded.value.stderr ?? '') };
+}
+
 export function createRestoreActivities({ config, logger }: ActivityDeps) {
   const dir = config.backup.dir;
 
@@ -176,23 +205,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       const terminate = postgresCommand(config, target, 'psql', ['-X', '-q', '-U', user, '-d', 'postgres', '-c', `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND ${others}`]);
       await runCommand(terminate.file, terminate.args, { label: 'psql', env: terminate.env });
 
-      const psql = postgresCommand(config, target, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', user, '-d', database]);
-      const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
-      const { size } = await stat(dump.path);
-      let read = 0;
-      const feed = pipeline(createReadStream(dump.path, { highWaterMark: READ_CHUNK }), counter((n) => (read += n)), decompressor(dump.file), restoreFilter(user), child.stdin!);
-      const [fed, loaded] = await withHeartbeats(Promise.allSettled([feed, awaitCommand(child, 'psql')]), () => ({
-        step: 'restoring',
-        file: dump.file,
-        read: `${formatBytes(read)} of ${formatBytes(size)}`,
-        percent: Math.floor((read / size) * 100),
-      }));
-      // psql's own error says why; a broken pipe into it is only the echo of that.
-      if (loaded.status === 'rejected') throw loaded.reason;
-      if (fed.status === 'rejected') {
-        stopCommand(child);
-        throw fed.reason;
-      }
+      await loadDump(dump, user, postgresCommand(config, target, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', user, '-d', database]), 'restoring');
       const durationMs = Date.now() - started;
       logger.info({ file: dump.file, database, durationMs }, 'dump restored');
       return { durationMs };

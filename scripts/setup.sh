@@ -3,7 +3,8 @@
 # second run only checks. Usage: scripts/setup.sh [runtime|test]
 #   runtime  what `npm start` needs: the compressors (pigz, igzip, zstd), rsync, ssh/scp,
 #            ionice, the temporal binary (into .venv), node_modules, a build
-#   test     also PostgreSQL, sshd, docker-compose v1 and procps for the test suite
+#   test     also PostgreSQL, sshd, docker-compose v1, procps and chromium (the browser test)
+#            for the test suite and `npm run demo`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-runtime}
@@ -24,6 +25,7 @@ if [ "$mode" = test ]; then
   have docker-compose || missing+=(docker-compose)
   have sha256sum || missing+=(coreutils)
   have pgrep || missing+=(procps)
+  have chromium || missing+=(chromium)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -143,6 +143,10 @@ const schedulesSchema = z.strictObject({
   nightlyDbBackup: cron.default('0 3 * * *'),
   offsiteSync: cron.default('30 4 * * *'),
   weeklyLibraryMirror: cron.default('0 5 * * 0'),
+  /** BackupHealth: the staleness alarm (dead-man's switch), hourly. */
+  backupHealth: cron.default('15 * * * *'),
+  /** RestoreDrill: the newest dump restored into a throwaway PostgreSQL, weekly. */
+  restoreDrill: cron.default('0 6 * * 1'),
   /** Runs missed while the server was down are made up within this window, else skipped. */
   catchupWindowMinutes: z.number().int().min(1).default(120),
   /** `start` creates or updates the schedules. */
@@ -168,6 +172,47 @@ const restoreSchema = z.strictObject({
   approvalTimeoutMinutes: z.number().positive().default(60),
 });
 
+/** What `status` and BackupHealth call stale: the runbook's daily dump and weekly mirror, with slack. */
+const statusSchema = z.strictObject({
+  dbStaleHours: z.number().positive().default(26),
+  offsiteStaleHours: z.number().positive().default(26),
+  mirrorStaleDays: z.number().positive().default(8),
+  drillStaleDays: z.number().positive().default(8),
+});
+
+// Notification URLs often carry a token (ntfy topics, healthchecks.io UUIDs): they are never logged
+// whole, nor passed through workflow history (activities look them up by index).
+const httpUrl = z.url({ protocol: /^https?$/, error: 'an http(s) URL' });
+
+const notificationsSchema = z.strictObject({
+  /** Generic JSON webhooks: each event POSTed as JSON. */
+  webhooks: z.array(httpUrl).default([]),
+  /** ntfy topic URLs (https://ntfy.sh/my-topic): each event POSTed as a text message with a title. */
+  ntfy: z.array(httpUrl).default([]),
+  /** healthchecks.io-style ping URLs per workflow: URL/start, URL (success), URL/fail. */
+  pings: z
+    .strictObject({
+      nightlyDbBackup: httpUrl.optional(),
+      offsiteSync: httpUrl.optional(),
+      weeklyLibraryMirror: httpUrl.optional(),
+      restoreDrill: httpUrl.optional(),
+      backupHealth: httpUrl.optional(),
+    })
+    .prefault({}),
+  timeoutSeconds: z.number().int().min(1).max(120).default(10),
+});
+
+const drillSchema = z.strictObject({
+  /** host: initdb from the host's PostgreSQL binaries on a free loopback port. */
+  engine: z.enum(['host']).default('host'),
+  /** Directory with initdb, postgres and psql; unset: postgres.binDir, the newest /usr/lib/postgresql/N/bin, then PATH. */
+  binDir: z.string().min(1).transform(expandHome).optional(),
+  /** Where the throwaway cluster lives while the drill runs (needs room for the restored database). */
+  workDir: z.string().min(1).transform(expandHome).optional(),
+  /** As root the throwaway server runs as this user (PostgreSQL refuses root). */
+  runAs: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a user name').default('postgres'),
+});
+
 export const configSchema = z.strictObject({
   temporal: temporalSchema.prefault({}),
   postgres: postgresSchema.prefault({}),
@@ -178,6 +223,9 @@ export const configSchema = z.strictObject({
   schedules: schedulesSchema.prefault({}),
   immich: immichSchema.prefault({}),
   restore: restoreSchema.prefault({}),
+  status: statusSchema.prefault({}),
+  notifications: notificationsSchema.prefault({}),
+  drill: drillSchema.prefault({}),
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
     .prefault({}),
@@ -261,7 +309,23 @@ function setPath(target: Record<string, unknown>, path: readonly string[], value
   node[path[path.length - 1]!] = value;
 }
 
+/** A URL as it may be logged: its origin only (paths and queries of notification URLs carry tokens). */
+export function redactUrl(url: string): string {
+  const { origin, pathname, search } = new URL(url);
+  return pathname.length > 1 || search ? `${origin}/[redacted]` : origin;
+}
+
 /** The config as it may be printed or logged: secrets replaced. */
 export function redactConfig(config: Config): Config {
-  return { ...config, postgres: { ...config.postgres, ...(config.postgres.password ? { password: '[redacted]' } : {}) } };
+  const n = config.notifications;
+  return {
+    ...config,
+    postgres: { ...config.postgres, ...(config.postgres.password ? { password: '[redacted]' } : {}) },
+    notifications: {
+      ...n,
+      webhooks: n.webhooks.map(redactUrl),
+      ntfy: n.ntfy.map(redactUrl),
+      pings: Object.fromEntries(Object.entries(n.pings).map(([k, v]) => [k, v && redactUrl(v)])),
+    },
+  };
 }

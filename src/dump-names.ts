@@ -78,3 +78,8 @@ const IMMICH_BACKUP_NAME = /^immich-db-backup-[A-Za-z0-9._-]+\.sql\.gz$/;
 export function isImmichBackupName(name: string): boolean {
   return IMMICH_BACKUP_NAME.test(name) && !name.includes('..');
 }
+
+/** Per-table row counts NightlyDbBackup records beside each dump, for RestoreDrill to compare. */
+export function rowCountsFileName(dumpName: string): string {
+  return `${dumpName}.rows.json`;
+}

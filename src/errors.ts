@@ -98,3 +98,8 @@ export class UnsafeDumpError extends Error {
 export class RestoreFailedError extends Error {
   override name = 'RestoreFailedError';
 }
+
+/** A restore drill restored the dump but the row counts differ from those recorded at dump time. */
+export class DrillFailedError extends Error {
+  override name = 'DrillFailedError';
+}

@@ -7,6 +7,8 @@ export const WORKFLOW_KINDS = {
   WeeklyLibraryMirror: 'weekly-library-mirror',
   RestoreDatabase: 'restore-database',
   RestoreLibrary: 'restore-library',
+  RestoreDrill: 'restore-drill',
+  BackupHealth: 'backup-health',
 } as const;
 
 export type WorkflowType = keyof typeof WORKFLOW_KINDS;
@@ -16,3 +18,18 @@ export function runId(kind: string, trigger: string, at: Date): string {
   const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
   return `${kind}-${trigger}-${stamp}`;
 }
+
+/** The workflow type whose runs start with this ID (schedule runs, CLI runs, reruns), if one of ours. */
+export function workflowTypeOf(workflowId: string): WorkflowType | undefined {
+  return (Object.keys(WORKFLOW_KINDS) as WorkflowType[]).find((t) => workflowId.startsWith(`${WORKFLOW_KINDS[t]}-`));
+}
+
+/** The Keyword search attributes every run carries (registered by `start`, `worker` and `schedules apply`). */
+export const SEARCH_ATTRIBUTES = {
+  /** The run's kind: nightly-db-backup, offsite-sync, ... */
+  kind: 'BackupKind',
+  /** running, then success or failure (BackupHealth: healthy or alarm). */
+  outcome: 'BackupOutcome',
+} as const;
+
+export type Outcome = 'running' | 'success' | 'failure' | 'healthy' | 'alarm';

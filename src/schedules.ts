@@ -15,6 +15,8 @@ export const SCHEDULES: readonly ScheduleDefinition[] = [
   { id: WORKFLOW_KINDS.NightlyDbBackup, workflowType: 'NightlyDbBackup', cron: (c) => c.schedules.nightlyDbBackup },
   { id: WORKFLOW_KINDS.OffsiteSync, workflowType: 'OffsiteSync', cron: (c) => c.schedules.offsiteSync },
   { id: WORKFLOW_KINDS.WeeklyLibraryMirror, workflowType: 'WeeklyLibraryMirror', cron: (c) => c.schedules.weeklyLibraryMirror },
+  { id: WORKFLOW_KINDS.BackupHealth, workflowType: 'BackupHealth', cron: (c) => c.schedules.backupHealth },
+  { id: WORKFLOW_KINDS.RestoreDrill, workflowType: 'RestoreDrill', cron: (c) => c.schedules.restoreDrill },
 ];
 
 export function scheduleDefinition(id: string): ScheduleDefinition {
@@ -46,7 +48,7 @@ export interface AppliedSchedule {
   timeZone: string;
 }
 
-/** Creates the three schedules or updates them in place: the spec is replaced whole, a paused schedule stays paused. */
+/** Creates the schedules or updates them in place: the spec is replaced whole, a paused schedule stays paused. */
 export async function applySchedules(client: Client, config: Config): Promise<AppliedSchedule[]> {
   const applied: AppliedSchedule[] = [];
   for (const def of SCHEDULES) {

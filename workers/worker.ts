@@ -5,6 +5,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import type { Config } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
+import { registerSearchAttributes } from '../src/search-attributes.js';
 import { installRuntime } from './runtime.js';
 
 // `npm run build` writes the production bundle here (workers/bundle.ts); without it, or when a
@@ -33,6 +34,9 @@ export async function createBackupWorker({ config, logger, address }: WorkerOpti
   installRuntime(logger);
   const bundle = freshBundle();
   const connection = await NativeConnection.connect({ address });
+  // Workflows set BackupKind and BackupOutcome: they must exist before the first task runs.
+  const added = await registerSearchAttributes(connection.operatorService, config.temporal.namespace);
+  if (added.length) logger.info({ searchAttributes: added }, 'search attributes registered');
   const worker = await Worker.create({
     connection,
     namespace: config.temporal.namespace,

@@ -129,6 +129,22 @@ export const restorePrep = proxyActivities<Activities>({
   },
 });
 
+/**
+ * The restore drill: a throwaway cluster, a full load of the dump and a count of every table. A
+ * dump that fails its checks, or a host without PostgreSQL binaries, will not improve by retrying.
+ */
+export const drilling = proxyActivities<Activities>({
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '30s', maximumAttempts: 2, nonRetryableErrorTypes: [...needsOperator, ...badDump] },
+});
+
+/** status's checks: local files, one ssh round trip to the NAS, a few Temporal queries. */
+export const checks = proxyActivities<Activities>({
+  startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '10s', maximumAttempts: 3 },
+});
+
 /** docker stop / compose up: seconds; a few retries ride out a busy daemon. */
 export const immichControl = proxyActivities<Activities>({
   startToCloseTimeout: '5 minutes',
@@ -148,4 +164,13 @@ export const loading = proxyActivities<Activities>({
   heartbeatTimeout: '30s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { maximumAttempts: 1 },
+});
+
+/**
+ * Notifications: each HTTP request has notifications.timeoutSeconds; an undelivered one is retried
+ * 5 times over about a minute, then the workflow logs it and goes on.
+ */
+export const notifying = proxyActivities<Activities>({
+  startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
 });

@@ -10,3 +10,7 @@ export type { RestoreDatabaseInput, RestoreDatabaseReport } from './restore-data
 export { RestoreLibrary } from './restore-library.js';
 export type { RestoreLibraryInput, RestoreLibraryReport } from './restore-library.js';
 export { approveSignal, currentStepQuery } from './restore-steps.js';
+export { RestoreDrill } from './restore-drill.js';
+export type { RestoreDrillInput, RestoreDrillReport } from './restore-drill.js';
+export { BackupHealth } from './backup-health.js';
+export type { BackupHealthInput, BackupHealthReport } from './backup-health.js';

@@ -1,6 +1,7 @@
 import { log } from '@temporalio/workflow';
 import { formatStamp } from '../src/dump-names.js';
 import { discovery, dumping, housekeeping, validation } from './activity-options.js';
+import { reported } from './reporting.js';
 
 export interface NightlyDbBackupInput {
   /** Free text recorded in the report: "schedule", "cli", ... */
@@ -17,18 +18,25 @@ export interface NightlyDbBackupReport {
   startedAt: string;
   durationMs: number;
   dumpDurationMs: number;
+  /** Per-table row counts written beside the dump (<dump>.rows.json) for RestoreDrill. */
+  rowCounts: { tables: number; rows: number };
   pruned: string[];
   trigger: string;
 }
 
-/** The runbook's 03:00 job: discover, dump + gzip, validate, prune (in that order, nothing pruned before a valid dump). */
+/** The runbook's 03:00 job: discover, dump + compress, validate, record row counts, prune (in that order, nothing pruned before a valid dump). */
 export async function NightlyDbBackup(input: NightlyDbBackupInput = {}): Promise<NightlyDbBackupReport> {
+  return reported('NightlyDbBackup', () => body(input), (r) => `${r.file}: ${r.bytes} bytes, sha256 ${r.sha256}, ${r.rowCounts.tables} tables / ${r.rowCounts.rows} rows recorded, pruned ${r.pruned.length}`);
+}
+
+async function body(input: NightlyDbBackupInput): Promise<NightlyDbBackupReport> {
   // Workflow time is deterministic: the same stamp on replay, so every retry writes the same name.
   const startedMs = Date.now();
   const stamp = formatStamp(new Date(startedMs));
   const target = await discovery.discoverPostgresContainer();
   const dump = await dumping.dumpDatabase({ target, stamp });
   const valid = await validation.validateDump({ file: dump.file, testedSha256: dump.sha256 });
+  const rowCounts = await validation.recordRowCounts({ target, file: dump.file });
   const { pruned } = await housekeeping.pruneDumps({ keep: dump.file, nowMs: startedMs });
   const report: NightlyDbBackupReport = {
     file: dump.file,
@@ -39,6 +47,7 @@ export async function NightlyDbBackup(input: NightlyDbBackupInput = {}): Promise
     startedAt: new Date(startedMs).toISOString(),
     durationMs: Date.now() - startedMs,
     dumpDurationMs: dump.durationMs,
+    rowCounts,
     pruned,
     trigger: input.trigger ?? 'manual',
   };

@@ -1,6 +1,7 @@
 import { ActivityFailure, ApplicationFailure, log, sleep } from '@temporalio/workflow';
 import { NasUnreachableError } from '../src/errors.js';
 import { nas, settings } from './activity-options.js';
+import { reported } from './reporting.js';
 
 export interface OffsiteSyncInput {
   trigger?: string;
@@ -23,6 +24,10 @@ const MAX_WAIT_MS = 5 * 60_000;
 
 /** The runbook's 04:30 job: copy every validated local dump the NAS lacks, verify it there by sha256. */
 export async function OffsiteSync(input: OffsiteSyncInput = {}): Promise<OffsiteSyncReport> {
+  return reported('OffsiteSync', () => body(input), (r) => r.message);
+}
+
+async function body(input: OffsiteSyncInput): Promise<OffsiteSyncReport> {
   const startedMs = Date.now();
   const config = await settings.offsiteSettings();
 

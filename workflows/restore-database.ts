@@ -5,6 +5,7 @@ import { RestoreFailedError } from '../src/errors.js';
 import { innermostMessage } from '../src/failure.js';
 import { discovery, dumping, health, immichControl, loading, restorePrep, settings, validation } from './activity-options.js';
 import { restoreSteps } from './restore-steps.js';
+import { reported } from './reporting.js';
 
 export interface RestoreDatabaseInput {
   /** "latest" (default), one of our dump names, or an immich-db-backup-….sql.gz name. */
@@ -37,6 +38,10 @@ export interface RestoreDatabaseReport {
  * put the restore point back if the load fails, start Immich and wait until it answers.
  */
 export async function RestoreDatabase(input: RestoreDatabaseInput = {}): Promise<RestoreDatabaseReport> {
+  return reported('RestoreDatabase', () => body(input), (r) => r.message);
+}
+
+async function body(input: RestoreDatabaseInput): Promise<RestoreDatabaseReport> {
   const steps = restoreSteps(input.approved === true);
   const { timed, durations } = steps;
 

@@ -3,6 +3,7 @@ import { RestoreFailedError } from '../src/errors.js';
 import { innermostMessage } from '../src/failure.js';
 import { health, immichControl, mirrorChecks, mirroring, settings } from './activity-options.js';
 import { restoreSteps } from './restore-steps.js';
+import { reported } from './reporting.js';
 
 export interface RestoreLibraryInput {
   /** Report what rsync would change; change nothing. */
@@ -30,6 +31,10 @@ const THUMBNAILS = 'Immich regenerates thumbnails and encoded videos on start (3
 
 /** The runbook's library restore: the USB mirror back onto the library, with Immich stopped meanwhile. */
 export async function RestoreLibrary(input: RestoreLibraryInput = {}): Promise<RestoreLibraryReport> {
+  return reported('RestoreLibrary', () => body(input), (r) => r.message);
+}
+
+async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
   const steps = restoreSteps(input.approved === true);
   const { timed, durations } = steps;
   const del = input.delete === true;

@@ -1,6 +1,7 @@
 import { ApplicationFailure, log, sleep } from '@temporalio/workflow';
 import { DriveNotMountedError } from '../src/errors.js';
 import { mirroring, settings } from './activity-options.js';
+import { reported } from './reporting.js';
 
 export interface WeeklyLibraryMirrorInput {
   trigger?: string;
@@ -19,6 +20,10 @@ export interface WeeklyLibraryMirrorReport {
 
 /** The runbook's Sunday 05:00 job: rsync the photo library to the WD drive, only when the drive is really there. */
 export async function WeeklyLibraryMirror(input: WeeklyLibraryMirrorInput = {}): Promise<WeeklyLibraryMirrorReport> {
+  return reported('WeeklyLibraryMirror', () => body(input), (r) => `${r.filesTransferred} file(s), ${r.bytesTransferred} bytes transferred; the library holds ${r.sourceFiles} file(s)`);
+}
+
+async function body(input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirrorReport> {
   const startedMs = Date.now();
   let attemptMs = startedMs;
   let run = await mirroring.mirrorLibrary();

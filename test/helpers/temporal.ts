@@ -6,8 +6,8 @@ import { createLogger } from '../../src/logger.js';
 import { freePorts } from './net.js';
 import { temporalBinary } from './paths.js';
 
-/** A real Temporal dev server (the official `temporal` binary) on a free loopback port, persisted to a temporary SQLite file. */
-export async function startTestTemporal(binary = temporalBinary): Promise<DevServer & { dataDir: string }> {
+/** A real Temporal dev server (the official `temporal` binary) on a free loopback port, persisted to a temporary SQLite file; with its Web UI when `ui`. */
+export async function startTestTemporal(binary = temporalBinary, { ui = false } = {}): Promise<DevServer & { dataDir: string }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'immich-backup-temporal-'));
   const [port, uiPort] = (await freePorts(2)) as [number, number];
   const server = await startDevServer({
@@ -17,7 +17,7 @@ export async function startTestTemporal(binary = temporalBinary): Promise<DevSer
     port,
     uiPort,
     namespace: 'default',
-    headless: true,
+    headless: !ui,
     logger: createLogger({ level: 'error', fd: 2 }),
   });
   return {

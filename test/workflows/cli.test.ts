@@ -54,13 +54,15 @@ describe('immich-backup CLI', () => {
       return res?.status === 200 ? await res.text() : undefined;
     });
     assert.match(page, /<html/i);
-    // start applied the three schedules.
+    // start applied the schedules.
     const r = await cli(['-c', configFile, 'schedules', 'list', '--json']);
     assert.equal(r.exitCode, 0, r.stderr);
     assert.deepEqual((JSON.parse(r.stdout) as Array<{ id: string; registered: boolean }>).map((s) => [s.id, s.registered]), [
       ['nightly-db-backup', true],
       ['offsite-sync', true],
       ['weekly-library-mirror', true],
+      ['backup-health', true],
+      ['restore-drill', true],
     ]);
   });
 

@@ -56,8 +56,13 @@ describe('NightlyDbBackup', () => {
     assert.ok(report);
     assert.match(report.file, /^immich_\d{8}_\d{6}\.sql\.gz$/);
     assert.equal(report.source, 'immich_postgres');
-    assert.deepEqual(await listDir(dir), [report.file, `${report.file}.sha256`]);
-    for (const f of [report.file, `${report.file}.sha256`]) assert.equal((await stat(join(dir, f))).mode & 0o777, 0o600, `${f} mode`);
+    assert.deepEqual(await listDir(dir), [report.file, `${report.file}.rows.json`, `${report.file}.sha256`]);
+    for (const f of [report.file, `${report.file}.sha256`, `${report.file}.rows.json`]) assert.equal((await stat(join(dir, f))).mode & 0o777, 0o600, `${f} mode`);
+    // The row counts RestoreDrill compares against: every Immich table, exactly as counted live.
+    const recorded = JSON.parse(await readFile(join(dir, `${report.file}.rows.json`), 'utf8')) as { file: string; tables: Record<string, number> };
+    assert.equal(recorded.file, report.file);
+    for (const [table, count] of Object.entries(await rowCounts(pg))) assert.equal(recorded.tables[`immich: public.${table}`], count, table);
+    assert.equal(report.rowCounts.tables, Object.keys(recorded.tables).length);
     await recordFault('check: dump and checksum file modes', 'both 0600 (owner only), measured with stat');
     // The checksum file is in sha256sum's format and agrees with the report.
     await execa('sha256sum', ['-c', `${report.file}.sha256`], { cwd: dir });

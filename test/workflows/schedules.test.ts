@@ -44,22 +44,28 @@ describe('schedules', () => {
   test('before apply, list says each schedule is not registered', async () => {
     const r = await cli(['-c', configFile, 'schedules', 'list']);
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.equal(r.stdout.match(/not registered/g)?.length, 3);
+    assert.equal(r.stdout.match(/not registered/g)?.length, 5);
   });
 
   test('apply twice leaves one schedule each, with the configured cron, time zone and policies', async () => {
     const first = await cli(['-c', configFile, 'schedules', 'apply']);
     assert.equal(first.exitCode, 0, first.stderr);
-    assert.equal(first.stdout, 'created nightly-db-backup: 15 2 * * * (Europe/Berlin)\ncreated offsite-sync: 30 4 * * * (Europe/Berlin)\ncreated weekly-library-mirror: 0 5 * * 0 (Europe/Berlin)\n');
+    assert.equal(
+      first.stdout,
+      'created nightly-db-backup: 15 2 * * * (Europe/Berlin)\ncreated offsite-sync: 30 4 * * * (Europe/Berlin)\ncreated weekly-library-mirror: 0 5 * * 0 (Europe/Berlin)\n' +
+        'created backup-health: 15 * * * * (Europe/Berlin)\ncreated restore-drill: 0 6 * * 1 (Europe/Berlin)\n',
+    );
     const second = await cli(['-c', configFile, 'schedules', 'apply']);
     assert.equal(second.exitCode, 0, second.stderr);
-    assert.match(second.stdout, /^updated nightly-db-backup: .*\nupdated offsite-sync: .*\nupdated weekly-library-mirror: .*\n$/);
+    assert.match(second.stdout, /^updated nightly-db-backup: .*\nupdated offsite-sync: .*\nupdated weekly-library-mirror: .*\nupdated backup-health: .*\nupdated restore-drill: .*\n$/);
 
     const rows = await list();
     assert.deepEqual(rows.map((r) => [r.id, r.cron, r.timeZone, r.paused]), [
       ['nightly-db-backup', '15 2 * * *', 'Europe/Berlin', false],
       ['offsite-sync', '30 4 * * *', 'Europe/Berlin', false],
       ['weekly-library-mirror', '0 5 * * 0', 'Europe/Berlin', false],
+      ['backup-health', '15 * * * *', 'Europe/Berlin', false],
+      ['restore-drill', '0 6 * * 1', 'Europe/Berlin', false],
     ]);
     for (const r of rows) assert.equal(r.nextRuns?.length, 3);
     // The next nightly run is at 02:15 Berlin time.
@@ -72,10 +78,10 @@ describe('schedules', () => {
     assert.equal(described.policies.catchupWindow, 120 * 60_000);
     assert.equal(described.action.workflowType, 'WeeklyLibraryMirror');
 
-    // The temporal CLI (and so the Web UI's Schedules page) sees exactly these three.
+    // The temporal CLI (and so the Web UI's Schedules page) sees exactly these.
     const { stdout } = await execa(temporalBinary, ['schedule', 'list', '--address', temporal.address, '-o', 'json']);
     const ids = (JSON.parse(stdout) as Array<{ scheduleId: string }>).map((s) => s.scheduleId).sort();
-    assert.deepEqual(ids, ['nightly-db-backup', 'offsite-sync', 'weekly-library-mirror']);
+    assert.deepEqual(ids, ['backup-health', 'nightly-db-backup', 'offsite-sync', 'restore-drill', 'weekly-library-mirror']);
   });
 
   test('a paused schedule stays paused when apply replaces its spec', async () => {

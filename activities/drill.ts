@@ -1,0 +1,175 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import type { Config } from '../src/config.js';
+import { partialFileName, rowCountsFileName } from '../src/dump-names.js';
+import { ChecksumMismatchError, CommandNotFoundError, DumpNotFoundError } from '../src/errors.js';
+import { checksummedDumps, sha256OfFile } from './checksums.js';
+import { postgresCommand } from './container.js';
+import type { ActivityDeps } from './deps.js';
+import { writeFileAtomic } from './fs-safe.js';
+import { loadDump } from './restore.js';
+import { runCommand, stderrTail, withHeartbeats } from './run-command.js';
+import type { PostgresTarget } from './types.js';
+import { compareRowCounts, type DrillResult, type RowCounts } from '../src/reports.js';
+
+// The restore drill: proof that the newest dump restores. NightlyDbBackup records each table's
+// row count beside the dump; RestoreDrill loads the dump into a throwaway cluster (initdb from the
+// host's PostgreSQL binaries, on a free loopback port, never the live server), counts again,
+// compares, and removes the cluster.
+
+export interface RecordedRowCounts {
+  file: string;
+  recordedAt: string;
+  tables: RowCounts;
+}
+
+const DATABASES = 'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1';
+// Exact counts (statistics are estimates), one query per database.
+const TABLE_COUNTS = `SELECT format('%I.%I', n.nspname, c.relname),
+  (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+ORDER BY 1`;
+
+type Psql = (database: string, sql: string) => Promise<string>;
+
+/** Every table's exact row count in every database that accepts connections. */
+export async function countRows(psql: Psql): Promise<RowCounts> {
+  const counts: RowCounts = {};
+  const databases = (await psql('postgres', DATABASES)).split('\n').map((l) => l.trim()).filter(Boolean);
+  for (const db of databases) {
+    for (const line of (await psql(db, TABLE_COUNTS)).split('\n')) {
+      const [table, count] = line.split('\t');
+      if (table && count !== undefined) counts[`${db}: ${table}`] = Number(count);
+    }
+  }
+  return counts;
+}
+
+const psqlQueryArgs = (user: string, database: string, sql: string) => ['-X', '-q', '-A', '-t', '-F', '\t', '-v', 'ON_ERROR_STOP=1', '-U', user, '-d', database, '-c', sql];
+
+/** The host's PostgreSQL server binaries: drill.binDir, postgres.binDir, the newest Debian /usr/lib/postgresql/N/bin, else PATH. */
+export function hostPostgresBinDir(config: Config): string | undefined {
+  const candidates = [config.drill.binDir, config.postgres.binDir];
+  const base = '/usr/lib/postgresql';
+  if (existsSync(base)) {
+    for (const v of readdirSync(base).filter((d) => /^\d+$/.test(d)).sort((a, b) => Number(b) - Number(a))) candidates.push(join(base, v, 'bin'));
+  }
+  for (const dir of (process.env.PATH ?? '').split(':')) candidates.push(dir);
+  return candidates.find((dir): dir is string => !!dir && existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'postgres')) && existsSync(join(dir, 'psql')));
+}
+
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export function createDrillActivities({ config, logger }: ActivityDeps) {
+  const dir = config.backup.dir;
+  const user = config.postgres.user;
+
+  return {
+    /** NightlyDbBackup's extra step: each table's row count, written beside the dump (atomically, 0600). */
+    async recordRowCounts({ target, file }: { target: PostgresTarget; file: string }): Promise<{ tables: number; rows: number }> {
+      const tables = await countRows(async (database, sql) => {
+        const cmd = postgresCommand(config, target, 'psql', psqlQueryArgs(user, database, sql));
+        return (await runCommand(cmd.file, cmd.args, { label: 'psql (row counts)', env: cmd.env })).stdout;
+      });
+      const record: RecordedRowCounts = { file, recordedAt: new Date().toISOString(), tables };
+      await writeFileAtomic(join(dir, rowCountsFileName(file)), join(dir, partialFileName(rowCountsFileName(file))), JSON.stringify(record, null, 1) + '\n');
+      const rows = Object.values(tables).reduce((a, b) => a + b, 0);
+      logger.info({ file, tables: Object.keys(tables).length, rows }, 'row counts recorded');
+      return { tables: Object.keys(tables).length, rows };
+    },
+
+    /** Restores the newest dump that has recorded row counts into a throwaway cluster and compares. */
+    async restoreDrill(): Promise<DrillResult> {
+      const started = Date.now();
+      const dumps = await checksummedDumps(dir);
+      const dump = dumps.reverse().find((d) => existsSync(join(dir, rowCountsFileName(d.file))));
+      if (!dump) throw new DumpNotFoundError(`no validated dump with recorded row counts in ${dir}: run a backup first (\`immich-backup backup db\`)`);
+      const path = join(dir, dump.file);
+      const recorded = (JSON.parse(await readFile(join(dir, rowCountsFileName(dump.file)), 'utf8')) as RecordedRowCounts).tables;
+      const actual = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking ${dump.file}` }));
+      if (actual !== dump.sha256) throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${actual}, its .sha256 says ${dump.sha256}: the drill did not restore it`);
+
+      const bin = hostPostgresBinDir(config);
+      if (!bin) throw new CommandNotFoundError('no PostgreSQL server binaries (initdb, postgres, psql) on this host: install the postgresql package or set drill.binDir');
+      const asRoot = process.getuid?.() === 0;
+      const ids = asRoot
+        ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await execa('id', [flag, config.drill.runAs])).stdout)))
+        : undefined;
+      const owner = ids ? { uid: ids[0]!, gid: ids[1]! } : {};
+      const base = await mkdtemp(join(config.drill.workDir ?? tmpdir(), 'immich-backup-drill-'));
+      let server: ResultPromise | undefined;
+      try {
+        if (ids) await chown(base, ids[0]!, ids[1]!);
+        const data = join(base, 'data');
+        await execa(join(bin, 'initdb'), ['-D', data, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...owner, cwd: base });
+        const port = await freeLoopbackPort();
+        server = execa(join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'synchronous_commit=off'], {
+          ...owner,
+          cwd: base,
+          stdin: 'ignore',
+          stdout: 'ignore',
+          stderr: 'pipe',
+          reject: false,
+          cleanup: true,
+        });
+        const env = { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: user };
+        const psql = (database: string, sql: string) => execa(join(bin, 'psql'), psqlQueryArgs(user, database, sql), { env }).then((r) => r.stdout);
+        const deadline = Date.now() + 60_000;
+        for (;;) {
+          if (server.exitCode !== null) throw new Error(`the throwaway PostgreSQL exited: ${stderrTail((await server).stderr)}`);
+          if ((await execa(join(bin, 'pg_isready'), ['-q'], { env, reject: false })).exitCode === 0) break;
+          if (Date.now() > deadline) throw new Error('the throwaway PostgreSQL did not accept connections within 60 s');
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        const postgresVersion = await psql('postgres', 'SHOW server_version');
+        const loadStarted = Date.now();
+        // Without ON_ERROR_STOP: a statement that fails (a constraint the data breaks, an extension
+        // the host lacks) is reported with the tables it leaves short, not instead of them.
+        const { stderr } = await loadDump({ file: dump.file, path }, user, { file: join(bin, 'psql'), args: ['-X', '-q', '-U', user, '-d', 'postgres'], env }, 'drill: restoring into a throwaway PostgreSQL');
+        const loadErrors = stderr.split('\n').flatMap((line) => {
+          const m = /ERROR:\s+(.*)$/.exec(line);
+          return m ? [m[1]!.trim()] : [];
+        });
+        const loadMs = Date.now() - loadStarted;
+        const restored = await withHeartbeats(countRows(psql), () => ({ step: 'drill: counting rows' }));
+        const differences = compareRowCounts(recorded, restored);
+        const result: DrillResult = {
+          dump: dump.file,
+          engine: 'host',
+          postgresVersion,
+          tables: Object.keys(restored).length,
+          rows: Object.values(restored).reduce((a, b) => a + b, 0),
+          differences,
+          loadErrors,
+          passed: differences.length === 0 && loadErrors.length === 0,
+          loadMs,
+          durationMs: Date.now() - started,
+        };
+        logger.info({ dump: dump.file, passed: result.passed, differences: differences.length, loadErrors: loadErrors.length, tables: result.tables }, 'restore drill done');
+        return result;
+      } finally {
+        if (server && server.exitCode === null) {
+          server.kill('SIGINT'); // fast shutdown
+          const timer = setTimeout(() => server?.kill('SIGKILL'), 30_000);
+          await server;
+          clearTimeout(timer);
+        }
+        await rm(base, { recursive: true, force: true });
+      }
+    },
+  };
+}

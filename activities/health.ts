@@ -1,0 +1,189 @@
+import { existsSync } from 'node:fs';
+import { readdir, stat, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { getClient } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { failureReason } from '../src/client.js';
+import type { Config } from '../src/config.js';
+import { checksumFileName, isDumpName, parseDumpName, rowCountsFileName } from '../src/dump-names.js';
+import { formatBytes } from '../src/format.js';
+import { WORKFLOW_KINDS, type WorkflowType } from '../src/ids.js';
+import { listSchedules } from '../src/schedules.js';
+import { checksummedDumps, readChecksumFile } from './checksums.js';
+import type { ActivityDeps } from './deps.js';
+import { PROBLEM_STATES, type DrillResult, type RowState, type StatusReport, type StatusRow } from '../src/reports.js';
+import { isMountPoint } from './mirror.js';
+import { remoteDumpNames } from './offsite.js';
+import { nasLabel, runRemote } from './ssh.js';
+
+// What `status` prints and BackupHealth alarms on: one row per thing an operator cares about,
+// each with a state and a one-line summary. Every row is checked on its own, so an unreachable
+// NAS or drive (or Temporal) is that row's state and the others are still reported.
+
+const HOUR_MS = 3_600_000;
+const FAILED_STATUSES = new Set(['FAILED', 'TIMED_OUT', 'TERMINATED', 'CANCELED']);
+/** Workflows whose failed last run is a problem; a failed restore is history an operator already saw. */
+const WATCHED: readonly WorkflowType[] = ['NightlyDbBackup', 'OffsiteSync', 'WeeklyLibraryMirror', 'RestoreDrill'];
+const SHOWN: readonly WorkflowType[] = [...WATCHED, 'BackupHealth', 'RestoreDatabase', 'RestoreLibrary'];
+
+const ageText = (ms: number) => (ms < 48 * HOUR_MS ? `${(ms / HOUR_MS).toFixed(1)} h` : `${(ms / (24 * HOUR_MS)).toFixed(1)} days`);
+
+function row(id: string, state: RowState, summary: string, details?: Record<string, unknown>, problem = PROBLEM_STATES.has(state)): StatusRow {
+  return { id, state, problem, summary, ...(details ? { details } : {}) };
+}
+
+interface LastRun {
+  workflowId: string;
+  status: string;
+  closedAt: Date;
+  result?: unknown;
+  failure?: string;
+}
+
+/** The newest closed run of a workflow type (with its result, or its failure in one line). */
+async function lastRun(client: Client, type: WorkflowType, onlyCompleted = false): Promise<LastRun | undefined> {
+  let newest: { workflowId: string; runId: string; status: string; closedAt: Date } | undefined;
+  let seen = 0;
+  const query = `WorkflowType = "${type}" AND ExecutionStatus ${onlyCompleted ? '= "Completed"' : '!= "Running"'}`;
+  for await (const run of client.workflow.list({ query, pageSize: 20 })) {
+    if (run.closeTime && (!newest || run.closeTime > newest.closedAt)) newest = { workflowId: run.workflowId, runId: run.runId, status: run.status.name, closedAt: run.closeTime };
+    if (++seen >= 20) break;
+  }
+  if (!newest) return undefined;
+  const handle = client.workflow.getHandle(newest.workflowId, newest.runId);
+  if (newest.status === 'COMPLETED') return { ...newest, result: await handle.result() };
+  const failure = await handle.result().then(() => undefined, (err: unknown) => failureReason(err).replace(/^workflow failed: /, ''));
+  return { ...newest, ...(failure ? { failure } : {}) };
+}
+
+async function isRunning(client: Client, type: WorkflowType): Promise<boolean> {
+  for await (const _ of client.workflow.list({ query: `WorkflowType = "${type}" AND ExecutionStatus = "Running"`, pageSize: 1 })) return true;
+  return false;
+}
+
+async function localDumpRow(config: Config, now: number): Promise<StatusRow> {
+  const dir = config.backup.dir;
+  const all = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
+  const validated = await checksummedDumps(dir);
+  const newest = validated.at(-1);
+  if (!newest) return row('local-dump', 'missing', all.length ? `${all.length} dump(s) in ${dir}, none validated` : `no dump in ${dir}`);
+  const age = now - parseDumpName(newest.file)!.getTime();
+  const { size } = await stat(join(dir, newest.file));
+  const stale = age > config.status.dbStaleHours * HOUR_MS;
+  const rows = existsSync(join(dir, rowCountsFileName(newest.file)));
+  return row(
+    'local-dump',
+    stale ? 'stale' : 'ok',
+    `${newest.file}: ${ageText(age)} old${stale ? ` (stale after ${config.status.dbStaleHours} h)` : ''}, ${formatBytes(size)}, validated (sha256 recorded)${rows ? ', row counts recorded' : ''}`,
+    { file: newest.file, ageHours: +(age / HOUR_MS).toFixed(2), bytes: size, validated: true, sha256: newest.sha256, rowCounts: rows, dumps: all.length },
+  );
+}
+
+async function nasRow(config: Config, now: number): Promise<StatusRow> {
+  const offsite = config.offsite;
+  const where = nasLabel(offsite);
+  try {
+    const newest = (await remoteDumpNames(offsite)).sort().at(-1);
+    if (!newest) return row('nas-copy', 'missing', `no dump on the NAS ${where}`);
+    const path = `${offsite.remoteDir}/${newest}`;
+    const [{ stdout: sum }, { stdout: recorded }] = [
+      await runRemote(offsite, ['sha256sum', '--', path], { label: 'ssh sha256sum' }),
+      await runRemote(offsite, ['cat', '--', `${path}.sha256`], { label: 'ssh cat' }),
+    ];
+    const actual = sum.trim().split(/\s+/)[0] ?? '';
+    const expected = recorded.trim().split(/\s+/)[0] ?? '';
+    const local = await readChecksumFile(join(config.backup.dir, checksumFileName(newest)));
+    const matches = actual === expected && (local === '' || local === actual);
+    const age = now - parseDumpName(newest)!.getTime();
+    const stale = age > config.status.offsiteStaleHours * HOUR_MS;
+    const details = { file: newest, ageHours: +(age / HOUR_MS).toFixed(2), sha256: actual, checksumMatches: matches };
+    if (!matches) return row('nas-copy', 'failed', `${newest} on the NAS: sha256 ${actual} does not match its recorded ${expected}${local && local !== expected ? ` nor the local ${local}` : ''}`, details);
+    return row('nas-copy', stale ? 'stale' : 'ok', `${newest}: ${ageText(age)} old${stale ? ` (stale after ${config.status.offsiteStaleHours} h)` : ''}, sha256 matches (${where})`, details);
+  } catch (err) {
+    return row('nas-copy', 'unreachable', `NAS not checked: ${(err as Error).message.split('\n')[0]}`, { destination: where });
+  }
+}
+
+async function mirrorRow(config: Config, client: Client | undefined, now: number): Promise<StatusRow> {
+  const lib = config.library;
+  const last = client ? await lastRun(client, 'WeeklyLibraryMirror', true).catch(() => undefined) : undefined;
+  const lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : 'never mirrored';
+  const details: Record<string, unknown> = { mountPoint: lib.mountPoint, ...(last ? { lastSuccess: last.closedAt.toISOString(), workflowId: last.workflowId, report: last.result } : {}) };
+  if (!(await isMountPoint(lib.mountPoint))) return row('library-mirror', 'unreachable', `drive not mounted at ${lib.mountPoint}; ${lastText}`, details);
+  const fs = await statfs(lib.mountPoint);
+  const used = (fs.blocks - fs.bfree) * fs.bsize;
+  details.driveUsedBytes = used;
+  if (!last) return row('library-mirror', 'missing', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}`, details);
+  const stale = now - last.closedAt.getTime() > config.status.mirrorStaleDays * 24 * HOUR_MS;
+  return row('library-mirror', stale ? 'stale' : 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}${stale ? ` (stale after ${config.status.mirrorStaleDays} days)` : ''}`, details);
+}
+
+async function temporalRows(config: Config, client: Client, now: number): Promise<StatusRow[]> {
+  const rows: StatusRow[] = [];
+  for (const s of await listSchedules(client)) {
+    if (!s.registered) rows.push(row(`schedule:${s.id}`, 'missing', 'not registered: run `immich-backup schedules apply` (or `start`)'));
+    else rows.push(row(`schedule:${s.id}`, s.paused ? 'paused' : 'ok', `${s.cron} (${s.timeZone ?? 'UTC'})${s.paused ? `, PAUSED${s.note ? `: ${s.note}` : ''}` : ''}; next ${s.nextRuns?.[0] ?? '-'}`, { cron: s.cron, paused: s.paused, nextRuns: s.nextRuns }));
+  }
+  for (const type of SHOWN) {
+    const kind = WORKFLOW_KINDS[type];
+    const [last, running] = await Promise.all([lastRun(client, type), isRunning(client, type)]);
+    const now_ = running ? '; one running now' : '';
+    if (!last) {
+      // A drill that never ran is missing proof; the other kinds are covered by their own rows.
+      const missing = type === 'RestoreDrill';
+      rows.push(row(`last-run:${kind}`, missing ? 'missing' : running ? 'running' : 'never', `never ran${now_}`));
+      continue;
+    }
+    const ago = `${ageText(now - last.closedAt.getTime())} ago`;
+    const details = { workflowId: last.workflowId, status: last.status, closedAt: last.closedAt.toISOString(), ...(last.result !== undefined ? { result: last.result } : {}), ...(last.failure ? { failure: last.failure } : {}) };
+    if (FAILED_STATUSES.has(last.status)) {
+      rows.push(row(`last-run:${kind}`, 'failed', `${last.status} ${ago} (${last.workflowId}): ${last.failure ?? ''}${now_}`, details, WATCHED.includes(type)));
+      continue;
+    }
+    let summary = `${last.status} ${ago} (${last.workflowId})`;
+    let state: RowState = 'ok';
+    if (type === 'RestoreDrill') {
+      const drill = last.result as DrillResult;
+      summary += `: passed, ${drill.dump} restored into a throwaway PostgreSQL ${drill.postgresVersion}, ${drill.tables} tables and ${drill.rows} rows as recorded`;
+      if (now - last.closedAt.getTime() > config.status.drillStaleDays * 24 * HOUR_MS) {
+        state = 'stale';
+        summary += ` (stale after ${config.status.drillStaleDays} days)`;
+      }
+    }
+    rows.push(row(`last-run:${kind}`, state, summary + now_, details));
+  }
+  return rows;
+}
+
+/** Every check, each row on its own; `client` undefined: Temporal could not be reached (`reason`). */
+export async function collectStatus(config: Config, client: Client | undefined, now = Date.now(), temporalError?: string): Promise<StatusReport> {
+  const [local, nas, mirror, temporal] = await Promise.all([
+    localDumpRow(config, now),
+    nasRow(config, now),
+    mirrorRow(config, client, now),
+    client
+      ? temporalRows(config, client, now).catch((err: Error) => [row('temporal', 'unreachable', `Temporal not checked: ${err.message.split('\n')[0]}`)])
+      : Promise.resolve([row('temporal', 'unreachable', temporalError ?? 'Temporal not reachable')]),
+  ]);
+  const rows = [local, nas, mirror, ...temporal];
+  const problems = rows.filter((r) => r.problem).map((r) => `${r.id} ${r.state}: ${r.summary}`);
+  return { checkedAt: new Date(now).toISOString(), ok: problems.length === 0, problems, rows };
+}
+
+export interface HealthCheck {
+  report: StatusReport;
+  /** Problems the previous completed BackupHealth run reported (what was already alarmed on). */
+  previousProblems: string[];
+}
+
+export function createHealthActivities({ config }: ActivityDeps) {
+  return {
+    async checkHealth(): Promise<HealthCheck> {
+      const client = getClient();
+      const report = await collectStatus(config, client);
+      const previous = await lastRun(client, 'BackupHealth', true).catch(() => undefined);
+      const previousProblems = (previous?.result as { problems?: string[] } | undefined)?.problems ?? [];
+      return { report, previousProblems };
+    },
+  };
+}

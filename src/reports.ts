@@ -1,0 +1,76 @@
+// The reports of RestoreDrill, `status` and BackupHealth, and the pure rules over them. Pure:
+// workflows import it.
+
+/** "database: schema.table" → rows. */
+export type RowCounts = Record<string, number>;
+
+export interface TableDifference {
+  table: string;
+  /** undefined: the table is missing on that side. */
+  recorded?: number;
+  restored?: number;
+}
+
+export interface DrillResult {
+  dump: string;
+  engine: 'host';
+  postgresVersion: string;
+  tables: number;
+  rows: number;
+  differences: TableDifference[];
+  /** Statements that failed while loading (psql's ERROR lines). */
+  loadErrors: string[];
+  passed: boolean;
+  loadMs: number;
+  durationMs: number;
+}
+
+/** Tables whose counts differ, or that exist on one side only. */
+export function compareRowCounts(recorded: RowCounts, restored: RowCounts): TableDifference[] {
+  const tables = [...new Set([...Object.keys(recorded), ...Object.keys(restored)])].sort();
+  return tables
+    .filter((t) => recorded[t] !== restored[t])
+    .map((t) => ({ table: t, ...(t in recorded ? { recorded: recorded[t] } : {}), ...(t in restored ? { restored: restored[t] } : {}) }));
+}
+
+/** Why a drill failed, in one line: the differing tables, then the load errors. */
+export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors'>): string {
+  const parts: string[] = [];
+  if (r.differences.length) parts.push(`${r.differences.length} table(s) differ from the counts recorded at dump time: ${describeDifferences(r.differences)}`);
+  if (r.loadErrors.length) parts.push(`${r.loadErrors.length} statement(s) failed while loading, first: ${r.loadErrors[0]}`);
+  return parts.join('; ');
+}
+
+export function describeDifferences(differences: TableDifference[]): string {
+  const shown = differences.slice(0, 5).map((d) => `${d.table} ${d.recorded ?? 'missing'} recorded, ${d.restored ?? 'missing'} restored`);
+  return shown.join('; ') + (differences.length > 5 ? `; and ${differences.length - 5} more` : '');
+}
+
+export type RowState = 'ok' | 'stale' | 'missing' | 'failed' | 'unreachable' | 'paused' | 'running' | 'never';
+
+/** States that make `status` exit non-zero and BackupHealth alarm. */
+export const PROBLEM_STATES: ReadonlySet<RowState> = new Set(['stale', 'missing', 'failed', 'unreachable']);
+
+export interface StatusRow {
+  /** local-dump, nas-copy, library-mirror, schedule:<id>, last-run:<kind>, temporal */
+  id: string;
+  state: RowState;
+  problem: boolean;
+  summary: string;
+  details?: Record<string, unknown>;
+}
+
+export interface StatusReport {
+  checkedAt: string;
+  ok: boolean;
+  /** "<row id> <state>: <summary>", one per problem row. */
+  problems: string[];
+  rows: StatusRow[];
+}
+
+/** Problems are compared by row and state, not wording (ages change every hour): "local-dump stale". */
+export function problemKey(problem: string): string {
+  const [id, state] = problem.split(' ');
+  return `${id} ${(state ?? '').replace(/:$/, '')}`;
+}
+

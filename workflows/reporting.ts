@@ -1,0 +1,50 @@
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import { isCancellation, log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { NotificationEvent } from '../activities/notify.js';
+import { innermostMessage } from '../src/failure.js';
+import { SEARCH_ATTRIBUTES, WORKFLOW_KINDS, type Outcome, type WorkflowType } from '../src/ids.js';
+import { notifying } from './activity-options.js';
+
+// What every scheduled workflow shares: its kind and outcome as search attributes (filterable in
+// the UI and with `temporal workflow list --query`), and notifications on start, success and
+// failure. A notification that cannot be delivered is retried, then logged: never the run's failure.
+
+const KIND = defineSearchAttributeKey(SEARCH_ATTRIBUTES.kind, SearchAttributeType.KEYWORD);
+const OUTCOME = defineSearchAttributeKey(SEARCH_ATTRIBUTES.outcome, SearchAttributeType.KEYWORD);
+
+export function setOutcome(type: WorkflowType, outcome: Outcome): void {
+  upsertSearchAttributes([
+    { key: KIND, value: WORKFLOW_KINDS[type] },
+    { key: OUTCOME, value: outcome },
+  ]);
+}
+
+/** Delivers one event; a failure after the retries is logged, not raised. */
+export async function announce(type: WorkflowType, event: NotificationEvent['event'], message: string): Promise<void> {
+  const e: NotificationEvent = { kind: WORKFLOW_KINDS[type], workflowId: workflowInfo().workflowId, event, message, at: new Date(Date.now()).toISOString() };
+  try {
+    await notifying.announce(e);
+  } catch (err) {
+    log.warn('notification not delivered after retries', { event, reason: innermostMessage(err) });
+  }
+}
+
+/**
+ * Runs a workflow body as a reported run: outcome "running" → "success" | "failure", a start ping
+ * sent alongside the work, a success or failure event at the end. The body's error is rethrown.
+ */
+export async function reported<R>(type: WorkflowType, body: () => Promise<R>, summary: (report: R) => string): Promise<R> {
+  setOutcome(type, 'running');
+  const started = announce(type, 'start', `${WORKFLOW_KINDS[type]} started`);
+  try {
+    const report = await body();
+    setOutcome(type, 'success');
+    await Promise.all([started, announce(type, 'success', summary(report))]);
+    return report;
+  } catch (err) {
+    setOutcome(type, 'failure');
+    // A cancelled run is an operator's decision, not an alarm.
+    if (!isCancellation(err)) await Promise.all([started, announce(type, 'failure', `${WORKFLOW_KINDS[type]} failed: ${innermostMessage(err)}`)]);
+    throw err;
+  }
+}

@@ -1,0 +1,34 @@
+import { ApplicationFailure, log } from '@temporalio/workflow';
+import { describeDrillFailure, type DrillResult } from '../src/reports.js';
+import { DrillFailedError } from '../src/errors.js';
+import { drilling } from './activity-options.js';
+import { reported } from './reporting.js';
+
+export interface RestoreDrillInput {
+  trigger?: string;
+}
+
+export type RestoreDrillReport = DrillResult & { trigger: string };
+
+/**
+ * Proof that the newest backup restores: it is loaded into a throwaway PostgreSQL (never the live
+ * one) and every table's row count compared with what NightlyDbBackup recorded at dump time.
+ * Differing tables fail the run (DrillFailedError, the report in its details), which alerts.
+ */
+export async function RestoreDrill(input: RestoreDrillInput = {}): Promise<RestoreDrillReport> {
+  return reported('RestoreDrill', () => body(input), (r) => `passed: ${r.dump} restored, ${r.tables} tables and ${r.rows} rows as recorded`);
+}
+
+async function body(input: RestoreDrillInput): Promise<RestoreDrillReport> {
+  const report = { ...(await drilling.restoreDrill()), trigger: input.trigger ?? 'manual' };
+  if (!report.passed) {
+    throw ApplicationFailure.create({
+      type: DrillFailedError.name,
+      nonRetryable: true,
+      message: `restore drill of ${report.dump} failed: ${describeDrillFailure(report)}`,
+      details: [report],
+    });
+  }
+  log.info('restore drill passed', { dump: report.dump, tables: report.tables, rows: report.rows });
+  return report;
+}
