@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Config } from '../src/config.js';
 import { partialFileName, rowCountsFileName } from '../src/dump-names.js';
-import { ChecksumMismatchError, CommandNotFoundError, DumpNotFoundError } from '../src/errors.js';
+import { ChecksumMismatchError, CommandNotFoundError, ConfigError, DumpNotFoundError } from '../src/errors.js';
 import { checksummedDumps, sha256OfFile } from './checksums.js';
-import { postgresCommand } from './container.js';
+import { createContainerActivities, postgresCommand } from './container.js';
 import type { ActivityDeps } from './deps.js';
 import { writeFileAtomic } from './fs-safe.js';
 import { loadDump } from './restore.js';
@@ -74,9 +74,137 @@ function freeLoopbackPort(): Promise<number> {
   });
 }
 
+/** A PostgreSQL server that exists for one drill: queried, loaded, then removed. */
+interface Throwaway {
+  engine: DrillResult['engine'];
+  /** Where it runs, for messages: "127.0.0.1:PORT (initdb in DIR)" or "container NAME (IMAGE)". */
+  where: string;
+  query: (database: string, sql: string) => Promise<string>;
+  /** psql reading SQL from stdin into the `postgres` database, without ON_ERROR_STOP. */
+  loader: { file: string; args: string[]; env: Record<string, string> };
+  remove(): Promise<void>;
+}
+
+async function waitUntilReady(probe: () => Promise<boolean>, gone: () => Promise<string | undefined>, what: string): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const exited = await gone();
+    if (exited !== undefined) throw new Error(`the throwaway PostgreSQL (${what}) stopped: ${exited}`);
+    if (await probe()) return;
+    if (Date.now() > deadline) throw new Error(`the throwaway PostgreSQL (${what}) did not accept connections within 120 s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** initdb from the host's binaries into a temporary directory, on a free loopback port; as root, run as drill.runAs. */
+async function hostThrowaway(config: Config, bin: string): Promise<Throwaway> {
+  const user = config.postgres.user;
+  const ids = process.getuid?.() === 0 ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await execa('id', [flag, config.drill.runAs])).stdout))) : undefined;
+  const owner = ids ? { uid: ids[0]!, gid: ids[1]! } : {};
+  const base = await mkdtemp(join(config.drill.workDir ?? tmpdir(), 'immich-backup-drill-'));
+  let server: ResultPromise | undefined;
+  const remove = async () => {
+    if (server && server.exitCode === null) {
+      server.kill('SIGINT'); // fast shutdown
+      const timer = setTimeout(() => server?.kill('SIGKILL'), 30_000);
+      await server;
+      clearTimeout(timer);
+    }
+    await rm(base, { recursive: true, force: true });
+  };
+  try {
+    if (ids) await chown(base, ids[0]!, ids[1]!);
+    const data = join(base, 'data');
+    await execa(join(bin, 'initdb'), ['-D', data, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...owner, cwd: base });
+    const port = await freeLoopbackPort();
+    const settings = ['listen_addresses=127.0.0.1', 'fsync=off', 'full_page_writes=off', 'synchronous_commit=off'].flatMap((c) => ['-c', c]);
+    server = execa(join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', base, ...settings], { ...owner, cwd: base, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true });
+    const running = server;
+    const env = { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: user };
+    const where = `127.0.0.1:${port}, initdb from ${bin}`;
+    await waitUntilReady(
+      async () => (await execa(join(bin, 'pg_isready'), ['-q'], { env, reject: false })).exitCode === 0,
+      async () => (running.exitCode !== null ? stderrTail((await running).stderr) : undefined),
+      where,
+    );
+    return {
+      engine: 'host',
+      where,
+      query: (database, sql) => execa(join(bin, 'psql'), psqlQueryArgs(user, database, sql), { env }).then((r) => r.stdout),
+      loader: { file: join(bin, 'psql'), args: ['-X', '-q', '-U', user, '-d', 'postgres'], env },
+      remove,
+    };
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+}
+
+/** A container of the live database's image (or drill.image), reached only through `docker exec`; nothing published. */
+async function containerThrowaway(config: Config, live: () => Promise<PostgresTarget>, name: string): Promise<Throwaway> {
+  const docker = config.docker.command;
+  const user = config.postgres.user;
+  let image = config.drill.image;
+  if (!image) {
+    const target = await live();
+    if (target.runtime !== 'docker') throw new ConfigError('drill.engine container needs drill.image when postgres.runtime is none');
+    image = (await runCommand(docker, ['inspect', '--format', '{{.Config.Image}}', target.container], { label: `${docker} inspect` })).stdout.trim();
+  }
+  // A retry after a lost worker finds its predecessor's throwaway under the same name: remove it first.
+  await runCommand(docker, ['rm', '-f', name], { label: `${docker} rm` }).catch(() => undefined);
+  // The image's init server listens on its socket only; the real one also on 127.0.0.1 inside the container.
+  await runCommand(docker, ['run', '-d', '--rm', '--name', name, '-e', `POSTGRES_USER=${user}`, '-e', 'POSTGRES_HOST_AUTH_METHOD=trust', image], { label: `${docker} run` });
+  const remove = async () => {
+    await runCommand(docker, ['rm', '-f', name], { label: `${docker} rm` }).catch(() => undefined);
+  };
+  const where = `container ${name} (${image})`;
+  const target: PostgresTarget = { runtime: 'docker', container: name };
+  const local = { ...config, postgres: { ...config.postgres, password: undefined } };
+  const command = (args: string[]) => postgresCommand(local, target, 'psql', ['-h', '127.0.0.1', ...args]);
+  try {
+    await waitUntilReady(
+      async () => {
+        const ready = postgresCommand(local, target, 'pg_isready', ['-q', '-h', '127.0.0.1', '-U', user]);
+        return (await execa(ready.file, ready.args, { reject: false })).exitCode === 0;
+      },
+      async () => {
+        const r = await execa(docker, ['inspect', '--format', '{{.State.Running}}', name], { reject: false });
+        return r.exitCode === 0 && r.stdout.trim() === 'true' ? undefined : r.stderr.trim() || 'the container is not running';
+      },
+      where,
+    );
+    return {
+      engine: 'container',
+      where,
+      query: async (database, sql) => {
+        const c = command(psqlQueryArgs(user, database, sql));
+        return (await runCommand(c.file, c.args, { label: 'psql (drill)', env: c.env })).stdout;
+      },
+      loader: command(['-X', '-q', '-U', user, '-d', 'postgres']),
+      remove,
+    };
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+}
+
 export function createDrillActivities({ config, logger }: ActivityDeps) {
   const dir = config.backup.dir;
   const user = config.postgres.user;
+
+  /** drill.engine auto: the host's binaries where they exist, else a container of the live database's image. */
+  async function throwaway(stamp: string): Promise<Throwaway> {
+    const engine = config.drill.engine;
+    const bin = engine === 'container' ? undefined : hostPostgresBinDir(config);
+    if (bin) return hostThrowaway(config, bin);
+    if (engine === 'host') throw new CommandNotFoundError('no PostgreSQL server binaries (initdb, postgres, psql) on this host: install the postgresql package, set drill.binDir, or use drill.engine container');
+    if (config.postgres.runtime !== 'docker' && !config.drill.image) {
+      throw new CommandNotFoundError('no PostgreSQL server binaries on this host and no container to take an image from: install the postgresql package or set drill.image');
+    }
+    // Only the container engine needs the live container (for its image): the drill never touches it otherwise.
+    return containerThrowaway(config, () => createContainerActivities({ config, logger }).discoverPostgresContainer(), `immich-backup-drill-${stamp}`);
+  }
 
   return {
     /** NightlyDbBackup's extra step: each table's row count, written beside the dump (atomically, 0600). */
@@ -92,8 +220,11 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       return { tables: Object.keys(tables).length, rows };
     },
 
-    /** Restores the newest dump that has recorded row counts into a throwaway cluster and compares. */
-    async restoreDrill(): Promise<DrillResult> {
+    /**
+     * Restores the newest dump that has recorded row counts into a throwaway PostgreSQL, counts
+     * every table, compares, and removes the throwaway whatever happened.
+     */
+    async restoreDrill({ stamp }: { stamp: string }): Promise<DrillResult> {
       const started = Date.now();
       const dumps = await checksummedDumps(dir);
       const dump = dumps.reverse().find((d) => existsSync(join(dir, rowCountsFileName(d.file))));
@@ -103,72 +234,39 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       const actual = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking ${dump.file}` }));
       if (actual !== dump.sha256) throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${actual}, its .sha256 says ${dump.sha256}: the drill did not restore it`);
 
-      const bin = hostPostgresBinDir(config);
-      if (!bin) throw new CommandNotFoundError('no PostgreSQL server binaries (initdb, postgres, psql) on this host: install the postgresql package or set drill.binDir');
-      const asRoot = process.getuid?.() === 0;
-      const ids = asRoot
-        ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await execa('id', [flag, config.drill.runAs])).stdout)))
-        : undefined;
-      const owner = ids ? { uid: ids[0]!, gid: ids[1]! } : {};
-      const base = await mkdtemp(join(config.drill.workDir ?? tmpdir(), 'immich-backup-drill-'));
-      let server: ResultPromise | undefined;
+      const server = await withHeartbeats(throwaway(stamp), () => ({ step: 'drill: starting a throwaway PostgreSQL' }));
       try {
-        if (ids) await chown(base, ids[0]!, ids[1]!);
-        const data = join(base, 'data');
-        await execa(join(bin, 'initdb'), ['-D', data, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...owner, cwd: base });
-        const port = await freeLoopbackPort();
-        server = execa(join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'synchronous_commit=off'], {
-          ...owner,
-          cwd: base,
-          stdin: 'ignore',
-          stdout: 'ignore',
-          stderr: 'pipe',
-          reject: false,
-          cleanup: true,
-        });
-        const env = { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: user };
-        const psql = (database: string, sql: string) => execa(join(bin, 'psql'), psqlQueryArgs(user, database, sql), { env }).then((r) => r.stdout);
-        const deadline = Date.now() + 60_000;
-        for (;;) {
-          if (server.exitCode !== null) throw new Error(`the throwaway PostgreSQL exited: ${stderrTail((await server).stderr)}`);
-          if ((await execa(join(bin, 'pg_isready'), ['-q'], { env, reject: false })).exitCode === 0) break;
-          if (Date.now() > deadline) throw new Error('the throwaway PostgreSQL did not accept connections within 60 s');
-          await new Promise((r) => setTimeout(r, 200));
-        }
-        const postgresVersion = await psql('postgres', 'SHOW server_version');
+        const postgresVersion = (await server.query('postgres', 'SHOW server_version')).trim();
         const loadStarted = Date.now();
         // Without ON_ERROR_STOP: a statement that fails (a constraint the data breaks, an extension
-        // the host lacks) is reported with the tables it leaves short, not instead of them.
-        const { stderr } = await loadDump({ file: dump.file, path }, user, { file: join(bin, 'psql'), args: ['-X', '-q', '-U', user, '-d', 'postgres'], env }, 'drill: restoring into a throwaway PostgreSQL');
+        // the server lacks) is reported with the tables it leaves short, not instead of them.
+        const { stderr } = await loadDump({ file: dump.file, path }, user, server.loader, `drill: restoring into ${server.where}`);
         const loadErrors = stderr.split('\n').flatMap((line) => {
           const m = /ERROR:\s+(.*)$/.exec(line);
           return m ? [m[1]!.trim()] : [];
         });
         const loadMs = Date.now() - loadStarted;
-        const restored = await withHeartbeats(countRows(psql), () => ({ step: 'drill: counting rows' }));
+        const missingExtension = server.engine === 'host' && loadErrors.some((e) => /extension ".*" is not available|could not open extension control file/.test(e));
+        const restored = await withHeartbeats(countRows(server.query), () => ({ step: 'drill: counting rows' }));
         const differences = compareRowCounts(recorded, restored);
         const result: DrillResult = {
           dump: dump.file,
-          engine: 'host',
+          engine: server.engine,
+          server: server.where,
           postgresVersion,
           tables: Object.keys(restored).length,
           rows: Object.values(restored).reduce((a, b) => a + b, 0),
           differences,
           loadErrors,
           passed: differences.length === 0 && loadErrors.length === 0,
+          ...(missingExtension ? { hint: "the host's PostgreSQL lacks an extension the dump uses (Immich's vector extensions): set drill.engine: container" } : {}),
           loadMs,
           durationMs: Date.now() - started,
         };
-        logger.info({ dump: dump.file, passed: result.passed, differences: differences.length, loadErrors: loadErrors.length, tables: result.tables }, 'restore drill done');
+        logger.info({ dump: dump.file, engine: server.engine, passed: result.passed, differences: differences.length, loadErrors: loadErrors.length, tables: result.tables }, 'restore drill done');
         return result;
       } finally {
-        if (server && server.exitCode === null) {
-          server.kill('SIGINT'); // fast shutdown
-          const timer = setTimeout(() => server?.kill('SIGKILL'), 30_000);
-          await server;
-          clearTimeout(timer);
-        }
-        await rm(base, { recursive: true, force: true });
+        await server.remove();
       }
     },
   };

@@ -107,12 +107,14 @@ async function nasRow(config: Config, now: number): Promise<StatusRow> {
 async function mirrorRow(config: Config, client: Client | undefined, now: number): Promise<StatusRow> {
   const lib = config.library;
   const last = client ? await lastRun(client, 'WeeklyLibraryMirror', true).catch(() => undefined) : undefined;
-  const lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : 'never mirrored';
+  const lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : client ? 'never mirrored' : 'last run unknown (Temporal not reachable)';
   const details: Record<string, unknown> = { mountPoint: lib.mountPoint, ...(last ? { lastSuccess: last.closedAt.toISOString(), workflowId: last.workflowId, report: last.result } : {}) };
   if (!(await isMountPoint(lib.mountPoint))) return row('library-mirror', 'unreachable', `drive not mounted at ${lib.mountPoint}; ${lastText}`, details);
   const fs = await statfs(lib.mountPoint);
   const used = (fs.blocks - fs.bfree) * fs.bsize;
   details.driveUsedBytes = used;
+  // Without Temporal the last run is unknown, not missing: the temporal row carries that problem.
+  if (!client) return row('library-mirror', 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; last run unknown (Temporal not reachable)`, details, false);
   if (!last) return row('library-mirror', 'missing', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}`, details);
   const stale = now - last.closedAt.getTime() > config.status.mirrorStaleDays * 24 * HOUR_MS;
   return row('library-mirror', stale ? 'stale' : 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}${stale ? ` (stale after ${config.status.mirrorStaleDays} days)` : ''}`, details);

@@ -5,15 +5,15 @@
 //             RSS during (d) at two database sizes
 //   restore:  (e) gunzip | psql (zstd -dc | psql) vs (f) RestoreDatabase's restore step
 //   library:  (g) rsync -a vs (h) WeeklyLibraryMirror, first copy and no-change rerun
-// Usage: npm run bench -- [--size 1] [--small 0.25] [--runs 3] [--files 135000] [--seed 0] [--only db,restore,library]
-// (restore needs db; results/latest.* are written only for a run of all three parts).
+// Usage: npm run bench -- [--size 1] [--small 0.25] [--runs 3] [--files 135000] [--seed 0] [--only db,restore,drill,library]
+// (restore and drill need db; results/latest.* are written only for a run of all four parts).
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
-import type { NightlyDbBackupReport, RestoreDatabaseReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
+import type { NightlyDbBackupReport, RestoreDatabaseReport, RestoreDrillReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 import { spawnCli, workerStarted } from '../test/helpers/cli.js';
 import { makeLibrary, mountTmpfs } from '../test/helpers/library.js';
 import { repoRoot } from '../test/helpers/paths.js';
@@ -29,7 +29,7 @@ const { values: opts } = parseArgs({
     runs: { type: 'string', default: '3' },
     files: { type: 'string', default: '135000' },
     seed: { type: 'string', default: '0' },
-    only: { type: 'string', default: 'db,restore,library' },
+    only: { type: 'string', default: 'db,restore,drill,library' },
   },
 });
 const PARTS = new Set(opts.only.split(','));
@@ -92,6 +92,7 @@ const WHEN_MISSED: Record<string, string> = {
   'rss-flat': 'memory grew with the database: bytes must be streaming through the worker somewhere.',
   'restore-gz': 'the restore step streams through this process: compare (f) with (e).',
   'restore-zst': 'the restore step streams through this process: compare (f) with (e).',
+  drill: 'RestoreDrill also checks the sha256 (a full read of the dump) and counts every table exactly; compare its load time (note of (j)) with (i).',
   'mirror-first': 'rsync\'s per-file --info=progress2 lines (the live percent in the UI) and the nice/ionice priority cost a few percent on tmpfs.',
   'mirror-rerun':
     'a no-change rerun of rsync takes well under a second here, so the workflow\'s fixed cost (start, one activity round trip, the result) is a larger share of it; on a real USB drive rsync\'s own scan dominates.',
@@ -246,6 +247,39 @@ try {
     rows.push({ id: 'f', what: `RestoreDatabase's restore step (${w.compressor} dump)`, seconds: secs(median(r.f)), ratio: { to: 'e', value: median(r.f) / e }, note: `whole workflow incl. verify, restore point, stop/start ${secs(median(r.whole))} s` });
   }
 
+  // --- drill: (i) a throwaway restore by hand vs (j) RestoreDrill, on the default compressor's dump --
+  if (PARTS.has('drill')) {
+    const w = big.find((x) => x.compressor === DEFAULT)!;
+    const dump = perCompressor.get(DEFAULT)!.last!;
+    const r = { i: [] as number[], j: [] as number[], load: [] as number[] };
+    let last: RestoreDrillReport | undefined;
+    for (let k = 0; k < RUNS; k++) {
+      // What an operator would type: a fresh cluster, gunzip | psql, stop and remove it.
+      r.i.push(
+        await timed(async () => {
+          const fresh = await startPostgres();
+          const psql = execa(join(pgBin, 'psql'), ['-X', '-q', '-d', 'postgres'], { env: fresh.env, reject: false, stdout: 'ignore', stderr: 'ignore' });
+          await execa('gunzip', ['-c', dump.path], { buffer: false }).pipe(psql);
+          await fresh.stop();
+        }),
+      );
+      r.j.push(await timed(async () => (last = await w.execute<RestoreDrillReport>('RestoreDrill'))));
+      if (!last!.passed || last!.dump !== dump.file) throw new Error(`the drill did not pass on ${dump.file}: ${JSON.stringify(last!.differences)} ${last!.loadErrors.join('; ')}`);
+      r.load.push(last!.loadMs);
+      log(`drill round ${k + 1}/${RUNS}: (i) ${secs(r.i.at(-1)!)} s, (j) ${secs(r.j.at(-1)!)} s (load ${secs(last!.loadMs)} s)`);
+    }
+    const i = median(r.i);
+    rows.push({ id: 'i', what: `by hand: initdb, gunzip -c | psql into it, stop, remove (${DEFAULT} dump)`, seconds: secs(i), ratio: { to: 'i', value: 1 } });
+    rows.push({
+      id: 'j',
+      what: 'RestoreDrill via Temporal: sha256, throwaway, load, count every table, compare, remove',
+      seconds: secs(median(r.j)),
+      ratio: { to: 'i', value: median(r.j) / i },
+      note: `load ${secs(median(r.load))} s; ${last!.tables} tables, ${last!.rows} rows compared`,
+    });
+    facts.drill = { runs: RUNS, tables: last!.tables, rows: last!.rows };
+  }
+
   // --- library: (g) rsync -a vs (h) WeeklyLibraryMirror on two tmpfs drives ----------------------
   let libraryBytes = 0;
   if (PARTS.has('library')) {
@@ -303,6 +337,7 @@ try {
     { id: 'rss-flat', what: `worker peak RSS, ${SIZE} GB vs ${SMALL} GB, ${gz}`, measured: Math.abs((rss.large?.[gz] ?? NaN) / (rss.small?.[gz] ?? NaN) - 1) * 100, limit: 10, unit: '%' },
     { id: 'restore-gz', what: '(f)/(e), .sql.gz', measured: ratio('f', gz), limit: 1.2, unit: 'x' },
     { id: 'restore-zst', what: '(f)/(e), .sql.zst', measured: ratio('f', 'zstd'), limit: 1.2, unit: 'x' },
+    { id: 'drill', what: '(j)/(i), restore drill', measured: ratio('j', 'RestoreDrill'), limit: 1.2, unit: 'x' },
     { id: 'mirror-first', what: '(h)/(g), first copy', measured: ratio('h', 'first copy'), limit: 1.1, unit: 'x' },
     { id: 'mirror-rerun', what: '(h)/(g), no-change rerun', measured: ratio('h', 'no-change'), limit: 1.1, unit: 'x' },
   ]
@@ -334,7 +369,7 @@ try {
     '',
   ].join('\n');
   console.log(md);
-  if (PARTS.size === 3 && ['db', 'restore', 'library'].every((p) => PARTS.has(p))) {
+  if (PARTS.size === 4 && ['db', 'restore', 'drill', 'library'].every((p) => PARTS.has(p))) {
     const out = join(repoRoot, 'bench', 'results');
     await mkdir(out, { recursive: true });
     await writeFile(join(out, 'latest.json'), `${JSON.stringify(result, null, 2)}\n`);

@@ -89,12 +89,13 @@ function backupCommand<R>(name: string, description: string, workflowType: Workf
 
 backupCommand<NightlyDbBackupReport>(
   'db',
-  'Run NightlyDbBackup now: pg_dumpall + the configured compressor into backup.dir, validate, prune; prints the report',
+  'Run NightlyDbBackup now: pg_dumpall + the configured compressor into backup.dir, validate, record row counts, prune; prints the report',
   'NightlyDbBackup',
   (r) =>
     `backup written: ${r.path}\n` +
     `  ${formatBytes(r.bytes)}, sha256 ${r.sha256}\n` +
-    `  from ${r.source} in ${(r.durationMs / 1000).toFixed(1)} s; pruned ${r.pruned.length} old dump(s)${r.pruned.length ? `: ${r.pruned.join(', ')}` : ''}`,
+    `  from ${r.source} in ${(r.durationMs / 1000).toFixed(1)} s; row counts of ${r.rowCounts.tables} tables recorded (${r.rowCounts.rows} rows)\n` +
+    `  pruned ${r.pruned.length} old dump(s)${r.pruned.length ? `: ${r.pruned.join(', ')}` : ''}`,
 );
 
 backupCommand<OffsiteSyncReport>(

@@ -203,11 +203,17 @@ const notificationsSchema = z.strictObject({
 });
 
 const drillSchema = z.strictObject({
-  /** host: initdb from the host's PostgreSQL binaries on a free loopback port. */
-  engine: z.enum(['host']).default('host'),
+  /**
+   * host: initdb from the host's PostgreSQL binaries on a free loopback port. container: a
+   * throwaway container of the live database's image (Immich's, with its vector extensions, which
+   * host binaries lack). auto: host where the binaries exist, else container.
+   */
+  engine: z.enum(['auto', 'host', 'container']).default('auto'),
+  /** The container engine's image; unset: the live database container's own. */
+  image: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'an image reference').optional(),
   /** Directory with initdb, postgres and psql; unset: postgres.binDir, the newest /usr/lib/postgresql/N/bin, then PATH. */
   binDir: z.string().min(1).transform(expandHome).optional(),
-  /** Where the throwaway cluster lives while the drill runs (needs room for the restored database). */
+  /** Where the host engine's throwaway cluster lives while the drill runs: room for the restored database, readable by runAs. */
   workDir: z.string().min(1).transform(expandHome).optional(),
   /** As root the throwaway server runs as this user (PostgreSQL refuses root). */
   runAs: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a user name').default('postgres'),

@@ -13,13 +13,17 @@ export interface TableDifference {
 
 export interface DrillResult {
   dump: string;
-  engine: 'host';
+  engine: 'host' | 'container';
+  /** Where the throwaway ran: "127.0.0.1:PORT, initdb from DIR" or "container NAME (IMAGE)". */
+  server: string;
   postgresVersion: string;
   tables: number;
   rows: number;
   differences: TableDifference[];
   /** Statements that failed while loading (psql's ERROR lines). */
   loadErrors: string[];
+  /** What to change when the failure is the throwaway's, not the dump's (an extension the host lacks). */
+  hint?: string;
   passed: boolean;
   loadMs: number;
   durationMs: number;
@@ -34,10 +38,11 @@ export function compareRowCounts(recorded: RowCounts, restored: RowCounts): Tabl
 }
 
 /** Why a drill failed, in one line: the differing tables, then the load errors. */
-export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors'>): string {
+export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors' | 'hint'>): string {
   const parts: string[] = [];
   if (r.differences.length) parts.push(`${r.differences.length} table(s) differ from the counts recorded at dump time: ${describeDifferences(r.differences)}`);
   if (r.loadErrors.length) parts.push(`${r.loadErrors.length} statement(s) failed while loading, first: ${r.loadErrors[0]}`);
+  if (r.hint) parts.push(r.hint);
   return parts.join('; ');
 }
 

@@ -1,6 +1,7 @@
 import { ApplicationFailure, log } from '@temporalio/workflow';
 import { describeDrillFailure, type DrillResult } from '../src/reports.js';
 import { DrillFailedError } from '../src/errors.js';
+import { formatStamp } from '../src/dump-names.js';
 import { drilling } from './activity-options.js';
 import { reported } from './reporting.js';
 
@@ -20,7 +21,8 @@ export async function RestoreDrill(input: RestoreDrillInput = {}): Promise<Resto
 }
 
 async function body(input: RestoreDrillInput): Promise<RestoreDrillReport> {
-  const report = { ...(await drilling.restoreDrill()), trigger: input.trigger ?? 'manual' };
+  // The stamp names a container engine's throwaway: the same on every retry of this run.
+  const report = { ...(await drilling.restoreDrill({ stamp: formatStamp(new Date(Date.now())).replace('_', '-') })), trigger: input.trigger ?? 'manual' };
   if (!report.passed) {
     throw ApplicationFailure.create({
       type: DrillFailedError.name,

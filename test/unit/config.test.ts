@@ -69,6 +69,27 @@ describe('config', () => {
     );
   });
 
+  test('status thresholds, notifications and the drill: defaults, bad values named, URLs redacted when printed', () => {
+    const config = parseConfig({});
+    assert.deepEqual(config.status, { dbStaleHours: 26, offsiteStaleHours: 26, mirrorStaleDays: 8, drillStaleDays: 8 });
+    assert.equal(config.schedules.backupHealth, '15 * * * *');
+    assert.equal(config.drill.engine, 'auto');
+    assert.throws(
+      () => parseConfig({ notifications: { webhooks: ['ftp://x/y'], ntfy: ['not a url'], pings: { nightly: 'https://hc-ping.com/x' } }, drill: { engine: 'vm', image: 'a b' }, status: { dbStaleHours: 0 } }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        for (const path of ['notifications.webhooks.0', 'notifications.ntfy.0', 'notifications.pings.nightly: unknown key', 'drill.engine', 'drill.image', 'status.dbStaleHours']) {
+          assert.ok(err.message.includes(path), `${path} in: ${err.message}`);
+        }
+        return true;
+      },
+    );
+    const secret = parseConfig({ notifications: { webhooks: ['https://hooks.example.net/T0KEN?sig=abc'], ntfy: ['https://ntfy.sh/immich-9f2c'], pings: { nightlyDbBackup: 'https://hc-ping.com/0b7e-uuid' } } });
+    const printed = JSON.stringify(redactConfig(secret));
+    for (const token of ['T0KEN', 'sig=abc', 'immich-9f2c', '0b7e-uuid']) assert.ok(!printed.includes(token), token);
+    assert.deepEqual(redactConfig(secret).notifications.ntfy, ['https://ntfy.sh/[redacted]']);
+  });
+
   test('a compression level the chosen compressor does not accept is refused; zstd writes .sql.zst up to level 19', () => {
     assert.throws(() => parseConfig({ backup: { compressor: 'igzip', compressionLevel: 4 } }), /backup\.compressionLevel: above what the compressor accepts/);
     assert.throws(() => parseConfig({ backup: { compressor: 'pigz', compressionLevel: 12 } }), /backup\.compressionLevel/);

@@ -88,7 +88,7 @@ describe('immich-backup CLI', () => {
     await new Promise((r) => setTimeout(r, 1100)); // one dump name per second
     const r = await cli(['-c', configFile, 'backup', 'db']);
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.match(r.stdout, /^backup written: .*immich_\d{8}_\d{6}\.sql\.gz\n {2}\d+\.\d (KiB|MiB), sha256 [0-9a-f]{64}\n {2}from immich_postgres in \d+\.\d s; pruned 0 old dump\(s\)\n$/);
+    assert.match(r.stdout, /^backup written: .*immich_\d{8}_\d{6}\.sql\.gz\n {2}\d+\.\d (KiB|MiB), sha256 [0-9a-f]{64}\n {2}from immich_postgres in \d+\.\d s; row counts of 5 tables recorded \(\d+ rows\)\n {2}pruned 0 old dump\(s\)\n$/);
     assert.equal((await listDir(backupDir)).filter((n) => n.endsWith('.sql.gz')).length, 2);
   });
 

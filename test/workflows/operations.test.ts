@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -26,6 +26,7 @@ import { runWorkflow } from '../helpers/run-workflow.js';
 import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { recordFault } from '../helpers/fault-matrix.js';
 
 // Operating it: status, the BackupHealth alarm, notifications, the restore drill, search
 // attributes and rerun, on real parts: a Temporal dev server, PostgreSQL, sshd on loopback as the
@@ -209,6 +210,7 @@ describe('status, drill, alarm and notifications', () => {
     assert.equal(rowOf(report, 'library-mirror').state, 'ok');
     assert.equal(rowOf(report, 'schedule:nightly-db-backup').state, 'ok');
     assert.deepEqual(report.problems.map((p) => p.split(':')[0]), ['nas-copy unreachable']);
+    await recordFault('NAS unreachable during `status`', `that row "unreachable" (${nas.summary.slice(0, 90)}…); the other ${report.rows.length - 1} rows reported; exit 1`);
   });
 
   test('a drive that is not mounted is reported as such, with the last successful mirror', async () => {
@@ -253,6 +255,7 @@ describe('status, drill, alarm and notifications', () => {
     const described = await client.workflow.getHandle(first.workflowId).describe();
     assert.equal(described.status.name, 'COMPLETED');
     assert.equal(described.searchAttributes.BackupOutcome?.[0], 'alarm');
+    await recordFault('a webhook answering 503 once; another webhook down (connection refused)', 'first delivered on the retry, exactly once; the dead one tried on all 5 attempts, logged; BackupHealth still completed (outcome alarm)');
 
     // Still stale an hour later: no second alarm.
     const again = await runWorkflow<BackupHealthReport>(client, temporal.address, parseConfig(variant({ backup: { dir: staleDir } })), 'BackupHealth');
@@ -324,6 +327,32 @@ describe('status, drill, alarm and notifications', () => {
     assert.deepEqual([alert.kind, alert.event], ['restore-drill', 'failure']);
     assert.match(alert.message, /public\.assets 1500 recorded, 1490 restored/);
     assert.equal(receiver.delivered('/ping/drill/fail').length, 1);
+    await recordFault('a dump missing 10 rows of one table (lossy pg_dumpall)', 'the dump validated; RestoreDrill failed with DrillFailedError naming immich: public.assets 1500 recorded, 1490 restored (and the 3 foreign keys it broke); webhook, ntfy and /fail ping alerted; throwaway removed');
+  });
+
+  test('drill.engine container: a throwaway container of the live database\'s image, never published, removed afterwards', async () => {
+    const log = join(await tempDir('docker-log'), 'docker.log');
+    const state = await tempDir('docker-state');
+    await chmod(state, 0o755); // the throwaway server runs as the postgres user
+    Object.assign(process.env, { FIXTURE_DOCKER_LOG: log, FIXTURE_DOCKER_STATE: state });
+    try {
+      const { report, error } = await runWorkflow<RestoreDrillReport>(client, temporal.address, parseConfig(variant({ drill: { engine: 'container' } })), 'RestoreDrill');
+      assert.equal(error, undefined, String(error));
+      assert.equal(report!.engine, 'container');
+      assert.equal(report!.passed, true);
+      assert.deepEqual(report!.differences, []);
+      const name = /^container (immich-backup-drill-\d{8}-\d{6}) \(ghcr\.io\/immich-app\/postgres:14-vectorchord0\.4\.3-pgvectors0\.2\.0\)$/.exec(report!.server)?.[1];
+      assert.ok(name, report!.server);
+      const calls = (await readFile(log, 'utf8')).trim().split('\n').map((l) => l.split(' ').filter((_, i) => i !== 1).join(' '));
+      assert.ok(calls.includes('inspect {{.Config.Image}} immich_postgres'), calls.join('\n'));
+      assert.ok(calls.includes(`run ${name} ghcr.io/immich-app/postgres:14-vectorchord0.4.3-pgvectors0.2.0`), calls.join('\n'));
+      assert.equal(calls.filter((c) => c === `rm ${name}`).length, 2, 'removed before (a leftover of a lost attempt) and after');
+      assert.ok(!calls.some((c) => c.startsWith('exec') && c.includes('immich_postgres') && c.includes('psql -h')), 'the live database was not loaded into');
+      assert.deepEqual(await readdir(state), [], 'the throwaway is gone');
+    } finally {
+      delete process.env.FIXTURE_DOCKER_LOG;
+      delete process.env.FIXTURE_DOCKER_STATE;
+    }
   });
 
   test('search attributes: temporal workflow list --query finds runs by kind and outcome', async () => {

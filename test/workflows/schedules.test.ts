@@ -124,6 +124,6 @@ describe('schedules', () => {
   test('an unknown schedule id is refused', async () => {
     const r = await cli(['-c', configFile, 'schedules', 'trigger', 'rm -rf']);
     assert.equal(r.exitCode, 1);
-    assert.match(r.stderr, /^error: unknown schedule "rm -rf": expected one of nightly-db-backup, offsite-sync, weekly-library-mirror\n$/);
+    assert.match(r.stderr, /^error: unknown schedule "rm -rf": expected one of nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill\n$/);
   });
 });
