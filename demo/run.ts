@@ -24,10 +24,12 @@ let exitCode = 0;
 
 async function step(title: string, args: string[], env: Record<string, string>): Promise<string> {
   say(`${title}: immich-backup ${args.filter((a) => a !== '-c' && !a.endsWith('.yml')).join(' ')}`);
+  const t = performance.now();
   const r = await cli(args, env);
+  const seconds = ((performance.now() - t) / 1000).toFixed(1);
   process.stdout.write(String(r.stdout));
-  const progress = String(r.stderr).split('\n').filter((l) => l.startsWith('started ') || l.startsWith('error'));
-  if (progress.length) process.stdout.write(progress.map((l) => `  (${l})`).join('\n') + '\n');
+  const notes = String(r.stderr).split('\n').filter((l) => l.startsWith('started ') || l.startsWith('error'));
+  process.stdout.write(`  (${[...notes, `the command took ${seconds} s`].join('; ')})\n`);
   if (r.exitCode !== 0 && !(args.includes('status') && r.exitCode === 1)) throw new Error(`${title} failed (exit ${r.exitCode}): ${String(r.stderr).trim().split('\n').at(-1)}`);
   return String(r.stdout);
 }
