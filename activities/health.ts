@@ -21,7 +21,7 @@ import { nasLabel, runRemote } from './ssh.js';
 // NAS or drive (or Temporal) is that row's state and the others are still reported.
 
 const HOUR_MS = 3_600_000;
-const FAILED_STATUSES = new Set(['FAILED', 'TIMED_OUT', 'TERMINATED', 'CANCELED']);
+export const FAILED_STATUSES: ReadonlySet<string> = new Set(['FAILED', 'TIMED_OUT', 'TERMINATED', 'CANCELED']);
 /** Workflows whose failed last run is a problem; a failed restore is history an operator already saw. */
 const WATCHED: readonly WorkflowType[] = ['NightlyDbBackup', 'OffsiteSync', 'WeeklyLibraryMirror', 'RestoreDrill'];
 const SHOWN: readonly WorkflowType[] = [...WATCHED, 'BackupHealth', 'RestoreDatabase', 'RestoreLibrary'];
@@ -40,15 +40,21 @@ interface LastRun {
   failure?: string;
 }
 
-/** The newest closed run of a workflow type (with its result, or its failure in one line). */
-async function lastRun(client: Client, type: WorkflowType, onlyCompleted = false): Promise<LastRun | undefined> {
-  let newest: { workflowId: string; runId: string; status: string; closedAt: Date } | undefined;
+/** The newest closed run of a workflow type (visibility lists newest first; the first page is searched). */
+export async function newestClosedRun(client: Client, type: WorkflowType, onlyCompleted = false): Promise<{ workflowId: string; runId: string; status: string; closedAt: Date } | undefined> {
+  let newest: Awaited<ReturnType<typeof newestClosedRun>>;
   let seen = 0;
   const query = `WorkflowType = "${type}" AND ExecutionStatus ${onlyCompleted ? '= "Completed"' : '!= "Running"'}`;
   for await (const run of client.workflow.list({ query, pageSize: 20 })) {
     if (run.closeTime && (!newest || run.closeTime > newest.closedAt)) newest = { workflowId: run.workflowId, runId: run.runId, status: run.status.name, closedAt: run.closeTime };
     if (++seen >= 20) break;
   }
+  return newest;
+}
+
+/** The newest closed run of a workflow type, with its result, or its failure in one line. */
+async function lastRun(client: Client, type: WorkflowType, onlyCompleted = false): Promise<LastRun | undefined> {
+  const newest = await newestClosedRun(client, type, onlyCompleted);
   if (!newest) return undefined;
   const handle = client.workflow.getHandle(newest.workflowId, newest.runId);
   if (newest.status === 'COMPLETED') return { ...newest, result: await handle.result() };

@@ -1,12 +1,12 @@
-import { activityInfo, getClient, heartbeat } from '@temporalio/activity';
+import { getClient } from '@temporalio/activity';
 import { redactUrl } from '../src/config.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../src/ids.js';
 import type { ActivityDeps } from './deps.js';
+import { FAILED_STATUSES, newestClosedRun } from './health.js';
 
 // Notifications: healthchecks.io-style pings per workflow (start, success, fail), and for a
 // person (failure, recovery, alarm) a generic JSON webhook and ntfy topics. URLs stay in the
-// worker's config: workflow history only ever holds the event. A target that cannot be reached
-// fails the attempt after the others were tried; the retry sends only what is still undelivered.
+// worker's config: workflow history only ever holds the event and the targets' ids.
 
 export type NotificationEventType = 'start' | 'success' | 'failure' | 'recovered' | 'alarm';
 
@@ -22,8 +22,13 @@ export interface NotificationEvent {
 
 export interface AnnounceResult {
   delivered: string[];
+  /** "<target> <origin>: <reason>" for each target still undelivered after its retries. */
+  failed: string[];
   recovered: boolean;
 }
+
+const ATTEMPTS = 5;
+const FIRST_RETRY_MS = 2000;
 
 const PING_KEYS: Record<string, keyof import('../src/config.js').Config['notifications']['pings']> = {
   [WORKFLOW_KINDS.NightlyDbBackup]: 'nightlyDbBackup',
@@ -32,8 +37,6 @@ const PING_KEYS: Record<string, keyof import('../src/config.js').Config['notific
   [WORKFLOW_KINDS.RestoreDrill]: 'restoreDrill',
   [WORKFLOW_KINDS.BackupHealth]: 'backupHealth',
 };
-
-const FAILED_STATUSES = new Set(['FAILED', 'TIMED_OUT', 'TERMINATED']);
 
 interface Delivery {
   id: string;
@@ -44,16 +47,12 @@ interface Delivery {
 export function createNotifyActivities({ config, logger }: ActivityDeps) {
   const n = config.notifications;
 
-  /** Whether the closed run of this kind before `workflowId` failed: its success now is a recovery. */
-  async function previousRunFailed(kind: string, workflowId: string): Promise<boolean> {
+  /** Whether the run of this kind before this one (still running, so not among the closed) failed: its success now is a recovery. */
+  async function previousRunFailed(kind: string): Promise<boolean> {
     const type = (Object.keys(WORKFLOW_KINDS) as WorkflowType[]).find((t) => WORKFLOW_KINDS[t] === kind);
-    if (!type) return false;
-    let newest: { closeTime: number; status: string } | undefined;
-    for await (const run of getClient().workflow.list({ query: `WorkflowType = "${type}" AND ExecutionStatus != "Running"`, pageSize: 20 })) {
-      if (run.workflowId === workflowId || !run.closeTime) continue;
-      if (!newest || run.closeTime.getTime() > newest.closeTime) newest = { closeTime: run.closeTime.getTime(), status: run.status.name };
-    }
-    return newest !== undefined && FAILED_STATUSES.has(newest.status);
+    const previous = type ? await newestClosedRun(getClient(), type) : undefined;
+    // A cancelled run sent no failure (an operator's decision), so its successor announces no recovery.
+    return previous !== undefined && previous.status !== 'CANCELED' && FAILED_STATUSES.has(previous.status);
   }
 
   function forPeople(event: NotificationEvent): Delivery[] {
@@ -81,36 +80,44 @@ export function createNotifyActivities({ config, logger }: ActivityDeps) {
     return [{ id: `ping:${event.event}`, url, init: { method: 'POST', body: event.message } }];
   }
 
+  /** One target: up to ATTEMPTS tries, waiting 2, 4, 8, 16 s between them; undefined when delivered, else why not. */
+  async function deliver(d: Delivery, event: NotificationEvent): Promise<string | undefined> {
+    let reason = '';
+    for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+      try {
+        const res = await fetch(d.url, { ...d.init, signal: AbortSignal.timeout(n.timeoutSeconds * 1000) });
+        await res.arrayBuffer();
+        if (res.ok) return undefined;
+        reason = `HTTP ${res.status}`;
+      } catch (err) {
+        reason = (err as Error).name === 'TimeoutError' ? `no answer within ${n.timeoutSeconds} s` : ((err as Error & { cause?: Error }).cause?.message ?? (err as Error).message);
+      }
+      const last = attempt === ATTEMPTS;
+      logger.warn({ target: d.id, url: redactUrl(d.url), event: event.event, kind: event.kind, attempt, reason }, last ? 'notification not delivered; giving up' : 'notification not delivered; retrying');
+      if (!last) await new Promise((r) => setTimeout(r, FIRST_RETRY_MS * 2 ** (attempt - 1)));
+    }
+    return `${d.id} ${redactUrl(d.url)}: ${reason}`;
+  }
+
   return {
     /**
-     * Delivers one event to every target it concerns. Throws (so Temporal retries) when any
-     * target failed; what was delivered is kept in the heartbeat details and not sent again.
+     * Delivers one event to every target it concerns, each on its own (a dead target delays no
+     * other), each retried. Never throws for an undelivered notification: it says which failed.
+     * A local activity: with no target configured it costs the run no round trip to the server.
      */
     async announce(event: NotificationEvent): Promise<AnnounceResult> {
-      const done = new Set<string>((activityInfo().heartbeatDetails as string[] | undefined) ?? []);
-      const recovered = event.event === 'success' && (n.webhooks.length > 0 || n.ntfy.length > 0) && (await previousRunFailed(event.kind, event.workflowId));
+      const recovered = event.event === 'success' && (n.webhooks.length > 0 || n.ntfy.length > 0) && (await previousRunFailed(event.kind));
       const deliveries = [
         ...ping(event),
         ...(event.event === 'failure' || event.event === 'alarm' || event.event === 'recovered' ? forPeople(event) : []),
         ...(recovered ? forPeople({ ...event, event: 'recovered', message: `${event.kind} recovered: ${event.message}` }) : []),
       ];
-      const failed: string[] = [];
-      for (const d of deliveries) {
-        if (done.has(d.id)) continue;
-        try {
-          const res = await fetch(d.url, { ...d.init, signal: AbortSignal.timeout(n.timeoutSeconds * 1000) });
-          await res.arrayBuffer();
-          if (!res.ok) throw new Error(`HTTP ${res.status}`);
-          done.add(d.id);
-          heartbeat([...done]);
-        } catch (err) {
-          const reason = (err as Error).name === 'TimeoutError' ? `no answer within ${n.timeoutSeconds} s` : ((err as Error & { cause?: Error }).cause?.message ?? (err as Error).message);
-          failed.push(`${d.id.split(':')[0]} ${redactUrl(d.url)}: ${reason}`);
-          logger.warn({ target: d.id, url: redactUrl(d.url), event: event.event, kind: event.kind, attempt: activityInfo().attempt, reason }, 'notification not delivered; it is retried');
-        }
-      }
-      if (failed.length) throw new Error(`notification ${event.event} of ${event.workflowId} not delivered to ${failed.join('; ')}`);
-      return { delivered: [...done], recovered };
+      const outcomes = await Promise.all(deliveries.map((d) => deliver(d, event)));
+      return {
+        delivered: deliveries.filter((_, i) => outcomes[i] === undefined).map((d) => d.id),
+        failed: outcomes.filter((o): o is string => o !== undefined),
+        recovered,
+      };
     },
   };
 }

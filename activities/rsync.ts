@@ -1,3 +1,6 @@
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { formatBytes } from '../src/format.js';
 import { awaitCommand, startCommand, withHeartbeats } from './run-command.js';
 
@@ -51,30 +54,41 @@ export function parseStats(text: string): RsyncStats {
 
 /**
  * Runs `[prefix...] rsync --info=progress2 --stats ARGS`, heartbeating the latest progress. On a
- * first copy rsync writes a progress line per file (10 MB for 135k files): --outbuf=B makes it
- * write them in blocks, and each read costs this process the same whatever its size (the newest
- * progress line and a bounded tail for --stats are all it keeps).
+ * first copy rsync flushes a progress line per file: 93k writes for 135k files (10 MB). Through a
+ * pipe each write woke this process (0.5 s of its CPU, measured, on 2 cores shared with rsync);
+ * into an unlinked temporary file they cost this process nothing, and the newest progress line is
+ * read from the file's end once a second, the --stats summary from its end at exit.
  */
 export async function runRsync(args: readonly string[], options: { step: string; prefix?: readonly string[]; env?: Record<string, string> }): Promise<RsyncStats> {
   const prefix = options.prefix ?? [];
-  const [file, ...rest] = [...prefix, 'rsync', '--outbuf=B', '--info=progress2', '--stats', ...args] as [string, ...string[]];
+  const [file, ...rest] = [...prefix, 'rsync', '--info=progress2', '--stats', ...args] as [string, ...string[]];
   const started = Date.now();
+  const dir = await mkdtemp(join(tmpdir(), 'immich-backup-rsync-'));
+  const out = await open(join(dir, 'out'), 'w+', 0o600);
+  await rm(dir, { recursive: true, force: true }); // the open descriptor keeps the file until it is closed
+  const tail = async (bytes: number): Promise<string> => {
+    const { size } = await out.stat();
+    const length = Math.min(size, bytes);
+    const buffer = Buffer.alloc(length);
+    await out.read(buffer, 0, length, size - length);
+    return buffer.toString('utf8');
+  };
   let progress: RsyncProgress | undefined;
-  let output = '';
-  const child = startCommand(file, rest, { label: 'rsync', stdout: 'stream', ...(options.env ? { env: options.env } : {}) });
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    output += chunk;
-    if (output.length > 256 * 1024) output = output.slice(-64 * 1024);
-    const lines = chunk.split(/[\r\n]/);
-    for (let i = lines.length - 1; i >= 0; i--) {
-      const parsed = parseProgress(lines[i]!, options.step);
-      if (parsed) {
-        progress = parsed;
-        break;
+  const poll = setInterval(() => {
+    tail(4096).then((text) => {
+      const lines = text.split(/[\r\n]/);
+      for (let i = lines.length - 1; i >= 0; i--) {
+        const parsed = parseProgress(lines[i]!, options.step);
+        if (parsed) return void (progress = parsed);
       }
-    }
-  });
-  await withHeartbeats(awaitCommand(child, 'rsync'), () => progress ?? { step: options.step, elapsedSeconds: Math.round((Date.now() - started) / 1000) });
-  return parseStats(output);
+    }, () => undefined);
+  }, 1000);
+  try {
+    const child = startCommand(file, rest, { label: 'rsync', stdout: out.fd, ...(options.env ? { env: options.env } : {}) });
+    await withHeartbeats(awaitCommand(child, 'rsync'), () => progress ?? { step: options.step, elapsedSeconds: Math.round((Date.now() - started) / 1000) });
+    return parseStats(await tail(16 * 1024));
+  } finally {
+    clearInterval(poll);
+    await out.close();
+  }
 }

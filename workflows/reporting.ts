@@ -23,9 +23,10 @@ export function setOutcome(type: WorkflowType, outcome: Outcome): void {
 export async function announce(type: WorkflowType, event: NotificationEvent['event'], message: string): Promise<void> {
   const e: NotificationEvent = { kind: WORKFLOW_KINDS[type], workflowId: workflowInfo().workflowId, event, message, at: new Date(Date.now()).toISOString() };
   try {
-    await notifying.announce(e);
+    const { failed } = await notifying.announce(e);
+    if (failed.length) log.warn('notification not delivered after retries', { event, failed });
   } catch (err) {
-    log.warn('notification not delivered after retries', { event, reason: innermostMessage(err) });
+    log.warn('notification not delivered', { event, reason: innermostMessage(err) });
   }
 }
 
@@ -39,12 +40,17 @@ export async function reported<R>(type: WorkflowType, body: () => Promise<R>, su
   try {
     const report = await body();
     setOutcome(type, 'success');
-    await Promise.all([started, announce(type, 'success', summary(report))]);
+    // The start ping first: a ping service must not see a success before its start.
+    await started;
+    await announce(type, 'success', summary(report));
     return report;
   } catch (err) {
     setOutcome(type, 'failure');
     // A cancelled run is an operator's decision, not an alarm.
-    if (!isCancellation(err)) await Promise.all([started, announce(type, 'failure', `${WORKFLOW_KINDS[type]} failed: ${innermostMessage(err)}`)]);
+    if (!isCancellation(err)) {
+      await started;
+      await announce(type, 'failure', `${WORKFLOW_KINDS[type]} failed: ${innermostMessage(err)}`);
+    }
     throw err;
   }
 }
