@@ -77,7 +77,7 @@ function freeLoopbackPort(): Promise<number> {
 /** A PostgreSQL server that exists for one drill: queried, loaded, then removed. */
 interface Throwaway {
   engine: DrillResult['engine'];
-  /** Where it runs, for messages: "127.0.0.1:PORT (initdb in DIR)" or "container NAME (IMAGE)". */
+  /** Where it runs, for messages: "127.0.0.1:PORT, initdb from BINDIR" or "container NAME (IMAGE)". */
   where: string;
   query: (database: string, sql: string) => Promise<string>;
   /** psql reading SQL from stdin into the `postgres` database, without ON_ERROR_STOP. */

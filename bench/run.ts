@@ -93,9 +93,10 @@ const WHEN_MISSED: Record<string, string> = {
   'restore-gz': 'the restore step streams through this process: compare (f) with (e).',
   'restore-zst': 'the restore step streams through this process: compare (f) with (e).',
   drill: 'RestoreDrill also checks the sha256 (a full read of the dump) and counts every table exactly; compare its load time (note of (j)) with (i).',
-  'mirror-first': 'rsync\'s per-file --info=progress2 lines (the live percent in the UI) and the nice/ionice priority cost a few percent on tmpfs.',
+  'mirror-first':
+    'the runbook\'s nice -n19 / ionice -c3 make rsync yield the CPU to the worker and the Temporal dev server on 2 cores (a run of this script with library.nice and ioniceClass 0 measured 0.4 s less); by hand, with nothing competing, the same flags cost nothing measurable.',
   'mirror-rerun':
-    'a no-change rerun of rsync takes well under a second here, so the workflow\'s fixed cost (start, one activity round trip, the result) is a larger share of it; on a real USB drive rsync\'s own scan dominates.',
+    'a no-change rerun of rsync takes well under a second here, so the workflow\'s fixed cost (start, one activity round trip, the search-attribute updates and notification local activities, the result) is a larger share of it; on a real USB drive rsync\'s own scan dominates.',
 };
 
 const [temporal, pg, ping] = await Promise.all([startTestTemporal(), startPostgres(), startPingServer()]);

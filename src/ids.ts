@@ -19,11 +19,6 @@ export function runId(kind: string, trigger: string, at: Date): string {
   return `${kind}-${trigger}-${stamp}`;
 }
 
-/** The workflow type whose runs start with this ID (schedule runs, CLI runs, reruns), if one of ours. */
-export function workflowTypeOf(workflowId: string): WorkflowType | undefined {
-  return (Object.keys(WORKFLOW_KINDS) as WorkflowType[]).find((t) => workflowId.startsWith(`${WORKFLOW_KINDS[t]}-`));
-}
-
 /** The Keyword search attributes every run carries (registered by `start`, `worker` and `schedules apply`). */
 export const SEARCH_ATTRIBUTES = {
   /** The run's kind: nightly-db-backup, offsite-sync, ... */

@@ -213,6 +213,20 @@ describe('status, drill, alarm and notifications', () => {
     await recordFault('NAS unreachable during `status`', `that row "unreachable" (${nas.summary.slice(0, 90)}…); the other ${report.rows.length - 1} rows reported; exit 1`);
   });
 
+  test('a Temporal server that cannot be reached is one row; the files, the NAS and the drive are still checked', async () => {
+    const closed = await freePort();
+    const file = await writeConfigFile(await tempDir('no-temporal'), variant({ temporal: { address: `127.0.0.1:${closed}` } }));
+    const { exitCode, report } = await status(file);
+    assert.equal(exitCode, 1);
+    assert.deepEqual(report.problems.map((p) => p.split(':')[0]), ['temporal unreachable']);
+    assert.match(rowOf(report, 'temporal').summary, new RegExp(`cannot reach Temporal at 127\\.0\\.0\\.1:${closed}`));
+    assert.equal(rowOf(report, 'local-dump').state, 'ok');
+    assert.equal(rowOf(report, 'nas-copy').state, 'ok');
+    const mirror = rowOf(report, 'library-mirror');
+    assert.equal(mirror.state, 'ok');
+    assert.match(mirror.summary, /last run unknown \(Temporal not reachable\)$/);
+  });
+
   test('a drive that is not mounted is reported as such, with the last successful mirror', async () => {
     const file = await writeConfigFile(await tempDir('no-drive'), variant({ library: { mountPoint: join(base, 'not-a-mount'), destination: join(base, 'not-a-mount', 'immich') } }));
     const { exitCode, report } = await status(file);
