@@ -18,7 +18,8 @@ import { loadImmichLike, rowCounts, startPostgres } from '../test/helpers/postgr
 import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../test/helpers/setup.js';
 import { startSshd } from '../test/helpers/sshd.js';
 
-const say = (text: string) => process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
+const bold = (text: string) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
+const say = (text: string) => process.stdout.write(`\n${bold(`== ${text}`)}\n`);
 const cleanups: Array<() => Promise<unknown>> = [];
 let exitCode = 0;
 
