@@ -27,6 +27,9 @@ export interface RecordedRowCounts {
   tables: RowCounts;
 }
 
+/** Load errors kept in the report (it lives in workflow history); all are counted. */
+const MAX_LOAD_ERRORS = 20;
+
 const DATABASES = 'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1';
 // Exact counts (statistics are estimates), one query per database.
 const TABLE_COUNTS = `SELECT format('%I.%I', n.nspname, c.relname),
@@ -130,7 +133,7 @@ async function hostThrowaway(config: Config, bin: string): Promise<Throwaway> {
     return {
       engine: 'host',
       where,
-      query: (database, sql) => execa(join(bin, 'psql'), psqlQueryArgs(user, database, sql), { env }).then((r) => r.stdout),
+      query: async (database, sql) => (await runCommand(join(bin, 'psql'), psqlQueryArgs(user, database, sql), { label: 'psql (drill)', env })).stdout,
       loader: { file: join(bin, 'psql'), args: ['-X', '-q', '-U', user, '-d', 'postgres'], env },
       remove,
     };
@@ -241,10 +244,12 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
         // Without ON_ERROR_STOP: a statement that fails (a constraint the data breaks, an extension
         // the server lacks) is reported with the tables it leaves short, not instead of them.
         const { stderr } = await loadDump({ file: dump.file, path }, user, server.loader, `drill: restoring into ${server.where}`);
-        const loadErrors = stderr.split('\n').flatMap((line) => {
+        // A table that could not be created turns its COPY data into one error per row: keep a few.
+        const allErrors = stderr.split('\n').flatMap((line) => {
           const m = /ERROR:\s+(.*)$/.exec(line);
           return m ? [m[1]!.trim()] : [];
         });
+        const loadErrors = allErrors.slice(0, MAX_LOAD_ERRORS);
         const loadMs = Date.now() - loadStarted;
         const missingExtension = server.engine === 'host' && loadErrors.some((e) => /extension ".*" is not available|could not open extension control file/.test(e));
         const restored = await withHeartbeats(countRows(server.query), () => ({ step: 'drill: counting rows' }));
@@ -258,12 +263,13 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
           rows: Object.values(restored).reduce((a, b) => a + b, 0),
           differences,
           loadErrors,
-          passed: differences.length === 0 && loadErrors.length === 0,
+          loadErrorCount: allErrors.length,
+          passed: differences.length === 0 && allErrors.length === 0,
           ...(missingExtension ? { hint: "the host's PostgreSQL lacks an extension the dump uses (Immich's vector extensions): set drill.engine: container" } : {}),
           loadMs,
           durationMs: Date.now() - started,
         };
-        logger.info({ dump: dump.file, engine: server.engine, passed: result.passed, differences: differences.length, loadErrors: loadErrors.length, tables: result.tables }, 'restore drill done');
+        logger.info({ dump: dump.file, engine: server.engine, passed: result.passed, differences: differences.length, loadErrors: allErrors.length, tables: result.tables }, 'restore drill done');
         return result;
       } finally {
         await server.remove();

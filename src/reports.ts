@@ -20,8 +20,10 @@ export interface DrillResult {
   tables: number;
   rows: number;
   differences: TableDifference[];
-  /** Statements that failed while loading (psql's ERROR lines). */
+  /** The first statements that failed while loading (psql's ERROR lines), at most 20 ... */
   loadErrors: string[];
+  /** ... of this many. */
+  loadErrorCount: number;
   /** What to change when the failure is the throwaway's, not the dump's (an extension the host lacks). */
   hint?: string;
   passed: boolean;
@@ -38,10 +40,10 @@ export function compareRowCounts(recorded: RowCounts, restored: RowCounts): Tabl
 }
 
 /** Why a drill failed, in one line: the differing tables, then the load errors. */
-export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors' | 'hint'>): string {
+export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors' | 'loadErrorCount' | 'hint'>): string {
   const parts: string[] = [];
   if (r.differences.length) parts.push(`${r.differences.length} table(s) differ from the counts recorded at dump time: ${describeDifferences(r.differences)}`);
-  if (r.loadErrors.length) parts.push(`${r.loadErrors.length} statement(s) failed while loading, first: ${r.loadErrors[0]}`);
+  if (r.loadErrorCount) parts.push(`${r.loadErrorCount} statement(s) failed while loading, first: ${r.loadErrors[0]}`);
   if (r.hint) parts.push(r.hint);
   return parts.join('; ');
 }

@@ -12,12 +12,12 @@ describe('reports', () => {
     ]);
     const diffs = Array.from({ length: 7 }, (_, i) => ({ table: `db: public.t${i}`, recorded: i + 1, restored: i }));
     assert.equal(
-      describeDrillFailure({ differences: diffs, loadErrors: ['extension "vchord" is not available', 'x'] }),
+      describeDrillFailure({ differences: diffs, loadErrors: ['extension "vchord" is not available', 'x'], loadErrorCount: 2 }),
       '7 table(s) differ from the counts recorded at dump time: db: public.t0 1 recorded, 0 restored; db: public.t1 2 recorded, 1 restored; ' +
         'db: public.t2 3 recorded, 2 restored; db: public.t3 4 recorded, 3 restored; db: public.t4 5 recorded, 4 restored; and 2 more; ' +
         '2 statement(s) failed while loading, first: extension "vchord" is not available',
     );
-    assert.equal(describeDrillFailure({ differences: [], loadErrors: ['e'], hint: 'set drill.engine: container' }), '1 statement(s) failed while loading, first: e; set drill.engine: container');
+    assert.equal(describeDrillFailure({ differences: [], loadErrors: ['e'], loadErrorCount: 1, hint: 'set drill.engine: container' }), '1 statement(s) failed while loading, first: e; set drill.engine: container');
   });
 
   test('a problem is known by its row and state, not by wording that changes with age', () => {

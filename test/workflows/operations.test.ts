@@ -332,6 +332,8 @@ describe('status, drill, alarm and notifications', () => {
       const report = failure.details?.[0] as RestoreDrillReport;
       assert.deepEqual(report.differences, [{ table: 'immich: public.assets', recorded: ASSETS, restored: ASSETS - 10 }]);
       assert.equal(report.passed, false);
+      assert.equal(report.loadErrorCount, 3);
+      assert.equal(report.loadErrors.length, 3);
       failedDrillId = drill.workflowId;
     } finally {
       delete process.env.FIXTURE_DROP_ROWS;
