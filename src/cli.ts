@@ -53,7 +53,7 @@ program
       if (config.schedules.applyOnStart) {
         const { client, connection } = await connectClient(config, address);
         try {
-          await registerSearchAttributes(connection.operatorService, config.temporal.namespace);
+          // Schedules set no search attributes; the worker started below registers them before its first task.
           for (const s of await applySchedules(client, config)) logger.info({ schedule: s.id, action: s.action, cron: s.cron, timeZone: s.timeZone, paused: s.paused }, 'schedule applied');
         } finally {
           await connection.close();
