@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, Writable } from 'node:stream';
+import { finished, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { checksumFileName, dumpFileName, partialFileName } from '../src/dump-names.js';
 import { formatBytes } from '../src/format.js';
@@ -80,7 +80,7 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
         throwIfCancelled(); // the killed commands broke the write: that is no disk error
         // A failed write (a full disk) kills the compressor and pg_dumpall by SIGPIPE: report the
         // write, unless it failed only because the test quit on a stream it could not decode.
-        const testQuit = tested.status === 'rejected' && written.status === 'rejected' && (written.reason as NodeJS.ErrnoException).code === 'EPIPE';
+        const testQuit = tested.status === 'rejected' && written.status === 'rejected' && written.reason instanceof TesterStoppedError;
         if (written.status === 'rejected' && !testQuit) throw diskError(written.reason, dir);
         if (dumped.status === 'rejected') throw dumped.reason;
         if (compressed.status === 'rejected') throw compressed.reason;
@@ -116,18 +116,30 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
   };
 }
 
+/** The decode test stopped taking input (it exited, or was killed): its own result says why. */
+export class TesterStoppedError extends Error {
+  constructor(cause?: Error | null) {
+    super(`the decode test stopped reading its input${cause ? `: ${cause.message}` : ''}`, { cause });
+    this.name = 'TesterStoppedError';
+  }
+}
+
 /**
  * Writes into a FileHandle we keep open (to fsync it before the rename; fs.WriteStream with
  * autoClose off never finishes a pipeline) and into `tester`, waiting for both: memory stays flat
  * whichever is slower. Ending the sink ends `tester`'s input; failing it cuts that input short.
+ * A `tester` that is gone (exited, killed, its stdin destroyed by a cancellation) fails the sink
+ * with TesterStoppedError: a destroyed stream never emits 'finish' or 'drain' again, so waiting
+ * on one would hang the dump forever.
  */
-function teeSink(file: FileHandle, tester: Writable): Writable {
+export function teeSink(file: FileHandle, tester: Writable): Writable {
   const accepted = (chunk: Buffer) =>
     new Promise<void>((resolve, reject) => {
+      if (tester.destroyed) return reject(new TesterStoppedError(tester.errored));
       if (tester.write(chunk)) return resolve();
       const done = (err?: Error) => {
         tester.off('drain', done).off('error', done).off('close', done);
-        if (err) reject(err);
+        if (err || tester.destroyed) reject(new TesterStoppedError(err ?? tester.errored));
         else resolve();
       };
       tester.on('drain', done).on('error', done).on('close', done);
@@ -137,7 +149,9 @@ function teeSink(file: FileHandle, tester: Writable): Writable {
       Promise.all([file.write(chunk), accepted(chunk)]).then(() => callback(), callback);
     },
     final(callback) {
-      tester.end(callback);
+      if (tester.destroyed) return callback(new TesterStoppedError(tester.errored));
+      tester.end();
+      finished(tester, { readable: false }, (err) => callback(err ? new TesterStoppedError(err) : undefined));
     },
     destroy(err, callback) {
       if (err) tester.destroy(); // a failed write must not leave the test waiting for more

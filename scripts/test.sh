@@ -5,12 +5,46 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 export PATH="$PWD/.venv/bin:$PATH"
+
+# Every process the tests start inherits this marker. Whatever still carries it when the run ends
+# (servers orphaned by a test file the runner killed on its timeout) is stopped here, so nothing
+# outlives the run holding its output open. Bash's own /proc environ predates the export, and the
+# reaper's commands run without it: only the tests' processes match.
+export IMMICH_BACKUP_TEST_RUN="$$.$(date +%s%N)"
+reap() {
+  (
+    marker="IMMICH_BACKUP_TEST_RUN=$IMMICH_BACKUP_TEST_RUN"
+    unset IMMICH_BACKUP_TEST_RUN
+    left() {
+      local f pid
+      for f in /proc/[0-9]*/environ; do
+        pid=${f#/proc/}
+        pid=${pid%/environ}
+        grep -qzxF "$marker" "$f" 2>/dev/null && echo "$pid"
+      done
+    }
+    mapfile -t pids < <(left)
+    [ ${#pids[@]} -eq 0 ] && exit 0
+    echo "stopping ${#pids[@]} processes the tests left running: $(ps -o comm= -p "$(IFS=,; echo "${pids[*]}")" | sort | uniq -c | xargs)" >&2
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 1 20); do
+      mapfile -t pids < <(left)
+      [ ${#pids[@]} -eq 0 ] && exit 0
+      sleep 0.5
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+  )
+}
+trap reap EXIT
+
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 tap=$(mktemp)
 status=0
 export FAULT_MATRIX_FILE="$PWD/dist/fault-matrix.jsonl"
 rm -f "$FAULT_MATRIX_FILE"
-node --test --test-concurrency=1 --test-timeout=300000 \
+# A file that hangs is killed at 5 minutes; the whole run, at an hour (a normal run takes ~15 min),
+# so a hang ends as a failure here rather than as a CI timeout.
+timeout --kill-after=30s 60m node --test --test-concurrency=1 --test-timeout=300000 \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$tap" \
   "${files[@]}" || status=$?

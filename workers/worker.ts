@@ -45,8 +45,12 @@ export async function createBackupWorker({ config, logger, address }: WorkerOpti
     ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: WORKFLOWS }),
     // Cancellation reaches an activity with its next heartbeat: keep that within 2 s.
     maxHeartbeatThrottleInterval: '2s',
-    // On SIGINT/SIGTERM running activities get this long before they are cancelled.
+    // On SIGINT/SIGTERM running activities get this long before they are cancelled,
     shutdownGraceTime: '10s',
+    // and a cancelled one this long more to stop its commands and remove its temporary files: an
+    // activity that never settles must not make the worker deaf to SIGTERM (a retry on the next
+    // worker takes its place, as after a crash).
+    shutdownForceTime: '40s',
   });
   return { worker, connection };
 }

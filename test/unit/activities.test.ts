@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { open, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
@@ -8,9 +10,11 @@ import { DefaultLogger } from '@temporalio/worker';
 import { execa } from 'execa';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities/index.js';
+import { teeSink, TesterStoppedError } from '../../activities/dump.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { waitFor } from '../helpers/net.js';
 import { fixture } from '../helpers/paths.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
 
@@ -100,6 +104,51 @@ describe('dumpDatabase', () => {
     await writeFile(join(dir, '.immich_20261126_030000.sql.gz.partial'), 'half a dump');
     const result = await run(() => activities(testConfig({ backupDir: dir, extra: { postgres: { runtime: 'none', binDir: pgBin } } })).dumpDatabase({ target: { runtime: 'none' }, stamp: '20261126_030000' }));
     assert.deepEqual(await listDir(dir), [result.file, `${result.file}.sha256`]);
+  });
+});
+
+describe('the dump\'s sink (file + decode test)', () => {
+  // The decode test is a real child process (cat, or sleep that never reads), killed the way an
+  // activity cancellation kills it: execa's cancelSignal, which also destroys its stdin.
+  const tester = (file: string, args: string[]) => {
+    const abort = new AbortController();
+    const child = execa(file, args, { stdin: 'pipe', stdout: 'ignore', cancelSignal: abort.signal, reject: false });
+    return { child, abort };
+  };
+  const settlesWithin = <T>(what: Promise<T>, ms: number) =>
+    Promise.race([what, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the sink did not settle within ${ms} ms: the dump would hang`)), ms).unref())]);
+
+  test('a decode test killed before the compressor wrote anything: ending the input fails at once', async () => {
+    const dir = await tempDir('staging');
+    const fh = await open(join(dir, 'out'), 'w');
+    try {
+      const { child, abort } = tester('cat', []);
+      abort.abort();
+      await child;
+      assert.ok(child.stdin!.destroyed, 'precondition: the cancellation destroyed its stdin');
+      // The compressor was killed too: its output ends with no byte, and the sink is only ended.
+      await assert.rejects(settlesWithin(pipeline(Readable.from([]), teeSink(fh, child.stdin!)), 10_000), TesterStoppedError);
+    } finally {
+      await fh.close();
+    }
+  });
+
+  test('a decode test killed while a write waits for it to drain fails the write at once', async () => {
+    const dir = await tempDir('staging');
+    const fh = await open(join(dir, 'out'), 'w');
+    try {
+      // sleep never reads: the pipe fills and the sink waits for 'drain', which never comes.
+      const { child, abort } = tester('sleep', ['60']);
+      const chunks = Array.from({ length: 256 }, () => Buffer.alloc(64 * 1024, 1));
+      const writing = pipeline(Readable.from(chunks), teeSink(fh, child.stdin!));
+      writing.catch(() => undefined);
+      await waitFor('the pipe to the test to fill', () => (child.stdin!.writableNeedDrain ? true : undefined), 10_000, 20);
+      abort.abort();
+      await child;
+      await assert.rejects(settlesWithin(writing, 10_000), TesterStoppedError);
+    } finally {
+      await fh.close();
+    }
   });
 });
 
