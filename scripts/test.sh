@@ -42,9 +42,10 @@ tap=$(mktemp)
 status=0
 export FAULT_MATRIX_FILE="$PWD/dist/fault-matrix.jsonl"
 rm -f "$FAULT_MATRIX_FILE"
-# A file that hangs is killed at 5 minutes; the whole run, at an hour (a normal run takes ~15 min),
-# so a hang ends as a failure here rather than as a CI timeout.
-timeout --kill-after=30s 60m node --test --test-concurrency=1 --test-timeout=300000 \
+# A file that hangs is killed at 5 minutes; the whole run, at an hour (a normal run takes ~10 min),
+# so a hang ends as a failure here rather than as a CI timeout. --foreground keeps Ctrl-C working;
+# the files' processes the runner leaves behind are stopped by `reap`.
+timeout --foreground --kill-after=30s 60m node --test --test-concurrency=1 --test-timeout=300000 \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$tap" \
   "${files[@]}" || status=$?
