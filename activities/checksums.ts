@@ -28,8 +28,8 @@ export async function sha256OfFile(path: string): Promise<string> {
 }
 
 /** Our dumps in dir that carry a well-formed .sha256 (only validated dumps get one), oldest first. */
-export async function checksummedDumps(dir: string): Promise<Array<{ file: string; sha256: string }>> {
-  const names = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
+export async function checksummedDumps(dir: string, isName: (name: string) => boolean = isDumpName): Promise<Array<{ file: string; sha256: string }>> {
+  const names = (await readdir(dir).catch(() => [] as string[])).filter(isName).sort();
   const dumps: Array<{ file: string; sha256: string }> = [];
   for (const file of names) {
     const sha256 = await readChecksumFile(join(dir, checksumFileName(file)));

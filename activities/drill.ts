@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Config } from '../src/config.js';
-import { partialFileName, rowCountsFileName } from '../src/dump-names.js';
+import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
 import { ChecksumMismatchError, CommandNotFoundError, ConfigError, DumpNotFoundError } from '../src/errors.js';
 import { checksummedDumps, sha256OfFile } from './checksums.js';
 import { createContainerActivities, postgresCommand } from './container.js';
@@ -13,7 +13,7 @@ import type { ActivityDeps } from './deps.js';
 import { writeFileAtomic } from './fs-safe.js';
 import { loadDump } from './restore.js';
 import { runCommand, stderrTail, withHeartbeats } from './run-command.js';
-import type { PostgresTarget } from './types.js';
+import type { DumpKind, PostgresTarget } from './types.js';
 import { compareRowCounts, type DrillResult, type RowCounts } from '../src/reports.js';
 
 // The restore drill: proof that the newest dump restores. NightlyDbBackup records each table's
@@ -25,6 +25,18 @@ export interface RecordedRowCounts {
   file: string;
   recordedAt: string;
   tables: RowCounts;
+  /** The Immich version the database was at (its version_history), when it has one. */
+  immichVersion?: string;
+}
+
+// Immich records every version it ran in its own database.
+const IMMICH_VERSION = 'SELECT version FROM version_history ORDER BY "createdAt" DESC LIMIT 1';
+
+/** The newest version in Immich's version_history, without a leading v; undefined where there is none. */
+export async function immichVersion(psql: Psql, database: string): Promise<string | undefined> {
+  const out = await psql(database, IMMICH_VERSION).catch(() => '');
+  const version = out.trim().replace(/^v/, '');
+  return /^\d+\.\d+\.\d+/.test(version) ? version : undefined;
 }
 
 /** Load errors kept in the report (it lives in workflow history); all are counted. */
@@ -209,18 +221,29 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
     return containerThrowaway(config, () => createContainerActivities({ config, logger }).discoverPostgresContainer(), `immich-backup-drill-${stamp}`);
   }
 
+  /** Queries the live database (in its container, or on this host). */
+  const livePsql = (target: PostgresTarget, label: string): Psql => async (database, sql) => {
+    const cmd = postgresCommand(config, target, 'psql', psqlQueryArgs(user, database, sql));
+    return (await runCommand(cmd.file, cmd.args, { label, env: cmd.env })).stdout;
+  };
+
   return {
     /** NightlyDbBackup's extra step: each table's row count, written beside the dump (atomically, 0600). */
-    async recordRowCounts({ target, file }: { target: PostgresTarget; file: string }): Promise<{ tables: number; rows: number }> {
-      const tables = await countRows(async (database, sql) => {
-        const cmd = postgresCommand(config, target, 'psql', psqlQueryArgs(user, database, sql));
-        return (await runCommand(cmd.file, cmd.args, { label: 'psql (row counts)', env: cmd.env })).stdout;
-      });
-      const record: RecordedRowCounts = { file, recordedAt: new Date().toISOString(), tables };
-      await writeFileAtomic(join(dir, rowCountsFileName(file)), join(dir, partialFileName(rowCountsFileName(file))), JSON.stringify(record, null, 1) + '\n');
+    async recordRowCounts({ target, file, kind = 'backup' }: { target: PostgresTarget; file: string; kind?: DumpKind }): Promise<{ tables: number; rows: number; immichVersion?: string }> {
+      const psql = livePsql(target, 'psql (row counts)');
+      const tables = await countRows(psql);
+      const version = await immichVersion(psql, config.immich.database);
+      const record: RecordedRowCounts = { file, recordedAt: new Date().toISOString(), tables, ...(version ? { immichVersion: version } : {}) };
+      const where = kind === 'restore-point' ? join(dir, RESTORE_POINTS_DIR) : dir;
+      await writeFileAtomic(join(where, rowCountsFileName(file)), join(where, partialFileName(rowCountsFileName(file))), JSON.stringify(record, null, 1) + '\n');
       const rows = Object.values(tables).reduce((a, b) => a + b, 0);
-      logger.info({ file, tables: Object.keys(tables).length, rows }, 'row counts recorded');
-      return { tables: Object.keys(tables).length, rows };
+      logger.info({ file, tables: Object.keys(tables).length, rows, immichVersion: version }, 'row counts recorded');
+      return { tables: Object.keys(tables).length, rows, ...(version ? { immichVersion: version } : {}) };
+    },
+
+    /** The Immich version the live database says it runs (undefined: no version_history there). */
+    async runningImmichVersion({ target }: { target: PostgresTarget }): Promise<string | undefined> {
+      return immichVersion(livePsql(target, 'psql (Immich version)'), config.immich.database);
     },
 
     /**

@@ -1,9 +1,12 @@
 import { createHash } from 'node:crypto';
-import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { link, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { finished, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checksumFileName, dumpFileName, partialFileName } from '../src/dump-names.js';
+import type { Config } from '../src/config.js';
+import { checksumFileName, dumpFileName, partialFileName, RESTORE_POINTS_DIR, restorePointFileName, SALVAGE_DIR, salvageFileName } from '../src/dump-names.js';
+import { DatabaseUnreadableError, DumpNameTakenError } from '../src/errors.js';
+import type { Logger } from '../src/logger.js';
 import { formatBytes } from '../src/format.js';
 import { corruptDump } from './checksums.js';
 import { compressArgs, formatOf, testArgs } from './compression.js';
@@ -11,110 +14,184 @@ import { postgresCommand } from './container.js';
 import type { ActivityDeps } from './deps.js';
 import { diskError, fsyncDir, writeFileAtomic } from './fs-safe.js';
 import { awaitCommand, startCommand, startPipedPair, stopCommand, throwIfCancelled, withHeartbeats } from './run-command.js';
-import type { DumpDatabaseInput, DumpResult } from './types.js';
+import type { DumpDatabaseInput, DumpResult, PostgresTarget, SalvageResult } from './types.js';
+
+export interface WrittenDump {
+  file: string;
+  path: string;
+  bytes: number;
+  sha256: string;
+}
+
+/**
+ * `pg` (pg_dumpall or pg_dump) piped through the configured compressor into a hidden temporary
+ * file in `dir`, hashed and tested by the compressor's own -t in the same pass, fsynced, then
+ * renamed to `name` beside its .sha256. Memory stays flat: the bytes stream through. A partial
+ * dump never appears under a final name, and an existing file is never replaced.
+ */
+export async function writeCompressedDump(
+  config: Config,
+  logger: Logger,
+  pg: { file: string; args: string[]; env: Record<string, string> },
+  dir: string,
+  name: string,
+  step: string,
+): Promise<WrittenDump> {
+  const finalPath = join(dir, name);
+  const tempPath = join(dir, partialFileName(name));
+  const sumName = checksumFileName(name);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // An earlier attempt whose worker died leaves its temporary file behind; this attempt owns the name now.
+  await rm(tempPath, { force: true });
+
+  const started = Date.now();
+  const label = [pg.file, ...pg.args].map((a) => basename(a)).find((a) => a === 'pg_dumpall' || a === 'pg_dump') ?? 'pg_dump';
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const progress = () => ({ step, file: name, bytesWritten: bytes, written: formatBytes(bytes), elapsedSeconds: Math.round((Date.now() - started) / 1000) });
+
+  const file = await open(tempPath, 'wx', 0o600).catch((err: unknown) => {
+    throw diskError(err, dir);
+  });
+  // The dump writes into the compressor through an OS pipe: the SQL (2-3x the dump) never
+  // passes through this process. Only the compressed bytes do, to be hashed and written.
+  const { producer: dump, consumer: compress } = await startPipedPair(
+    { file: pg.file, args: pg.args, label, env: pg.env },
+    { file: config.backup.compressor, args: compressArgs(config.backup), label: config.backup.compressor },
+    progress,
+  ).catch(async (err: unknown) => {
+    await file.close().catch(() => undefined);
+    await rm(tempPath, { force: true });
+    throw err;
+  });
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  // The compressor's own program tests its output as it is written (the format's checksum over
+  // the whole stream): validation then needs no second pass over the file. That the dump got
+  // to its end is its exit status: its last write is the completion marker.
+  const testLabel = `${config.backup.compressor} -t`;
+  const tester = startCommand(config.backup.compressor, testArgs(config.backup.compressor), { label: testLabel, stdin: 'pipe', stdout: 'ignore' });
+  try {
+    const write = pipeline(compress.stdout!, counter, teeSink(file, tester.stdin!));
+    // Settle all four before deciding: a failing dump must not leave the compressor, the write or the test behind.
+    const [dumped, compressed, written, tested] = await withHeartbeats(
+      Promise.allSettled([awaitCommand(dump, label), awaitCommand(compress, config.backup.compressor), write, awaitCommand(tester, testLabel)]),
+      progress,
+    );
+    throwIfCancelled(); // the killed commands broke the write: that is no disk error
+    // A failed write (a full disk) kills the compressor and the dump by SIGPIPE: report the
+    // write, unless it failed only because the test quit on a stream it could not decode.
+    const testQuit = tested.status === 'rejected' && written.status === 'rejected' && written.reason instanceof TesterStoppedError;
+    if (written.status === 'rejected' && !testQuit) throw diskError(written.reason, dir);
+    if (dumped.status === 'rejected') throw unreadableDatabase(dumped.reason) ?? dumped.reason;
+    if (compressed.status === 'rejected') throw compressed.reason;
+    if (tested.status === 'rejected') throw corruptDump(name, tested.reason, `what ${config.backup.compressor} wrote does not decode; nothing was kept`);
+    await file.sync().catch((err: unknown) => {
+      throw diskError(err, dir);
+    });
+  } catch (err) {
+    stopCommand(dump);
+    stopCommand(compress);
+    stopCommand(tester);
+    await file.close().catch(() => undefined);
+    await rm(tempPath, { force: true });
+    logger.warn({ file: name, err: (err as Error).message }, 'dump failed; temporary file removed');
+    throw err;
+  }
+  await file.close();
+
+  const sha256 = hash.digest('hex');
+  try {
+    // Checksum first, then the dump: a dump under its final name always has its .sha256 beside it.
+    // link, not rename: a file already under the final name (another run's) is never replaced.
+    await writeFileAtomic(join(dir, sumName), join(dir, partialFileName(sumName)), `${sha256}  ${name}\n`);
+    await link(tempPath, finalPath);
+    await rm(tempPath);
+    await fsyncDir(dir);
+  } catch (err) {
+    await rm(tempPath, { force: true });
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new DumpNameTakenError(`${finalPath} already exists: another run wrote it; this one kept nothing`);
+    throw diskError(err, dir);
+  }
+  return { file: name, path: finalPath, bytes, sha256 };
+}
+
+// What pg_dump says when it cannot read the data itself (Immich issue #30062: damaged TOAST).
+const UNREADABLE = /missing chunk number|unexpected chunk number|invalid page in block|could not read block|could not access status of transaction|compressed (?:pglz )?data is corrupt|invalid memory alloc request size|found xmin \d+ from before relfrozenxid|invalid varlena length|unexpected zero page/i;
+
+/**
+ * A pg_dump(all) failure that reads damaged data becomes DatabaseUnreadableError (retrying reads the
+ * same damage), naming the server's error, the table and the database; anything else: undefined.
+ */
+export function unreadableDatabase(err: unknown): DatabaseUnreadableError | undefined {
+  const text = err instanceof Error ? err.message : String(err);
+  if (!UNREADABLE.test(text)) return undefined;
+  const error = /ERROR:\s+(.+?)(?:\s+\|\s+|$)/.exec(text)?.[1] ?? text.split('\n')[0]!;
+  const table = /COPY (\S+) \(/.exec(text)?.[1] ?? /table "([^"]+)"/.exec(text)?.[1];
+  const database = /on database "([^"]+)"/.exec(text)?.[1];
+  const where = [table && `table ${table}`, database && `database ${database}`].filter(Boolean).join(' in ');
+  return Object.assign(new DatabaseUnreadableError(`pg_dump cannot read the live database${where ? ` (${where})` : ''}: ${error}: its stored data is damaged`), { table });
+}
+
+/** The table whose data pg_dump could not read, as pg_dump named it in "Command was: COPY …". */
+export function unreadableTable(err: unknown): string | undefined {
+  return err instanceof DatabaseUnreadableError ? (err as DatabaseUnreadableError & { table?: string }).table : undefined;
+}
 
 export function createDumpActivities({ config, logger }: ActivityDeps) {
   return {
     /**
      * pg_dumpall (the runbook's choice, with --clean --if-exists so a restore replaces what exists)
-     * piped through the configured compressor into a hidden temporary file, hashed and tested by
-     * the compressor's own -t in the same pass, fsynced, then renamed to
-     * immich_<stamp>.sql.gz (or .sql.zst) beside its .sha256. Memory stays flat:
-     * the bytes stream through. A partial dump never appears under a final name.
+     * into backup.dir as immich_<stamp>.sql.gz (or .sql.zst), or, for a restore point, into
+     * backup.dir/restore-points/ as restore-point_<stamp>.sql.gz: never mistaken for a backup.
      */
-    async dumpDatabase({ target, stamp }: DumpDatabaseInput): Promise<DumpResult> {
-      const dir = config.backup.dir;
-      const name = dumpFileName(stamp, formatOf(config.backup.compressor));
-      const finalPath = join(dir, name);
-      const tempPath = join(dir, partialFileName(name));
-      const sumName = checksumFileName(name);
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      // An earlier attempt whose worker died leaves its temporary file behind; this attempt owns the name now.
-      await rm(tempPath, { force: true });
-
+    async dumpDatabase({ target, stamp, kind = 'backup' }: DumpDatabaseInput): Promise<DumpResult> {
+      const format = formatOf(config.backup.compressor);
+      const point = kind === 'restore-point';
+      const dir = point ? join(config.backup.dir, RESTORE_POINTS_DIR) : config.backup.dir;
+      const name = point ? restorePointFileName(stamp, format) : dumpFileName(stamp, format);
       const started = Date.now();
       const pg = postgresCommand(config, target, 'pg_dumpall', ['-U', config.postgres.user, '--clean', '--if-exists']);
-      const hash = createHash('sha256');
-      let bytes = 0;
-      const progress = () => ({
-        step: 'dumping',
-        file: name,
-        bytesWritten: bytes,
-        written: formatBytes(bytes),
-        elapsedSeconds: Math.round((Date.now() - started) / 1000),
-      });
-
-      const file = await open(tempPath, 'wx', 0o600).catch((err: unknown) => {
-        throw diskError(err, dir);
-      });
-      // pg_dumpall writes into the compressor through an OS pipe: the SQL (2-3x the dump) never
-      // passes through this process. Only the compressed bytes do, to be hashed and written.
-      const { producer: dump, consumer: compress } = await startPipedPair(
-        { file: pg.file, args: pg.args, label: 'pg_dumpall', env: pg.env },
-        { file: config.backup.compressor, args: compressArgs(config.backup), label: config.backup.compressor },
-        progress,
-      ).catch(async (err: unknown) => {
-        await file.close().catch(() => undefined);
-        await rm(tempPath, { force: true });
-        throw err;
-      });
-      const counter = new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
-          hash.update(chunk);
-          bytes += chunk.length;
-          callback(null, chunk);
-        },
-      });
-      // The compressor's own program tests its output as it is written (the format's checksum over
-      // the whole stream): validation then needs no second pass over the file. That pg_dumpall got
-      // to its end is its exit status: its last write is the completion marker.
-      const testLabel = `${config.backup.compressor} -t`;
-      const tester = startCommand(config.backup.compressor, testArgs(config.backup.compressor), { label: testLabel, stdin: 'pipe', stdout: 'ignore' });
-      try {
-        const write = pipeline(compress.stdout!, counter, teeSink(file, tester.stdin!));
-        // Settle all four before deciding: a failing pg_dumpall must not leave the compressor, the write or the test behind.
-        const [dumped, compressed, written, tested] = await withHeartbeats(
-          Promise.allSettled([awaitCommand(dump, 'pg_dumpall'), awaitCommand(compress, config.backup.compressor), write, awaitCommand(tester, testLabel)]),
-          progress,
-        );
-        throwIfCancelled(); // the killed commands broke the write: that is no disk error
-        // A failed write (a full disk) kills the compressor and pg_dumpall by SIGPIPE: report the
-        // write, unless it failed only because the test quit on a stream it could not decode.
-        const testQuit = tested.status === 'rejected' && written.status === 'rejected' && written.reason instanceof TesterStoppedError;
-        if (written.status === 'rejected' && !testQuit) throw diskError(written.reason, dir);
-        if (dumped.status === 'rejected') throw dumped.reason;
-        if (compressed.status === 'rejected') throw compressed.reason;
-        if (tested.status === 'rejected') throw corruptDump(name, tested.reason, `what ${config.backup.compressor} wrote does not decode; nothing was kept`);
-        await file.sync().catch((err: unknown) => {
-          throw diskError(err, dir);
-        });
-      } catch (err) {
-        stopCommand(dump);
-        stopCommand(compress);
-        stopCommand(tester);
-        await file.close().catch(() => undefined);
-        await rm(tempPath, { force: true });
-        logger.warn({ file: name, err: (err as Error).message }, 'dump failed; temporary file removed');
-        throw err;
-      }
-      await file.close();
-
-      const sha256 = hash.digest('hex');
-      try {
-        // Checksum first, then the dump: a dump under its final name always has its .sha256 beside it.
-        await writeFileAtomic(join(dir, sumName), join(dir, partialFileName(sumName)), `${sha256}  ${name}\n`);
-        await rename(tempPath, finalPath);
-        await fsyncDir(dir);
-      } catch (err) {
-        await rm(tempPath, { force: true });
-        throw diskError(err, dir);
-      }
+      const written = await writeCompressedDump(config, logger, pg, dir, name, point ? 'taking a restore point' : 'dumping');
       const durationMs = Date.now() - started;
-      logger.info({ file: name, bytes, sha256, durationMs }, 'dump written');
-      return { file: name, path: finalPath, bytes, sha256, durationMs };
+      logger.info({ file: name, bytes: written.bytes, sha256: written.sha256, durationMs, kind }, 'dump written');
+      return { ...written, durationMs };
+    },
+
+    /**
+     * For a restore without a restore point: pg_dump of Immich's database, leaving out the data of
+     * every table pg_dump cannot read (found by trying: each failure names its table), into
+     * backup.dir/salvage/. A partial salvage, never a backup: nothing else reads that folder.
+     */
+    async salvageDatabase({ target, stamp }: { target: PostgresTarget; stamp: string }): Promise<SalvageResult> {
+      const database = config.immich.database;
+      const dir = join(config.backup.dir, SALVAGE_DIR);
+      const name = salvageFileName(database, stamp.replace('_', 'T'));
+      const skipped: string[] = [];
+      for (;;) {
+        const pg = postgresCommand(config, target, 'pg_dump', ['-U', config.postgres.user, '--clean', '--if-exists', ...skipped.map((t) => `--exclude-table-data=${t}`), '-d', database]);
+        try {
+          const written = await writeCompressedDump(config, logger, pg, dir, name, `saving a partial salvage of ${database}`);
+          logger.warn({ file: name, skipped }, 'partial salvage written');
+          return { file: name, path: written.path, bytes: written.bytes, database, skippedTables: skipped };
+        } catch (err) {
+          const table = unreadableTable(err);
+          // A table named twice could not be left out: stop rather than loop.
+          if (!table || skipped.includes(table) || skipped.length >= MAX_SALVAGE_SKIPS) throw err;
+          skipped.push(table);
+        }
+      }
     },
   };
 }
+
+/** A salvage gives up after leaving out this many tables' data: past that, little is left to save. */
+const MAX_SALVAGE_SKIPS = 50;
 
 /** The decode test stopped taking input (it exited, or was killed): its own result says why. */
 export class TesterStoppedError extends Error {

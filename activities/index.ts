@@ -3,6 +3,7 @@ import type { ActivityDeps } from './deps.js';
 import { createDrillActivities } from './drill.js';
 import { createDumpActivities } from './dump.js';
 import { createHealthActivities } from './health.js';
+import { createLockActivities } from './locks.js';
 import { createMirrorActivities } from './mirror.js';
 import { createNotifyActivities } from './notify.js';
 import { createOffsiteActivities } from './offsite.js';
@@ -25,6 +26,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createDrillActivities(deps),
     ...createHealthActivities(deps),
     ...createNotifyActivities(deps),
+    ...createLockActivities(deps),
   };
 }
 

@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checksumFileName, expiredDumps, isDumpName, rowCountsFileName } from '../src/dump-names.js';
+import { checksumFileName, expiredDumps, isDumpName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
 import { PruneRefusedError } from '../src/errors.js';
 import type { ActivityDeps } from './deps.js';
 import type { PruneDumpsInput, PruneResult } from './types.js';
@@ -26,6 +26,22 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
       }
       const kept = dumps.filter((d) => !pruned.includes(d));
       if (pruned.length) logger.info({ pruned, retentionDays: config.backup.retentionDays }, 'old dumps pruned');
+      return { pruned, kept };
+    },
+
+    /** Keeps the newest restore.keepRestorePoints restore points (never `keep`, the one just taken); deletes the rest. */
+    async pruneRestorePoints({ keep }: { keep: string }): Promise<PruneResult> {
+      const dir = join(config.backup.dir, RESTORE_POINTS_DIR);
+      const points = (await readdir(dir)).filter(isRestorePointName).sort().reverse();
+      if (!points.includes(keep)) throw new PruneRefusedError(`refusing to prune restore points: the one just taken (${keep}) is not in ${dir}`);
+      const kept = [keep, ...points.filter((p) => p !== keep)].slice(0, config.restore.keepRestorePoints);
+      const pruned = points.filter((p) => !kept.includes(p));
+      for (const name of pruned) {
+        await rm(join(dir, checksumFileName(name)), { force: true });
+        await rm(join(dir, rowCountsFileName(name)), { force: true });
+        await rm(join(dir, name), { force: true });
+      }
+      if (pruned.length) logger.info({ pruned, keep: config.restore.keepRestorePoints }, 'old restore points pruned');
       return { pruned, kept };
     },
   };

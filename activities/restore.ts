@@ -1,11 +1,15 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { link, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checksumFileName, DUMP_NAME_HINT, isDumpName, isImmichBackupName, partialFileName } from '../src/dump-names.js';
+import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, partialFileName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR, rowCountsFileName, stampOfName } from '../src/dump-names.js';
 import { decompressor } from './compression.js';
-import { ChecksumMismatchError, ConfigError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
+import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
+import type { DumpFacts } from '../src/restore-plan.js';
+import type { RecordedRowCounts } from './drill.js';
+import { fsyncDir } from './fs-safe.js';
 import { formatBytes } from '../src/format.js';
 import { postgresCommand } from './container.js';
 import { checksummedDumps, decodeAndHash, READ_CHUNK, readChecksumFile, sha256OfFile } from './checksums.js';
@@ -15,7 +19,7 @@ import { awaitCommand, runCommand, startCommand, stopCommand, withHeartbeats } f
 import { runRsync } from './rsync.js';
 import { restoreFilter, safetyScanner } from './sql-stream.js';
 import { sshCommandString, sshError, sshTarget } from './ssh.js';
-import type { HealthResult, PostgresTarget, ResolveDumpInput, ResolvedDump, RestoreSettings, VerifiedDump } from './types.js';
+import type { DumpFormat, HealthResult, PostgresTarget, ResolveDumpInput, ResolvedDump, RestoreSettings, VerifiedDump } from './types.js';
 import { COMPLETION_MARKER } from './validate.js';
 
 /** pg_dump's last comment (Immich's own backups); pg_dumpall's is COMPLETION_MARKER. */
@@ -60,55 +64,99 @@ export async function loadDump(
   return { stderr: String(loaded.value.stderr ?? '') };
 }
 
+/**
+ * Before anything is touched: the checksum matches (our dumps), the compressed stream is complete,
+ * the completion marker is there, and no line would run a program.
+ */
+export async function checkRestorable(dump: { file: string; path: string; format: DumpFormat; checksum?: string }): Promise<VerifiedDump> {
+  const scan = safetyScanner(dump.file);
+  const { sha256, size } = await decodeAndHash(dump.path, dump.file, scan.sink, 'verifying', 'not restoring it');
+  if (dump.checksum !== undefined && dump.checksum !== sha256) {
+    throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${sha256}, its .sha256 says ${dump.checksum}: not restoring it`);
+  }
+  const marker = dump.format === 'cluster' ? COMPLETION_MARKER : PG_DUMP_MARKER;
+  if (!scan.tail().includes(marker)) throw new DumpIncompleteError(`dump ${dump.file} does not end with "${marker}": it stopped early; not restoring it`);
+  return { bytes: size, sqlBytes: scan.sqlBytes(), sha256, databases: scan.databases() };
+}
+
+/** Links `from` to `to` unless `to` exists: never replaces a file. True when it linked. */
+async function linkIfAbsent(from: string, to: string): Promise<boolean> {
+  try {
+    await link(from, to);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+}
+
 export function createRestoreActivities({ config, logger }: ActivityDeps) {
   const dir = config.backup.dir;
-
+  const pointsDir = join(dir, RESTORE_POINTS_DIR);
 
   async function newestImmichBackup(): Promise<string | undefined> {
     if (!config.immich.backupsDir) return undefined;
-    return (await readdir(config.immich.backupsDir).catch(() => [] as string[])).filter(isImmichBackupName).sort().at(-1);
+    return (await readdir(config.immich.backupsDir).catch(() => [] as string[])).filter(isImmichBackupName).sort((a, b) => (stampOfName(a)?.getTime() ?? 0) - (stampOfName(b)?.getTime() ?? 0)).at(-1);
   }
 
-  /** Copies a dump and its .sha256 from the NAS into the staging dir, verified before it gets its final name. */
+  /**
+   * Copies a dump and its .sha256 from the NAS into the staging dir under temporary names and
+   * verifies it there in full (checksum, stream, marker, scan). It gets its final name only where
+   * none exists: a local file of that name is never replaced; one that differs is reported.
+   */
   async function fetchFromNas(file: string): Promise<ResolvedDump> {
     const offsite = config.offsite;
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const temp = join(dir, partialFileName(file));
     const sumTemp = join(dir, partialFileName(checksumFileName(file)));
+    const cleanUp = () => Promise.all([rm(temp, { force: true }), rm(sumTemp, { force: true })]);
     try {
-      for (const [name, target] of [[file, temp], [checksumFileName(file), sumTemp]] as const) {
-        await runRsync(['-t', '--chmod=F600', '-e', sshCommandString(offsite), `${sshTarget(offsite)}:${offsite.remoteDir}/${name}`, target], { step: `fetching ${name} from the NAS` });
+      try {
+        for (const [name, target] of [[file, temp], [checksumFileName(file), sumTemp]] as const) {
+          await runRsync(['-t', '--chmod=F600', '-e', sshCommandString(offsite), `${sshTarget(offsite)}:${offsite.remoteDir}/${name}`, target], { step: `fetching ${name} from the NAS` });
+        }
+      } catch (err) {
+        throw sshError(err, offsite);
       }
-    } catch (err) {
-      await Promise.all([rm(temp, { force: true }), rm(sumTemp, { force: true })]);
-      throw sshError(err, offsite);
+      const recorded = await readChecksumFile(sumTemp);
+      const local = join(dir, file);
+      if (existsSync(local)) {
+        const [fetched, present] = await withHeartbeats(Promise.all([sha256OfFile(temp), sha256OfFile(local)]), () => ({ step: `comparing the NAS copy of ${file} with the local one` }));
+        if (fetched !== present) {
+          throw new DumpConflictError(`the NAS copy of ${file} (sha256 ${fetched}) differs from the local file of that name (sha256 ${present}): neither was replaced; restore the local one (without --from offsite), or move it aside first to restore the NAS copy`);
+        }
+        logger.info({ file }, 'the NAS copy equals the local dump: restoring the local file');
+        return { file, path: local, format: 'cluster', origin: 'offsite', checksum: fetched };
+      }
+      await checkRestorable({ file, path: temp, format: 'cluster', checksum: recorded });
+      // The checksum first: a dump under its final name always has its .sha256 beside it.
+      if (!(await linkIfAbsent(sumTemp, join(dir, checksumFileName(file)))) && (await readChecksumFile(join(dir, checksumFileName(file)))) !== recorded) {
+        throw new DumpConflictError(`${checksumFileName(file)} already exists in ${dir} with another checksum: neither was replaced; move it aside and try again`);
+      }
+      if (!(await linkIfAbsent(temp, local))) throw new DumpConflictError(`${file} appeared in ${dir} while it was fetched: neither was replaced; try again`);
+      await fsyncDir(dir);
+      logger.info({ file }, 'dump fetched from the NAS and verified');
+      return { file, path: local, format: 'cluster', origin: 'offsite', checksum: recorded };
+    } finally {
+      await cleanUp();
     }
-    const recorded = await readChecksumFile(sumTemp);
-    const actual = await sha256OfFile(temp);
-    if (actual !== recorded) {
-      await Promise.all([rm(temp, { force: true }), rm(sumTemp, { force: true })]);
-      throw new ChecksumMismatchError(`the copy of ${file} fetched from the NAS has sha256 ${actual}, its .sha256 says ${recorded}: not restoring it`);
-    }
-    await rename(sumTemp, join(dir, checksumFileName(file)));
-    await rename(temp, join(dir, file));
-    logger.info({ file }, 'dump fetched from the NAS and verified');
-    return { file, path: join(dir, file), format: 'cluster', origin: 'offsite', checksum: recorded };
   }
 
   return {
     async restoreSettings(): Promise<RestoreSettings> {
-      return { approvalTimeoutMs: config.restore.approvalTimeoutMinutes * 60_000, immichDatabase: config.immich.database };
+      return { approvalTimeoutMs: config.restore.approvalTimeoutMinutes * 60_000, immichDatabase: config.immich.database, lockWaitMs: config.restore.lockWaitMinutes * 60_000 };
     },
 
     /**
-     * Which dump to restore: a name must be one of ours (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst) or one of
-     * Immich's own (immich-db-backup-….sql.gz) and never a path. Ours come from the staging dir, or
-     * from the NAS when missing locally or asked for; "latest" is the newest of ours, else the
-     * newest of Immich's own.
+     * Which dump to restore: a name must be one of ours (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst),
+     * a restore point (restore-point_….sql.gz, from backup.dir/restore-points) or one of Immich's own
+     * (immich-db-backup-….sql.gz, also uploaded-… and restore-point-…) and never a path. Ours come
+     * from the staging dir, or from the NAS when missing locally or asked for; "latest" is the
+     * newest of ours (never a restore point), else the newest of Immich's own.
      */
     async resolveDump({ dump, from }: ResolveDumpInput): Promise<ResolvedDump> {
-      if (dump !== 'latest' && !isDumpName(dump) && !isImmichBackupName(dump)) {
-        throw new NotOurDumpError(`${JSON.stringify(dump)} is not a dump this tool restores: give latest, ${DUMP_NAME_HINT} or immich-db-backup-….sql.gz (a name, not a path)`);
+      if (dump !== 'latest' && !isDumpName(dump) && !isImmichBackupName(dump) && !isRestorePointName(dump)) {
+        throw new NotOurDumpError(`${JSON.stringify(dump)} is not a dump this tool restores: give latest, ${DUMP_NAME_HINT}, ${RESTORE_POINT_NAME_HINT} or immich-db-backup-….sql.gz (a name, not a path)`);
       }
       if (isImmichBackupName(dump)) {
         if (!config.immich.backupsDir) throw new DumpNotFoundError(`${dump} is one of Immich's own backups, but immich.backupsDir is not configured`);
@@ -118,6 +166,11 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
         });
         return { file: dump, path, format: 'immich', origin: 'immich' };
       }
+      if (isRestorePointName(dump)) {
+        const found = (await checksummedDumps(pointsDir, isRestorePointName)).find((d) => d.file === dump);
+        if (!found) throw new DumpNotFoundError(`no validated restore point ${dump} in ${pointsDir}`);
+        return { file: dump, path: join(pointsDir, dump), format: 'cluster', origin: 'restore-point', checksum: found.sha256 };
+      }
       if (from === 'local') {
         const local = await checksummedDumps(dir);
         const found = dump === 'latest' ? local.at(-1) : local.find((d) => d.file === dump);
@@ -125,32 +178,42 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       }
       // Asked for the NAS, or the local copy is missing.
       let remote: string[] = [];
+      let unreachable: string | undefined;
       try {
         remote = (await remoteDumpNames(config.offsite)).sort();
       } catch (err) {
-        if (from === 'offsite' || dump !== 'latest') throw err;
-        logger.warn({ err: (err as Error).message }, 'NAS not reachable while looking for the latest dump');
+        if (from === 'offsite') throw err;
+        unreachable = (err as Error).message.split('\n')[0];
+        logger.warn({ err: unreachable }, 'NAS not reachable while looking for a dump');
       }
       const name = dump === 'latest' ? remote.at(-1) : remote.includes(dump) ? dump : undefined;
       if (name) return fetchFromNas(name);
       const immich = dump === 'latest' ? await newestImmichBackup() : undefined;
       if (immich) return { file: immich, path: join(config.immich.backupsDir!, immich), format: 'immich', origin: 'immich' };
-      throw new DumpNotFoundError(dump === 'latest' ? `no dump found: none in ${dir}, on the NAS, or in immich.backupsDir` : `${dump} is neither in ${dir} nor on the NAS`);
+      const nas = unreachable ? `the NAS could not be asked (${unreachable})` : 'nor on the NAS';
+      throw new DumpNotFoundError(dump === 'latest' ? `no dump found: none in ${dir}, ${unreachable ? `none in immich.backupsDir, and ${nas}` : 'on the NAS, or in immich.backupsDir'}` : `${dump} is not in ${dir}, ${nas}`);
     },
 
-    /**
-     * Before anything is touched: the checksum matches (our dumps), the compressed stream is complete,
-     * the completion marker is there, and no line would run a program.
-     */
-    async verifyDumpForRestore(dump: ResolvedDump): Promise<VerifiedDump> {
-      const scan = safetyScanner(dump.file);
-      const { sha256, size } = await decodeAndHash(dump.path, dump.file, scan.sink, 'verifying', 'not restoring it');
-      if (dump.checksum !== undefined && dump.checksum !== sha256) {
-        throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${sha256}, its .sha256 says ${dump.checksum}: not restoring it`);
-      }
-      const marker = dump.format === 'cluster' ? COMPLETION_MARKER : PG_DUMP_MARKER;
-      if (!scan.tail().includes(marker)) throw new DumpIncompleteError(`dump ${dump.file} does not end with "${marker}": it stopped early; not restoring it`);
-      return { bytes: size, sqlBytes: scan.sqlBytes(), sha256 };
+    verifyDumpForRestore: checkRestorable,
+
+    /** What the approval prompt and the report say about the dump: name, origin, age, size, databases, recorded rows, Immich version. */
+    async describeDump({ dump, verified }: { dump: ResolvedDump; verified: VerifiedDump }): Promise<DumpFacts> {
+      const stamp = stampOfName(dump.file);
+      const rowsFile = join(dump.origin === 'restore-point' ? pointsDir : dir, rowCountsFileName(dump.file));
+      const recorded = dump.origin === 'immich' ? undefined : await readFile(rowsFile, 'utf8').then((t) => JSON.parse(t) as RecordedRowCounts, () => undefined);
+      const tables = recorded && typeof recorded.tables === 'object' ? Object.entries(recorded.tables) : undefined;
+      const databases = dump.format === 'immich' ? [config.immich.database] : verified.databases.length ? verified.databases : [...new Set((tables ?? []).map(([t]) => t.split(':')[0]!))].sort();
+      const version = dump.origin === 'immich' ? immichVersionOfBackupName(dump.file) : typeof recorded?.immichVersion === 'string' ? recorded.immichVersion : undefined;
+      return {
+        file: dump.file,
+        origin: dump.origin,
+        ...(stamp ? { stamp: stamp.toISOString() } : {}),
+        bytes: verified.bytes,
+        sha256: verified.sha256,
+        databases,
+        ...(tables ? { tables: tables.length, rows: tables.reduce((a, [, n]) => a + Number(n), 0) } : {}),
+        ...(version ? { immichVersion: version } : {}),
+      };
     },
 
     /** Stops Immich's app containers; PostgreSQL keeps running (the runbook's `compose down` would stop it too). */

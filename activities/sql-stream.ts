@@ -29,8 +29,9 @@ class LineSplitter {
 }
 
 /** A sink that throws UnsafeDumpError at the first line that would run a program, and keeps the SQL's tail. */
-export function safetyScanner(file: string): { sink: Writable; tail: () => string; sqlBytes: () => number } {
+export function safetyScanner(file: string): { sink: Writable; tail: () => string; sqlBytes: () => number; databases: () => string[] } {
   let inCopy = false;
+  const databases = new Set<string>();
   let lineNo = 0;
   let tail = '';
   let bytes = 0;
@@ -46,6 +47,8 @@ export function safetyScanner(file: string): { sink: Writable; tail: () => strin
     if (line.includes('\\!')) refuse('a psql \\! shell escape');
     if (COPY_PROGRAM.test(line)) refuse('COPY … PROGRAM runs a program on the server');
     if (line.startsWith('\\') && !ALLOWED_META.test(line)) refuse(`a psql meta-command pg_dump never writes (${line.split(/\s/)[0]})`);
+    const connect = CONNECT.exec(line);
+    if (connect) databases.add(connectTarget(connect[1]!));
     if (COPY_FROM_STDIN.test(line)) inCopy = true;
     tail = (tail + line + '\n').slice(-512);
   });
@@ -68,7 +71,16 @@ export function safetyScanner(file: string): { sink: Writable; tail: () => strin
       }
     },
   });
-  return { sink, tail: () => tail, sqlBytes: () => bytes };
+  return { sink, tail: () => tail, sqlBytes: () => bytes, databases: () => [...databases].filter((d) => d !== 'template1').sort() };
+}
+
+const CONNECT = /^\\connect\s+(?:-reuse-previous=on\s+)?(.+?)\s*$/;
+
+/** The database a pg_dumpall \\connect line names: `immich`, `"Immich"` or `"dbname='immich'"`. */
+function connectTarget(arg: string): string {
+  const conninfo = /dbname='((?:[^'\\]|\\.)*)'/.exec(arg);
+  if (conninfo) return conninfo[1]!.replace(/\\(.)/g, '$1');
+  return arg.replace(/^"(.*)"$/, '$1').replace(/""/g, '"');
 }
 
 const quoteIdent = (name: string) => (/^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`);

@@ -1,3 +1,5 @@
+import type { DumpOrigin } from '../src/restore-plan.js';
+
 // Shapes passed between workflows and activities. Pure types: workflows import them.
 
 /** Where the PostgreSQL tools run: inside Immich's database container, or on this host. */
@@ -7,6 +9,19 @@ export interface DumpDatabaseInput {
   target: PostgresTarget;
   /** UTC YYYYMMDD_HHMMSS, fixed by the workflow so every retry writes the same name. */
   stamp: string;
+  /** backup (default): immich_<stamp> in backup.dir; restore-point: restore-point_<stamp> in backup.dir/restore-points. */
+  kind?: DumpKind;
+}
+
+export type DumpKind = 'backup' | 'restore-point';
+
+export interface SalvageResult {
+  file: string;
+  path: string;
+  bytes: number;
+  database: string;
+  /** Tables whose data pg_dump could not read, left out of the salvage (their definitions are in it). */
+  skippedTables: string[];
 }
 
 export interface DumpResult {
@@ -20,6 +35,7 @@ export interface DumpResult {
 
 export interface ValidateDumpInput {
   file: string;
+  kind?: DumpKind;
   /** DumpResult.sha256: when the file still hashes to it, validation does not decode it again. */
   testedSha256?: string;
 }
@@ -98,8 +114,8 @@ export interface ResolvedDump {
   file: string;
   path: string;
   format: DumpFormat;
-  /** Where it came from: the staging dir, fetched from the NAS, or Immich's own backups dir. */
-  origin: 'local' | 'offsite' | 'immich';
+  /** Where it came from: the staging dir, fetched from the NAS, a restore point, or Immich's own backups dir. */
+  origin: DumpOrigin;
   /** Our dumps carry a .sha256; Immich's own do not. */
   checksum?: string;
 }
@@ -108,11 +124,15 @@ export interface VerifiedDump {
   bytes: number;
   sqlBytes: number;
   sha256: string;
+  /** The databases its \\connect lines name (pg_dumpall), in order of name. */
+  databases: string[];
 }
 
 export interface RestoreSettings {
   approvalTimeoutMs: number;
   immichDatabase: string;
+  /** How long a restore waits for a backup or drill to let go of the database (or a mirror, of the library). */
+  lockWaitMs: number;
 }
 
 export interface HealthResult {

@@ -1,6 +1,6 @@
 import { mkdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checksumFileName, DUMP_NAME_HINT, isDumpName } from '../src/dump-names.js';
+import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR } from '../src/dump-names.js';
 import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSmallError, NotOurDumpError } from '../src/errors.js';
 import { decodeAndHash, readChecksumFile, sha256OfFile, sqlTailSink } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
@@ -19,9 +19,10 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
      * were written (`testedSha256`) and the file on disk still hashes to them. A dump that fails
      * is moved aside into rejected/ (kept for a look, never pruned as ours).
      */
-    async validateDump({ file, testedSha256 }: ValidateDumpInput): Promise<ValidatedDump> {
-      if (!isDumpName(file)) throw new NotOurDumpError(`refusing to validate ${JSON.stringify(file)}: not a dump name (${DUMP_NAME_HINT})`);
-      const dir = config.backup.dir;
+    async validateDump({ file, testedSha256, kind = 'backup' }: ValidateDumpInput): Promise<ValidatedDump> {
+      const point = kind === 'restore-point';
+      if (!(point ? isRestorePointName(file) : isDumpName(file))) throw new NotOurDumpError(`refusing to validate ${JSON.stringify(file)}: not a ${point ? 'restore point' : 'dump'} name (${point ? RESTORE_POINT_NAME_HINT : DUMP_NAME_HINT})`);
+      const dir = point ? join(config.backup.dir, RESTORE_POINTS_DIR) : config.backup.dir;
       const path = join(dir, file);
       try {
         return await checkDump(dir, file, config.backup.minBytes, testedSha256);

@@ -228,7 +228,7 @@ try {
   // --- restore: (e) the shell pipeline vs (f) RestoreDatabase's restore step, on the same dump ----
   for (const w of PARTS.has('restore') ? big.filter((x) => x.compressor !== 'pigz') : []) {
     const dump = perCompressor.get(w.compressor)!.last!;
-    const r = { w, e: [] as number[], f: [] as number[], whole: [] as number[] };
+    const r = { w, e: [] as number[], f: [] as number[], whole: [] as number[], bare: [] as number[] };
     const decoder = dump.file.endsWith('.zst') ? ['zstd', '-dcq'] : ['gunzip', '-c'];
     for (let i = 0; i < RUNS; i++) {
       r.e.push(
@@ -241,11 +241,15 @@ try {
       let report: RestoreDatabaseReport | undefined;
       r.whole.push(await timed(async () => (report = await w.execute<RestoreDatabaseReport>('RestoreDatabase', [{ dump: dump.file, approved: true }]))));
       r.f.push(report!.durations['restoring']!);
-      log(`restore round ${i + 1}/${RUNS} (${w.compressor}): (e) ${secs(r.e.at(-1)!)} s, (f) ${secs(r.f.at(-1)!)} s`);
+      // The same restore without a restore point (a partial salvage of the live database instead), side by side.
+      r.bare.push(await timed(async () => void (await w.execute<RestoreDatabaseReport>('RestoreDatabase', [{ dump: dump.file, approved: true, noRestorePoint: true }]))));
+      log(`restore round ${i + 1}/${RUNS} (${w.compressor}): (e) ${secs(r.e.at(-1)!)} s, (f) ${secs(r.f.at(-1)!)} s, whole ${secs(r.whole.at(-1)!)} s, without a restore point ${secs(r.bare.at(-1)!)} s`);
     }
     const e = median(r.e);
     rows.push({ id: 'e', what: `${decoder.join(' ')} | psql (${w.compressor} dump)`, seconds: secs(e), ratio: { to: 'e', value: 1 } });
     rows.push({ id: 'f', what: `RestoreDatabase's restore step (${w.compressor} dump)`, seconds: secs(median(r.f)), ratio: { to: 'e', value: median(r.f) / e }, note: `whole workflow incl. verify, restore point, stop/start ${secs(median(r.whole))} s` });
+    rows.push({ id: 'f2', what: `RestoreDatabase whole, with a restore point (${w.compressor} dump)`, seconds: secs(median(r.whole)), ratio: { to: 'e', value: median(r.whole) / e } });
+    rows.push({ id: 'f3', what: `RestoreDatabase whole, --no-restore-point: partial salvage instead (${w.compressor} dump)`, seconds: secs(median(r.bare)), ratio: { to: 'e', value: median(r.bare) / e } });
   }
 
   // --- drill: (i) a throwaway restore by hand vs (j) RestoreDrill, on the default compressor's dump --

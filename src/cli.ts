@@ -8,7 +8,12 @@ import { Command, Option } from 'commander';
 import { collectStatus } from '../activities/health.js';
 import { runBackupWorker } from '../workers/worker.js';
 import type { RestoreDrillReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
-import { connectClient, follow, temporalAddress, type Progress } from './client.js';
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import { userInfo } from 'node:os';
+import { listDumps } from '../activities/catalog.js';
+import { connectClient, ensureWorker, follow, temporalAddress, type Progress } from './client.js';
+import { innermostMessage } from './failure.js';
+import { ageText, AWAITING_APPROVAL, describeDump, describePlan, RESTORE_MESSAGES, type ApproveRequest, type RejectRequest, type RestorePlan } from './restore-plan.js';
 import { loadConfig, redactConfig, type Config } from './config.js';
 import { findTemporalBinary, startDevServer } from './dev-server.js';
 import { ConfigError } from './errors.js';
@@ -122,24 +127,33 @@ const restore = program.command('restore').description('Restores an operator sta
 
 restore
   .command('db')
-  .description('Run RestoreDatabase: verify the dump, wait for approval (unless --yes), take a restore point, stop Immich, restore, start Immich')
-  .option('--dump <name>', 'latest, a dump name (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst) or an Immich backup (immich-db-backup-….sql.gz)', 'latest')
+  .description('Run RestoreDatabase: verify the dump, show what it holds and wait for approval (unless --yes), take a restore point, stop Immich, restore, start Immich')
+  .option('--dump <name>', 'latest, a dump name (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst), a restore point (restore-point_….sql.gz) or an Immich backup (immich-db-backup-….sql.gz); see `immich-backup dumps`', 'latest')
   .addOption(new Option('--from <where>', 'local: the staging dir (the NAS when missing there); offsite: fetch from the NAS').choices(['local', 'offsite']).default('local'))
-  .option('--dry-run', 'verify and report what would happen; change nothing')
+  .option('--dry-run', 'verify and show what would happen; change nothing')
   .option('--yes', 'approve now instead of waiting for `restore approve`')
+  .option('--no-restore-point', 'for a live database that cannot be dumped: restore WITHOUT a restore point (no way back; a partial salvage is saved first)')
+  .option('--accept-version-change', 'the dump was made with another Immich version than the one running, and that is intended')
   .option('--json', 'print the report as JSON')
-  .action(async (opts: { dump: string; from: 'local' | 'offsite'; dryRun?: boolean; yes?: boolean; json?: boolean }, cmd: Command) => {
-    const input: RestoreDatabaseInput = { dump: opts.dump, from: opts.from, dryRun: opts.dryRun === true, approved: opts.yes === true };
+  .action(async (opts: { dump: string; from: 'local' | 'offsite'; dryRun?: boolean; yes?: boolean; restorePoint: boolean; acceptVersionChange?: boolean; json?: boolean }, cmd: Command) => {
+    const input: RestoreDatabaseInput = {
+      dump: opts.dump,
+      from: opts.from,
+      dryRun: opts.dryRun === true,
+      approved: opts.yes === true,
+      ...(opts.restorePoint === false ? { noRestorePoint: true } : {}),
+      ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}),
+    };
     const report = await runAndFollow<RestoreDatabaseReport>(configOf(cmd), 'RestoreDatabase', input);
     process.stdout.write(
       opts.json
         ? JSON.stringify(report, null, 2) + '\n'
-        : `${report.message}\n  dump ${report.dump} (${report.format}, from ${report.origin}), sha256 ${report.sha256}` +
-            (report.restorePoint ? `\n  restore point: ${report.restorePoint}` : '') +
-            '\n',
+        : `${report.message}\n${describeDump(report.facts, Date.now()).map((l) => `  ${l}`).join('\n')}\n` +
+            (report.restorePoint ? `  restore point: ${report.restorePoint}\n` : '') +
+            (report.salvage ? `  partial salvage: ${report.salvage.path}\n` : ''),
     );
     // A restore that did not happen, or an Immich that did not come back, is not a success.
-    if (report.outcome === 'not-approved' || report.healthy === false) process.exitCode = 1;
+    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
   });
 
 restore
@@ -153,21 +167,101 @@ restore
     const input: RestoreLibraryInput = { dryRun: opts.dryRun === true, delete: opts.delete === true, approved: opts.yes === true };
     const report = await runAndFollow<RestoreLibraryReport>(configOf(cmd), 'RestoreLibrary', input);
     process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${report.message}\n`);
-    if (report.outcome === 'not-approved' || report.healthy === false) process.exitCode = 1;
+    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
   });
+
+/** The plan a restore waits on, or a one-line error saying why there is none. */
+async function waitingPlan(handle: WorkflowHandle, verb: string): Promise<RestorePlan> {
+  const [step, plan] = await Promise.all([handle.query<string>(RESTORE_MESSAGES.step), handle.query<RestorePlan | undefined>(RESTORE_MESSAGES.plan)]).catch((err: Error) => {
+    throw new Error(`cannot ${verb} ${handle.workflowId}: ${err.message.split('\n')[0]}`);
+  });
+  if (step !== AWAITING_APPROVAL || !plan) throw new Error(`${handle.workflowId} is not waiting for approval (its step: ${step})`);
+  return plan;
+}
 
 restore
   .command('approve <workflow-id>')
-  .description('Approve a restore that is waiting for an operator (RestoreDatabase, RestoreLibrary)')
+  .description('Approve a restore that waits for an operator: prints what it will load, then approves exactly that dump')
+  .option('--sha256 <hex>', 'approve only if the dump to load has this sha256 (the one you were shown)')
+  .option('--accept-version-change', 'the dump was made with another Immich version than the one running, and that is intended')
+  .action(async (workflowId: string, opts: { sha256?: string; acceptVersionChange?: boolean }, cmd: Command) => {
+    await withClient(configOf(cmd), async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      const plan = await waitingPlan(handle, 'approve');
+      process.stderr.write(`${describePlan(plan, Date.now())}\n`);
+      const request: ApproveRequest = { by: osUser(), ...(plan.dump ? { sha256: opts.sha256 ?? plan.dump.sha256 } : {}), ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}) };
+      const answer = await handle.executeUpdate<string, [ApproveRequest]>(RESTORE_MESSAGES.approve, { args: [request] }).catch((err: Error) => {
+        throw new Error(`not approved: ${innermostMessage(err)}`);
+      });
+      process.stdout.write(`${answer}\napproved ${workflowId}\n`);
+    });
+  });
+
+restore
+  .command('reject <workflow-id>')
+  .description('Reject a restore that waits for an operator: it ends with nothing changed')
+  .option('--reason <text>', 'recorded in the run\'s report')
+  .action(async (workflowId: string, opts: { reason?: string }, cmd: Command) => {
+    await withClient(configOf(cmd), async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      await waitingPlan(handle, 'reject');
+      const answer = await handle.executeUpdate<string, [RejectRequest]>(RESTORE_MESSAGES.reject, { args: [{ by: osUser(), ...(opts.reason ? { reason: opts.reason } : {}) }] }).catch((err: Error) => {
+        throw new Error(`not rejected: ${innermostMessage(err)}`);
+      });
+      process.stdout.write(`${answer}\nrejected ${workflowId}\n`);
+    });
+  });
+
+program
+  .command('dumps')
+  .description('What a restore can load: local dumps, restore points, NAS copies, Immich\'s own backups, with age, size, verified state and recorded row counts')
+  .option('--json', 'print as JSON')
+  .action(async (opts: { json?: boolean }, cmd: Command) => {
+    const catalog = await listDumps(configOf(cmd));
+    if (opts.json) return void process.stdout.write(JSON.stringify(catalog, null, 2) + '\n');
+    const where = { local: 'staging dir', offsite: 'NAS', 'restore-point': 'restore point', immich: "Immich's own" } as const;
+    const lines = catalog.entries.map((e) =>
+      `${e.file}\n    ${where[e.origin]}; ${e.ageHours !== undefined ? `${ageText(e.ageHours * 3_600_000)} old` : 'age unknown'}; ${e.bytes !== undefined ? formatBytes(e.bytes) : 'size unknown'}; ${e.verified}` +
+        `${e.tables !== undefined ? `; ${e.rows} rows in ${e.tables} tables recorded` : ''}${e.immichVersion ? `; Immich ${e.immichVersion}` : ''}\n    immich-backup ${e.restore}`,
+    );
+    process.stdout.write(`${lines.length ? lines.join('\n') : 'no dump found'}\n${catalog.problems.map((p) => `! ${p}\n`).join('')}`);
+    if (!catalog.entries.length) process.exitCode = 1;
+  });
+
+program
+  .command('follow <workflow-id>')
+  .description('Follow a run (started here, from a schedule or another terminal) to its end, showing its steps, waits and retries')
+  .option('--json', 'print the result as JSON')
+  .action(async (workflowId: string, opts: { json?: boolean }, cmd: Command) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      await handle.describe().catch((err: Error) => {
+        throw new Error(`cannot follow ${workflowId}: ${err.message.split('\n')[0]}`);
+      });
+      const result = await followPrinting<Record<string, unknown> | undefined>(client, handle);
+      printResult(result, opts.json);
+    });
+  });
+
+program
+  .command('cancel <workflow-id>')
+  .description('Cancel a run and wait until it has left a known state (a restore puts the restore point back and starts Immich); prints that state')
   .action(async (workflowId: string, _opts, cmd: Command) => {
     await withClient(configOf(cmd), async (client) => {
       const handle = client.workflow.getHandle(workflowId);
-      const step = await handle.query<string>('currentStep').catch((err: Error) => {
-        throw new Error(`cannot approve ${workflowId}: ${err.message.split('\n')[0]}`);
+      const { status } = await handle.describe().catch((err: Error) => {
+        throw new Error(`cannot cancel ${workflowId}: ${err.message.split('\n')[0]}`);
       });
-      if (step !== 'awaiting approval') throw new Error(`${workflowId} is not waiting for approval (its step: ${step})`);
-      await handle.signal('approve', { by: process.env.USER ?? 'cli' });
-      process.stdout.write(`approved ${workflowId}\n`);
+      if (status.name !== 'RUNNING') throw new Error(`${workflowId} is not running (${status.name}): nothing to cancel`);
+      await handle.cancel();
+      process.stderr.write(`cancellation of ${workflowId} requested; waiting until it has left a known state …\n`);
+      try {
+        const result = await followPrinting<Record<string, unknown> | undefined>(client, handle);
+        process.stdout.write(`${workflowId} finished before the cancellation took effect: ${typeof result?.message === 'string' ? result.message : 'completed'}\n`);
+      } catch (err) {
+        process.stdout.write(`${workflowId} ended: ${(err as Error).message.replace(/^workflow failed: /, '')}\n`);
+      }
     });
   });
 
@@ -314,38 +408,96 @@ async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<ty
   }
 }
 
-/** Starts a workflow now, shows its progress on stderr while it runs, and returns its report. */
+/** Starts a workflow now (only when a worker will run it), shows its progress on stderr while it runs, and returns its report. */
 async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input: object = {}, trigger = 'cli'): Promise<R> {
   return withClient(config, async (client) => {
+    await ensureWorker(client, config);
     const handle = await client.workflow.start(workflowType, {
       taskQueue: config.temporal.taskQueue,
       workflowId: runId(WORKFLOW_KINDS[workflowType], trigger, new Date()),
       args: [{ ...input, trigger }],
     });
     process.stderr.write(`started ${handle.workflowId}\n`);
-    const restoring = workflowType.startsWith('Restore');
-    return follow<R>(handle, (p) => printProgress(p, handle.workflowId), { withStep: restoring });
+    return followPrinting<R>(client, handle);
   });
 }
+
+/**
+ * Follows a run, printing each new step (with the plan when a restore waits for approval), each
+ * retry with its reason and next attempt, and heartbeat details. Ctrl-C stops following, not the
+ * run: it says so, and how to follow or cancel it.
+ */
+async function followPrinting<R>(client: Client, handle: WorkflowHandle): Promise<R> {
+  const id = handle.workflowId;
+  const leave = () => {
+    process.stderr.write(`\nstopped following ${id}; the run goes on.\n  follow it: immich-backup follow ${id}\n  cancel it: immich-backup cancel ${id}\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', leave);
+  process.once('SIGTERM', leave);
+  try {
+    return await follow<R>(handle, progressPrinter(client, id));
+  } finally {
+    process.off('SIGINT', leave);
+    process.off('SIGTERM', leave);
+  }
+}
+
+const clock = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function progressPrinter(client: Client, workflowId: string): (progress: Progress[]) => Promise<void> {
+  let step = '';
+  const shown = new Map<string, string>();
+  return async (progress) => {
+    for (const p of progress) {
+      if (p.activity === 'step') {
+        const text = String(p.details);
+        if (text === step) continue;
+        step = text;
+        process.stderr.write(`… ${text}\n`);
+        if (text === AWAITING_APPROVAL) {
+          const plan = await client.workflow.getHandle(workflowId).query<RestorePlan | undefined>(RESTORE_MESSAGES.plan).catch(() => undefined);
+          if (plan) process.stderr.write(`${describePlan(plan, Date.now()).replace(/^/gm, '    ')}\n`);
+        }
+        continue;
+      }
+      if (p.attempt > 1 && p.lastFailure) {
+        const key = `${p.activity}#${p.attempt}`;
+        if (!shown.has(key)) {
+          shown.set(key, '');
+          const of = p.maximumAttempts ? ` of ${p.maximumAttempts}` : '';
+          const next = p.nextAttemptAt ? `next attempt at ${clock(p.nextAttemptAt)} (in ${Math.max(0, Math.round((p.nextAttemptAt.getTime() - Date.now()) / 1000))} s)` : `attempt ${p.attempt} running`;
+          process.stderr.write(`… ${p.activity}: attempt ${p.attempt - 1}${of} failed: ${p.lastFailure.split('\n')[0]}; ${next}\n`);
+        }
+      }
+      const details = p.details && typeof p.details === 'object' ? Object.entries(p.details).filter(([k]) => k !== 'step').map(([k, v]) => `${k}=${String(v)}`).join(' ') : '';
+      if (details && shown.get(p.activity) !== details) {
+        shown.set(p.activity, details);
+        process.stderr.write(`… ${p.activity} ${details}\n`);
+      }
+    }
+  };
+}
+
+/** A run's result for a person: its message (and the rest with --json). */
+function printResult(result: Record<string, unknown> | undefined, json?: boolean): void {
+  if (json) return void process.stdout.write(JSON.stringify(result ?? null, null, 2) + '\n');
+  process.stdout.write(`${typeof result?.message === 'string' ? result.message : JSON.stringify(result ?? null, null, 2)}\n`);
+}
+
+const osUser = () => {
+  try {
+    return userInfo().username;
+  } catch {
+    return `uid ${process.getuid?.() ?? '?'}`;
+  }
+};
 
 function formatStatus(report: StatusReport): string {
   const width = Math.max(...report.rows.map((r) => r.id.length));
   const head = report.ok ? 'OK: every backup is fresh and verified' : `${report.problems.length} PROBLEM(S)`;
   const lines = report.rows.map((r) => `${r.problem ? '!' : ' '} ${r.state.padEnd(11)} ${r.id.padEnd(width)}  ${r.summary}`);
   return `immich-backup status at ${report.checkedAt}: ${head}\n${lines.join('\n')}\n`;
-}
-
-function printProgress(progress: Progress[], workflowId: string): void {
-  for (const p of progress) {
-    if (p.activity === 'step') {
-      const hint = p.details === 'awaiting approval' ? ` (approve with: immich-backup restore approve ${workflowId})` : '';
-      process.stderr.write(`… step: ${String(p.details)}${hint}\n`);
-      continue;
-    }
-    const details = p.details && typeof p.details === 'object' ? Object.entries(p.details).map(([k, v]) => `${k}=${String(v)}`).join(' ') : '';
-    const retry = p.attempt > 1 ? ` (attempt ${p.attempt}${p.lastFailure ? `, last: ${p.lastFailure.split('\n')[0]}` : ''})` : '';
-    process.stderr.write(`… ${p.activity}${retry} ${details}\n`);
-  }
 }
 
 try {

@@ -1,7 +1,10 @@
 import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
+import proto from '@temporalio/proto';
 import type { Config } from './config.js';
+import { NoWorkerError } from './errors.js';
 import { innermostCause, innermostMessage } from './failure.js';
+import { RESTORE_MESSAGES } from './restore-plan.js';
 
 /** The configured server, or the embedded dev server's address when none is configured. */
 export function temporalAddress(config: Config): string {
@@ -19,25 +22,31 @@ export async function connectClient(config: Config, address = temporalAddress(co
 }
 
 export interface Progress {
-  /** An activity's name, or "step" for the workflow's own currentStep query (restores). */
+  /** An activity's name, or "step" for the workflow's own currentStep query. */
   activity: string;
   attempt: number;
   details: unknown;
   lastFailure?: string;
+  /** When a retry waits: the next attempt's time. */
+  nextAttemptAt?: Date;
+  maximumAttempts?: number;
 }
 
-/** What the run is doing now: its current step (when it answers the currentStep query) and pending activities with their latest heartbeat details. */
-export async function currentProgress(handle: WorkflowHandle, withStep = false): Promise<Progress[]> {
+/** What the run is doing now: its current step (the currentStep query every workflow answers) and pending activities with their latest heartbeat details and retry state. */
+export async function currentProgress(handle: WorkflowHandle, withStep = true): Promise<Progress[]> {
   const { raw, status } = await handle.describe();
-  const step = withStep && status.name === 'RUNNING' ? await handle.query<string>('currentStep').catch(() => undefined) : undefined;
+  const step = withStep && status.name === 'RUNNING' ? await handle.query<string>(RESTORE_MESSAGES.step).catch(() => undefined) : undefined;
   const steps: Progress[] = step ? [{ activity: 'step', attempt: 1, details: step }] : [];
   return steps.concat((raw.pendingActivities ?? []).map((a) => {
     const payload = a.heartbeatDetails?.payloads?.[0];
+    const next = a.nextAttemptScheduleTime?.seconds;
     return {
       activity: a.activityType?.name ?? '?',
       attempt: a.attempt ?? 1,
       details: payload ? defaultPayloadConverter.fromPayload(payload) : undefined,
       ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}),
+      ...(next ? { nextAttemptAt: new Date(Number(next) * 1000) } : {}),
+      ...(a.maximumAttempts ? { maximumAttempts: a.maximumAttempts } : {}),
     };
   }));
 }
@@ -46,15 +55,15 @@ export async function currentProgress(handle: WorkflowHandle, withStep = false):
  * Waits for the result, calling `onProgress` whenever the run's progress changes. A failed run
  * rejects with an Error whose message is one line: the innermost cause, with its failure type.
  */
-export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void, { everyMs = 1000, withStep = false } = {}): Promise<T> {
+export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void, { everyMs = 1000 } = {}): Promise<T> {
   let last = '';
   let done = false;
   const poll = async () => {
     while (!done) {
       try {
-        const progress = await currentProgress(handle, withStep);
+        const progress = await currentProgress(handle);
         const key = JSON.stringify(progress);
-        if (key !== last && progress.length) onProgress(progress);
+        if (key !== last && progress.length && !done) onProgress(progress);
         last = key;
       } catch {
         // progress is best effort; the result below is what counts
@@ -70,6 +79,29 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress
   } finally {
     done = true;
     await polling;
+  }
+}
+
+/** A poller counts as alive when it polled this recently (a long poll lasts about a minute). */
+const POLLER_FRESH_MS = 90_000;
+const { TaskQueueKind, TaskQueueType } = proto.temporal.api.enums.v1;
+
+/**
+ * Refuses, before anything starts, when no worker polls the task queue for workflows and
+ * activities: a run started now would wait silently until one appears, maybe hours later.
+ */
+export async function ensureWorker(client: Client, config: Config, address = temporalAddress(config)): Promise<void> {
+  const now = Date.now();
+  for (const [type, what] of [[TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, 'workflow'], [TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, 'activity']] as const) {
+    const { pollers } = await client.workflowService.describeTaskQueue({
+      namespace: config.temporal.namespace,
+      taskQueue: { name: config.temporal.taskQueue, kind: TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
+      taskQueueType: type,
+    });
+    const alive = (pollers ?? []).some((p) => p.lastAccessTime?.seconds && now - Number(p.lastAccessTime.seconds) * 1000 < POLLER_FRESH_MS);
+    if (!alive) {
+      throw new NoWorkerError(`no worker polls task queue ${config.temporal.taskQueue} (${what} tasks) at ${address}: nothing was started; start one with \`immich-backup start\` (or \`worker\`), then try again`);
+    }
   }
 }
 

@@ -170,6 +170,10 @@ const immichSchema = z.strictObject({
 const restoreSchema = z.strictObject({
   /** A restore started without --yes waits this long for `immich-backup restore approve`, then changes nothing. */
   approvalTimeoutMinutes: z.number().positive().default(60),
+  /** Restore points (the live database as it was before a restore) kept in backup.dir/restore-points; older ones are deleted. */
+  keepRestorePoints: z.number().int().min(1).default(3),
+  /** How long a run waits for another run to let go of the database or the library before it gives up (changing nothing). */
+  lockWaitMinutes: z.number().positive().default(120),
 });
 
 /** What `status` and BackupHealth call stale: the runbook's daily dump and weekly mirror, with slack. */

@@ -72,11 +72,54 @@ export function partialFileName(finalName: string): string {
   return `.${finalName}.partial`;
 }
 
-/** Immich 2.x's own database backups: a pg_dump --clean --if-exists of its one database. */
-const IMMICH_BACKUP_NAME = /^immich-db-backup-[A-Za-z0-9._-]+\.sql\.gz$/;
+/**
+ * Immich 2.x's own database backups: a pg_dump --clean --if-exists of its one database. Immich
+ * names the ones an admin uploaded `uploaded-…` and the ones it takes before its own restore
+ * `restore-point-…`; both restore like the plain ones.
+ */
+const IMMICH_BACKUP_NAME = /^(?:uploaded-|restore-point-)?immich-db-backup-[A-Za-z0-9._-]+\.sql\.gz$/;
 
 export function isImmichBackupName(name: string): boolean {
   return IMMICH_BACKUP_NAME.test(name) && !name.includes('..');
+}
+
+/** The Immich version in one of Immich's own backup names (`…-v2.0.0-pg15.18.sql.gz`), if it carries one. */
+export function immichVersionOfBackupName(name: string): string | undefined {
+  return /-v(\d+\.\d+\.\d+)-/.exec(name)?.[1];
+}
+
+// Restore points: the dump RestoreDatabase takes of the live database before it replaces it. Their
+// own name and folder, so no reader of the staging dir (latest, status, the drill, OffsiteSync,
+// pruning) ever mistakes one for a backup: they hold the state an operator rolled back from.
+const RESTORE_POINT_NAME = /^restore-point_(\d{8}_\d{6})\.sql\.(gz|zst)$/;
+export const RESTORE_POINTS_DIR = 'restore-points';
+export const RESTORE_POINT_NAME_HINT = 'restore-point_YYYYMMDD_HHMMSS.sql.gz';
+
+export function restorePointFileName(stamp: string, format: DumpFormat = 'gzip'): string {
+  return dumpFileName(stamp, format).replace(/^immich_/, 'restore-point_');
+}
+
+export function isRestorePointName(name: string): boolean {
+  const m = RESTORE_POINT_NAME.exec(name);
+  return m !== null && isDumpName(`immich_${m[1]}.sql.${m[2]}`);
+}
+
+// A partial salvage: what could still be read of a damaged database before a restore without a
+// restore point replaced it. Never a backup: its own folder, and a name no reader takes for one.
+export const SALVAGE_DIR = 'salvage';
+
+export function salvageFileName(database: string, stamp: string): string {
+  return `salvage_${database}_${stamp}.partial.sql.gz`;
+}
+
+/** The UTC time a dump, restore point or Immich backup name encodes, when it encodes one. */
+export function stampOfName(name: string): Date | undefined {
+  const ours = parseDumpName(name.replace(/^restore-point_/, 'immich_'));
+  if (ours) return ours;
+  const m = /immich-db-backup-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})/.exec(name);
+  if (!m) return undefined;
+  const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  return new Date(Date.UTC(y, mo - 1, d, h, mi, s));
 }
 
 /** Per-table row counts NightlyDbBackup records beside each dump, for RestoreDrill to compare. */

@@ -103,3 +103,43 @@ export class RestoreFailedError extends Error {
 export class DrillFailedError extends Error {
   override name = 'DrillFailedError';
 }
+
+/** pg_dump could not read the live database (damaged TOAST or heap pages): retrying reads the same damage. */
+export class DatabaseUnreadableError extends Error {
+  override name = 'DatabaseUnreadableError';
+}
+
+/** RestoreDatabase could not take its restore point: nothing was changed. */
+export class RestorePointFailedError extends Error {
+  override name = 'RestorePointFailedError';
+}
+
+/** A restore was cancelled; its message says which state the database or library was left in. */
+export class RestoreCancelledError extends Error {
+  override name = 'RestoreCancelledError';
+}
+
+/** Another run holds the database or the library, and did not let go within the wait's bound. */
+export class ResourceBusyError extends Error {
+  override name = 'ResourceBusyError';
+}
+
+/** A dump fetched from the NAS differs from the local file of the same name: neither is replaced. */
+export class DumpConflictError extends Error {
+  override name = 'DumpConflictError';
+}
+
+/** The dump was made by another Immich version than the one running, and that was not accepted. */
+export class ImmichVersionMismatchError extends Error {
+  override name = 'ImmichVersionMismatchError';
+}
+
+/** No worker polls the task queue: a run started now would wait silently until one appears. */
+export class NoWorkerError extends Error {
+  override name = 'NoWorkerError';
+}
+
+/** A dump's final name is already taken (another run's file): nothing is ever written over it. */
+export class DumpNameTakenError extends Error {
+  override name = 'DumpNameTakenError';
+}

@@ -23,8 +23,16 @@ export function runId(kind: string, trigger: string, at: Date): string {
 export const SEARCH_ATTRIBUTES = {
   /** The run's kind: nightly-db-backup, offsite-sync, ... */
   kind: 'BackupKind',
-  /** running, then success or failure (BackupHealth: healthy or alarm). */
+  /** running (a restore: awaiting-approval while it waits), then success or failure (BackupHealth: healthy or alarm). */
   outcome: 'BackupOutcome',
 } as const;
 
-export type Outcome = 'running' | 'success' | 'failure' | 'healthy' | 'alarm';
+export type Outcome = 'running' | 'awaiting-approval' | 'success' | 'failure' | 'healthy' | 'alarm';
+
+/** What a run may hold alone: the database (backups, restores, the drill) or the library and its mirror. */
+export type LockedResource = 'database' | 'library';
+
+/** The ResourceLock workflow that guards one resource for one task queue (a worker fleet). */
+export function lockWorkflowId(taskQueue: string, resource: LockedResource): string {
+  return `immich-backup-lock-${resource}-${taskQueue}`;
+}

@@ -5,6 +5,9 @@ import {
   ChecksumMismatchError,
   CommandNotFoundError,
   ConfigError,
+  DatabaseUnreadableError,
+  DumpConflictError,
+  DumpNameTakenError,
   ContainerNotFoundError,
   DumpCorruptError,
   DumpIncompleteError,
@@ -24,7 +27,7 @@ import {
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
 // tool, full disk, a bad dump) are non-retryable: retrying would only delay the alarm.
-const needsOperator = [CommandNotFoundError.name, NoSpaceError.name, NotOurDumpError.name, ConfigError.name];
+const needsOperator = [CommandNotFoundError.name, NoSpaceError.name, NotOurDumpError.name, ConfigError.name, DatabaseUnreadableError.name, DumpNameTakenError.name];
 
 /** `docker ps` answers in seconds; a few spaced retries ride out a Docker daemon restart. */
 export const discovery = proxyActivities<Activities>({
@@ -116,12 +119,14 @@ export const mirroring = proxyActivities<Activities>({
   },
 });
 
-const badDump = [DumpCorruptError.name, DumpIncompleteError.name, ChecksumMismatchError.name, UnsafeDumpError.name, NotOurDumpError.name, DumpNotFoundError.name];
+const badDump = [DumpConflictError.name, DumpCorruptError.name, DumpIncompleteError.name, ChecksumMismatchError.name, UnsafeDumpError.name, NotOurDumpError.name, DumpNotFoundError.name];
 
 /** Finding, fetching (from the NAS) and verifying the dump to restore: a bad or missing dump will not get better. */
 export const restorePrep = proxyActivities<Activities>({
   startToCloseTimeout: '2 hours',
   heartbeatTimeout: '1 minute',
+  // A cancelled fetch removes its temporary files before the run goes on.
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: {
     initialInterval: '10s',
     maximumAttempts: 3,
@@ -148,6 +153,8 @@ export const checks = proxyActivities<Activities>({
 /** docker stop / compose up: seconds; a few retries ride out a busy daemon. */
 export const immichControl = proxyActivities<Activities>({
   startToCloseTimeout: '5 minutes',
+  // A cancelled `docker stop` must be over before the compensation's `compose up` runs.
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: needsOperator },
 });
 
@@ -172,3 +179,9 @@ export const loading = proxyActivities<Activities>({
  * within notifications.timeoutSeconds) and reports what it could not deliver.
  */
 export const notifying = proxyLocalActivities<Activities>({ startToCloseTimeout: '5 minutes', retry: { maximumAttempts: 1 } });
+
+/** The lock's bookkeeping through the worker's client: one short server call each. */
+export const locking = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
+});

@@ -1,6 +1,8 @@
 import { log } from '@temporalio/workflow';
 import { formatStamp } from '../src/dump-names.js';
-import { discovery, dumping, housekeeping, validation } from './activity-options.js';
+import { discovery, dumping, housekeeping, settings, validation } from './activity-options.js';
+import { trackSteps, type Steps } from './progress.js';
+import { withLock } from './resource-lock.js';
 import { reported } from './reporting.js';
 
 export interface NightlyDbBackupInput {
@@ -30,14 +32,28 @@ export async function NightlyDbBackup(input: NightlyDbBackupInput = {}): Promise
 }
 
 async function body(input: NightlyDbBackupInput): Promise<NightlyDbBackupReport> {
+  const steps = trackSteps();
+  const { waitMs } = await settings.lockSettings();
+  // Never alongside a restore or drill of the database: a dump taken mid-restore would be a backup of half a database.
+  return withLock('database', steps, waitMs, () => backUp(steps, input));
+}
+
+async function backUp(steps: Steps, input: NightlyDbBackupInput): Promise<NightlyDbBackupReport> {
   // Workflow time is deterministic: the same stamp on replay, so every retry writes the same name.
+  // Taken under the lock, whose grants fall in distinct seconds: two runs never share a name.
   const startedMs = Date.now();
   const stamp = formatStamp(new Date(startedMs));
+  steps.set('finding the database container');
   const target = await discovery.discoverPostgresContainer();
+  steps.set('dumping');
   const dump = await dumping.dumpDatabase({ target, stamp });
+  steps.set('validating');
   const valid = await validation.validateDump({ file: dump.file, testedSha256: dump.sha256 });
+  steps.set('recording row counts');
   const rowCounts = await validation.recordRowCounts({ target, file: dump.file });
+  steps.set('pruning');
   const { pruned } = await housekeeping.pruneDumps({ keep: dump.file, nowMs: startedMs });
+  steps.set('done');
   const report: NightlyDbBackupReport = {
     file: dump.file,
     path: dump.path,

@@ -1,7 +1,11 @@
-import { ApplicationFailure } from '@temporalio/workflow';
-import { RestoreFailedError } from '../src/errors.js';
+import { ApplicationFailure, CancellationScope, isCancellation, workflowInfo } from '@temporalio/workflow';
+import type { MirrorResult } from '../activities/types.js';
+import { RestoreCancelledError, RestoreFailedError } from '../src/errors.js';
 import { innermostMessage } from '../src/failure.js';
+import type { RestorePlan } from '../src/restore-plan.js';
 import { health, immichControl, mirrorChecks, mirroring, settings } from './activity-options.js';
+import { at } from './progress.js';
+import { withLock } from './resource-lock.js';
 import { restoreSteps } from './restore-steps.js';
 import { reported } from './reporting.js';
 
@@ -16,12 +20,13 @@ export interface RestoreLibraryInput {
 }
 
 export interface RestoreLibraryReport {
-  outcome: 'restored' | 'dry-run' | 'not-approved';
+  outcome: 'restored' | 'dry-run' | 'not-approved' | 'rejected';
   message: string;
   filesTransferred: number;
   bytesTransferred: number;
   deleted: number;
   mirrorFiles: number;
+  approvedBy?: string;
   healthy?: boolean;
   health?: string;
   durations: Record<string, number>;
@@ -29,61 +34,84 @@ export interface RestoreLibraryReport {
 
 const THUMBNAILS = 'Immich regenerates thumbnails and encoded videos on start (30-60 min for a large library)';
 
-/** The runbook's library restore: the USB mirror back onto the library, with Immich stopped meanwhile. */
+/** The runbook's library restore: the USB mirror back onto the library, with Immich stopped meanwhile and no mirror run alongside. */
 export async function RestoreLibrary(input: RestoreLibraryInput = {}): Promise<RestoreLibraryReport> {
   return reported('RestoreLibrary', () => body(input), (r) => r.message);
 }
 
+const nothing = { filesTransferred: 0, bytesTransferred: 0, deleted: 0, mirrorFiles: 0 };
+
 async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
-  const steps = restoreSteps(input.approved === true);
-  const { timed, durations } = steps;
+  const r = restoreSteps(input.approved === true, 'RestoreLibrary');
+  const { timed, durations } = r;
   const del = input.delete === true;
-  const config = await settings.restoreSettings();
-  await timed('checking the mirror', () => mirrorChecks.checkRestoreSource());
-
-  if (input.dryRun) {
-    const would = await timed('dry run', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: true }));
-    steps.done();
-    return {
-      outcome: 'dry-run',
-      message: `dry run: the restore would copy ${would.filesTransferred} file(s) (${would.bytesTransferred} bytes) from the mirror and delete ${would.deleted}; nothing was changed`,
-      filesTransferred: would.filesTransferred,
-      bytesTransferred: would.bytesTransferred,
-      deleted: would.deleted,
-      mirrorFiles: would.sourceFiles,
-      durations,
-    };
-  }
-  if (!(await steps.approval(config.approvalTimeoutMs))) {
-    steps.done();
-    const message = `no approval within ${Math.round(config.approvalTimeoutMs / 60_000)} min: nothing was changed`;
-    return { outcome: 'not-approved', message, filesTransferred: 0, bytesTransferred: 0, deleted: 0, mirrorFiles: 0, durations };
-  }
-
-  await timed('stopping Immich', () => immichControl.stopImmich());
-  let failure: string | undefined;
-  let result: Awaited<ReturnType<typeof mirroring.restoreLibraryFiles>> | undefined;
   try {
-    result = await timed('restoring library', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: false }));
+    const config = await settings.restoreSettings();
+    await timed('checking the mirror', () => mirrorChecks.checkRestoreSource());
+    const would = await timed('dry run', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: true }));
+    const summary = `copy ${would.filesTransferred} file(s) (${would.bytesTransferred} bytes) from the mirror and delete ${would.deleted}`;
+    if (input.dryRun) {
+      r.done();
+      return { outcome: 'dry-run', message: `dry run: the restore would ${summary}; nothing was changed`, filesTransferred: would.filesTransferred, bytesTransferred: would.bytesTransferred, deleted: would.deleted, mirrorFiles: would.sourceFiles, durations };
+    }
+    const plan: RestorePlan = {
+      workflowId: workflowInfo().workflowId,
+      what: 'library',
+      versionChange: false,
+      restorePoint: false,
+      steps: ['wait for the library: no mirror run meanwhile', "stop Immich's app containers", `${summary} (as the dry run counted it)`, 'start Immich and wait until it answers'],
+      deadline: at(Date.now() + config.approvalTimeoutMs),
+    };
+    const decision = await r.approval(plan, config.approvalTimeoutMs);
+    if (!decision.approved) {
+      r.done();
+      const message = 'timedOut' in decision ? `no approval within ${Math.round(config.approvalTimeoutMs / 60_000)} min: nothing was changed` : `rejected by ${decision.by} (${decision.reason}): nothing was changed`;
+      return { outcome: 'timedOut' in decision ? 'not-approved' : 'rejected', message, ...nothing, durations };
+    }
+    return await withLock('library', r.steps, config.lockWaitMs, async () => {
+      let copyStarted = false;
+      let failure: string | undefined;
+      let cancelledAt: string | undefined;
+      let result: MirrorResult | undefined;
+      try {
+        await timed('stopping Immich', () => immichControl.stopImmich());
+        copyStarted = true;
+        result = await timed('restoring library', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: false }));
+      } catch (err) {
+        if (isCancellation(err)) cancelledAt = r.steps.current();
+        else failure = innermostMessage(err);
+      }
+      // Immich comes back whatever happened, in a scope cancellation cannot reach: a half-restored library is better served than a stopped one.
+      const healthResult = await CancellationScope.nonCancellable(async () => {
+        try {
+          await timed('starting Immich', () => immichControl.startImmich());
+          return await timed('waiting for Immich', () => health.waitForImmich());
+        } catch (err) {
+          return { healthy: false, detail: `starting it failed: ${innermostMessage(err)}; start it by hand (docker compose up -d)` };
+        }
+      });
+      r.done();
+      const immich = healthResult.healthy ? 'Immich started (healthy)' : `Immich NOT healthy: ${healthResult.detail}`;
+      const state = copyStarted
+        ? `the library is partly restored (files already copied stay${del ? ', some files the mirror lacks may be deleted' : ''}; nothing else was removed); run the restore again to finish: rsync resumes`
+        : 'the library was not touched';
+      if (cancelledAt !== undefined) throw ApplicationFailure.nonRetryable(`restore cancelled while ${cancelledAt}: ${state}; ${immich}`, RestoreCancelledError.name);
+      if (failure !== undefined || !result) throw ApplicationFailure.nonRetryable(`library restore failed (${failure}); ${state}; ${immich}`, RestoreFailedError.name);
+      return {
+        outcome: 'restored',
+        message: `restored ${result.filesTransferred} file(s) from the mirror, deleted ${result.deleted}; Immich ${healthResult.healthy ? 'is healthy' : 'did NOT become healthy'}. ${THUMBNAILS}`,
+        filesTransferred: result.filesTransferred,
+        bytesTransferred: result.bytesTransferred,
+        deleted: result.deleted,
+        mirrorFiles: result.sourceFiles,
+        approvedBy: decision.by,
+        healthy: healthResult.healthy,
+        health: healthResult.detail,
+        durations,
+      };
+    });
   } catch (err) {
-    failure = innermostMessage(err);
+    if (isCancellation(err)) throw ApplicationFailure.nonRetryable(`restore cancelled while ${r.steps.current()}: nothing was changed`, RestoreCancelledError.name);
+    throw err;
   }
-  // Immich comes back whatever happened: a half-restored library is better served than a stopped one.
-  await timed('starting Immich', () => immichControl.startImmich());
-  const healthResult = await timed('waiting for Immich', () => health.waitForImmich());
-  steps.done();
-  if (failure || !result) {
-    throw ApplicationFailure.nonRetryable(`library restore failed (${failure}); Immich started again (${healthResult.healthy ? 'healthy' : 'not healthy'}); run it again to finish: rsync resumes`, RestoreFailedError.name);
-  }
-  return {
-    outcome: 'restored',
-    message: `restored ${result.filesTransferred} file(s) from the mirror, deleted ${result.deleted}; Immich ${healthResult.healthy ? 'is healthy' : 'did NOT become healthy'}. ${THUMBNAILS}`,
-    filesTransferred: result.filesTransferred,
-    bytesTransferred: result.bytesTransferred,
-    deleted: result.deleted,
-    mirrorFiles: result.sourceFiles,
-    healthy: healthResult.healthy,
-    health: healthResult.detail,
-    durations,
-  };
 }

@@ -1,6 +1,8 @@
 import { ApplicationFailure, log, sleep } from '@temporalio/workflow';
 import { DriveNotMountedError } from '../src/errors.js';
 import { mirroring, settings } from './activity-options.js';
+import { at, trackSteps, type Steps } from './progress.js';
+import { withLock } from './resource-lock.js';
 import { reported } from './reporting.js';
 
 export interface WeeklyLibraryMirrorInput {
@@ -24,8 +26,16 @@ export async function WeeklyLibraryMirror(input: WeeklyLibraryMirrorInput = {}):
 }
 
 async function body(input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirrorReport> {
+  const steps = trackSteps();
+  const { waitMs } = await settings.lockSettings();
+  // Never alongside a library restore: with deletion on, the two would erase each other's files.
+  return withLock('library', steps, waitMs, () => mirror(steps, input));
+}
+
+async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirrorReport> {
   const startedMs = Date.now();
   let attemptMs = startedMs;
+  steps.set('mirroring library');
   let run = await mirroring.mirrorLibrary();
   // Someone may plug the drive in: keep looking (durable timers) for the configured window.
   if (!run.ready) {
@@ -36,11 +46,14 @@ async function body(input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirro
         throw ApplicationFailure.nonRetryable(`${run.reason} (checked for ${Math.round(waited / 1000)} s): connect and mount the drive, then run the mirror again; nothing was written`, DriveNotMountedError.name);
       }
       log.warn('mirror target not ready; checking again', { reason: run.reason, inMs: config.mountPollMs });
+      steps.set(`waiting for the drive: ${run.reason}; next look at ${at(Date.now() + config.mountPollMs)}, gives up at ${at(startedMs + config.mountWaitMs)}`);
       await sleep(config.mountPollMs);
       attemptMs = Date.now();
+      steps.set('mirroring library');
       run = await mirroring.mirrorLibrary();
     }
   }
+  steps.set('done');
   return {
     filesTransferred: run.filesTransferred,
     bytesTransferred: run.bytesTransferred,

@@ -69,7 +69,7 @@ describe('faults: restore', () => {
       const error = await handle.result().then(() => undefined, (e: unknown) => e);
       assert.ok(error instanceof WorkflowFailedError, `the run reports the failed restore, got ${String(error)}`);
       const message = (error.cause as Error).message;
-      assert.match(message, /^restore of immich_\d{8}_\d{6}\.sql\.gz failed \(.*\); the restore point immich_\d{8}_\d{6}\.sql\.gz was put back and Immich started \(healthy\)$/);
+      assert.match(message, /^restore of immich_\d{8}_\d{6}\.sql\.gz failed \(.*\); the restore point \S+\/restore-points\/restore-point_\d{8}_\d{6}\.sql\.gz was put back; Immich started \(healthy\)$/);
       assert.deepEqual(await rowCounts(pg), before, 'the data is as it was before the restore');
       const calls = existsSync(dockerLog) ? await readFile(dockerLog, 'utf8') : '';
       assert.match(calls, /^compose-up /m, 'Immich started again');

@@ -24,7 +24,7 @@ export async function runWorkflow<T>(
   input: Record<string, unknown> = {},
 ): Promise<Outcome<T>> {
   const { worker, connection } = await createBackupWorker({ config, logger, address });
-  const workflowId = `test-${workflowType}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const workflowId = testWorkflowId(workflowType);
   try {
     return await worker.runUntil(async () => {
       const handle = await client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ trigger: 'test', ...input }] });
@@ -38,3 +38,16 @@ export async function runWorkflow<T>(
     await connection.close();
   }
 }
+
+/** Runs `use` while an in-process worker built from `config` (the real factory and activities) polls its task queue. */
+export async function withWorker<T>(address: string, config: Config, use: () => Promise<T>): Promise<T> {
+  const { worker, connection } = await createBackupWorker({ config, logger, address });
+  try {
+    return await worker.runUntil(use);
+  } finally {
+    await connection.close();
+  }
+}
+
+/** A workflow ID no other test run uses. */
+export const testWorkflowId = (type: string) => `test-${type}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;

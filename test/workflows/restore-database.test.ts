@@ -1,118 +1,55 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { gzipSync } from 'node:zlib';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
-import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../../workflows/index.js';
+import { checksummedDumps } from '../../activities/checksums.js';
+import { collectStatus } from '../../activities/health.js';
+import { createActivities } from '../../activities/index.js';
+import { createLogger } from '../../src/logger.js';
 import { cli } from '../helpers/cli.js';
-import { freePort, waitFor } from '../helpers/net.js';
-import { startPingServer } from '../helpers/ping.js';
-import { loadImmichLike, pgBin, rowCounts, startPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { runWorkflow } from '../helpers/run-workflow.js';
-import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startSshd, type TestSshd } from '../helpers/sshd.js';
-import { startTestTemporal } from '../helpers/temporal.js';
-import { parseConfig } from '../../src/config.js';
 import { recordFault } from '../helpers/fault-matrix.js';
+import { freePort } from '../helpers/net.js';
+import { pgBin, rowCounts } from '../helpers/postgres.js';
+import { changeData as change, dockerCalls as calls, failureType, restoreWorld, stepReached, tamper, useRestoreStack } from '../helpers/restore-stack.js';
+import { writeConfigFile } from '../helpers/setup.js';
 
-// RestoreDatabase end to end: a real PostgreSQL with Immich-like data, real pg_dumpall/psql,
-// a real Temporal dev server, a real sshd as the NAS, and a real HTTP server answering Immich's
-// ping. The fixture docker stands in for the Docker CLI and records every stop and start.
+// RestoreDatabase end to end on the shared restore stack (test/helpers/restore-stack.ts): real
+// PostgreSQL, pg_dumpall/psql, Temporal dev server, sshd as the NAS, an HTTP server as Immich's ping.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let sshd: TestSshd;
-let ping: Awaited<ReturnType<typeof startPingServer>>;
-let connection: Connection;
-let client: Client;
-let dockerLog = '';
-
-before(async () => {
-  [temporal, pg, sshd, ping] = await Promise.all([startTestTemporal(), startPostgres(), startSshd(), startPingServer()]);
-  await loadImmichLike(pg, 800);
-  dockerLog = join(await tempDir('docker-log'), 'docker.log');
-  Object.assign(process.env, fixtureEnv(pg, { FIXTURE_DOCKER_LOG: dockerLog }));
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop(), sshd?.stop(), ping?.stop()]);
-});
-
-async function world(extra: Record<string, Record<string, unknown>> = {}) {
-  const root = await tempDir('restore');
-  const backupDir = join(root, 'dumps');
-  const immichBackups = join(root, 'immich-backups');
-  await mkdir(immichBackups, { recursive: true });
-  const raw = rawTestConfig({
-    backupDir,
-    address: temporal.address,
-    extra: {
-      offsite: { ...sshd.offsite, remoteDir: join(root, 'nas') },
-      immich: { composeDir: root, pingUrl: ping.url, healthTimeoutSeconds: 5, backupsDir: immichBackups },
-      restore: { approvalTimeoutMinutes: 1 },
-    },
-  });
-  for (const [k, v] of Object.entries(extra)) raw[k] = { ...raw[k], ...v };
-  const config = parseConfig(raw);
-  const backup = async () => {
-    const { report, error } = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup');
-    assert.equal(error, undefined, String(error));
-    await new Promise((r) => setTimeout(r, 1000)); // the restore point must not share the second
-    return report!;
-  };
-  const restore = (input: Record<string, unknown>, during?: (id: string) => Promise<void>) =>
-    runWorkflow<RestoreDatabaseReport>(client, temporal.address, config, 'RestoreDatabase', during, input);
-  return { root, backupDir, immichBackups, raw, config, backup, restore };
-}
-
-const dockerCalls = async () => (existsSync(dockerLog) ? (await readFile(dockerLog, 'utf8')).split('\n').filter((l) => /^(stop|compose-up) /.test(l)) : []);
-const changeData = () =>
-  pg.psql(`DELETE FROM assets WHERE "originalPath" LIKE '%/2021/%'; INSERT INTO users SELECT md5(r)::uuid, r || '@example.com', 'X', now() FROM (SELECT random()::text AS r) s;`, 'immich');
-
-/** Rewrites a dump's SQL (and its .sha256, so only the content check can object). */
-async function tamper(dir: string, file: string, edit: (sql: string) => string, newName = file) {
-  const sql = gunzipSync(await readFile(join(dir, file))).toString('utf8');
-  const body = gzipSync(edit(sql));
-  await writeFile(join(dir, newName), body);
-  await writeFile(join(dir, `${newName}.sha256`), `${createHash('sha256').update(body).digest('hex')}  ${newName}\n`);
-}
-
-function failureType(error: unknown): { type: string | undefined; message: string } {
-  assert.ok(error instanceof WorkflowFailedError, `expected a failed run, got ${String(error)}`);
-  let cause: unknown = error.cause;
-  while (!(cause instanceof ApplicationFailure) && cause instanceof Error && cause.cause) cause = cause.cause;
-  assert.ok(cause instanceof ApplicationFailure);
-  return { type: cause.type ?? undefined, message: cause.message };
-}
+const stack = useRestoreStack();
+const world = (extra: Record<string, Record<string, unknown>> = {}) => restoreWorld(stack, extra);
+const dockerCalls = () => calls(stack);
+const changeData = () => change(stack.pg);
+const quiet = createLogger({ level: 'fatal', fd: 2 });
 
 describe('RestoreDatabase', () => {
   test('round trip: back up, change data, restore; data equals the backup, Immich stopped then started and healthy', async () => {
     const w = await world();
-    const before = await rowCounts(pg);
+    const before = await rowCounts(stack.pg);
     const dump = await w.backup();
     await changeData();
-    assert.notDeepEqual(await rowCounts(pg), before);
-    await rm(dockerLog, { force: true });
+    assert.notDeepEqual(await rowCounts(stack.pg), before);
+    await rm(stack.dockerLog, { force: true });
     const { report, error } = await w.restore({ approved: true });
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'restored');
     assert.equal(report!.dump, dump.file);
     assert.equal(report!.healthy, true);
-    assert.deepEqual(await rowCounts(pg), before);
+    assert.deepEqual(await rowCounts(stack.pg), before);
     assert.deepEqual((await dockerCalls()).map((l) => l.replace(/ \d+ /, ' ')), [`stop immich_server immich_machine_learning`, `compose-up ${w.root}`]);
-    assert.ok(existsSync(join(w.backupDir, report!.restorePoint!)), 'the restore point stays in the staging dir');
+    assert.match(report!.restorePoint!, new RegExp(`^${w.backupDir}/restore-points/restore-point_\\d{8}_\\d{6}\\.sql\\.gz$`));
+    assert.ok(existsSync(report!.restorePoint!), 'the report says where the restore point is');
+    assert.equal(report!.facts.file, dump.file);
+    assert.equal(report!.approvedBy, "the run's own --yes");
   });
 
   test('with backup.compressor zstd: the backup is a .sql.zst, its restore point too, and it restores', async () => {
     const w = await world({ backup: { compressor: 'zstd', compressionLevel: 3 } });
-    const before = await rowCounts(pg);
+    const before = await rowCounts(stack.pg);
     const dump = await w.backup();
     assert.match(dump.file, /^immich_\d{8}_\d{6}\.sql\.zst$/);
     await changeData();
@@ -120,7 +57,7 @@ describe('RestoreDatabase', () => {
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'restored');
     assert.match(report!.restorePoint!, /\.sql\.zst$/);
-    assert.deepEqual(await rowCounts(pg), before);
+    assert.deepEqual(await rowCounts(stack.pg), before);
   });
 
   test('a .sql.zst cut short is refused before anything stops', async () => {
@@ -129,7 +66,7 @@ describe('RestoreDatabase', () => {
     const body = (await readFile(dump.path)).subarray(0, Math.floor(dump.bytes / 2));
     await writeFile(dump.path, body);
     await writeFile(`${dump.path}.sha256`, `${createHash('sha256').update(body).digest('hex')}  ${dump.file}\n`);
-    await rm(dockerLog, { force: true });
+    await rm(stack.dockerLog, { force: true });
     const { error } = await w.restore({ approved: true, dump: dump.file });
     const failure = failureType(error);
     assert.equal(failure.type, 'DumpCorruptError');
@@ -139,16 +76,16 @@ describe('RestoreDatabase', () => {
 
   test('a dump in Immich\'s own format (pg_dump --clean --if-exists of one database) restores into that database', async () => {
     const w = await world();
-    const before = await rowCounts(pg);
-    const name = 'immich-db-backup-20261126T020000-v2.0.0-pg15.18.sql.gz';
-    const { stdout } = await execa(join(pgBin, 'pg_dump'), ['--clean', '--if-exists', '-d', 'immich'], { env: pg.env, encoding: 'buffer' });
+    const before = await rowCounts(stack.pg);
+    const name = 'immich-db-backup-20261126T020000-v2.3.1-pg15.18.sql.gz';
+    const { stdout } = await execa(join(pgBin, 'pg_dump'), ['--clean', '--if-exists', '-d', 'immich'], { env: stack.pg.env, encoding: 'buffer' });
     await writeFile(join(w.immichBackups, name), gzipSync(stdout));
     await changeData();
     const { report, error } = await w.restore({ dump: name, approved: true });
     assert.equal(error, undefined, String(error));
     assert.equal(report!.format, 'immich');
     assert.equal(report!.origin, 'immich');
-    assert.deepEqual(await rowCounts(pg), before);
+    assert.deepEqual(await rowCounts(stack.pg), before);
   });
 
   const refusals: Array<[string, (w: Awaited<ReturnType<typeof world>>, file: string) => Promise<string>, string]> = [
@@ -177,13 +114,13 @@ describe('RestoreDatabase', () => {
       const dump = await w.backup();
       const file = await make(w, dump.file);
       await changeData();
-      const changed = await rowCounts(pg);
-      await rm(dockerLog, { force: true });
+      const changed = await rowCounts(stack.pg);
+      await rm(stack.dockerLog, { force: true });
       const { error } = await w.restore({ dump: file, approved: true });
       const failure = failureType(error);
       assert.equal(failure.type, type, failure.message);
       assert.deepEqual(await dockerCalls(), [], 'Immich was never stopped');
-      assert.deepEqual(await rowCounts(pg), changed, 'nothing changed');
+      assert.deepEqual(await rowCounts(stack.pg), changed, 'nothing changed');
       assert.equal(existsSync(join(w.root, 'pwned')), false, 'nothing was executed');
       if (type === 'UnsafeDumpError') await recordFault(`dump with ${what.replace('a dump with ', '')}`, `refused (UnsafeDumpError) during verification, before anything stopped; data unchanged; the command never ran`);
     });
@@ -205,13 +142,13 @@ describe('RestoreDatabase', () => {
     // Valid gzip, checksum and marker, harmless to the scan, but psql stops on it after the databases were dropped.
     await tamper(w.backupDir, dump.file, (sql) => sql.replace(/(\nCOPY public\.exif )/, '\nSELECT 1/0;$1'));
     await changeData();
-    const changed = await rowCounts(pg);
-    await rm(dockerLog, { force: true });
+    const changed = await rowCounts(stack.pg);
+    await rm(stack.dockerLog, { force: true });
     const { error } = await w.restore({ dump: dump.file, approved: true });
     const failure = failureType(error);
     assert.equal(failure.type, 'RestoreFailedError');
-    assert.match(failure.message, /^restore of immich_\d{8}_\d{6}\.sql\.gz failed \(psql failed \(exit code 3\): .*division by zero.*\); the restore point immich_\d{8}_\d{6}\.sql\.gz was put back and Immich started \(healthy\)$/);
-    assert.deepEqual(await rowCounts(pg), changed, 'data equals the state before the restore');
+    assert.match(failure.message, /^restore of immich_\d{8}_\d{6}\.sql\.gz failed \(psql failed \(exit code 3\): .*division by zero.*\); the restore point \S+\/restore-points\/restore-point_\d{8}_\d{6}\.sql\.gz was put back; Immich started \(healthy\)$/);
+    assert.deepEqual(await rowCounts(stack.pg), changed, 'data equals the state before the restore');
     assert.deepEqual((await dockerCalls()).map((l) => l.split(' ')[0]), ['stop', 'compose-up']);
   });
 
@@ -219,32 +156,45 @@ describe('RestoreDatabase', () => {
     const w = await world({ restore: { approvalTimeoutMinutes: 0.05 } });
     await w.backup();
     await changeData();
-    const changed = await rowCounts(pg);
-    await rm(dockerLog, { force: true });
+    const changed = await rowCounts(stack.pg);
+    await rm(stack.dockerLog, { force: true });
     const { report, error } = await w.restore({});
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'not-approved');
     assert.match(report!.message, /^no approval within \d+ min: nothing was changed$/);
     assert.deepEqual(await dockerCalls(), []);
-    assert.deepEqual(await rowCounts(pg), changed);
+    assert.deepEqual(await rowCounts(stack.pg), changed);
   });
 
   test('approval through the CLI lets a waiting restore proceed', async () => {
     const w = await world();
-    const before = await rowCounts(pg);
+    const before = await rowCounts(stack.pg);
     await w.backup();
     await changeData();
     const configFile = await writeConfigFile(w.root, w.raw);
     const { report, error } = await w.restore({}, async (workflowId) => {
-      const handle = client.workflow.getHandle(workflowId);
-      await waitFor('the approval step', async () => ((await handle.query<string>('currentStep')) === 'awaiting approval' ? true : undefined), 30_000, 200);
+      const handle = stack.client.workflow.getHandle(workflowId);
+      await stepReached(handle, 'awaiting approval');
       const r = await cli(['-c', configFile, 'restore', 'approve', workflowId]);
       assert.equal(r.exitCode, 0, r.stderr);
-      assert.equal(r.stdout, `approved ${workflowId}\n`);
+      // Problem 5: what is approved is named: file, origin, age, size and sha256, databases, rows, both Immich versions.
+      const dump = (await handle.query<{ dump: { file: string; sha256: string } }>('restorePlan')).dump;
+      for (const line of [
+        new RegExp(`^dump: +${dump.file}$`, 'm'),
+        /^from: +the staging dir$/m,
+        /^made: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z \(\d+ min ago\)$/m,
+        new RegExp(`^size: +[\\d.]+ KiB, sha256 ${dump.sha256}$`, 'm'),
+        /^replaces: database immich, database postgres and the roles$/m,
+        /^rows: +\d+ rows in 6 tables, as counted when the dump was made$/m,
+        /^Immich: +made with Immich 2\.3\.1$/m,
+        /^running: +Immich 2\.3\.1$/m,
+        /^ +4\. replace every database and role \(pg_dumpall\) with immich_\d{8}_\d{6}\.sql\.gz$/m,
+      ]) assert.match(r.stderr, line);
+      assert.match(r.stdout, new RegExp(`^approved: immich_\\d{8}_\\d{6}\\.sql\\.gz \\(sha256 [0-9a-f]{64}\\) is restored now\napproved ${workflowId}\n$`));
     });
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'restored');
-    assert.deepEqual(await rowCounts(pg), before);
+    assert.deepEqual(await rowCounts(stack.pg), before);
     const again = await cli(['-c', configFile, 'restore', 'approve', 'no-such-workflow']);
     assert.equal(again.exitCode, 1);
     assert.match(again.stderr, /^error: cannot approve no-such-workflow: /);
@@ -252,7 +202,7 @@ describe('RestoreDatabase', () => {
 
   test('a dump missing locally is fetched from the NAS, verified and restored', async () => {
     const w = await world();
-    const before = await rowCounts(pg);
+    const before = await rowCounts(stack.pg);
     const dump = await w.backup();
     const nas = w.config.offsite.remoteDir;
     await mkdir(nas, { recursive: true });
@@ -265,7 +215,7 @@ describe('RestoreDatabase', () => {
     assert.equal(error, undefined, String(error));
     assert.equal(report!.origin, 'offsite');
     assert.ok(existsSync(join(w.backupDir, dump.file)) && existsSync(join(w.backupDir, `${dump.file}.sha256`)));
-    assert.deepEqual(await rowCounts(pg), before);
+    assert.deepEqual(await rowCounts(stack.pg), before);
   });
 
   test('an Immich that never answers its ping is reported as an unhealthy start', async () => {
@@ -282,15 +232,81 @@ describe('RestoreDatabase', () => {
     const w = await world();
     const dump = await w.backup();
     await changeData();
-    const changed = await rowCounts(pg);
-    await rm(dockerLog, { force: true });
+    const changed = await rowCounts(stack.pg);
+    await rm(stack.dockerLog, { force: true });
     const { report, error } = await w.restore({ dryRun: true });
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'dry-run');
     assert.equal(report!.dump, dump.file);
-    assert.match(report!.message, /^dry run: immich_\d{8}_\d{6}\.sql\.gz verified; a restore would /);
+    assert.match(report!.message, /^dry run: immich_\d{8}_\d{6}\.sql\.gz verified \(\d+ rows in \d+ tables recorded\); a restore would take a restore point .*; nothing was changed$/);
     assert.deepEqual(await dockerCalls(), []);
-    assert.deepEqual(await rowCounts(pg), changed);
+    assert.deepEqual(await rowCounts(stack.pg), changed);
+  });
+
+  test('problem 1: a restore point is its own kind: never latest, never a backup for status, the drill or OffsiteSync; kept by its own count, restorable by name', async () => {
+    const w = await world({ restore: { keepRestorePoints: 1 } });
+    const dump = await w.backup();
+    const first = await w.restore({ approved: true });
+    assert.equal(first.error, undefined, String(first.error));
+    // A failed restore leaves its restore point behind too: make the second one fail halfway.
+    await tamper(w.backupDir, dump.file, (sql) => sql.replace(/(\nCOPY public\.exif )/, '\nSELECT 1/0;$1'));
+    const second = await w.restore({ approved: true });
+    assert.equal(failureType(second.error).type, 'RestoreFailedError');
+    const points = await readdir(join(w.backupDir, 'restore-points'));
+    assert.deepEqual(points.filter((f) => f.endsWith('.gz')).length, 1, `only the newest restore point is kept: ${points.join(', ')}`);
+    const point = points.find((f) => /^restore-point_\d{8}_\d{6}\.sql\.gz$/.test(f))!;
+    assert.ok(existsSync(join(w.backupDir, 'restore-points', `${point}.sha256`)) && existsSync(join(w.backupDir, 'restore-points', `${point}.rows.json`)));
+    // latest, status, the drill's and OffsiteSync's readers see the backup alone.
+    const dry = await w.restore({ dryRun: true });
+    assert.equal(dry.report!.dump, dump.file, 'latest is the backup, not the restore point');
+    assert.deepEqual((await checksummedDumps(w.backupDir)).map((d) => d.file), [dump.file]);
+    const status = await collectStatus(w.config, undefined);
+    assert.equal(status.rows.find((r) => r.id === 'local-dump')!.details!.file, dump.file);
+    const plan = await createActivities({ config: w.config, logger: quiet }).planOffsiteSync().catch(() => undefined);
+    assert.ok(!plan || plan.toCopy.every((d) => d.file === dump.file));
+    // By name, it restores like any dump, and says where it came from.
+    const byName = await w.restore({ dryRun: true, dump: point });
+    assert.equal(byName.error, undefined, String(byName.error));
+    assert.equal(byName.report!.origin, 'restore-point');
+    assert.equal(byName.report!.dump, point);
+  });
+
+  test('problem 8: a NAS copy never replaces a local dump, and a bad one never gets a final name, even in a dry run', async () => {
+    const w = await world();
+    const dump = await w.backup();
+    const nas = w.config.offsite.remoteDir;
+    await mkdir(nas, { recursive: true });
+    const good = await readFile(dump.path);
+    // On the NAS: cut short, with a .sha256 that matches the cut bytes (self-consistent, so only the full check objects).
+    const cut = good.subarray(0, Math.floor(good.length / 2));
+    await writeFile(join(nas, dump.file), cut);
+    await writeFile(join(nas, `${dump.file}.sha256`), `${createHash('sha256').update(cut).digest('hex')}  ${dump.file}\n`);
+    const localSum = await readFile(`${dump.path}.sha256`, 'utf8');
+    const conflict = await w.restore({ dump: dump.file, from: 'offsite', dryRun: true });
+    assert.equal(failureType(conflict.error).type, 'DumpConflictError');
+    assert.match(failureType(conflict.error).message, /differs from the local file of that name .*neither was replaced/);
+    assert.deepEqual(await readFile(dump.path), good, 'the local dump is untouched');
+    assert.equal(await readFile(`${dump.path}.sha256`, 'utf8'), localSum);
+    // Without a local copy, the bad NAS copy is refused and leaves nothing under a final name.
+    await rm(dump.path);
+    await rm(`${dump.path}.sha256`);
+    const bad = await w.restore({ dump: dump.file, from: 'offsite', dryRun: true });
+    assert.equal(failureType(bad.error).type, 'DumpCorruptError');
+    assert.deepEqual((await readdir(w.backupDir)).filter((f) => f.startsWith('immich_') || f.startsWith('.immich_')), [`${dump.file}.rows.json`]);
+  });
+
+  test("problem 10: Immich's uploaded-… and restore-point-… backups restore like the plain ones", async () => {
+    const w = await world();
+    const before = await rowCounts(stack.pg);
+    const { stdout } = await execa(join(pgBin, 'pg_dump'), ['--clean', '--if-exists', '-d', 'immich'], { env: stack.pg.env, encoding: 'buffer' });
+    for (const name of ['uploaded-immich-db-backup-20261126T020000-v2.3.1-pg15.18.sql.gz', 'restore-point-immich-db-backup-20261126T030000-v2.3.1-pg15.18.sql.gz']) {
+      await writeFile(join(w.immichBackups, name), gzipSync(stdout));
+      await changeData();
+      const { report, error } = await w.restore({ dump: name, approved: true });
+      assert.equal(error, undefined, `${name}: ${String(error)}`);
+      assert.equal(report!.origin, 'immich');
+      assert.deepEqual(await rowCounts(stack.pg), before);
+    }
   });
 });
 

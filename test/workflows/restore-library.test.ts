@@ -11,7 +11,8 @@ import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
 import { startPingServer } from '../helpers/ping.js';
-import { runWorkflow } from '../helpers/run-workflow.js';
+import { runWorkflow, testWorkflowId, withWorker } from '../helpers/run-workflow.js';
+import { failureType as restoreFailure, stepReached } from '../helpers/restore-stack.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 
@@ -59,8 +60,10 @@ async function mirrored(mounted = true) {
   });
   const config = parseConfig(raw);
   if (mounted) assert.equal((await runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, config, 'WeeklyLibraryMirror')).error, undefined);
-  const restore = (input: Record<string, unknown>) => runWorkflow<RestoreLibraryReport>(client, temporal.address, config, 'RestoreLibrary', undefined, input);
-  return { root, library, mirror: join(mountPoint, 'immich'), raw, restore };
+  /** From here on, what the worker runs with (e.g. a bandwidth limit that slows the restore down). */
+  const slowed = (library: Record<string, unknown>) => parseConfig({ ...raw, library: { ...raw.library, ...library } });
+  const restore = (input: Record<string, unknown>, during?: (id: string) => Promise<void>, with_ = config) => runWorkflow<RestoreLibraryReport>(client, temporal.address, with_, 'RestoreLibrary', during, input);
+  return { root, library, mirror: join(mountPoint, 'immich'), raw, config, slowed, restore };
 }
 
 async function loseFiles(library: string, count: number): Promise<string[]> {
@@ -129,7 +132,7 @@ describe('RestoreLibrary', () => {
     try {
       await workerStarted(worker);
       const operator = spawnCli(['-c', configFile, 'restore', 'library', '--json']);
-      const workflowId = await waitFor('the approval prompt', () => /approve with: immich-backup restore approve (\S+)\)/.exec(operator.stderr())?.[1], 60_000);
+      const workflowId = await waitFor('the approval prompt', () => /^ +approve: +immich-backup restore approve (\S+)$/m.exec(operator.stderr())?.[1], 60_000);
       const approve = await cli(['-c', configFile, 'restore', 'approve', workflowId]);
       assert.equal(approve.exitCode, 0, approve.stderr);
       const { exitCode } = await operator.process;
@@ -137,10 +140,71 @@ describe('RestoreLibrary', () => {
       const report = JSON.parse(operator.stdout()) as RestoreLibraryReport;
       assert.equal(report.outcome, 'restored');
       assert.equal(report.filesTransferred, 3);
-      assert.match(operator.stderr(), /^… step: checking the mirror\n… step: awaiting approval \(approve with: immich-backup restore approve restore-library-cli-/m);
+      assert.match(operator.stderr(), /^… checking the mirror$/m);
+      assert.match(operator.stderr(), /^… awaiting approval\n( {4}.*\n)* {4}approve: +immich-backup restore approve restore-library-cli-\S+\n {4}reject: +immich-backup restore reject restore-library-cli-\S+\n/m);
+      assert.match(operator.stderr(), /^ {6}3\. copy 3 file\(s\) \(\d+ bytes\) from the mirror and delete 0 \(as the dry run counted it\)$/m);
     } finally {
       worker.process.kill('SIGTERM');
       await worker.process;
     }
+  });
+
+  test('problem 3: cancelled while waiting for approval: nothing changed', async () => {
+    const w = await mirrored();
+    const lost = await loseFiles(w.library, 4);
+    await rm(dockerLog, { force: true });
+    const { error } = await w.restore({}, async (id) => {
+      const handle = client.workflow.getHandle(id);
+      await stepReached(handle, 'awaiting approval');
+      await handle.cancel();
+    });
+    assert.equal(restoreFailure(error).message, 'restore cancelled while awaiting approval: nothing was changed');
+    for (const p of lost) assert.equal(existsSync(join(w.library, p)), false);
+    assert.deepEqual(await dockerCalls(), []);
+  });
+
+  const cancelPoints: Array<{ step: string; delay?: string; library?: Record<string, unknown>; ends: RegExp; calls: string[] }> = [
+    { step: 'stopping Immich', delay: 'stop=30', ends: /^restore cancelled while stopping Immich: the library was not touched; Immich started \(healthy\)$/, calls: ['compose-up'] },
+    { step: 'restoring library', library: { bwLimitKiB: 20 }, ends: /^restore cancelled while restoring library: the library is partly restored \(files already copied stay; nothing else was removed\); run the restore again to finish: rsync resumes; Immich started \(healthy\)$/, calls: ['stop', 'compose-up'] },
+    { step: 'starting Immich', delay: 'compose=4', ends: /^restored \d+ file\(s\) from the mirror/, calls: ['stop', 'compose-up'] },
+  ];
+  for (const point of cancelPoints) {
+    test(`problem 3: cancelled while ${point.step}: Immich is started again and the end says what the library holds`, async () => {
+      const w = await mirrored();
+      await loseFiles(w.library, 40);
+      await rm(dockerLog, { force: true });
+      if (point.delay) process.env.FIXTURE_DOCKER_DELAY = point.delay;
+      try {
+        const { report, error } = await w.restore({ approved: true }, async (id) => {
+          const handle = client.workflow.getHandle(id);
+          await stepReached(handle, point.step);
+          await new Promise((r) => setTimeout(r, 1500));
+          await handle.cancel();
+        }, point.library ? w.slowed(point.library) : w.config);
+        assert.match(error ? restoreFailure(error).message : report!.message, point.ends);
+      } finally {
+        delete process.env.FIXTURE_DOCKER_DELAY;
+      }
+      assert.deepEqual(await dockerCalls(), point.calls);
+    });
+  }
+
+  test('problem 9: a mirror run started during a library restore waits for it, saying so', async () => {
+    const w = await mirrored();
+    await loseFiles(w.library, 40);
+    const config = w.slowed({ bwLimitKiB: 40 });
+    const restoreId = testWorkflowId('RestoreLibrary');
+    const [restored, mirroredAfter] = await withWorker(temporal.address, config, async () => {
+      const restoring = await client.workflow.start('RestoreLibrary', { taskQueue: config.temporal.taskQueue, workflowId: restoreId, args: [{ approved: true }] });
+      await stepReached(restoring, 'restoring library');
+      const mirroring = await client.workflow.start('WeeklyLibraryMirror', { taskQueue: config.temporal.taskQueue, workflowId: testWorkflowId('WeeklyLibraryMirror'), args: [{}] });
+      const waiting = await stepReached(mirroring, (s) => s.startsWith('waiting for the library'));
+      assert.match(waiting, new RegExp(`^waiting for the library: in use by ${restoreId} \\(gives up at \\S+Z\\)$`));
+      return Promise.all([restoring.result() as Promise<RestoreLibraryReport>, mirroring.result() as Promise<WeeklyLibraryMirrorReport>]);
+    });
+    assert.equal(restored.outcome, 'restored');
+    assert.equal(restored.filesTransferred, 40);
+    assert.equal(mirroredAfter.filesTransferred, 0, 'the mirror ran after the restore, on a library already whole');
+    assert.deepEqual(await treeDigest(w.library), await treeDigest(w.mirror));
   });
 });

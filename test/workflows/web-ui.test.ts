@@ -4,7 +4,15 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { chromium, type Browser } from 'playwright-core';
 import { applySchedules } from '../../src/schedules.js';
-import type { NightlyDbBackupReport } from '../../workflows/index.js';
+import { join } from 'node:path';
+import { parseConfig } from '../../src/config.js';
+import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../../workflows/index.js';
+import { cli } from '../helpers/cli.js';
+import { waitFor } from '../helpers/net.js';
+import { startPingServer } from '../helpers/ping.js';
+import { stepReached } from '../helpers/restore-stack.js';
+import { testWorkflowId, withWorker } from '../helpers/run-workflow.js';
+import { rawTestConfig, writeConfigFile } from '../helpers/setup.js';
 import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { fixtureEnv, tempDir, testConfig } from '../helpers/setup.js';
@@ -20,10 +28,11 @@ let pg: TestPostgres;
 let connection: Connection;
 let client: Client;
 let browser: Browser;
+let ping: Awaited<ReturnType<typeof startPingServer>>;
 
 before(async () => {
   assert.ok(CHROMIUM, 'chromium is not installed: run `npm run setup -- test` (npm test does)');
-  [temporal, pg] = await Promise.all([startTestTemporal(undefined, { ui: true }), startPostgres()]);
+  [temporal, pg, ping] = await Promise.all([startTestTemporal(undefined, { ui: true }), startPostgres(), startPingServer()]);
   await loadImmichLike(pg, 500);
   Object.assign(process.env, fixtureEnv(pg));
   connection = await Connection.connect({ address: temporal.address });
@@ -35,7 +44,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop()]);
+  await Promise.all([temporal?.stop(), pg?.stop(), ping?.stop()]);
 });
 
 describe('Temporal Web UI', () => {
@@ -54,14 +63,67 @@ describe('Temporal Web UI', () => {
       // The run's page: its status, its result (the report) and the activities it chained.
       await page.goto(`${temporal.uiUrl}/namespaces/default/workflows/${workflowId}`);
       await page.getByText(`"file": "${report.file}"`).first().waitFor({ timeout: 30_000 });
-      const text = await page.locator('body').innerText();
+      let text = await page.locator('body').innerText();
       assert.match(text, /\bcompleted\b/i);
       assert.ok(text.includes(`"sha256": "${report.sha256}"`), 'the result shows the sha256');
-      for (const step of ['discoverPostgresContainer', 'dumpDatabase', 'validateDump', 'recordRowCounts', 'pruneDumps']) assert.ok(text.includes(step), step);
+      // Every activity it chained, in the event history.
+      await page.getByText('Event History').first().click();
+      await page.getByText('discoverPostgresContainer').first().waitFor({ timeout: 30_000 });
+      text = await page.locator('body').innerText();
+      for (const step of ['requestLock', 'discoverPostgresContainer', 'dumpDatabase', 'validateDump', 'recordRowCounts', 'pruneDumps']) assert.ok(text.includes(step), step);
       // The workflow list filters on the project's search attributes.
       const query = encodeURIComponent('BackupKind="nightly-db-backup" AND BackupOutcome="success"');
       await page.goto(`${temporal.uiUrl}/namespaces/default/workflows?query=${query}`);
       await page.getByText(workflowId).first().waitFor({ timeout: 30_000 });
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('problem 4: a restore waiting for approval shows it, with the command that approves it; the approve signal sent from the UI without data breaks nothing', async () => {
+    const root = await tempDir('ui-restore');
+    const raw = rawTestConfig({
+      backupDir: join(root, 'dumps'),
+      address: temporal.address,
+      extra: { immich: { composeDir: root, pingUrl: ping.url, healthTimeoutSeconds: 5 }, restore: { approvalTimeoutMinutes: 5 } },
+    });
+    const config = parseConfig(raw);
+    const configFile = await writeConfigFile(root, raw);
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    try {
+      const report = await withWorker(temporal.address, config, async () => {
+        const backup = await client.workflow.execute('NightlyDbBackup', { taskQueue: config.temporal.taskQueue, workflowId: testWorkflowId('NightlyDbBackup'), args: [{}] });
+        const id = testWorkflowId('RestoreDatabase');
+        const handle = await client.workflow.start('RestoreDatabase', { taskQueue: config.temporal.taskQueue, workflowId: id, args: [{}] });
+        await stepReached(handle, 'awaiting approval');
+        await page.goto(`${temporal.uiUrl}/namespaces/default/workflows/${id}`);
+        // The run's current details (the User Metadata tab): what waits, for which dump, and the command that approves it.
+        await page.getByText('User Metadata').first().click();
+        const details = page.frameLocator('iframe[title="output"]');
+        await details.getByText(`immich-backup restore approve ${id}`).first().waitFor({ timeout: 30_000 });
+        const text = await details.locator('body').innerText();
+        assert.match(text, /Awaiting approval\./);
+        assert.ok(text.includes(backup.file), 'the page names the dump');
+        // The Web UI's own "Send a Signal", with the data left empty.
+        await page.getByRole('button', { name: 'More Actions' }).filter({ visible: true }).first().click();
+        await page.getByText('Send a Signal').filter({ visible: true }).first().click();
+        const dialog = page.getByRole('dialog').filter({ visible: true }).first();
+        // The UI offers the signals the run registered: `approve` is one (the old approval, now ignored).
+        await dialog.getByTestId('signal-select-button').click();
+        await dialog.getByRole('option', { name: 'approve', exact: true }).click();
+        await dialog.getByTestId('confirm-modal-button').click();
+        await waitFor('the signal in the history', async () => ((await handle.fetchHistory()).events!.some((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'approve') ? true : undefined), 30_000, 200);
+        await new Promise((r) => setTimeout(r, 1000));
+        assert.equal(await handle.query('currentStep'), 'awaiting approval', 'the signal approved nothing');
+        assert.equal((await handle.fetchHistory()).events!.filter((e) => e.workflowTaskFailedEventAttributes).length, 0, 'no workflow task failed');
+        // The list filters on it, too.
+        await page.goto(`${temporal.uiUrl}/namespaces/default/workflows?query=${encodeURIComponent('BackupOutcome="awaiting-approval"')}`);
+        await page.getByText(id).first().waitFor({ timeout: 30_000 });
+        const approved = await cli(['-c', configFile, 'restore', 'approve', id]);
+        assert.equal(approved.exitCode, 0, approved.stderr);
+        return (await handle.result()) as RestoreDatabaseReport;
+      });
+      assert.equal(report.outcome, 'restored');
     } finally {
       await page.close();
     }

@@ -1,0 +1,106 @@
+import { lstat, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../src/config.js';
+import { checksumFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName, stampOfName } from '../src/dump-names.js';
+import type { DumpOrigin } from '../src/restore-plan.js';
+import { readChecksumFile } from './checksums.js';
+import type { RecordedRowCounts } from './drill.js';
+import { runRemote } from './ssh.js';
+
+// `immich-backup dumps`: everything a restore can load, wherever it is, with what is known of each
+// without reading it whole (age, size, whether a checksum was recorded, the row counts recorded).
+
+export interface CatalogEntry {
+  file: string;
+  /** local, offsite (on the NAS), restore-point or immich (Immich's own backups). */
+  origin: DumpOrigin;
+  stamp?: string;
+  ageHours?: number;
+  bytes?: number;
+  /** What vouches for it: a validated dump's recorded sha256, or nothing (Immich's own). */
+  verified: string;
+  tables?: number;
+  rows?: number;
+  immichVersion?: string;
+  /** What to pass to `restore db`. */
+  restore: string;
+}
+
+export interface Catalog {
+  entries: CatalogEntry[];
+  /** Places that could not be read (the NAS unreachable, a folder missing). */
+  problems: string[];
+}
+
+async function recordedFacts(dir: string, file: string): Promise<Pick<CatalogEntry, 'tables' | 'rows' | 'immichVersion'>> {
+  const recorded = await readFile(join(dir, rowCountsFileName(file)), 'utf8').then((t) => JSON.parse(t) as RecordedRowCounts, () => undefined);
+  if (!recorded || typeof recorded.tables !== 'object') return {};
+  const counts = Object.values(recorded.tables);
+  return { tables: counts.length, rows: counts.reduce((a, b) => a + Number(b), 0), ...(typeof recorded.immichVersion === 'string' ? { immichVersion: recorded.immichVersion } : {}) };
+}
+
+function timing(file: string, nowMs: number): Pick<CatalogEntry, 'stamp' | 'ageHours'> {
+  const stamp = stampOfName(file);
+  return stamp ? { stamp: stamp.toISOString(), ageHours: +((nowMs - stamp.getTime()) / 3_600_000).toFixed(2) } : {};
+}
+
+/** Our dumps (or restore points) in one folder: regular files only. */
+async function localEntries(dir: string, origin: 'local' | 'restore-point', isName: (n: string) => boolean, nowMs: number): Promise<CatalogEntry[]> {
+  const names = (await readdir(dir).catch(() => [] as string[])).filter(isName).sort();
+  const entries: CatalogEntry[] = [];
+  for (const file of names) {
+    const st = await lstat(join(dir, file)).catch(() => undefined);
+    if (!st?.isFile()) continue;
+    const sha256 = await readChecksumFile(join(dir, checksumFileName(file)));
+    const validated = /^[0-9a-f]{64}$/.test(sha256);
+    entries.push({
+      file,
+      origin,
+      ...timing(file, nowMs),
+      bytes: st.size,
+      verified: validated ? `validated, sha256 ${sha256.slice(0, 12)}… recorded` : 'NOT validated (no .sha256): a restore refuses it',
+      ...(await recordedFacts(dir, file)),
+      restore: `restore db --dump ${file}`,
+    });
+  }
+  return entries;
+}
+
+/** Every restorable dump: the staging dir, restore points, the NAS, Immich's own backups, newest first within each. */
+export async function listDumps(config: Config, nowMs = Date.now()): Promise<Catalog> {
+  const dir = config.backup.dir;
+  const problems: string[] = [];
+  const entries = [
+    ...(await localEntries(dir, 'local', isDumpName, nowMs)).reverse(),
+    ...(await localEntries(join(dir, RESTORE_POINTS_DIR), 'restore-point', isRestorePointName, nowMs)).reverse(),
+  ];
+  try {
+    // One listing: names and sizes (`ls -ln` is there on every NAS, busybox included).
+    const { stdout } = await runRemote(config.offsite, ['ls', '-ln', '--', config.offsite.remoteDir], { label: 'ssh ls' });
+    const sizes = new Map<string, number>();
+    for (const line of stdout.split('\n')) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length >= 9 && fields[0]?.startsWith('-')) sizes.set(fields.slice(8).join(' '), Number(fields[4]));
+    }
+    const remote = [...sizes.keys()].filter((n) => isDumpName(n) && sizes.has(checksumFileName(n))).sort().reverse();
+    for (const file of remote) {
+      entries.push({ file, origin: 'offsite', ...timing(file, nowMs), bytes: sizes.get(file)!, verified: 'sha256 checked on the NAS when uploaded; checked again when fetched', restore: `restore db --dump ${file} --from offsite` });
+    }
+  } catch (err) {
+    problems.push(`NAS not listed: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (config.immich.backupsDir) {
+    const names = await readdir(config.immich.backupsDir).catch((err: Error) => {
+      problems.push(`immich.backupsDir ${config.immich.backupsDir} not listed: ${err.message}`);
+      return [] as string[];
+    });
+    const immich = names.filter(isImmichBackupName).sort((a, b) => (stampOfName(b)?.getTime() ?? 0) - (stampOfName(a)?.getTime() ?? 0));
+    for (const file of immich) {
+      const st = await lstat(join(config.immich.backupsDir, file)).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      const version = immichVersionOfBackupName(file);
+      entries.push({ file, origin: 'immich', ...timing(file, nowMs), bytes: st.size, verified: "Immich's own: no checksum; checked for completeness before a restore", ...(version ? { immichVersion: version } : {}), restore: `restore db --dump ${file}` });
+    }
+  }
+  return { entries, problems };
+}

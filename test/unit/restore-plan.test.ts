@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { unreadableDatabase, unreadableTable } from '../../activities/dump.js';
+import { CommandFailedError } from '../../src/errors.js';
+import { approvalProblem, describePlan, type RestorePlan } from '../../src/restore-plan.js';
+
+const plan: RestorePlan = {
+  workflowId: 'restore-database-cli-20261127T031200Z',
+  what: 'database',
+  dump: { file: 'immich_20261127_030000.sql.gz', origin: 'local', stamp: '2026-11-27T03:00:00.000Z', bytes: 367_001_600, sha256: 'a'.repeat(64), databases: ['immich', 'postgres'], tables: 66, rows: 1_204_411, immichVersion: '2.3.1' },
+  runningImmichVersion: '2.3.1',
+  versionChange: false,
+  restorePoint: true,
+  steps: ['take a restore point', 'replace'],
+  deadline: '2026-11-27T04:12:00Z',
+};
+
+describe('the approval of a restore', () => {
+  test('the prompt names the dump: file, origin, age, size, sha256, databases, rows, both versions, the commands', () => {
+    const text = describePlan(plan, Date.parse('2026-11-27T06:12:00Z'));
+    assert.equal(
+      text,
+      [
+        'dump:     immich_20261127_030000.sql.gz',
+        'from:     the staging dir',
+        'made:     2026-11-27T03:00:00.000Z (3.2 h ago)',
+        `size:     350.0 MiB, sha256 ${'a'.repeat(64)}`,
+        'replaces: database immich, database postgres and the roles',
+        'rows:     1204411 rows in 66 tables, as counted when the dump was made',
+        'Immich:   made with Immich 2.3.1',
+        'running:  Immich 2.3.1',
+        'then:',
+        '  1. take a restore point',
+        '  2. replace',
+        'approve:  immich-backup restore approve restore-database-cli-20261127T031200Z',
+        'reject:   immich-backup restore reject restore-database-cli-20261127T031200Z',
+        'waits until 2026-11-27T04:12:00Z; without an answer nothing changes',
+      ].join('\n'),
+    );
+  });
+
+  test('an approval must name the sha256 shown; a version change needs its own yes; empty or malformed data is refused', () => {
+    assert.equal(approvalProblem(plan, { sha256: 'a'.repeat(64), by: 'root' }), undefined);
+    assert.match(approvalProblem(plan, { sha256: 'b'.repeat(64) })!, /the approval names sha256 b{64}: not approved$/);
+    for (const bad of [undefined, null, 'yes', 42, {}]) assert.ok(approvalProblem(plan, bad), String(bad));
+    const changed = { ...plan, versionChange: true, runningImmichVersion: '2.4.0' };
+    assert.match(approvalProblem(changed, { sha256: 'a'.repeat(64) })!, /approve with --accept-version-change/);
+    assert.equal(approvalProblem(changed, { sha256: 'a'.repeat(64), acceptVersionChange: true }), undefined);
+    assert.match(describePlan(changed, 0), /^VERSION CHANGE: /m);
+    assert.match(describePlan(changed, 0), /^approve: +immich-backup restore approve \S+ --accept-version-change$/m);
+  });
+});
+
+describe('a live database pg_dump cannot read', () => {
+  test("pg_dumpall's damaged-TOAST failure becomes one line naming the error, the table and the database", () => {
+    const err = new CommandFailedError(
+      'pg_dumpall failed (exit code 1): pg_dump: error: Dumping the contents of table "asset_blobs" failed: PQgetResult() failed. | pg_dump: detail: Error message from server: ERROR:  missing chunk number 0 for toast value 16451 in pg_toast_16440 | pg_dump: detail: Command was: COPY public.asset_blobs (id, blob) TO stdout; | pg_dumpall: error: pg_dump failed on database "immich", exiting',
+    );
+    const unreadable = unreadableDatabase(err)!;
+    assert.equal(unreadable.name, 'DatabaseUnreadableError');
+    assert.equal(unreadable.message, 'pg_dump cannot read the live database (table public.asset_blobs in database immich): missing chunk number 0 for toast value 16451 in pg_toast_16440: its stored data is damaged');
+    assert.equal(unreadableTable(unreadable), 'public.asset_blobs');
+    assert.equal(unreadableDatabase(new CommandFailedError('pg_dumpall failed (exit code 1): connection refused')), undefined, 'other failures stay retryable');
+  });
+});
