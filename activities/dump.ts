@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { link, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { finished, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,7 +8,7 @@ import { checksumFileName, dumpFileName, partialFileName, RESTORE_POINTS_DIR, re
 import { DatabaseUnreadableError, DumpNameTakenError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { formatBytes } from '../src/format.js';
-import { corruptDump } from './checksums.js';
+import { corruptDump, readChecksumFile, sha256OfFile } from './checksums.js';
 import { compressArgs, formatOf, testArgs } from './compression.js';
 import { postgresCommand } from './container.js';
 import type { ActivityDeps } from './deps.js';
@@ -91,7 +91,8 @@ export async function writeCompressedDump(
     if (dumped.status === 'rejected') throw unreadableDatabase(dumped.reason) ?? dumped.reason;
     if (compressed.status === 'rejected') throw compressed.reason;
     if (tested.status === 'rejected') throw corruptDump(name, tested.reason, `what ${config.backup.compressor} wrote does not decode; nothing was kept`);
-    await file.sync().catch((err: unknown) => {
+    // fsync of a large file can take a while on a slow disk: keep heartbeating through it.
+    await withHeartbeats(file.sync(), progress).catch((err: unknown) => {
       throw diskError(err, dir);
     });
   } catch (err) {
@@ -106,19 +107,41 @@ export async function writeCompressedDump(
   await file.close();
 
   const sha256 = hash.digest('hex');
+  // The name is this run's alone (its stamp is taken under the database lock): a file already under
+  // it is an earlier attempt of this run whose result was lost. Kept as it is when its .sha256
+  // vouches for it; anything else under the name is never replaced, its checksum included.
+  const earlier = await existingDump(dir, name);
+  if (earlier) {
+    await rm(tempPath, { force: true });
+    if (earlier.valid) {
+      logger.info({ file: name }, 'an earlier attempt of this run already wrote this dump: kept');
+      return { file: name, path: finalPath, bytes: earlier.bytes, sha256: earlier.sha256 };
+    }
+    throw new DumpNameTakenError(`${finalPath} already exists and its .sha256 does not vouch for it: nothing was replaced; move it aside and run again`);
+  }
   try {
     // Checksum first, then the dump: a dump under its final name always has its .sha256 beside it.
-    // link, not rename: a file already under the final name (another run's) is never replaced.
+    // link, not rename: nothing under the final name is ever replaced.
     await writeFileAtomic(join(dir, sumName), join(dir, partialFileName(sumName)), `${sha256}  ${name}\n`);
     await link(tempPath, finalPath);
     await rm(tempPath);
     await fsyncDir(dir);
   } catch (err) {
     await rm(tempPath, { force: true });
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new DumpNameTakenError(`${finalPath} already exists: another run wrote it; this one kept nothing`);
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new DumpNameTakenError(`${finalPath} appeared while this dump was written: nothing was replaced`);
     throw diskError(err, dir);
   }
   return { file: name, path: finalPath, bytes, sha256 };
+}
+
+/** A dump already under `name`: its size and sha256, and whether its .sha256 records that sha256. */
+async function existingDump(dir: string, name: string): Promise<{ bytes: number; sha256: string; valid: boolean } | undefined> {
+  const path = join(dir, name);
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) return undefined;
+  if (!st.isFile()) return { bytes: 0, sha256: '', valid: false };
+  const sha256 = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking the existing ${name}` }));
+  return { bytes: st.size, sha256, valid: sha256 === (await readChecksumFile(join(dir, checksumFileName(name)))) };
 }
 
 // What pg_dump says when it cannot read the data itself (Immich issue #30062: damaged TOAST).

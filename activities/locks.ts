@@ -1,12 +1,14 @@
 import { Context, getClient } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { lockWorkflowId, type LockedResource } from '../src/ids.js';
+import type { LockedResource } from '../src/ids.js';
 import type { ActivityDeps } from './deps.js';
 
 // The activity side of ResourceLock (workflows/resource-lock.ts): a workflow cannot start another
 // workflow with a signal, nor ask whether one still runs; these do it through the worker's client.
 
 export interface LockRequest {
+  /** The lock's workflow ID (lockWorkflowId of the requester's task queue and the resource). */
+  lockId: string;
   resource: LockedResource;
   /** The requesting run's workflow ID: the lock signals it when it is its turn. */
   requester: string;
@@ -19,9 +21,8 @@ export function createLockActivities({ config }: ActivityDeps) {
       return { waitMs: config.restore.lockWaitMinutes * 60_000 };
     },
 
-    /** Queues `requester` at the resource's lock, starting the lock's workflow if none runs. Returns the lock's workflow ID. */
-    async requestLock({ resource, requester }: LockRequest): Promise<string> {
-      const lockId = lockWorkflowId(config.temporal.taskQueue, resource);
+    /** Queues `requester` at the resource's lock, starting the lock's workflow if none runs. */
+    async requestLock({ lockId, resource, requester }: LockRequest): Promise<void> {
       await getClient().workflow.signalWithStart('ResourceLock', {
         workflowId: lockId,
         taskQueue: Context.current().info.taskQueue,
@@ -29,7 +30,6 @@ export function createLockActivities({ config }: ActivityDeps) {
         signal: 'acquire',
         signalArgs: [{ requester }],
       });
-      return lockId;
     },
 
     /** False once the run has closed (completed, failed, cancelled, terminated) or is unknown. */

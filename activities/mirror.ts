@@ -48,12 +48,13 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
   const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
 
   /** rsync -a of one tree onto another under library.ioniceClass / nice, with the configured excludes. */
-  async function copyTree(from: string, to: string, options: { delete: boolean; dryRun: boolean; step: string }): Promise<MirrorResult> {
+  async function copyTree(from: string, to: string, options: { delete: boolean; dryRun: boolean; step: string; maxDelete?: number }): Promise<MirrorResult> {
     const started = Date.now();
     const args = [
       '-a',
       '--mkpath',
       ...(options.delete ? ['--delete'] : []),
+      ...(options.delete && options.maxDelete !== undefined ? [`--max-delete=${options.maxDelete}`] : []),
       ...(options.dryRun ? ['--dry-run'] : []),
       ...(lib.bwLimitKiB ? [`--bwlimit=${lib.bwLimitKiB}`] : []),
       ...lib.excludes.map((pattern) => `--exclude=${pattern}`),
@@ -117,11 +118,14 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       if (!(await hasFiles(lib.destination))) throw new SourceEmptyError(`the mirror ${lib.destination} holds no files: nothing to restore from`);
     },
 
-    /** The mirror back onto the library, at the same priority; --dry-run reports what rsync would do. */
-    async restoreLibraryFiles({ delete: del, dryRun }: { delete: boolean; dryRun: boolean }): Promise<MirrorResult> {
+    /**
+     * The mirror back onto the library, at the same priority; --dry-run reports what rsync would do.
+     * `maxDelete`: with deletion, no more deletions than the approved dry run counted.
+     */
+    async restoreLibraryFiles({ delete: del, dryRun, maxDelete }: { delete: boolean; dryRun: boolean; maxDelete?: number }): Promise<MirrorResult> {
       const problem = await driveProblem();
       if (problem) throw new DriveNotMountedError(`${problem}: nothing was restored`);
-      const result = await copyTree(lib.destination, lib.source, { delete: del, dryRun, step: dryRun ? 'dry run of the library restore' : 'restoring library' });
+      const result = await copyTree(lib.destination, lib.source, { delete: del, dryRun, step: dryRun ? 'dry run of the library restore' : 'restoring library', ...(maxDelete !== undefined ? { maxDelete } : {}) });
       logger.info({ ...result, dryRun, library: lib.source }, dryRun ? 'library restore dry run' : 'library restored from the mirror');
       return result;
     },

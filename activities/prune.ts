@@ -29,12 +29,16 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
       return { pruned, kept };
     },
 
-    /** Keeps the newest restore.keepRestorePoints restore points (never `keep`, the one just taken); deletes the rest. */
-    async pruneRestorePoints({ keep }: { keep: string }): Promise<PruneResult> {
+    /**
+     * Keeps the newest restore.keepRestorePoints restore points, and always those in `keep` (the one
+     * just taken, the one just restored); deletes the rest.
+     */
+    async pruneRestorePoints({ keep }: { keep: string[] }): Promise<PruneResult> {
       const dir = join(config.backup.dir, RESTORE_POINTS_DIR);
       const points = (await readdir(dir)).filter(isRestorePointName).sort().reverse();
-      if (!points.includes(keep)) throw new PruneRefusedError(`refusing to prune restore points: the one just taken (${keep}) is not in ${dir}`);
-      const kept = [keep, ...points.filter((p) => p !== keep)].slice(0, config.restore.keepRestorePoints);
+      if (!keep.every((k) => points.includes(k))) throw new PruneRefusedError(`refusing to prune restore points: ${keep.join(', ')} not all in ${dir}`);
+      const newest = points.filter((p) => !keep.includes(p)).slice(0, Math.max(0, config.restore.keepRestorePoints - keep.length));
+      const kept = [...keep, ...newest];
       const pruned = points.filter((p) => !kept.includes(p));
       for (const name of pruned) {
         await rm(join(dir, checksumFileName(name)), { force: true });

@@ -94,9 +94,10 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
   const dir = config.backup.dir;
   const pointsDir = join(dir, RESTORE_POINTS_DIR);
 
+  /** Immich's newest own backup for "latest": never its restore-point-… (the state before an in-app restore), only by name. */
   async function newestImmichBackup(): Promise<string | undefined> {
     if (!config.immich.backupsDir) return undefined;
-    return (await readdir(config.immich.backupsDir).catch(() => [] as string[])).filter(isImmichBackupName).sort((a, b) => (stampOfName(a)?.getTime() ?? 0) - (stampOfName(b)?.getTime() ?? 0)).at(-1);
+    return (await readdir(config.immich.backupsDir).catch(() => [] as string[])).filter((n) => isImmichBackupName(n) && !n.startsWith('restore-point-')).sort((a, b) => (stampOfName(a)?.getTime() ?? 0) - (stampOfName(b)?.getTime() ?? 0)).at(-1);
   }
 
   /**
@@ -195,6 +196,15 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     },
 
     verifyDumpForRestore: checkRestorable,
+
+    /** Under the lock, just before anything stops: the file is still there, still the bytes that were verified and approved. */
+    async recheckDump({ path, file, sha256 }: { path: string; file: string; sha256: string }): Promise<void> {
+      const now = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking ${file} again` })).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') throw new DumpNotFoundError(`${file} is gone since it was verified (pruned meanwhile?): nothing was changed; choose a dump again (immich-backup dumps)`);
+        throw err;
+      });
+      if (now !== sha256) throw new ChecksumMismatchError(`${file} changed since it was verified and approved (sha256 ${now}, approved ${sha256}): nothing was changed`);
+    },
 
     /** What the approval prompt and the report say about the dump: name, origin, age, size, databases, recorded rows, Immich version. */
     async describeDump({ dump, verified }: { dump: ResolvedDump; verified: VerifiedDump }): Promise<DumpFacts> {

@@ -18,7 +18,7 @@ import { loadConfig, redactConfig, type Config } from './config.js';
 import { findTemporalBinary, startDevServer } from './dev-server.js';
 import { ConfigError } from './errors.js';
 import { formatBytes } from './format.js';
-import { runId, WORKFLOW_KINDS, type WorkflowType } from './ids.js';
+import { LOCK_WORKFLOW_PREFIX, runId, WORKFLOW_KINDS, type WorkflowType } from './ids.js';
 import { createLogger } from './logger.js';
 import { applySchedules, listSchedules, scheduleDefinition } from './schedules.js';
 import type { StatusReport } from './reports.js';
@@ -254,13 +254,17 @@ program
         throw new Error(`cannot cancel ${workflowId}: ${err.message.split('\n')[0]}`);
       });
       if (status.name !== 'RUNNING') throw new Error(`${workflowId} is not running (${status.name}): nothing to cancel`);
+      if (workflowId.startsWith(LOCK_WORKFLOW_PREFIX)) throw new Error(`${workflowId} guards the database or library for the runs that hold it: it is not cancelled (cancel the run that holds it instead)`);
       await handle.cancel();
       process.stderr.write(`cancellation of ${workflowId} requested; waiting until it has left a known state …\n`);
       try {
         const result = await followPrinting<Record<string, unknown> | undefined>(client, handle);
         process.stdout.write(`${workflowId} finished before the cancellation took effect: ${typeof result?.message === 'string' ? result.message : 'completed'}\n`);
       } catch (err) {
-        process.stdout.write(`${workflowId} ended: ${(err as Error).message.replace(/^workflow failed: /, '')}\n`);
+        const end = (err as Error).message.replace(/^workflow failed: /, '');
+        process.stdout.write(`${workflowId} ended: ${end}\n`);
+        // A known but bad state (the rollback failed, Immich not healthy) is not a clean end.
+        if (/FAILED|NOT healthy/.test(end)) process.exitCode = 1;
       }
     });
   });
@@ -387,7 +391,7 @@ program
     process.stderr.write(`rerun of ${workflowId} (${type}) with input ${JSON.stringify({ ...input, trigger: 'rerun' })}\n`);
     const report = await runAndFollow<Record<string, unknown>>(config, type, input, 'rerun');
     process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${typeof report.message === 'string' ? report.message : `${type} completed`}\n${JSON.stringify(report, null, 2)}\n`);
-    if (report.outcome === 'not-approved' || report.healthy === false) process.exitCode = 1;
+    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
   });
 
 program

@@ -32,7 +32,9 @@ export type Outcome = 'running' | 'awaiting-approval' | 'success' | 'failure' | 
 /** What a run may hold alone: the database (backups, restores, the drill) or the library and its mirror. */
 export type LockedResource = 'database' | 'library';
 
+export const LOCK_WORKFLOW_PREFIX = 'immich-backup-lock-';
+
 /** The ResourceLock workflow that guards one resource for one task queue (a worker fleet). */
 export function lockWorkflowId(taskQueue: string, resource: LockedResource): string {
-  return `immich-backup-lock-${resource}-${taskQueue}`;
+  return `${LOCK_WORKFLOW_PREFIX}${resource}-${taskQueue}`;
 }

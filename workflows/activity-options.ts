@@ -174,6 +174,16 @@ export const loading = proxyActivities<Activities>({
 });
 
 /**
+ * Loading the restore point back: a --clean --if-exists dump reloads safely from the start, so a
+ * worker lost mid-rollback is retried rather than leaving the database in an unknown state.
+ */
+export const rollingBack = proxyActivities<Activities>({
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumAttempts: 3 },
+});
+
+/**
  * Notifications, as a local activity: no server round trip, so a run with nothing to notify pays
  * nothing for it. The activity retries each target itself (5 tries over about 30 s, each request
  * within notifications.timeoutSeconds) and reports what it could not deliver.

@@ -1,5 +1,5 @@
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import { isCancellation, log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { CancellationScope, isCancellation, log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { NotificationEvent } from '../activities/notify.js';
 import { innermostMessage } from '../src/failure.js';
 import { SEARCH_ATTRIBUTES, WORKFLOW_KINDS, type Outcome, type WorkflowType } from '../src/ids.js';
@@ -23,7 +23,8 @@ export function setOutcome(type: WorkflowType, outcome: Outcome): void {
 export async function announce(type: WorkflowType, event: NotificationEvent['event'], message: string): Promise<void> {
   const e: NotificationEvent = { kind: WORKFLOW_KINDS[type], workflowId: workflowInfo().workflowId, event, message, at: new Date(Date.now()).toISOString() };
   try {
-    const { failed } = await notifying.announce(e);
+    // Outside cancellation: a cancelled restore's end (its state) must still reach the operator.
+    const { failed } = await CancellationScope.nonCancellable(() => notifying.announce(e));
     if (failed.length) log.warn('notification not delivered after retries', { event, failed });
   } catch (err) {
     log.warn('notification not delivered', { event, reason: innermostMessage(err) });

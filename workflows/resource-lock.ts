@@ -11,7 +11,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import { ResourceBusyError } from '../src/errors.js';
-import type { LockedResource } from '../src/ids.js';
+import { lockWorkflowId, type LockedResource } from '../src/ids.js';
 import { locking } from './activity-options.js';
 import { at, type Steps } from './progress.js';
 
@@ -40,6 +40,12 @@ const HOLDER_CHECK = '1 minute';
 const IDLE_END = '10 minutes';
 
 export async function ResourceLock(input: ResourceLockInput): Promise<void> {
+  // A lock that a cancellation could end would hand the resource to a second run while the first
+  // still holds it: the lock's state outlives any request to cancel it.
+  return CancellationScope.nonCancellable(() => serve(input));
+}
+
+async function serve(input: ResourceLockInput): Promise<void> {
   const { resource } = input;
   let holder = input.holder;
   const queue = [...(input.queue ?? [])];
@@ -77,7 +83,8 @@ export async function ResourceLock(input: ResourceLockInput): Promise<void> {
     if (!holder && queue.length) {
       const next = Math.floor(lastReleaseMs / 1000) * 1000 + 1000;
       if (Date.now() < next) await sleep(next - Date.now());
-      const candidate = queue.shift()!;
+      const candidate = queue.shift();
+      if (candidate === undefined) continue; // it withdrew during the pause
       holder = candidate;
       if (!(await tell(candidate, (h) => h.signal(lockGrantedSignal, { resource })))) holder = undefined;
       continue;
@@ -92,7 +99,12 @@ export async function ResourceLock(input: ResourceLockInput): Promise<void> {
     const changed = await condition(() => toTell.length > 0 || holder !== seen || (!holder && queue.length > 0), holder ? HOLDER_CHECK : IDLE_END);
     if (changed) continue;
     if (!holder) return;
-    if (!(await locking.isWorkflowOpen({ workflowId: holder }))) {
+    // An answer that cannot be had (the server unreachable for minutes) keeps the holder: asked again next time.
+    const open = await locking.isWorkflowOpen({ workflowId: holder }).catch((err: unknown) => {
+      log.warn('could not ask whether the lock holder still runs; asking again later', { resource, holder, reason: (err as Error).message });
+      return true;
+    });
+    if (!open) {
       log.warn('lock holder closed without releasing: lock taken back', { resource, holder });
       holder = undefined;
       lastReleaseMs = Date.now();
@@ -106,13 +118,14 @@ export async function ResourceLock(input: ResourceLockInput): Promise<void> {
  * happens, cancellation included.
  */
 export async function withLock<T>(resource: LockedResource, steps: Steps, waitMs: number, body: () => Promise<T>): Promise<T> {
-  const me = workflowInfo().workflowId;
+  const { workflowId: me, taskQueue } = workflowInfo();
+  const lockId = lockWorkflowId(taskQueue, resource);
   let granted = false;
   let holder: string | undefined;
   setHandler(lockGrantedSignal, (s) => void (s.resource === resource && (granted = true)));
   setHandler(lockHeldSignal, (s) => void (s.resource === resource && (holder = s.holder)));
-  const lockId = await locking.requestLock({ resource, requester: me });
   try {
+    await locking.requestLock({ lockId, resource, requester: me });
     const deadline = Date.now() + waitMs;
     while (!granted) {
       const left = deadline - Date.now();

@@ -1,10 +1,10 @@
-import { ApplicationFailure, CancellationScope, isCancellation, log, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, log, workflowInfo } from '@temporalio/workflow';
 import type { DumpFormat, DumpResult, PostgresTarget, ResolvedDump, RestoreSettings, SalvageResult, VerifiedDump } from '../activities/types.js';
 import { formatStamp } from '../src/dump-names.js';
-import { ImmichVersionMismatchError, RestoreCancelledError, RestoreFailedError, RestorePointFailedError } from '../src/errors.js';
-import { innermostMessage } from '../src/failure.js';
+import { DatabaseUnreadableError, ImmichVersionMismatchError, RestoreCancelledError, RestoreFailedError, RestorePointFailedError } from '../src/errors.js';
+import { innermostCause, innermostMessage } from '../src/failure.js';
 import type { DumpFacts, RestorePlan } from '../src/restore-plan.js';
-import { discovery, dumping, health, housekeeping, immichControl, loading, restorePrep, settings, validation } from './activity-options.js';
+import { discovery, dumping, health, housekeeping, immichControl, loading, restorePrep, rollingBack, settings, validation } from './activity-options.js';
 import { at } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { restoreSteps, type RestoreSteps } from './restore-steps.js';
@@ -128,22 +128,30 @@ async function replace(
   let point: DumpResult | undefined;
   let salvage: SalvageResult | undefined;
   let salvageFailure: string | undefined;
+  // Approved, but not held until now: a backup's pruning (or Immich's) may have removed or replaced
+  // the file meanwhile. Checked again under the lock, before anything is taken or stopped.
+  await timed('checking the dump again', () => restorePrep.recheckDump({ path: dump.path, file: dump.file, sha256: verified.sha256 }));
   if (withPoint) {
     try {
       point = await timed('taking a restore point', async () => {
         const made = await dumping.dumpDatabase({ target, stamp, kind: 'restore-point' });
         await validation.validateDump({ file: made.file, testedSha256: made.sha256, kind: 'restore-point' });
-        await validation.recordRowCounts({ target, file: made.file, kind: 'restore-point' });
-        await housekeeping.pruneRestorePoints({ keep: made.file });
         return made;
       });
     } catch (err) {
       if (isCancellation(err)) throw err;
-      throw ApplicationFailure.nonRetryable(
-        `nothing was changed: no restore point could be taken (${innermostMessage(err)}). To restore ${dump.file} over the live database anyway, with no way back: immich-backup restore db --dump ${dump.file} --no-restore-point`,
-        RestorePointFailedError.name,
-      );
+      // Only a database pg_dump cannot read is a reason to go on without a way back; anything else is fixed and retried.
+      const unreadable = (innermostCause(err) as { type?: string }).type === DatabaseUnreadableError.name;
+      const forward = unreadable
+        ? `To restore ${dump.file} over the live database anyway, with no way back: immich-backup restore db --dump ${dump.file} --no-restore-point`
+        : 'Fix that and run the restore again';
+      throw ApplicationFailure.nonRetryable(`nothing was changed: no restore point could be taken (${innermostMessage(err)}). ${forward}`, RestorePointFailedError.name);
     }
+    // Row counts describe it in `dumps`; without them the restore point is still whole.
+    await validation.recordRowCounts({ target, file: point.file, kind: 'restore-point' }).catch((err: unknown) => {
+      if (isCancellation(err)) throw err;
+      log.warn('row counts of the restore point not recorded', { reason: innermostMessage(err) });
+    });
   } else {
     try {
       salvage = await timed('saving a partial salvage', () => dumping.salvageDatabase({ target, stamp }));
@@ -153,13 +161,14 @@ async function replace(
       log.error('no partial salvage could be saved; restoring without one, as approved', { reason: salvageFailure });
     }
   }
-
   let loadStarted = false;
   let failure: string | undefined;
   let cancelledAt: string | undefined;
   let stopped: string[] = [];
   try {
     stopped = await timed('stopping Immich', () => immichControl.stopImmich());
+    // A cancellation that came with the stop's end never reaches psql: the database is untouched.
+    if (CancellationScope.current().consideredCancelled) throw new CancelledFailure('cancelled before the load');
     loadStarted = true;
     await timed('restoring', () => loading.restoreDump({ dump, target }));
   } catch (err) {
@@ -176,7 +185,7 @@ async function replace(
         const p = point;
         log.error('restore did not finish; loading the restore point back', { reason: failure ?? `cancelled while ${cancelledAt}` });
         try {
-          await timed('rolling back to the restore point', () => loading.restoreDump({ dump: { file: p.file, path: p.path, format: 'cluster' }, target }));
+          await timed('rolling back to the restore point', () => rollingBack.restoreDump({ dump: { file: p.file, path: p.path, format: 'cluster' }, target }));
           state = `the restore point ${p.path} was put back`;
         } catch (err) {
           state = `ROLLING BACK FAILED (${innermostMessage(err)}): the database is in an unknown state; load the restore point: immich-backup restore db --dump ${p.file} --yes`;
@@ -194,10 +203,17 @@ async function replace(
     }
     return { state, healthResult };
   });
-  r.done();
   const immich = healthResult.healthy ? 'Immich started (healthy)' : `Immich NOT healthy: ${healthResult.detail}`;
   if (cancelledAt !== undefined) throw cancelled(cancelledAt, `${state}; ${immich}`);
   if (failure !== undefined) throw ApplicationFailure.nonRetryable(`restore of ${dump.file} failed (${failure}); ${state}; ${immich}`, RestoreFailedError.name);
+  if (point) {
+    // Old restore points go only after the restore succeeded, and never the one just loaded.
+    const keep = [point.file, ...(dump.origin === 'restore-point' ? [dump.file] : [])];
+    await timed('pruning old restore points', () => housekeeping.pruneRestorePoints({ keep })).catch((err: unknown) => {
+      log.warn('old restore points not pruned', { reason: innermostMessage(err) });
+    });
+  }
+  r.done();
   const noPoint = withPoint ? '' : `; there was no restore point${salvage ? `, the partial salvage is ${salvage.path}${salvage.skippedTables.length ? ` (without the data of ${salvage.skippedTables.join(', ')})` : ''}` : `, and no partial salvage could be saved (${salvageFailure})`}`;
   return {
     ...base,

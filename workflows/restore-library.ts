@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancellationScope, isCancellation, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, workflowInfo } from '@temporalio/workflow';
 import type { MirrorResult } from '../activities/types.js';
 import { RestoreCancelledError, RestoreFailedError } from '../src/errors.js';
 import { innermostMessage } from '../src/failure.js';
@@ -73,10 +73,14 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
       let failure: string | undefined;
       let cancelledAt: string | undefined;
       let result: MirrorResult | undefined;
+      // Approved, but not held until now: the mirror is checked again before anything stops.
+      await timed('checking the mirror again', () => mirrorChecks.checkRestoreSource());
       try {
         await timed('stopping Immich', () => immichControl.stopImmich());
+        if (CancellationScope.current().consideredCancelled) throw new CancelledFailure('cancelled before the copy');
         copyStarted = true;
-        result = await timed('restoring library', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: false }));
+        // Never more deletions than the approved dry run counted.
+        result = await timed('restoring library', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: false, maxDelete: would.deleted }));
       } catch (err) {
         if (isCancellation(err)) cancelledAt = r.steps.current();
         else failure = innermostMessage(err);

@@ -33,6 +33,8 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
   let waiting = false;
   let decision: Decision | undefined;
   const notWaiting = () => `${workflowInfo().workflowId} is not waiting for approval (its step: ${steps.current()})`;
+  // A decision is final: a second approve or reject in the same activation is refused, never applied.
+  const decided = () => (decision ? `${workflowInfo().workflowId} was already ${decision.approved ? 'approved' : 'rejected'}` : undefined);
 
   setHandler(restorePlanQuery, () => plan);
   setHandler(legacyApproveSignal, () => {
@@ -41,11 +43,13 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
   setHandler(
     approveUpdate,
     (request) => {
+      if (decision) return decided()!;
       decision = { approved: true, by: typeof request.by === 'string' && request.by ? request.by : 'unknown' };
       return `approved: ${plan?.dump ? `${plan.dump.file} (sha256 ${plan.dump.sha256}) is restored now` : 'the library restore starts now'}`;
     },
     {
       validator: (request) => {
+        if (decision) throw new Error(decided());
         if (!waiting || !plan) throw new Error(notWaiting());
         const problem = approvalProblem(plan, request);
         if (problem) throw new Error(problem);
@@ -55,12 +59,14 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
   setHandler(
     rejectUpdate,
     (request) => {
+      if (decision) return decided()!;
       const r: Partial<RejectRequest> = request && typeof request === 'object' ? request : {};
       decision = { approved: false, by: typeof r.by === 'string' && r.by ? r.by : 'unknown', reason: typeof r.reason === 'string' && r.reason ? r.reason : 'rejected' };
       return 'rejected: nothing was changed';
     },
     {
       validator: (_request) => {
+        if (decision) throw new Error(decided());
         if (!waiting) throw new Error(notWaiting());
       },
     },

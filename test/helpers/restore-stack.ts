@@ -29,11 +29,20 @@ export interface RestoreStack {
   ping: Awaited<ReturnType<typeof startPingServer>>;
   client: Client;
   dockerLog: string;
+  /** restoreWorld on this stack. */
+  world(extra?: Record<string, Record<string, unknown>>): ReturnType<typeof restoreWorld>;
+  /** dockerCalls on this stack. */
+  dockerCalls(): Promise<string[]>;
+  /** changeData on this stack's PostgreSQL. */
+  changeData(): Promise<string>;
 }
 
 /** Registers the file's before/after hooks; the returned object is filled in by `before`. */
 export function useRestoreStack(assets = 800): RestoreStack {
   const stack = {} as RestoreStack;
+  stack.world = (extra = {}) => restoreWorld(stack, extra);
+  stack.dockerCalls = () => dockerCalls(stack);
+  stack.changeData = () => changeData(stack.pg);
   let connection: Connection | undefined;
   before(async () => {
     [stack.temporal, stack.pg, stack.sshd, stack.ping] = await Promise.all([startTestTemporal(), startPostgres(), startSshd(), startPingServer()]);

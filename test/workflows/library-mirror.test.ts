@@ -10,6 +10,7 @@ import { currentProgress } from '../../src/client.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
+import { stepReached } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
@@ -129,7 +130,10 @@ describe('WeeklyLibraryMirror', () => {
   test('a drive that is not mounted: nothing is written, and after the window it fails saying so', async () => {
     const { mountPoint, run } = await setup(20, {}, false);
     const started = Date.now();
-    const { error } = await run();
+    const { error } = await run(async (id) => {
+      const step = await stepReached(client.workflow.getHandle(id), (s) => s.startsWith('waiting for the drive'), 30_000);
+      assert.match(step, new RegExp(`^waiting for the drive: drive not mounted at ${mountPoint}; next look at \\S+Z, gives up at \\S+Z$`));
+    });
     const failure = failureOf(error);
     assert.equal(failure.type, 'DriveNotMountedError');
     assert.match(failure.message, new RegExp(`^drive not mounted at ${mountPoint} \\(checked for \\d+ s\\)`));

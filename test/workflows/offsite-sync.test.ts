@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { OffsiteSyncReport } from '../../workflows/index.js';
+import { stepReached } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
@@ -137,8 +138,10 @@ describe('OffsiteSync', () => {
     const { local, remote, run } = await setup({ retryWindowMinutes: 2 });
     const dump = await localDump(local, '20261126_040000');
     await sshd.stop();
-    const { report, error } = await run(async () => {
-      await new Promise((r) => setTimeout(r, 3000));
+    const { report, error } = await run(async (id) => {
+      // The wait is visible, with its reason and its deadline.
+      const step = await stepReached(client.workflow.getHandle(id), (s) => s.startsWith('waiting for the NAS'), 30_000);
+      assert.match(step, /^waiting for the NAS: the NAS \S+ is unreachable: .*Connection refused.*; next try at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, gives up at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
       await sshd.start();
     });
     assert.equal(error, undefined, String(error));

@@ -7,9 +7,8 @@ import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../../workflows/index.js';
 import { cli } from '../helpers/cli.js';
-import { freePort } from '../helpers/net.js';
 import { pgBin, rowCounts } from '../helpers/postgres.js';
-import { changeData as change, dockerCalls as calls, failureType, refusal, restoreWorld, stepReached, useRestoreStack } from '../helpers/restore-stack.js';
+import { failureType, refusal, stepReached, useRestoreStack } from '../helpers/restore-stack.js';
 import { testWorkflowId, withWorker } from '../helpers/run-workflow.js';
 import { writeConfigFile } from '../helpers/setup.js';
 
@@ -17,9 +16,7 @@ import { writeConfigFile } from '../helpers/setup.js';
 // and the database lock that keeps backups off a restore.
 
 const stack = useRestoreStack();
-const world = (extra: Record<string, Record<string, unknown>> = {}) => restoreWorld(stack, extra);
-const dockerCalls = () => calls(stack);
-const changeData = () => change(stack.pg);
+const { world, dockerCalls, changeData } = stack;
 
 describe('RestoreDatabase approval and exclusion', () => {
   test('problem 4: approval is an Update: refused early, without data or for another dump; an approve signal (early, or empty as the Web UI sends it) breaks and approves nothing', async () => {

@@ -1,25 +1,15 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { rm } from 'node:fs/promises';
 import { describe, test } from 'node:test';
-import { execa } from 'execa';
-import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../../workflows/index.js';
-import { cli } from '../helpers/cli.js';
 import { freePort } from '../helpers/net.js';
-import { pgBin, rowCounts } from '../helpers/postgres.js';
-import { changeData as change, dockerCalls as calls, failureType, refusal, restoreWorld, stepReached, useRestoreStack } from '../helpers/restore-stack.js';
-import { testWorkflowId, withWorker } from '../helpers/run-workflow.js';
-import { writeConfigFile } from '../helpers/setup.js';
+import { rowCounts } from '../helpers/postgres.js';
+import { failureType, stepReached, useRestoreStack } from '../helpers/restore-stack.js';
 
 // Cancelling RestoreDatabase at each step: before Immich stops nothing changes; after, the restore
 // point goes back and Immich is started, in a scope cancellation cannot reach. The end says which.
 
 const stack = useRestoreStack();
-const world = (extra: Record<string, Record<string, unknown>> = {}) => restoreWorld(stack, extra);
-const dockerCalls = () => calls(stack);
-const changeData = () => change(stack.pg);
+const { world, dockerCalls, changeData } = stack;
 
 describe('RestoreDatabase cancelled', () => {
   test('problem 3: cancelled before anything changed (at once, or while waiting for approval): nothing changed, and the end says so', async () => {

@@ -14,16 +14,14 @@ import { cli } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { freePort } from '../helpers/net.js';
 import { pgBin, rowCounts } from '../helpers/postgres.js';
-import { changeData as change, dockerCalls as calls, failureType, restoreWorld, stepReached, tamper, useRestoreStack } from '../helpers/restore-stack.js';
+import { failureType, stepReached, tamper, useRestoreStack } from '../helpers/restore-stack.js';
 import { writeConfigFile } from '../helpers/setup.js';
 
 // RestoreDatabase end to end on the shared restore stack (test/helpers/restore-stack.ts): real
 // PostgreSQL, pg_dumpall/psql, Temporal dev server, sshd as the NAS, an HTTP server as Immich's ping.
 
 const stack = useRestoreStack();
-const world = (extra: Record<string, Record<string, unknown>> = {}) => restoreWorld(stack, extra);
-const dockerCalls = () => calls(stack);
-const changeData = () => change(stack.pg);
+const { world, dockerCalls, changeData } = stack;
 const quiet = createLogger({ level: 'fatal', fd: 2 });
 
 describe('RestoreDatabase', () => {
@@ -246,29 +244,37 @@ describe('RestoreDatabase', () => {
   test('problem 1: a restore point is its own kind: never latest, never a backup for status, the drill or OffsiteSync; kept by its own count, restorable by name', async () => {
     const w = await world({ restore: { keepRestorePoints: 1 } });
     const dump = await w.backup();
-    const first = await w.restore({ approved: true });
-    assert.equal(first.error, undefined, String(first.error));
-    // A failed restore leaves its restore point behind too: make the second one fail halfway.
+    for (let i = 0; i < 2; i++) assert.equal((await w.restore({ approved: true })).error, undefined);
+    const pointsDir = join(w.backupDir, 'restore-points');
+    const kept = (await readdir(pointsDir)).filter((f) => f.endsWith('.gz'));
+    assert.equal(kept.length, 1, `after a successful restore only the newest restore point is kept: ${kept.join(', ')}`);
+    // A failed restore leaves its restore point behind too, and prunes nothing.
     await tamper(w.backupDir, dump.file, (sql) => sql.replace(/(\nCOPY public\.exif )/, '\nSELECT 1/0;$1'));
-    const second = await w.restore({ approved: true });
-    assert.equal(failureType(second.error).type, 'RestoreFailedError');
-    const points = await readdir(join(w.backupDir, 'restore-points'));
-    assert.deepEqual(points.filter((f) => f.endsWith('.gz')).length, 1, `only the newest restore point is kept: ${points.join(', ')}`);
-    const point = points.find((f) => /^restore-point_\d{8}_\d{6}\.sql\.gz$/.test(f))!;
-    assert.ok(existsSync(join(w.backupDir, 'restore-points', `${point}.sha256`)) && existsSync(join(w.backupDir, 'restore-points', `${point}.rows.json`)));
+    const failed = await w.restore({ approved: true });
+    assert.equal(failureType(failed.error).type, 'RestoreFailedError');
+    const points = (await readdir(pointsDir)).filter((f) => f.endsWith('.gz')).sort();
+    assert.equal(points.length, 2, points.join(', '));
+    const point = points.at(-1)!;
+    assert.match(point, /^restore-point_\d{8}_\d{6}\.sql\.gz$/);
+    assert.ok(existsSync(join(pointsDir, `${point}.sha256`)) && existsSync(join(pointsDir, `${point}.rows.json`)));
     // latest, status, the drill's and OffsiteSync's readers see the backup alone.
     const dry = await w.restore({ dryRun: true });
     assert.equal(dry.report!.dump, dump.file, 'latest is the backup, not the restore point');
     assert.deepEqual((await checksummedDumps(w.backupDir)).map((d) => d.file), [dump.file]);
     const status = await collectStatus(w.config, undefined);
     assert.equal(status.rows.find((r) => r.id === 'local-dump')!.details!.file, dump.file);
-    const plan = await createActivities({ config: w.config, logger: quiet }).planOffsiteSync().catch(() => undefined);
-    assert.ok(!plan || plan.toCopy.every((d) => d.file === dump.file));
+    const plan = await createActivities({ config: w.config, logger: quiet }).planOffsiteSync();
+    assert.deepEqual(plan.toCopy.map((d) => d.file), [dump.file]);
     // By name, it restores like any dump, and says where it came from.
     const byName = await w.restore({ dryRun: true, dump: point });
     assert.equal(byName.error, undefined, String(byName.error));
     assert.equal(byName.report!.origin, 'restore-point');
     assert.equal(byName.report!.dump, point);
+    // Restoring an older restore point takes a new one, and never prunes the one it loads.
+    const older = points[0]!;
+    const back = await w.restore({ approved: true, dump: older });
+    assert.equal(back.error, undefined, String(back.error));
+    assert.ok(existsSync(join(pointsDir, older)), 'the restore point just restored is kept');
   });
 
   test('problem 8: a NAS copy never replaces a local dump, and a bad one never gets a final name, even in a dry run', async () => {

@@ -207,4 +207,21 @@ describe('RestoreLibrary', () => {
     assert.equal(mirroredAfter.filesTransferred, 0, 'the mirror ran after the restore, on a library already whole');
     assert.deepEqual(await treeDigest(w.library), await treeDigest(w.mirror));
   });
+
+  test('with --delete, no more files are deleted than the approved dry run counted', async () => {
+    const w = await mirrored();
+    await writeFile(join(w.library, 'stray.jpg'), 'not in the mirror');
+    const { error } = await w.restore({ delete: true }, async (id) => {
+      const handle = client.workflow.getHandle(id);
+      await stepReached(handle, 'awaiting approval');
+      // After the operator saw "delete 1", three more files appear that the mirror lacks.
+      for (const n of [1, 2, 3]) await writeFile(join(w.library, `late-${n}.jpg`), 'uploaded while the restore waited');
+      await handle.executeUpdate('approveRestore', { args: [{ by: 'test' }] });
+    });
+    const failure = restoreFailure(error);
+    assert.equal(failure.type, 'RestoreFailedError');
+    assert.match(failure.message, /^library restore failed \(.*max-delete.*\); the library is partly restored/);
+    const left = ['stray.jpg', 'late-1.jpg', 'late-2.jpg', 'late-3.jpg'].filter((f) => existsSync(join(w.library, f)));
+    assert.equal(left.length, 3, `one deletion, as approved: ${left.join(', ')} left`);
+  });
 });
