@@ -1,6 +1,6 @@
 import { opendir, readdir, readFile, realpath } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { DriveNotMountedError, MirrorSafetyError, SourceEmptyError } from '../src/errors.js';
+import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError } from '../src/errors.js';
 import type { ActivityDeps } from './deps.js';
 import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
@@ -125,7 +125,13 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     async restoreLibraryFiles({ delete: del, dryRun, maxDelete }: { delete: boolean; dryRun: boolean; maxDelete?: number }): Promise<MirrorResult> {
       const problem = await driveProblem();
       if (problem) throw new DriveNotMountedError(`${problem}: nothing was restored`);
-      const result = await copyTree(lib.destination, lib.source, { delete: del, dryRun, step: dryRun ? 'dry run of the library restore' : 'restoring library', ...(maxDelete !== undefined ? { maxDelete } : {}) });
+      const result = await copyTree(lib.destination, lib.source, { delete: del, dryRun, step: dryRun ? 'dry run of the library restore' : 'restoring library', ...(maxDelete !== undefined ? { maxDelete } : {}) }).catch((err: unknown) => {
+        // rsync's exit 25: more deletions than approved. Not retried: each retry would delete that many more.
+        if (err instanceof CommandFailedError && /\(exit code 25\)/.test(err.message)) {
+          throw new MirrorSafetyError(`the restore would delete more library files than the ${maxDelete} the approved dry run counted: deletion stopped there; run the restore again to see and approve the new count`);
+        }
+        throw err;
+      });
       logger.info({ ...result, dryRun, library: lib.source }, dryRun ? 'library restore dry run' : 'library restored from the mirror');
       return result;
     },

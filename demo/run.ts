@@ -86,6 +86,7 @@ try {
   say('someone deletes 100 assets by mistake');
   await pg.psql('DELETE FROM asset_faces WHERE "assetId" IN (SELECT id FROM assets ORDER BY id LIMIT 100); DELETE FROM exif WHERE "assetId" IN (SELECT id FROM assets ORDER BY id LIMIT 100); DELETE FROM smart_search WHERE "assetId" IN (SELECT id FROM assets ORDER BY id LIMIT 100); DELETE FROM assets WHERE id IN (SELECT id FROM assets ORDER BY id LIMIT 100);', 'immich');
   process.stdout.write(`assets now: ${(await rowCounts(pg)).assets}\n`);
+  await step('what a restore can load: local dumps, NAS copies, restore points', ['-c', configFile, 'dumps'], env);
   await step('restore the database from the newest dump (approved with --yes)', ['-c', configFile, 'restore', 'db', '--yes'], env);
   const afterRestore = await rowCounts(pg);
   process.stdout.write(`assets after the restore: ${afterRestore.assets} (before the mistake: ${before.assets})\n`);
