@@ -1,10 +1,10 @@
-import { lstat, readdir, readFile } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../src/config.js';
-import { checksumFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName, stampOfName } from '../src/dump-names.js';
+import { checksumFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, stampOfName } from '../src/dump-names.js';
 import type { DumpOrigin } from '../src/restore-plan.js';
 import { readChecksumFile } from './checksums.js';
-import type { RecordedRowCounts } from './drill.js';
+import { recordedFacts } from './drill.js';
 import { runRemote } from './ssh.js';
 
 // `immich-backup dumps`: everything a restore can load, wherever it is, with what is known of each
@@ -32,13 +32,6 @@ export interface Catalog {
   problems: string[];
 }
 
-async function recordedFacts(dir: string, file: string): Promise<Pick<CatalogEntry, 'tables' | 'rows' | 'immichVersion'>> {
-  const recorded = await readFile(join(dir, rowCountsFileName(file)), 'utf8').then((t) => JSON.parse(t) as RecordedRowCounts, () => undefined);
-  if (!recorded || typeof recorded.tables !== 'object') return {};
-  const counts = Object.values(recorded.tables);
-  return { tables: counts.length, rows: counts.reduce((a, b) => a + Number(b), 0), ...(typeof recorded.immichVersion === 'string' ? { immichVersion: recorded.immichVersion } : {}) };
-}
-
 function timing(file: string, nowMs: number): Pick<CatalogEntry, 'stamp' | 'ageHours'> {
   const stamp = stampOfName(file);
   return stamp ? { stamp: stamp.toISOString(), ageHours: +((nowMs - stamp.getTime()) / 3_600_000).toFixed(2) } : {};
@@ -53,13 +46,15 @@ async function localEntries(dir: string, origin: 'local' | 'restore-point', isNa
     if (!st?.isFile()) continue;
     const sha256 = await readChecksumFile(join(dir, checksumFileName(file)));
     const validated = /^[0-9a-f]{64}$/.test(sha256);
+    const { tables, rows, immichVersion } = await recordedFacts(dir, file);
     entries.push({
       file,
       origin,
       ...timing(file, nowMs),
       bytes: st.size,
       verified: validated ? `validated, sha256 ${sha256.slice(0, 12)}… recorded` : 'NOT validated (no .sha256): a restore refuses it',
-      ...(await recordedFacts(dir, file)),
+      ...(tables !== undefined ? { tables, rows } : {}),
+      ...(immichVersion ? { immichVersion } : {}),
       restore: `restore db --dump ${file}`,
     });
   }

@@ -29,6 +29,19 @@ export interface RecordedRowCounts {
   immichVersion?: string;
 }
 
+/** What NightlyDbBackup recorded beside a dump (tables, rows, Immich version), or {} where nothing readable was recorded. */
+export async function recordedFacts(dir: string, file: string): Promise<{ databases?: string[]; tables?: number; rows?: number; immichVersion?: string }> {
+  const recorded = await readFile(join(dir, rowCountsFileName(file)), 'utf8').then((t) => JSON.parse(t) as RecordedRowCounts, () => undefined);
+  if (!recorded || typeof recorded.tables !== 'object' || recorded.tables === null) return {};
+  const tables = Object.entries(recorded.tables);
+  return {
+    databases: [...new Set(tables.map(([t]) => t.split(':')[0]!))].sort(),
+    tables: tables.length,
+    rows: tables.reduce((a, [, n]) => a + Number(n), 0),
+    ...(typeof recorded.immichVersion === 'string' ? { immichVersion: recorded.immichVersion } : {}),
+  };
+}
+
 // Immich records every version it ran in its own database.
 const IMMICH_VERSION = 'SELECT version FROM version_history ORDER BY "createdAt" DESC LIMIT 1';
 

@@ -1,14 +1,14 @@
 import { createReadStream } from 'node:fs';
 import { existsSync } from 'node:fs';
-import { link, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { link, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, partialFileName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR, rowCountsFileName, stampOfName } from '../src/dump-names.js';
+import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, partialFileName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR, stampOfName } from '../src/dump-names.js';
 import { decompressor } from './compression.js';
 import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
 import type { DumpFacts } from '../src/restore-plan.js';
-import type { RecordedRowCounts } from './drill.js';
+import { recordedFacts } from './drill.js';
 import { fsyncDir } from './fs-safe.js';
 import { formatBytes } from '../src/format.js';
 import { postgresCommand } from './container.js';
@@ -145,7 +145,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
 
   return {
     async restoreSettings(): Promise<RestoreSettings> {
-      return { approvalTimeoutMs: config.restore.approvalTimeoutMinutes * 60_000, immichDatabase: config.immich.database, lockWaitMs: config.restore.lockWaitMinutes * 60_000 };
+      return { approvalTimeoutMs: config.restore.approvalTimeoutMinutes * 60_000, immichDatabase: config.immich.database };
     },
 
     /**
@@ -209,11 +209,9 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     /** What the approval prompt and the report say about the dump: name, origin, age, size, databases, recorded rows, Immich version. */
     async describeDump({ dump, verified }: { dump: ResolvedDump; verified: VerifiedDump }): Promise<DumpFacts> {
       const stamp = stampOfName(dump.file);
-      const rowsFile = join(dump.origin === 'restore-point' ? pointsDir : dir, rowCountsFileName(dump.file));
-      const recorded = dump.origin === 'immich' ? undefined : await readFile(rowsFile, 'utf8').then((t) => JSON.parse(t) as RecordedRowCounts, () => undefined);
-      const tables = recorded && typeof recorded.tables === 'object' ? Object.entries(recorded.tables) : undefined;
-      const databases = dump.format === 'immich' ? [config.immich.database] : verified.databases.length ? verified.databases : [...new Set((tables ?? []).map(([t]) => t.split(':')[0]!))].sort();
-      const version = dump.origin === 'immich' ? immichVersionOfBackupName(dump.file) : typeof recorded?.immichVersion === 'string' ? recorded.immichVersion : undefined;
+      const recorded = dump.origin === 'immich' ? {} : await recordedFacts(dump.origin === 'restore-point' ? pointsDir : dir, dump.file);
+      const databases = dump.format === 'immich' ? [config.immich.database] : verified.databases.length ? verified.databases : (recorded.databases ?? []);
+      const version = dump.origin === 'immich' ? immichVersionOfBackupName(dump.file) : recorded.immichVersion;
       return {
         file: dump.file,
         origin: dump.origin,
@@ -221,7 +219,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
         bytes: verified.bytes,
         sha256: verified.sha256,
         databases,
-        ...(tables ? { tables: tables.length, rows: tables.reduce((a, [, n]) => a + Number(n), 0) } : {}),
+        ...(recorded.tables !== undefined ? { tables: recorded.tables, rows: recorded.rows! } : {}),
         ...(version ? { immichVersion: version } : {}),
       };
     },

@@ -131,8 +131,6 @@ export interface VerifiedDump {
 export interface RestoreSettings {
   approvalTimeoutMs: number;
   immichDatabase: string;
-  /** How long a restore waits for a backup or drill to let go of the database (or a mirror, of the library). */
-  lockWaitMs: number;
 }
 
 export interface HealthResult {

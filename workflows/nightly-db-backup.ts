@@ -1,6 +1,6 @@
 import { log } from '@temporalio/workflow';
 import { formatStamp } from '../src/dump-names.js';
-import { discovery, dumping, housekeeping, settings, validation } from './activity-options.js';
+import { discovery, dumping, housekeeping, validation } from './activity-options.js';
 import { trackSteps, type Steps } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { reported } from './reporting.js';
@@ -33,9 +33,8 @@ export async function NightlyDbBackup(input: NightlyDbBackupInput = {}): Promise
 
 async function body(input: NightlyDbBackupInput): Promise<NightlyDbBackupReport> {
   const steps = trackSteps();
-  const { waitMs } = await settings.lockSettings();
   // Never alongside a restore or drill of the database: a dump taken mid-restore would be a backup of half a database.
-  return withLock('database', steps, waitMs, () => backUp(steps, input));
+  return withLock('database', steps, () => backUp(steps, input));
 }
 
 async function backUp(steps: Steps, input: NightlyDbBackupInput): Promise<NightlyDbBackupReport> {

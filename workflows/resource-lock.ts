@@ -12,7 +12,7 @@ import {
 } from '@temporalio/workflow';
 import { ResourceBusyError } from '../src/errors.js';
 import { lockWorkflowId, type LockedResource } from '../src/ids.js';
-import { locking } from './activity-options.js';
+import { locking, settings } from './activity-options.js';
 import { at, type Steps } from './progress.js';
 
 // One run at a time per resource, held through Temporal itself so that it holds across workers and
@@ -114,10 +114,10 @@ async function serve(input: ResourceLockInput): Promise<void> {
 
 /**
  * Runs `body` holding `resource`: asks its lock, waits (saying for whom, until when) at most
- * `waitMs`, then fails with ResourceBusyError having done nothing. The lock is released whatever
- * happens, cancellation included.
+ * restore.lockWaitMinutes, then fails with ResourceBusyError having done nothing. The lock is
+ * released whatever happens, cancellation included.
  */
-export async function withLock<T>(resource: LockedResource, steps: Steps, waitMs: number, body: () => Promise<T>): Promise<T> {
+export async function withLock<T>(resource: LockedResource, steps: Steps, body: () => Promise<T>): Promise<T> {
   const { workflowId: me, taskQueue } = workflowInfo();
   const lockId = lockWorkflowId(taskQueue, resource);
   let granted = false;
@@ -125,6 +125,7 @@ export async function withLock<T>(resource: LockedResource, steps: Steps, waitMs
   setHandler(lockGrantedSignal, (s) => void (s.resource === resource && (granted = true)));
   setHandler(lockHeldSignal, (s) => void (s.resource === resource && (holder = s.holder)));
   try {
+    const { waitMs } = await settings.lockSettings();
     await locking.requestLock({ lockId, resource, requester: me });
     const deadline = Date.now() + waitMs;
     while (!granted) {

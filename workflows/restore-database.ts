@@ -106,7 +106,7 @@ async function body(input: RestoreDatabaseInput): Promise<RestoreDatabaseReport>
       if ('timedOut' in decision) return { ...base, outcome: 'not-approved', message: `no approval within ${Math.round(config.approvalTimeoutMs / 60_000)} min: nothing was changed` };
       return { ...base, outcome: 'rejected', message: `rejected by ${decision.by} (${decision.reason}): nothing was changed` };
     }
-    return await withLock('database', r.steps, config.lockWaitMs, () => replace(r, config, target, dump, verified, withPoint, base, decision.by));
+    return await withLock('database', r.steps, () => replace(r, config, target, dump, verified, withPoint, base, decision.by));
   } catch (err) {
     if (isCancellation(err)) throw cancelled(r.steps.current(), 'nothing was changed');
     throw err;

@@ -2,7 +2,7 @@ import { ApplicationFailure, log } from '@temporalio/workflow';
 import { describeDrillFailure, type DrillResult } from '../src/reports.js';
 import { DrillFailedError } from '../src/errors.js';
 import { formatStamp } from '../src/dump-names.js';
-import { drilling, settings } from './activity-options.js';
+import { drilling } from './activity-options.js';
 import { trackSteps } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { reported } from './reporting.js';
@@ -24,9 +24,8 @@ export async function RestoreDrill(input: RestoreDrillInput = {}): Promise<Resto
 
 async function body(input: RestoreDrillInput): Promise<RestoreDrillReport> {
   const steps = trackSteps();
-  const { waitMs } = await settings.lockSettings();
   // The newest dump is read under the database lock: never one a restore or backup is writing.
-  const result = await withLock('database', steps, waitMs, () => {
+  const result = await withLock('database', steps, () => {
     steps.set('restoring the newest dump into a throwaway PostgreSQL');
     // The stamp names a container engine's throwaway: the same on every retry of this run.
     return drilling.restoreDrill({ stamp: formatStamp(new Date(Date.now())).replace('_', '-') });

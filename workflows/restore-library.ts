@@ -68,7 +68,7 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
       const message = 'timedOut' in decision ? `no approval within ${Math.round(config.approvalTimeoutMs / 60_000)} min: nothing was changed` : `rejected by ${decision.by} (${decision.reason}): nothing was changed`;
       return { outcome: 'timedOut' in decision ? 'not-approved' : 'rejected', message, ...nothing, durations };
     }
-    return await withLock('library', r.steps, config.lockWaitMs, async () => {
+    return await withLock('library', r.steps, async () => {
       let copyStarted = false;
       let failure: string | undefined;
       let cancelledAt: string | undefined;

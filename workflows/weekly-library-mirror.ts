@@ -27,9 +27,8 @@ export async function WeeklyLibraryMirror(input: WeeklyLibraryMirrorInput = {}):
 
 async function body(input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirrorReport> {
   const steps = trackSteps();
-  const { waitMs } = await settings.lockSettings();
   // Never alongside a library restore: with deletion on, the two would erase each other's files.
-  return withLock('library', steps, waitMs, () => mirror(steps, input));
+  return withLock('library', steps, () => mirror(steps, input));
 }
 
 async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirrorReport> {
