@@ -10,6 +10,7 @@ import { runBackupWorker } from '../workers/worker.js';
 import type { RestoreDrillReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { userInfo } from 'node:os';
+import { createInterface, type Interface } from 'node:readline/promises';
 import { listDumps } from '../activities/catalog.js';
 import { connectClient, ensureWorker, follow, temporalAddress, type Progress } from './client.js';
 import { innermostMessage } from './failure.js';
@@ -170,6 +171,20 @@ restore
     if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
   });
 
+/** Sends the approval Update for `plan`'s dump (its sha256, or the one the operator gives), as this OS user. */
+function approve(handle: WorkflowHandle, plan: RestorePlan, opts: { sha256?: string; acceptVersionChange: boolean }): Promise<string> {
+  const request: ApproveRequest = { by: osUser(), ...(plan.dump ? { sha256: opts.sha256 ?? plan.dump.sha256 } : {}), ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}) };
+  return handle.executeUpdate<string, [ApproveRequest]>(RESTORE_MESSAGES.approve, { args: [request] }).catch((err: Error) => {
+    throw new Error(`not approved: ${innermostMessage(err)}`);
+  });
+}
+
+function reject(handle: WorkflowHandle, reason?: string): Promise<string> {
+  return handle.executeUpdate<string, [RejectRequest]>(RESTORE_MESSAGES.reject, { args: [{ by: osUser(), ...(reason ? { reason } : {}) }] }).catch((err: Error) => {
+    throw new Error(`not rejected: ${innermostMessage(err)}`);
+  });
+}
+
 /** The plan a restore waits on, or a one-line error saying why there is none. */
 async function waitingPlan(handle: WorkflowHandle, verb: string): Promise<RestorePlan> {
   const [step, plan] = await Promise.all([handle.query<string>(RESTORE_MESSAGES.step), handle.query<RestorePlan | undefined>(RESTORE_MESSAGES.plan)]).catch((err: Error) => {
@@ -189,10 +204,7 @@ restore
       const handle = client.workflow.getHandle(workflowId);
       const plan = await waitingPlan(handle, 'approve');
       process.stderr.write(`${describePlan(plan, Date.now())}\n`);
-      const request: ApproveRequest = { by: osUser(), ...(plan.dump ? { sha256: opts.sha256 ?? plan.dump.sha256 } : {}), ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}) };
-      const answer = await handle.executeUpdate<string, [ApproveRequest]>(RESTORE_MESSAGES.approve, { args: [request] }).catch((err: Error) => {
-        throw new Error(`not approved: ${innermostMessage(err)}`);
-      });
+      const answer = await approve(handle, plan, { ...(opts.sha256 ? { sha256: opts.sha256 } : {}), acceptVersionChange: opts.acceptVersionChange === true });
       process.stdout.write(`${answer}\napproved ${workflowId}\n`);
     });
   });
@@ -205,9 +217,7 @@ restore
     await withClient(configOf(cmd), async (client) => {
       const handle = client.workflow.getHandle(workflowId);
       await waitingPlan(handle, 'reject');
-      const answer = await handle.executeUpdate<string, [RejectRequest]>(RESTORE_MESSAGES.reject, { args: [{ by: osUser(), ...(opts.reason ? { reason: opts.reason } : {}) }] }).catch((err: Error) => {
-        throw new Error(`not rejected: ${innermostMessage(err)}`);
-      });
+      const answer = await reject(handle, opts.reason);
       process.stdout.write(`${answer}\nrejected ${workflowId}\n`);
     });
   });
@@ -439,17 +449,45 @@ async function followPrinting<R>(client: Client, handle: WorkflowHandle): Promis
   };
   process.once('SIGINT', leave);
   process.once('SIGTERM', leave);
+  const asking: { prompt?: Interface } = {};
   try {
-    return await follow<R>(handle, progressPrinter(client, id));
+    return await follow<R>(handle, progressPrinter(client, id, (plan) => askHere(handle, plan, asking, leave)));
   } finally {
+    asking.prompt?.close();
     process.off('SIGINT', leave);
     process.off('SIGTERM', leave);
   }
 }
 
+/**
+ * On a terminal, a restore that waits for approval asks right here: yes approves the dump shown
+ * (a different Immich version asks once more), no rejects it, Enter leaves it waiting for
+ * `restore approve` from elsewhere. Ctrl-C at the question leaves the run running, as anywhere.
+ */
+async function askHere(handle: WorkflowHandle, plan: RestorePlan, asking: { prompt?: Interface }, leave: () => void): Promise<void> {
+  if (!process.stdin.isTTY || asking.prompt) return;
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  asking.prompt = prompt;
+  prompt.on('SIGINT', leave);
+  const ask = async (question: string) => (await prompt.question(question)).trim().toLowerCase();
+  try {
+    const answer = await ask(`approve restoring ${plan.dump ? plan.dump.file : 'the library from the mirror'} now? yes / no / Enter to leave it waiting: `);
+    if (answer === 'no') return void process.stderr.write(`${await reject(handle, 'rejected at the terminal')}\n`);
+    if (answer !== 'yes') return void process.stderr.write(`left waiting: approve with immich-backup restore approve ${handle.workflowId}\n`);
+    const versionChange = plan.versionChange && (await ask(`the dump was made with Immich ${plan.dump?.immichVersion}, Immich ${plan.runningImmichVersion} runs now: restore it anyway? yes / no: `)) === 'yes';
+    if (plan.versionChange && !versionChange) return void process.stderr.write(`left waiting: nothing was approved\n`);
+    process.stderr.write(`${await approve(handle, plan, { acceptVersionChange: versionChange })}\n`);
+  } catch (err) {
+    // The run ended, or was approved elsewhere, while the question was open.
+    if ((err as Error).name !== 'AbortError' && !/closed/i.test((err as Error).message)) process.stderr.write(`${(err as Error).message}\n`);
+  } finally {
+    prompt.close();
+  }
+}
+
 const clock = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 
-function progressPrinter(client: Client, workflowId: string): (progress: Progress[]) => Promise<void> {
+function progressPrinter(client: Client, workflowId: string, onApproval: (plan: RestorePlan) => Promise<void>): (progress: Progress[]) => Promise<void> {
   let step = '';
   const shown = new Map<string, string>();
   return async (progress) => {
@@ -461,7 +499,10 @@ function progressPrinter(client: Client, workflowId: string): (progress: Progres
         process.stderr.write(`… ${text}\n`);
         if (text === AWAITING_APPROVAL) {
           const plan = await client.workflow.getHandle(workflowId).query<RestorePlan | undefined>(RESTORE_MESSAGES.plan).catch(() => undefined);
-          if (plan) process.stderr.write(`${describePlan(plan, Date.now()).replace(/^/gm, '    ')}\n`);
+          if (plan) {
+            process.stderr.write(`${describePlan(plan, Date.now()).replace(/^/gm, '    ')}\n`);
+            void onApproval(plan);
+          }
         }
         continue;
       }

@@ -3,7 +3,9 @@ import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
-import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
+import { execa } from 'execa';
+import { cli, cliEnv, spawnCli, workerStarted } from '../helpers/cli.js';
+import { cliPath } from '../helpers/paths.js';
 import { waitFor } from '../helpers/net.js';
 import { rowCounts } from '../helpers/postgres.js';
 import { changeData, restoreWorld, useRestoreStack } from '../helpers/restore-stack.js';
@@ -113,6 +115,29 @@ describe('the operator at the terminal', () => {
       assert.equal(entries.find((e) => e.origin === 'offsite')!.restore, `restore db --dump ${dump} --from offsite`);
       const human = await cli(['-c', w.configFile, 'dumps']);
       assert.match(human.stdout, new RegExp(`^${dump}\\n    staging dir; \\d+ min old; [\\d.]+ KiB; validated, sha256 [0-9a-f]{12}… recorded; \\d+ rows in 6 tables recorded; Immich 2\\.3\\.1\\n    immich-backup restore db --dump ${dump}$`, 'm'));
+    } finally {
+      await w.stop();
+    }
+  });
+
+  test('on a terminal, restore db asks right there: the plan, then yes restores exactly the dump shown', async () => {
+    const w = await operatorWorld({});
+    try {
+      const before = await rowCounts(stack.pg);
+      const dump = await w.backup();
+      await changeData(stack.pg);
+      // A real terminal (script(1) gives the CLI a pty), typed into as a person would.
+      const terminal = execa('script', ['-qefc', [cliPath, '-c', w.configFile, 'restore', 'db'].join(' '), '/dev/null'], { env: cliEnv(), extendEnv: false, stdin: 'pipe', reject: false, buffer: false });
+      let screen = '';
+      terminal.stdout?.on('data', (d: Buffer) => (screen += d.toString()));
+      await waitFor('the question', () => screen.includes(`approve restoring ${dump.file} now? yes / no / Enter to leave it waiting: `) || undefined, 60_000);
+      assert.match(screen, new RegExp(`dump: +${dump.file}`));
+      terminal.stdin!.write('yes\n');
+      const { exitCode } = await terminal;
+      assert.equal(exitCode, 0, screen);
+      assert.match(screen, new RegExp(`approved: ${dump.file} \\(sha256 ${dump.sha256}\\) is restored now`));
+      assert.match(screen, new RegExp(`restored ${dump.file} \\(sha256 ${dump.sha256}\\); Immich is healthy`));
+      assert.deepEqual(await rowCounts(stack.pg), before);
     } finally {
       await w.stop();
     }
