@@ -29,18 +29,26 @@ export interface RecordedRowCounts {
   immichVersion?: string;
 }
 
-/** What NightlyDbBackup recorded beside a dump (tables, rows, Immich version), or {} where nothing readable was recorded. */
+/**
+ * What NightlyDbBackup recorded beside a dump (tables, rows, Immich version), or {} where nothing
+ * readable was recorded. The file sits in a folder others may write: only well-formed values are
+ * taken, so it can never put text of its own into an approval prompt.
+ */
 export async function recordedFacts(dir: string, file: string): Promise<{ databases?: string[]; tables?: number; rows?: number; immichVersion?: string }> {
   const recorded = await readFile(join(dir, rowCountsFileName(file)), 'utf8').then((t) => JSON.parse(t) as RecordedRowCounts, () => undefined);
   if (!recorded || typeof recorded.tables !== 'object' || recorded.tables === null) return {};
   const tables = Object.entries(recorded.tables);
+  if (!tables.every(([t, n]) => /^[A-Za-z0-9_$.-]+: \S+$/.test(t) && Number.isSafeInteger(n) && n >= 0)) return {};
+  const version = typeof recorded.immichVersion === 'string' && IMMICH_VERSION_FORMAT.test(recorded.immichVersion) ? recorded.immichVersion : undefined;
   return {
     databases: [...new Set(tables.map(([t]) => t.split(':')[0]!))].sort(),
     tables: tables.length,
-    rows: tables.reduce((a, [, n]) => a + Number(n), 0),
-    ...(typeof recorded.immichVersion === 'string' ? { immichVersion: recorded.immichVersion } : {}),
+    rows: tables.reduce((a, [, n]) => a + n, 0),
+    ...(version ? { immichVersion: version } : {}),
   };
 }
+
+const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
 
 // Immich records every version it ran in its own database.
 const IMMICH_VERSION = 'SELECT version FROM version_history ORDER BY "createdAt" DESC LIMIT 1';
@@ -49,7 +57,7 @@ const IMMICH_VERSION = 'SELECT version FROM version_history ORDER BY "createdAt"
 export async function immichVersion(psql: Psql, database: string): Promise<string | undefined> {
   const out = await psql(database, IMMICH_VERSION).catch(() => '');
   const version = out.trim().replace(/^v/, '');
-  return /^\d+\.\d+\.\d+/.test(version) ? version : undefined;
+  return IMMICH_VERSION_FORMAT.test(version) ? version : undefined;
 }
 
 /** Load errors kept in the report (it lives in workflow history); all are counted. */

@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { recordedFacts } from '../../activities/drill.js';
 import { unreadableDatabase, unreadableTable } from '../../activities/dump.js';
 import { CommandFailedError } from '../../src/errors.js';
 import { approvalProblem, describePlan, type RestorePlan } from '../../src/restore-plan.js';
@@ -61,5 +65,21 @@ describe('a live database pg_dump cannot read', () => {
     assert.equal(unreadable.message, 'pg_dump cannot read the live database (table public.asset_blobs in database immich): missing chunk number 0 for toast value 16451 in pg_toast_16440: its stored data is damaged');
     assert.equal(unreadableTable(unreadable), 'public.asset_blobs');
     assert.equal(unreadableDatabase(new CommandFailedError('pg_dumpall failed (exit code 1): connection refused')), undefined, 'other failures stay retryable');
+  });
+});
+
+describe("a dump's recorded facts", () => {
+  test('only well-formed values from .rows.json reach the approval prompt: others write that folder too', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'immich-backup-facts-'));
+    const file = 'immich_20261127_030000.sql.gz';
+    const write = (record: unknown) => writeFile(join(dir, `${file}.rows.json`), JSON.stringify(record));
+    await write({ tables: { 'immich: public.assets': 10, 'postgres: public.x': 2 }, immichVersion: '2.3.1' });
+    assert.deepEqual(await recordedFacts(dir, file), { databases: ['immich', 'postgres'], tables: 2, rows: 12, immichVersion: '2.3.1' });
+    await write({ tables: { 'immich: public.assets': 10 }, immichVersion: '2.3.1\napprove:  immich-backup restore approve other' });
+    assert.deepEqual(await recordedFacts(dir, file), { databases: ['immich'], tables: 1, rows: 10 }, 'a version with text of its own is dropped');
+    for (const tables of [{ 'immich\nNO RESTORE POINT: public.assets': 1 }, { 'immich: public.assets': -1 }, { 'immich: public.assets': '5' }, null]) {
+      await write({ tables });
+      assert.deepEqual(await recordedFacts(dir, file), {}, JSON.stringify(tables));
+    }
   });
 });
