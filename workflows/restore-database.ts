@@ -1,5 +1,5 @@
 import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, log, workflowInfo } from '@temporalio/workflow';
-import type { DumpFormat, DumpResult, PostgresTarget, ResolvedDump, RestoreSettings, SalvageResult, VerifiedDump } from '../activities/types.js';
+import type { DumpFormat, DumpResult, PostgresTarget, ResolvedDump, SalvageResult, VerifiedDump } from '../activities/types.js';
 import { formatStamp } from '../src/dump-names.js';
 import { DatabaseUnreadableError, ImmichVersionMismatchError, RestoreCancelledError, RestoreFailedError, RestorePointFailedError } from '../src/errors.js';
 import { innermostCause, innermostMessage } from '../src/failure.js';
@@ -106,7 +106,7 @@ async function body(input: RestoreDatabaseInput): Promise<RestoreDatabaseReport>
       if ('timedOut' in decision) return { ...base, outcome: 'not-approved', message: `no approval within ${Math.round(config.approvalTimeoutMs / 60_000)} min: nothing was changed` };
       return { ...base, outcome: 'rejected', message: `rejected by ${decision.by} (${decision.reason}): nothing was changed` };
     }
-    return await withLock('database', r.steps, () => replace(r, config, target, dump, verified, withPoint, base, decision.by));
+    return await withLock('database', r.steps, () => replace(r, target, dump, verified, withPoint, base, decision.by));
   } catch (err) {
     if (isCancellation(err)) throw cancelled(r.steps.current(), 'nothing was changed');
     throw err;
@@ -115,7 +115,6 @@ async function body(input: RestoreDatabaseInput): Promise<RestoreDatabaseReport>
 
 async function replace(
   r: RestoreSteps,
-  config: RestoreSettings,
   target: PostgresTarget,
   dump: ResolvedDump,
   verified: VerifiedDump,
