@@ -33,6 +33,20 @@ const temporalSchema = z.strictObject({
   taskQueue: z.string().min(1).default('immich-backup'),
   /** Path of the `temporal` CLI; unset: looked up on PATH. */
   binary: z.string().min(1).optional(),
+  /** TLS to a remote Temporal (e.g. Temporal Cloud or a server behind mTLS); unset: plain TCP (the local dev server). */
+  tls: z
+    .strictObject({
+      /** PEM client certificate and its key (mTLS). */
+      clientCert: z.string().min(1).transform(expandHome).optional(),
+      clientKey: z.string().min(1).transform(expandHome).optional(),
+      /** PEM CA that signed the server's certificate; unset: the system's roots. */
+      ca: z.string().min(1).transform(expandHome).optional(),
+      /** The name the server's certificate is for, when it differs from the address's host. */
+      serverName: z.string().min(1).optional(),
+    })
+    .optional(),
+  /** Secret: prefer IMMICH_BACKUP_TEMPORAL_API_KEY. An API key (Temporal Cloud); implies TLS. */
+  apiKey: z.string().min(1).optional(),
   devServer: z
     .strictObject({
       dataDir: pathField('~/.local/share/immich-backup/temporal'),
@@ -72,6 +86,12 @@ const backupSchema = z.strictObject({
    */
   compressor: z.enum(['igzip', 'pigz', 'gzip', 'zstd']).default('igzip'),
   compressionLevel: z.number().int().min(1).max(19).default(1),
+  /** Pruning always keeps this many of the newest valid dumps, locally and on the NAS, whatever the clock says. */
+  keepMin: z.number().int().min(1).default(3),
+  /** A dump stamped more than this far in the future (a clock that ran ahead) is never "latest" and raises an alarm. */
+  maxFutureMinutes: z.number().int().min(0).default(5),
+  /** A dump whose assets table lost more than this share of rows against the previous dump is kept but flagged. */
+  assetDropAlarm: z.number().gt(0).max(1).default(0.2),
 }).refine((b) => b.compressionLevel <= COMPRESSION_LEVELS[b.compressor], {
   path: ['compressionLevel'],
   message: 'above what the compressor accepts (pigz and gzip 1-9, igzip 1-3, zstd 1-19)',
@@ -102,6 +122,8 @@ const offsiteSchema = z.strictObject({
   connectTimeoutSeconds: z.number().int().min(1).default(20),
   /** rsync --bwlimit in KiB/s for uploads, to spare a slow uplink; 0: unlimited (scp ignores it). */
   bwLimitKiB: z.number().int().min(0).default(0),
+  /** An upload whose byte count has not moved for this long fails as stalled (a hung NAS). */
+  stallSeconds: z.number().int().min(1).default(300),
 });
 
 const librarySchema = z.strictObject({
@@ -122,6 +144,8 @@ const librarySchema = z.strictObject({
   mountPollSeconds: z.number().int().min(1).default(60),
   /** rsync --bwlimit in KiB/s; 0: unlimited. */
   bwLimitKiB: z.number().int().min(0).default(0),
+  /** A mirror or library restore whose byte count has not moved for this long fails as stalled (a frozen or dying drive). */
+  stallSeconds: z.number().int().min(1).default(600),
 });
 
 const cron = z.string().regex(/^\S+( \S+){4}$/, 'a 5-field cron expression, e.g. "0 3 * * *"');
@@ -182,6 +206,17 @@ const statusSchema = z.strictObject({
   offsiteStaleHours: z.number().positive().default(26),
   mirrorStaleDays: z.number().positive().default(8),
   drillStaleDays: z.number().positive().default(8),
+  /** Each row of `status` (the NAS, the drive, Temporal) answers within this bound, or reads "unreachable". */
+  rowTimeoutSeconds: z.number().int().min(1).default(20),
+});
+
+/** What the tool trusts: its own key (dumps it wrote; who may start and approve destructive runs). */
+const securitySchema = z.strictObject({
+  /**
+   * HMAC key, made on the worker's first start (owner-only). Dumps are authenticated with it, and
+   * restores and deleting mirrors need a token derived from it. Keep it outside backup.dir and off the NAS.
+   */
+  keyFile: pathField('~/.config/immich-backup/key'),
 });
 
 // Notification URLs often carry a token (ntfy topics, healthchecks.io UUIDs): they are never logged
@@ -236,6 +271,7 @@ export const configSchema = z.strictObject({
   status: statusSchema.prefault({}),
   notifications: notificationsSchema.prefault({}),
   drill: drillSchema.prefault({}),
+  security: securitySchema.prefault({}),
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
     .prefault({}),
@@ -249,6 +285,8 @@ export const ENV_OVERRIDES: ReadonlyArray<{ env: string; path: readonly string[]
   { env: 'IMMICH_BACKUP_TEMPORAL_NAMESPACE', path: ['temporal', 'namespace'] },
   { env: 'IMMICH_BACKUP_TASK_QUEUE', path: ['temporal', 'taskQueue'] },
   { env: 'IMMICH_BACKUP_TEMPORAL_BINARY', path: ['temporal', 'binary'] },
+  { env: 'IMMICH_BACKUP_TEMPORAL_API_KEY', path: ['temporal', 'apiKey'] },
+  { env: 'IMMICH_BACKUP_KEY_FILE', path: ['security', 'keyFile'] },
   { env: 'IMMICH_BACKUP_PG_PASSWORD', path: ['postgres', 'password'] },
   { env: 'IMMICH_BACKUP_DOCKER_COMMAND', path: ['docker', 'command'] },
   { env: 'IMMICH_BACKUP_DIR', path: ['backup', 'dir'] },
@@ -330,6 +368,7 @@ export function redactConfig(config: Config): Config {
   const n = config.notifications;
   return {
     ...config,
+    temporal: { ...config.temporal, ...(config.temporal.apiKey ? { apiKey: '[redacted]' } : {}) },
     postgres: { ...config.postgres, ...(config.postgres.password ? { password: '[redacted]' } : {}) },
     notifications: {
       ...n,

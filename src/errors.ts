@@ -143,3 +143,28 @@ export class NoWorkerError extends Error {
 export class DumpNameTakenError extends Error {
   override name = 'DumpNameTakenError';
 }
+
+/** A dump that claims to be ours but whose provenance tag is missing or does not verify with the worker's key. */
+export class UnauthenticatedDumpError extends Error {
+  override name = 'UnauthenticatedDumpError';
+}
+
+/** A destructive run started, or a restore approved, without a valid token derived from the worker's key. */
+export class UnauthorizedError extends Error {
+  override name = 'UnauthorizedError';
+}
+
+/** A path the tool trusts (staging dir, key, config) that someone else can write, or the key missing or unreadable. */
+export class UnsafePathError extends Error {
+  override name = 'UnsafePathError';
+}
+
+/** A transfer whose byte count did not move for the configured stall window. */
+export class StalledError extends Error {
+  override name = 'StalledError';
+}
+
+/** The NAS has no room for an upload: retrying cannot help. */
+export class NasFullError extends Error {
+  override name = 'NasFullError';
+}

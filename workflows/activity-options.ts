@@ -23,11 +23,27 @@ import {
   PruneRefusedError,
   SourceEmptyError,
   UnsafeDumpError,
+  UnauthenticatedDumpError,
+  UnauthorizedError,
+  UnsafePathError,
+  NasFullError,
 } from '../src/errors.js';
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
 // tool, full disk, a bad dump) are non-retryable: retrying would only delay the alarm.
-const needsOperator = [CommandNotFoundError.name, NoSpaceError.name, NotOurDumpError.name, ConfigError.name, DatabaseUnreadableError.name, DumpNameTakenError.name];
+const needsOperator = [
+  CommandNotFoundError.name,
+  NoSpaceError.name,
+  NotOurDumpError.name,
+  ConfigError.name,
+  DatabaseUnreadableError.name,
+  DumpNameTakenError.name,
+  UnauthenticatedDumpError.name,
+  UnauthorizedError.name,
+  UnsafePathError.name,
+  UnsafeDumpError.name,
+  NasFullError.name,
+];
 
 /** `docker ps` answers in seconds; a few spaced retries ride out a Docker daemon restart. */
 export const discovery = proxyActivities<Activities>({
