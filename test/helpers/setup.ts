@@ -17,6 +17,8 @@ export function rawTestConfig(options: { backupDir: string; address?: string; ta
     postgres: { runtime: 'docker' },
     docker: { command: fixture('docker') },
     backup: { dir: options.backupDir },
+    // The worker's key: beside the staging dir, never in it.
+    security: { keyFile: `${options.backupDir.replace(/\/+$/, '')}.key` },
     log: { level: 'warn' },
   };
   for (const [section, values] of Object.entries(options.extra ?? {})) raw[section] = { ...raw[section], ...values };
