@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import type { Config } from '../src/config.js';
 import { checksumFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, stampOfName } from '../src/dump-names.js';
 import type { DumpOrigin } from '../src/restore-plan.js';
+import { readKey, verifyDumpTag } from '../src/provenance.js';
 import { readChecksumFile } from './checksums.js';
-import { recordedFacts } from './drill.js';
+import { authenticRows, futureStamped, rowFacts } from './trusted-dumps.js';
 import { runRemote } from './ssh.js';
 
 // `immich-backup dumps`: everything a restore can load, wherever it is, with what is known of each
@@ -37,23 +38,37 @@ function timing(file: string, nowMs: number): Pick<CatalogEntry, 'stamp' | 'ageH
   return stamp ? { stamp: stamp.toISOString(), ageHours: +((nowMs - stamp.getTime()) / 3_600_000).toFixed(2) } : {};
 }
 
-/** Our dumps (or restore points) in one folder: regular files only. */
-async function localEntries(dir: string, origin: 'local' | 'restore-point', isName: (n: string) => boolean, nowMs: number): Promise<CatalogEntry[]> {
+/** Our dumps (or restore points) in one folder: regular files only; a symlink or directory named like one is a problem. */
+async function localEntries(config: Config, dir: string, origin: 'local' | 'restore-point', isName: (n: string) => boolean, nowMs: number, problems: string[]): Promise<CatalogEntry[]> {
   const names = (await readdir(dir).catch(() => [] as string[])).filter(isName).sort();
+  const key = await readKey(config.security.keyFile).catch((err: Error) => {
+    if (names.length) problems.push(`provenance not checked: ${err.message}`);
+    return undefined;
+  });
   const entries: CatalogEntry[] = [];
   for (const file of names) {
     const st = await lstat(join(dir, file)).catch(() => undefined);
-    if (!st?.isFile()) continue;
+    if (!st) continue;
+    if (!st.isFile()) {
+      problems.push(`${join(dir, file)} is ${st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? 'a directory' : 'not a regular file'} named like a dump: ignored, never followed; remove it`);
+      continue;
+    }
     const sha256 = await readChecksumFile(join(dir, checksumFileName(file)));
     const validated = /^[0-9a-f]{64}$/.test(sha256);
-    const { tables, rows, immichVersion } = await recordedFacts(dir, file);
+    const tagProblem = !key ? 'provenance not checked' : validated ? await verifyDumpTag(key, dir, file, sha256, 'a restore refuses it').then(() => undefined, (err: Error) => err.message) : undefined;
+    const rows = key && validated && !tagProblem ? await authenticRows(dir, file, key) : undefined;
+    const { tables, rows: rowCount, immichVersion } = rowFacts(rows);
+    const flags = [
+      ...(futureStamped(file, nowMs, config.backup.maxFutureMinutes) ? ['STAMPED IN THE FUTURE (a clock ran ahead): never "latest"'] : []),
+      ...(rows?.shrink ? [`FLAGGED (${rows.shrink}): kept, never "latest"`] : []),
+    ];
     entries.push({
       file,
       origin,
       ...timing(file, nowMs),
       bytes: st.size,
-      verified: validated ? `validated, sha256 ${sha256.slice(0, 12)}… recorded` : 'NOT validated (no .sha256): a restore refuses it',
-      ...(tables !== undefined ? { tables, rows } : {}),
+      verified: !validated ? 'NOT validated (no .sha256): a restore refuses it' : tagProblem ? `NOT AUTHENTIC: ${tagProblem}` : `validated and tagged, sha256 ${sha256.slice(0, 12)}… recorded${flags.length ? `; ${flags.join('; ')}` : ''}`,
+      ...(tables !== undefined ? { tables, rows: rowCount } : {}),
       ...(immichVersion ? { immichVersion } : {}),
       restore: `restore db --dump ${file}`,
     });
@@ -66,8 +81,8 @@ export async function listDumps(config: Config, nowMs = Date.now()): Promise<Cat
   const dir = config.backup.dir;
   const problems: string[] = [];
   const entries = [
-    ...(await localEntries(dir, 'local', isDumpName, nowMs)).reverse(),
-    ...(await localEntries(join(dir, RESTORE_POINTS_DIR), 'restore-point', isRestorePointName, nowMs)).reverse(),
+    ...(await localEntries(config, dir, 'local', isDumpName, nowMs, problems)).reverse(),
+    ...(await localEntries(config, join(dir, RESTORE_POINTS_DIR), 'restore-point', isRestorePointName, nowMs, problems)).reverse(),
   ];
   try {
     // One listing: names and sizes (`ls -ln` is there on every NAS, busybox included).
@@ -94,7 +109,7 @@ export async function listDumps(config: Config, nowMs = Date.now()): Promise<Cat
       const st = await lstat(join(config.immich.backupsDir, file)).catch(() => undefined);
       if (!st?.isFile()) continue;
       const version = immichVersionOfBackupName(file);
-      entries.push({ file, origin: 'immich', ...timing(file, nowMs), bytes: st.size, verified: "Immich's own: no checksum; checked for completeness before a restore", ...(version ? { immichVersion: version } : {}), restore: `restore db --dump ${file}` });
+      entries.push({ file, origin: 'immich', ...timing(file, nowMs), bytes: st.size, verified: "Immich's own: UNAUTHENTICATED (no tag); checked for completeness and by the strict filter before a restore", ...(version ? { immichVersion: version } : {}), restore: `restore db --dump ${file}` });
     }
   }
   return { entries, problems };

@@ -1,11 +1,11 @@
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { constants, createReadStream } from 'node:fs';
+import { chmod, mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { checksumFileName, dumpFormat, isDumpName } from '../src/dump-names.js';
-import { DumpCorruptError } from '../src/errors.js';
+import { ChecksumMismatchError, DumpCorruptError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
 import { decompressor, isCorruptStreamError } from './compression.js';
 import { withHeartbeats } from './run-command.js';
@@ -85,4 +85,49 @@ export function corruptDump(file: string, err: unknown, consequence: string): Du
   const what = dumpFormat(file) === 'zstd' ? 'zstd' : 'gzip';
   const detail = ((err as { stderr?: unknown }).stderr ? String((err as { stderr: unknown }).stderr) : (err as Error).message).trim().split('\n').at(-1);
   return new DumpCorruptError(`dump ${file} is not a complete ${what} stream (${detail}): ${consequence}`);
+}
+
+/**
+ * Copies a dump into `dir` (an owner-only folder of the worker's) while hashing the bytes read,
+ * never through a symlink, and returns the copy's path only when they hash to `sha256`: what is
+ * loaded afterwards is exactly what was verified and approved, whatever happens to the original
+ * (a swap in the staging dir, an in-place write in Immich's backups folder). A mismatch removes
+ * the copy and is a ChecksumMismatchError.
+ */
+export async function privateCopy(source: string, file: string, dir: string, sha256: string, step: string): Promise<string> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+  const target = join(dir, `${file}.${randomBytes(6).toString('hex')}`);
+  const input = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: NodeJS.ErrnoException) => {
+    throw err.code === 'ELOOP' ? new ChecksumMismatchError(`${file} is now a symbolic link: never followed; nothing was loaded`) : err;
+  });
+  const hash = createHash('sha256');
+  let copied = 0;
+  try {
+    const { size } = await input.stat();
+    const output = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      const reader = input.createReadStream({ highWaterMark: READ_CHUNK, autoClose: false });
+      reader.on('data', (chunk: Buffer | string) => {
+        const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+        hash.update(buf);
+        copied += buf.length;
+      });
+      await withHeartbeats(pipeline(reader, output.createWriteStream({ autoClose: false })), () => ({ step, copied: `${formatBytes(copied)} of ${formatBytes(size)}` }));
+      await output.sync();
+    } finally {
+      await output.close();
+    }
+  } catch (err) {
+    await rm(target, { force: true });
+    throw err;
+  } finally {
+    await input.close();
+  }
+  const actual = hash.digest('hex');
+  if (actual !== sha256) {
+    await rm(target, { force: true });
+    throw new ChecksumMismatchError(`${file} changed since it was verified and approved (sha256 ${actual}, approved ${sha256}): not loaded`);
+  }
+  return target;
 }

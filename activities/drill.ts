@@ -1,17 +1,18 @@
 import { existsSync, readdirSync } from 'node:fs';
-import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Config } from '../src/config.js';
 import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
-import { ChecksumMismatchError, CommandNotFoundError, ConfigError, DumpNotFoundError } from '../src/errors.js';
-import { checksummedDumps, sha256OfFile } from './checksums.js';
+import { CommandNotFoundError, ConfigError, DumpNotFoundError } from '../src/errors.js';
+import { privateCopy } from './checksums.js';
 import { createContainerActivities, postgresCommand } from './container.js';
 import type { ActivityDeps } from './deps.js';
 import { writeFileAtomic } from './fs-safe.js';
-import { loadDump } from './restore.js';
+import { readKey, tagRows } from '../src/provenance.js';
+import { authenticDumps, authenticRows, latestUsable, shrinkOf } from './trusted-dumps.js';
+import { LOADING_DIR, loadDump } from './restore.js';
 import { runCommand, stderrTail, withHeartbeats } from './run-command.js';
 import type { DumpKind, PostgresTarget } from './types.js';
 import { compareRowCounts, type DrillResult, type RowCounts } from '../src/reports.js';
@@ -27,25 +28,8 @@ export interface RecordedRowCounts {
   tables: RowCounts;
   /** The Immich version the database was at (its version_history), when it has one. */
   immichVersion?: string;
-}
-
-/**
- * What NightlyDbBackup recorded beside a dump (tables, rows, Immich version), or {} where nothing
- * readable was recorded. The file sits in a folder others may write: only well-formed values are
- * taken, so it can never put text of its own into an approval prompt.
- */
-export async function recordedFacts(dir: string, file: string): Promise<{ databases?: string[]; tables?: number; rows?: number; immichVersion?: string }> {
-  const recorded = await readFile(join(dir, rowCountsFileName(file)), 'utf8').then((t) => JSON.parse(t) as RecordedRowCounts, () => undefined);
-  if (!recorded || typeof recorded.tables !== 'object' || recorded.tables === null) return {};
-  const tables = Object.entries(recorded.tables);
-  if (!tables.every(([t, n]) => /^[A-Za-z0-9_$.-]+: \S+$/.test(t) && Number.isSafeInteger(n) && n >= 0)) return {};
-  const version = typeof recorded.immichVersion === 'string' && IMMICH_VERSION_FORMAT.test(recorded.immichVersion) ? recorded.immichVersion : undefined;
-  return {
-    databases: [...new Set(tables.map(([t]) => t.split(':')[0]!))].sort(),
-    tables: tables.length,
-    rows: tables.reduce((a, [, n]) => a + n, 0),
-    ...(version ? { immichVersion: version } : {}),
-  };
+  /** Set when the counts dropped sharply against the previous dump: the dump is kept but never "latest". */
+  shrink?: string;
 }
 
 const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
@@ -99,17 +83,6 @@ export function hostPostgresBinDir(config: Config): string | undefined {
   return candidates.find((dir): dir is string => !!dir && existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'postgres')) && existsSync(join(dir, 'psql')));
 }
 
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** A PostgreSQL server that exists for one drill: queried, loaded, then removed. */
 interface Throwaway {
   engine: DrillResult['engine'];
@@ -132,12 +105,21 @@ async function waitUntilReady(probe: () => Promise<boolean>, gone: () => Promise
   }
 }
 
-/** initdb from the host's binaries into a temporary directory, on a free loopback port; as root, run as drill.runAs. */
+/**
+ * initdb from the host's binaries into a private temporary directory; as root, everything (server,
+ * psql, pg_isready) runs as drill.runAs. The server listens on no TCP port at all: only on a Unix
+ * socket inside that directory (mode 0700, owned by runAs), so no other local user can reach the
+ * restored photo database, and what a dump could run on the server runs as an unprivileged user.
+ */
 async function hostThrowaway(config: Config, bin: string): Promise<Throwaway> {
   const user = config.postgres.user;
-  const ids = process.getuid?.() === 0 ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await execa('id', [flag, config.drill.runAs])).stdout))) : undefined;
+  const runAs = process.getuid?.() === 0 ? config.drill.runAs : undefined;
+  const ids = runAs ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await execa('id', [flag, runAs])).stdout))) : undefined;
+  if (ids && ids[0] === 0) throw new ConfigError(`drill.runAs ${runAs} is root: the throwaway PostgreSQL must run as an unprivileged user`);
   const owner = ids ? { uid: ids[0]!, gid: ids[1]! } : {};
   const base = await mkdtemp(join(config.drill.workDir ?? tmpdir(), 'immich-backup-drill-'));
+  // As root, a client runs as runAs too: `runuser -u runAs -- psql …` (the socket directory admits only it).
+  const as = (file: string, args: string[]) => (runAs ? { file: 'runuser', args: ['-u', runAs, '--', file, ...args] } : { file, args });
   let server: ResultPromise | undefined;
   const remove = async () => {
     if (server && server.exitCode === null) {
@@ -149,25 +131,32 @@ async function hostThrowaway(config: Config, bin: string): Promise<Throwaway> {
     await rm(base, { recursive: true, force: true });
   };
   try {
+    await chmod(base, 0o700);
     if (ids) await chown(base, ids[0]!, ids[1]!);
     const data = join(base, 'data');
     await execa(join(bin, 'initdb'), ['-D', data, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...owner, cwd: base });
-    const port = await freeLoopbackPort();
-    const settings = ['listen_addresses=127.0.0.1', 'fsync=off', 'full_page_writes=off', 'synchronous_commit=off'].flatMap((c) => ['-c', c]);
-    server = execa(join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', base, ...settings], { ...owner, cwd: base, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true });
+    const settings = ["listen_addresses=", 'unix_socket_permissions=0700', 'fsync=off', 'full_page_writes=off', 'synchronous_commit=off'].flatMap((c) => ['-c', c]);
+    server = execa(join(bin, 'postgres'), ['-D', data, '-p', '5432', '-k', base, ...settings], { ...owner, cwd: base, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true });
     const running = server;
-    const env = { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: user };
-    const where = `127.0.0.1:${port}, initdb from ${bin}`;
+    const env = { PGHOST: base, PGPORT: '5432', PGUSER: user };
+    const where = `Unix socket in ${base} only (no TCP), running as ${runAs ?? 'this user'}, initdb from ${bin}`;
     await waitUntilReady(
-      async () => (await execa(join(bin, 'pg_isready'), ['-q'], { env, reject: false })).exitCode === 0,
+      async () => {
+        const ready = as(join(bin, 'pg_isready'), ['-q', '-h', base, '-p', '5432']);
+        return (await execa(ready.file, ready.args, { env, reject: false, cwd: base })).exitCode === 0;
+      },
       async () => (running.exitCode !== null ? stderrTail((await running).stderr) : undefined),
       where,
     );
+    const loader = as(join(bin, 'psql'), ['-X', '-q', '-h', base, '-p', '5432', '-U', user, '-d', 'postgres']);
     return {
       engine: 'host',
       where,
-      query: async (database, sql) => (await runCommand(join(bin, 'psql'), psqlQueryArgs(user, database, sql), { label: 'psql (drill)', env })).stdout,
-      loader: { file: join(bin, 'psql'), args: ['-X', '-q', '-U', user, '-d', 'postgres'], env },
+      query: async (database, sql) => {
+        const q = as(join(bin, 'psql'), ['-h', base, '-p', '5432', ...psqlQueryArgs(user, database, sql)]);
+        return (await runCommand(q.file, q.args, { label: 'psql (drill)', env })).stdout;
+      },
+      loader: { ...loader, env },
       remove,
     };
   } catch (err) {
@@ -226,6 +215,19 @@ async function containerThrowaway(config: Config, live: () => Promise<PostgresTa
 }
 
 export function createDrillActivities({ config, logger }: ActivityDeps) {
+  /** Why `tables` looks like lost data against the newest earlier dump with authentic row counts. */
+  async function shrinkAgainstPrevious(where: string, file: string, tables: RowCounts, key: Buffer): Promise<string | undefined> {
+    const { dumps } = await authenticDumps(where, key);
+    for (const earlier of dumps.filter((d) => d.file < file).reverse()) {
+      const rows = await authenticRows(where, earlier.file, key);
+      if (rows) {
+        const why = shrinkOf(rows.tables, tables, config.backup.assetDropAlarm);
+        return why ? `against ${earlier.file}: ${why}` : undefined;
+      }
+    }
+    return undefined;
+  }
+
   const dir = config.backup.dir;
   const user = config.postgres.user;
 
@@ -250,16 +252,22 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
 
   return {
     /** NightlyDbBackup's extra step: each table's row count, written beside the dump (atomically, 0600). */
-    async recordRowCounts({ target, file, kind = 'backup' }: { target: PostgresTarget; file: string; kind?: DumpKind }): Promise<{ tables: number; rows: number; immichVersion?: string }> {
+    async recordRowCounts({ target, file, kind = 'backup' }: { target: PostgresTarget; file: string; kind?: DumpKind }): Promise<{ tables: number; rows: number; immichVersion?: string; shrink?: string }> {
       const psql = livePsql(target, 'psql (row counts)');
       const tables = await countRows(psql);
       const version = await immichVersion(psql, config.immich.database);
-      const record: RecordedRowCounts = { file, recordedAt: new Date().toISOString(), tables, ...(version ? { immichVersion: version } : {}) };
       const where = kind === 'restore-point' ? join(dir, RESTORE_POINTS_DIR) : dir;
-      await writeFileAtomic(join(where, rowCountsFileName(file)), join(where, partialFileName(rowCountsFileName(file))), JSON.stringify(record, null, 1) + '\n');
+      const key = await readKey(config.security.keyFile);
+      // Compared with the dump before it: a database that lost its data still dumps "fine".
+      const shrink = kind === 'backup' ? await shrinkAgainstPrevious(where, file, tables, key) : undefined;
+      const record: RecordedRowCounts = { file, recordedAt: new Date().toISOString(), tables, ...(version ? { immichVersion: version } : {}), ...(shrink ? { shrink } : {}) };
+      const text = JSON.stringify(record, null, 1) + '\n';
+      await writeFileAtomic(join(where, rowCountsFileName(file)), join(where, partialFileName(rowCountsFileName(file))), text);
+      await tagRows(key, where, file, text);
       const rows = Object.values(tables).reduce((a, b) => a + b, 0);
+      if (shrink) logger.error({ file, shrink }, 'dump flagged: its row counts dropped sharply against the previous dump; kept, not used as the latest');
       logger.info({ file, tables: Object.keys(tables).length, rows, immichVersion: version }, 'row counts recorded');
-      return { tables: Object.keys(tables).length, rows, ...(version ? { immichVersion: version } : {}) };
+      return { tables: Object.keys(tables).length, rows, ...(version ? { immichVersion: version } : {}), ...(shrink ? { shrink } : {}) };
     },
 
     /** The Immich version the live database says it runs (undefined: no version_history there). */
@@ -273,15 +281,20 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
      */
     async restoreDrill({ stamp }: { stamp: string }): Promise<DrillResult> {
       const started = Date.now();
-      const dumps = await checksummedDumps(dir);
-      const dump = dumps.reverse().find((d) => existsSync(join(dir, rowCountsFileName(d.file))));
-      if (!dump) throw new DumpNotFoundError(`no validated dump with recorded row counts in ${dir}: run a backup first (\`immich-backup backup db\`)`);
-      const path = join(dir, dump.file);
-      const recorded = (JSON.parse(await readFile(join(dir, rowCountsFileName(dump.file)), 'utf8')) as RecordedRowCounts).tables;
-      const actual = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking ${dump.file}` }));
-      if (actual !== dump.sha256) throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${actual}, its .sha256 says ${dump.sha256}: the drill did not restore it`);
+      const key = await readKey(config.security.keyFile);
+      // Only a dump whose tag verifies, with authentic row counts, not from the future, not flagged.
+      const latest = await latestUsable(dir, key, Date.now(), config.backup.maxFutureMinutes, true);
+      for (const p of latest.passedOver) logger.warn({ file: p.file, reason: p.reason }, 'drill: passed over');
+      const dump = latest.dump;
+      if (!dump?.rows) throw new DumpNotFoundError(`no authenticated dump with recorded row counts in ${dir}: run a backup first (\`immich-backup backup db\`)`);
+      const recorded = dump.rows.tables;
+      // Loaded from a private copy whose bytes hashed to the recorded sha256 as they were copied.
+      const path = await privateCopy(join(dir, dump.file), dump.file, join(dir, LOADING_DIR), dump.sha256, `drill: copying ${dump.file} aside`);
 
-      const server = await withHeartbeats(throwaway(stamp), () => ({ step: 'drill: starting a throwaway PostgreSQL' }));
+      const server = await withHeartbeats(throwaway(stamp), () => ({ step: 'drill: starting a throwaway PostgreSQL' })).catch(async (err: unknown) => {
+        await rm(path, { force: true });
+        throw err;
+      });
       try {
         const postgresVersion = (await server.query('postgres', 'SHOW server_version')).trim();
         const loadStarted = Date.now();
@@ -317,6 +330,7 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
         return result;
       } finally {
         await server.remove();
+        await rm(path, { force: true });
       }
     },
   };

@@ -1,15 +1,16 @@
-import { existsSync } from 'node:fs';
 import { readdir, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getClient } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { failureReason } from '../src/client.js';
 import type { Config } from '../src/config.js';
-import { checksumFileName, isDumpName, parseDumpName, rowCountsFileName } from '../src/dump-names.js';
+import { checksumFileName, isDumpName, parseDumpName } from '../src/dump-names.js';
 import { formatBytes } from '../src/format.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../src/ids.js';
 import { listSchedules } from '../src/schedules.js';
-import { checksummedDumps, readChecksumFile } from './checksums.js';
+import { readChecksumFile } from './checksums.js';
+import { readKey } from '../src/provenance.js';
+import { latestUsable } from './trusted-dumps.js';
 import type { ActivityDeps } from './deps.js';
 import { PROBLEM_STATES, type DrillResult, type RowState, type StatusReport, type StatusRow } from '../src/reports.js';
 import { isMountPoint } from './mirror.js';
@@ -70,19 +71,25 @@ async function isRunning(client: Client, type: WorkflowType): Promise<boolean> {
 async function localDumpRow(config: Config, now: number): Promise<StatusRow> {
   const dir = config.backup.dir;
   const all = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
-  const validated = await checksummedDumps(dir);
-  const newest = validated.at(-1);
-  if (!newest) return row('local-dump', 'missing', all.length ? `${all.length} dump(s) in ${dir}, none validated` : `no dump in ${dir}`);
+  let key: Buffer;
+  try {
+    key = await readKey(config.security.keyFile);
+  } catch (err) {
+    return row('local-dump', 'failed', `dumps not checked: ${(err as Error).message}`);
+  }
+  // "latest" as restore and the drill see it: authentic, not from the future, not flagged. What was
+  // passed over (a forged or future-stamped dump, a flagged one, a symlink named like a dump) is an alarm.
+  const { dump: newest, passedOver } = await latestUsable(dir, key, now, config.backup.maxFutureMinutes);
+  const alarms = passedOver.map((p) => `${p.file}: ${p.reason}`);
+  if (!newest) return row('local-dump', alarms.length ? 'failed' : 'missing', alarms.length ? `no usable dump in ${dir}; ${alarms.join('; ')}` : all.length ? `${all.length} dump(s) in ${dir}, none validated` : `no dump in ${dir}`);
   const age = now - parseDumpName(newest.file)!.getTime();
   const { size } = await stat(join(dir, newest.file));
   const stale = age > config.status.dbStaleHours * HOUR_MS;
-  const rows = existsSync(join(dir, rowCountsFileName(newest.file)));
-  return row(
-    'local-dump',
-    stale ? 'stale' : 'ok',
-    `${newest.file}: ${ageText(age)} old${stale ? ` (stale after ${config.status.dbStaleHours} h)` : ''}, ${formatBytes(size)}, validated (sha256 recorded)${rows ? ', row counts recorded' : ''}`,
-    { file: newest.file, ageHours: +(age / HOUR_MS).toFixed(2), bytes: size, validated: true, sha256: newest.sha256, rowCounts: rows, dumps: all.length },
-  );
+  const rows = !!newest.rows;
+  const summary = `${newest.file}: ${ageText(age)} old${stale ? ` (stale after ${config.status.dbStaleHours} h)` : ''}, ${formatBytes(size)}, validated and tagged${rows ? ', row counts recorded' : ''}`;
+  const details = { file: newest.file, ageHours: +(age / HOUR_MS).toFixed(2), bytes: size, validated: true, sha256: newest.sha256, rowCounts: rows, dumps: all.length, ...(alarms.length ? { passedOver: alarms } : {}) };
+  if (alarms.length) return row('local-dump', 'failed', `${alarms.join('; ')}; the latest usable is ${summary}`, details);
+  return row('local-dump', stale ? 'stale' : 'ok', summary, details);
 }
 
 async function nasRow(config: Config, now: number): Promise<StatusRow> {

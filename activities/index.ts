@@ -1,3 +1,4 @@
+import { createAuthorizeActivities } from './authorize.js';
 import { createContainerActivities } from './container.js';
 import type { ActivityDeps } from './deps.js';
 import { createDrillActivities } from './drill.js';
@@ -27,6 +28,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createHealthActivities(deps),
     ...createNotifyActivities(deps),
     ...createLockActivities(deps),
+    ...createAuthorizeActivities(deps),
   };
 }
 

@@ -77,7 +77,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
 
   return {
     async mirrorSettings(): Promise<MirrorSettings> {
-      return { mountWaitMs: lib.mountWaitMinutes * 60_000, mountPollMs: lib.mountPollSeconds * 1000, mountPoint: lib.mountPoint };
+      return { mountWaitMs: lib.mountWaitMinutes * 60_000, mountPollMs: lib.mountPollSeconds * 1000, mountPoint: lib.mountPoint, delete: lib.delete };
     },
 
     /**

@@ -1,18 +1,18 @@
 import { createReadStream } from 'node:fs';
-import { existsSync } from 'node:fs';
-import { link, mkdir, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { link, lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, partialFileName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR, stampOfName } from '../src/dump-names.js';
 import { decompressor } from './compression.js';
-import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
+import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError, UnauthenticatedDumpError } from '../src/errors.js';
+import { dumpTagMatches, readKey, tagFileName, verifyDumpTag } from '../src/provenance.js';
+import { authenticDumps, authenticRows, latestUsable, readRegular, rowFacts } from './trusted-dumps.js';
 import type { DumpFacts } from '../src/restore-plan.js';
-import { recordedFacts } from './drill.js';
 import { fsyncDir } from './fs-safe.js';
 import { formatBytes } from '../src/format.js';
 import { postgresCommand } from './container.js';
-import { checksummedDumps, decodeAndHash, READ_CHUNK, readChecksumFile, sha256OfFile } from './checksums.js';
+import { decodeAndHash, privateCopy, READ_CHUNK, readChecksumFile, sha256OfFile } from './checksums.js';
 import type { ActivityDeps } from './deps.js';
 import { remoteDumpNames } from './offsite.js';
 import { awaitCommand, runCommand, startCommand, stopCommand, withHeartbeats } from './run-command.js';
@@ -110,18 +110,27 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const temp = join(dir, partialFileName(file));
     const sumTemp = join(dir, partialFileName(checksumFileName(file)));
-    const cleanUp = () => Promise.all([rm(temp, { force: true }), rm(sumTemp, { force: true })]);
+    const tagTemp = join(dir, partialFileName(tagFileName(file)));
+    const cleanUp = () => Promise.all([rm(temp, { force: true }), rm(sumTemp, { force: true }), rm(tagTemp, { force: true })]);
     try {
+      await cleanUp(); // whatever sits under those names (a symlink planted there) is never written through
       try {
-        for (const [name, target] of [[file, temp], [checksumFileName(file), sumTemp]] as const) {
+        for (const [name, target] of [[file, temp], [checksumFileName(file), sumTemp], [tagFileName(file), tagTemp]] as const) {
           await runRsync(['-t', '--chmod=F600', '-e', sshCommandString(offsite), `${sshTarget(offsite)}:${offsite.remoteDir}/${name}`, target], { step: `fetching ${name} from the NAS` });
         }
       } catch (err) {
         throw sshError(err, offsite);
       }
       const recorded = await readChecksumFile(sumTemp);
+      // The NAS is someone else's disk: its copy is ours only when its tag verifies with the worker's key.
+      const key = await readKey(config.security.keyFile);
+      if (!dumpTagMatches(key, file, recorded, (await readRegular(tagTemp))?.toString('utf8') ?? '')) {
+        throw new UnauthenticatedDumpError(`the NAS copy of ${file} has no provenance tag that verifies with the worker's key (forged, altered or renamed on the NAS): not restoring it; nothing was changed`);
+      }
       const local = join(dir, file);
-      if (existsSync(local)) {
+      const present = await lstat(local).catch(() => undefined);
+      if (present && !present.isFile()) throw new DumpConflictError(`${local} is ${present.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: it is never followed nor replaced; remove it and try again`);
+      if (present) {
         const [fetched, present] = await withHeartbeats(Promise.all([sha256OfFile(temp), sha256OfFile(local)]), () => ({ step: `comparing the NAS copy of ${file} with the local one` }));
         if (fetched !== present) {
           throw new DumpConflictError(`the NAS copy of ${file} (sha256 ${fetched}) differs from the local file of that name (sha256 ${present}): neither was replaced; restore the local one (without --from offsite), or move it aside first to restore the NAS copy`);
@@ -134,6 +143,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       if (!(await linkIfAbsent(sumTemp, join(dir, checksumFileName(file)))) && (await readChecksumFile(join(dir, checksumFileName(file)))) !== recorded) {
         throw new DumpConflictError(`${checksumFileName(file)} already exists in ${dir} with another checksum: neither was replaced; move it aside and try again`);
       }
+      await linkIfAbsent(tagTemp, join(dir, tagFileName(file)));
       if (!(await linkIfAbsent(temp, local))) throw new DumpConflictError(`${file} appeared in ${dir} while it was fetched: neither was replaced; try again`);
       await fsyncDir(dir);
       logger.info({ file }, 'dump fetched from the NAS and verified');
@@ -167,14 +177,27 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
         });
         return { file: dump, path, format: 'immich', origin: 'immich' };
       }
+      const key = await readKey(config.security.keyFile);
       if (isRestorePointName(dump)) {
-        const found = (await checksummedDumps(pointsDir, isRestorePointName)).find((d) => d.file === dump);
+        const { dumps, skipped } = await authenticDumps(pointsDir, key, isRestorePointName);
+        const refused = skipped.find((d) => d.file === dump);
+        if (refused) throw new UnauthenticatedDumpError(`${dump}: ${refused.reason}`);
+        const found = dumps.find((d) => d.file === dump);
         if (!found) throw new DumpNotFoundError(`no validated restore point ${dump} in ${pointsDir}`);
         return { file: dump, path: join(pointsDir, dump), format: 'cluster', origin: 'restore-point', checksum: found.sha256 };
       }
       if (from === 'local') {
-        const local = await checksummedDumps(dir);
-        const found = dump === 'latest' ? local.at(-1) : local.find((d) => d.file === dump);
+        let found: { file: string; sha256: string } | undefined;
+        if (dump === 'latest') {
+          const latest = await latestUsable(dir, key, Date.now(), config.backup.maxFutureMinutes);
+          for (const p of latest.passedOver) logger.warn({ file: p.file, reason: p.reason }, 'passed over for "latest"');
+          found = latest.dump;
+        } else {
+          const { dumps, skipped } = await authenticDumps(dir, key);
+          const refused = skipped.find((d) => d.file === dump);
+          if (refused) throw new UnauthenticatedDumpError(`${dump}: ${refused.reason}`);
+          found = dumps.find((d) => d.file === dump);
+        }
         if (found) return { file: found.file, path: join(dir, found.file), format: 'cluster', origin: 'local', checksum: found.sha256 };
       }
       // Asked for the NAS, or the local copy is missing.
@@ -195,10 +218,16 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       throw new DumpNotFoundError(dump === 'latest' ? `no dump found: none in ${dir}, ${unreachable ? `none in immich.backupsDir, and ${nas}` : 'on the NAS, or in immich.backupsDir'}` : `${dump} is not in ${dir}, ${nas}`);
     },
 
-    verifyDumpForRestore: checkRestorable,
+    /** checkRestorable, and for ours (not Immich's own) the provenance tag over the bytes just hashed. */
+    async verifyDumpForRestore(dump: ResolvedDump): Promise<VerifiedDump> {
+      const verified = await checkRestorable(dump);
+      if (dump.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(dump.path), dump.file, verified.sha256, 'not restoring it; nothing was changed');
+      return verified;
+    },
 
     /** Under the lock, just before anything stops: the file is still there, still the bytes that were verified and approved. */
-    async recheckDump({ path, file, sha256 }: { path: string; file: string; sha256: string }): Promise<void> {
+    async recheckDump({ path, file, sha256, origin }: { path: string; file: string; sha256: string; origin?: ResolvedDump['origin'] }): Promise<void> {
+      if (origin && origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(path), file, sha256, 'nothing was changed');
       const now = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking ${file} again` })).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') throw new DumpNotFoundError(`${file} is gone since it was verified (pruned meanwhile?): nothing was changed; choose a dump again (immich-backup dumps)`);
         throw err;
@@ -209,7 +238,8 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     /** What the approval prompt and the report say about the dump: name, origin, age, size, databases, recorded rows, Immich version. */
     async describeDump({ dump, verified }: { dump: ResolvedDump; verified: VerifiedDump }): Promise<DumpFacts> {
       const stamp = stampOfName(dump.file);
-      const recorded = dump.origin === 'immich' ? {} : await recordedFacts(dump.origin === 'restore-point' ? pointsDir : dir, dump.file);
+      const rows = dump.origin === 'immich' ? undefined : await authenticRows(dirname(dump.path), dump.file, await readKey(config.security.keyFile));
+      const recorded = rowFacts(rows);
       const databases = dump.format === 'immich' ? [config.immich.database] : verified.databases.length ? verified.databases : (recorded.databases ?? []);
       const version = dump.origin === 'immich' ? immichVersionOfBackupName(dump.file) : recorded.immichVersion;
       return {
@@ -221,6 +251,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
         databases,
         ...(recorded.tables !== undefined ? { tables: recorded.tables, rows: recorded.rows! } : {}),
         ...(version ? { immichVersion: version } : {}),
+        authenticated: dump.origin !== 'immich',
       };
     },
 
@@ -268,8 +299,22 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
      * `postgres` database (it recreates every database and role), one of Immich's own into its
      * database. Other sessions on the databases being replaced are ended first.
      */
-    async restoreDump({ dump, target }: { dump: Pick<ResolvedDump, 'file' | 'path' | 'format'>; target: PostgresTarget }): Promise<{ durationMs: number }> {
+    async restoreDump({ dump, target, sha256 }: { dump: Pick<ResolvedDump, 'file' | 'path' | 'format' | 'origin'>; target: PostgresTarget; sha256: string }): Promise<{ durationMs: number }> {
       const started = Date.now();
+      // The bytes loaded are the bytes verified: copied (and hashed as they are read) into a folder only
+      // the worker can write, checked against the approved sha256 (and, for ours, the tag), loaded from there.
+      if (dump.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(dump.path), dump.file, sha256, 'not loading it');
+      const loadingDir = join(dir, LOADING_DIR);
+      const copy = await privateCopy(dump.path, dump.file, loadingDir, sha256, `copying ${dump.file} aside to load exactly the verified bytes`);
+      try {
+        return await load({ ...dump, path: copy }, target, started);
+      } finally {
+        await rm(copy, { force: true });
+      }
+    },
+  };
+
+  async function load(dump: Pick<ResolvedDump, 'file' | 'path' | 'format'>, target: PostgresTarget, started: number): Promise<{ durationMs: number }> {
       const user = config.postgres.user;
       const database = dump.format === 'cluster' ? 'postgres' : config.immich.database;
       const others = dump.format === 'cluster' ? "datname IS NOT NULL AND datname <> 'postgres'" : `datname = '${database}'`;
@@ -280,6 +325,8 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       const durationMs = Date.now() - started;
       logger.info({ file: dump.file, database, durationMs }, 'dump restored');
       return { durationMs };
-    },
-  };
+  }
 }
+
+/** Where restoreDump keeps the private copy it loads (inside backup.dir, owner-only). */
+export const LOADING_DIR = '.loading';

@@ -87,6 +87,8 @@ export interface MirrorSettings {
   mountWaitMs: number;
   mountPollMs: number;
   mountPoint: string;
+  /** library.delete: the mirror deletes what left the library (a destructive run: authorized). */
+  delete: boolean;
 }
 
 

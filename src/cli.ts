@@ -9,7 +9,6 @@ import { collectStatus } from '../activities/health.js';
 import { runBackupWorker } from '../workers/worker.js';
 import type { RestoreDrillReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 import type { Client, WorkflowHandle } from '@temporalio/client';
-import { userInfo } from 'node:os';
 import { createInterface, type Interface } from 'node:readline/promises';
 import { listDumps } from '../activities/catalog.js';
 import { connectClient, ensureWorker, follow, temporalAddress, type Progress } from './client.js';
@@ -17,7 +16,9 @@ import { innermostMessage } from './failure.js';
 import { ageText, AWAITING_APPROVAL, describeDump, describePlan, RESTORE_MESSAGES, type ApproveRequest, type RejectRequest, type RestorePlan } from './restore-plan.js';
 import { loadConfig, redactConfig, type Config } from './config.js';
 import { findTemporalBinary, startDevServer } from './dev-server.js';
-import { ConfigError } from './errors.js';
+import { approvalToken, osUser, startToken } from './authorization.js';
+import { ConfigError, UnsafePathError } from './errors.js';
+import { readKey } from './provenance.js';
 import { formatBytes } from './format.js';
 import { LOCK_WORKFLOW_PREFIX, runId, WORKFLOW_KINDS, type WorkflowType } from './ids.js';
 import { createLogger } from './logger.js';
@@ -33,8 +34,10 @@ const program = new Command('immich-backup')
 
 /** Parsed once per command, before anything connects: a bad config fails here. */
 function configOf(cmd: Command): Config {
-  return loadConfig({ path: cmd.optsWithGlobals<{ config?: string }>().config });
+  return loadConfig({ path: configFileOf(cmd) });
 }
+
+const configFileOf = (cmd: Command): string | undefined => cmd.optsWithGlobals<{ config?: string }>().config;
 
 program
   .command('start')
@@ -65,7 +68,7 @@ program
           await connection.close();
         }
       }
-      await runBackupWorker({ config, logger, address });
+      await runBackupWorker({ config, logger, address, configFile: configFileOf(cmd) });
     } finally {
       await stopServer?.();
     }
@@ -76,7 +79,7 @@ program
   .description('Run the worker against temporal.address (default: the embedded dev server\'s address)')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(cmd);
-    await runBackupWorker({ config, logger: createLogger({ level: config.log.level }), address: temporalAddress(config) });
+    await runBackupWorker({ config, logger: createLogger({ level: config.log.level }), address: temporalAddress(config), configFile: configFileOf(cmd) });
   });
 
 const backup = program.command('backup').description('Start a backup now and follow it to the end');
@@ -171,16 +174,24 @@ restore
     if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
   });
 
-/** Sends the approval Update for `plan`'s dump (its sha256, or the one the operator gives), as this OS user. */
-function approve(handle: WorkflowHandle, plan: RestorePlan, opts: { sha256?: string; acceptVersionChange: boolean }): Promise<string> {
-  const request: ApproveRequest = { by: osUser(), ...(plan.dump ? { sha256: opts.sha256 ?? plan.dump.sha256 } : {}), ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}) };
+/** The approval token for the run a handle points at: derived from the worker's key and the run's IDs. */
+async function decisionToken(handle: WorkflowHandle, keyFile: string): Promise<string> {
+  const key = await readKey(keyFile);
+  const { runId } = await handle.describe();
+  return approvalToken(key, handle.workflowId, runId);
+}
+
+/** Sends the approval Update for `plan`'s dump (its sha256, or the one the operator gives), as this OS user, with the run's approval token. */
+async function approve(handle: WorkflowHandle, keyFile: string, plan: RestorePlan, opts: { sha256?: string; acceptVersionChange: boolean }): Promise<string> {
+  const request: ApproveRequest = { token: await decisionToken(handle, keyFile), by: osUser(), ...(plan.dump ? { sha256: opts.sha256 ?? plan.dump.sha256 } : {}), ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}) };
   return handle.executeUpdate<string, [ApproveRequest]>(RESTORE_MESSAGES.approve, { args: [request] }).catch((err: Error) => {
     throw new Error(`not approved: ${innermostMessage(err)}`);
   });
 }
 
-function reject(handle: WorkflowHandle, reason?: string): Promise<string> {
-  return handle.executeUpdate<string, [RejectRequest]>(RESTORE_MESSAGES.reject, { args: [{ by: osUser(), ...(reason ? { reason } : {}) }] }).catch((err: Error) => {
+async function reject(handle: WorkflowHandle, keyFile: string, reason?: string): Promise<string> {
+  const request: RejectRequest = { token: await decisionToken(handle, keyFile), by: osUser(), ...(reason ? { reason } : {}) };
+  return handle.executeUpdate<string, [RejectRequest]>(RESTORE_MESSAGES.reject, { args: [request] }).catch((err: Error) => {
     throw new Error(`not rejected: ${innermostMessage(err)}`);
   });
 }
@@ -200,11 +211,12 @@ restore
   .option('--sha256 <hex>', 'approve only if the dump to load has this sha256 (the one you were shown)')
   .option('--accept-version-change', 'the dump was made with another Immich version than the one running, and that is intended')
   .action(async (workflowId: string, opts: { sha256?: string; acceptVersionChange?: boolean }, cmd: Command) => {
-    await withClient(configOf(cmd), async (client) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
       const handle = client.workflow.getHandle(workflowId);
       const plan = await waitingPlan(handle, 'approve');
       process.stderr.write(`${describePlan(plan, Date.now())}\n`);
-      const answer = await approve(handle, plan, { ...(opts.sha256 ? { sha256: opts.sha256 } : {}), acceptVersionChange: opts.acceptVersionChange === true });
+      const answer = await approve(handle, config.security.keyFile, plan, { ...(opts.sha256 ? { sha256: opts.sha256 } : {}), acceptVersionChange: opts.acceptVersionChange === true });
       process.stdout.write(`${answer}\napproved ${workflowId}\n`);
     });
   });
@@ -214,10 +226,11 @@ restore
   .description('Reject a restore that waits for an operator: it ends with nothing changed')
   .option('--reason <text>', 'recorded in the run\'s report')
   .action(async (workflowId: string, opts: { reason?: string }, cmd: Command) => {
-    await withClient(configOf(cmd), async (client) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
       const handle = client.workflow.getHandle(workflowId);
       await waitingPlan(handle, 'reject');
-      const answer = await reject(handle, opts.reason);
+      const answer = await reject(handle, config.security.keyFile, opts.reason);
       process.stdout.write(`${answer}\nrejected ${workflowId}\n`);
     });
   });
@@ -249,7 +262,7 @@ program
       await handle.describe().catch((err: Error) => {
         throw new Error(`cannot follow ${workflowId}: ${err.message.split('\n')[0]}`);
       });
-      const result = await followPrinting<Record<string, unknown> | undefined>(client, handle);
+      const result = await followPrinting<Record<string, unknown> | undefined>(client, handle, config.security.keyFile);
       printResult(result, opts.json);
     });
   });
@@ -258,7 +271,8 @@ program
   .command('cancel <workflow-id>')
   .description('Cancel a run and wait until it has left a known state (a restore puts the restore point back and starts Immich); prints that state')
   .action(async (workflowId: string, _opts, cmd: Command) => {
-    await withClient(configOf(cmd), async (client) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
       const handle = client.workflow.getHandle(workflowId);
       const { status } = await handle.describe().catch((err: Error) => {
         throw new Error(`cannot cancel ${workflowId}: ${err.message.split('\n')[0]}`);
@@ -268,7 +282,7 @@ program
       await handle.cancel();
       process.stderr.write(`cancellation of ${workflowId} requested; waiting until it has left a known state …\n`);
       try {
-        const result = await followPrinting<Record<string, unknown> | undefined>(client, handle);
+        const result = await followPrinting<Record<string, unknown> | undefined>(client, handle, config.security.keyFile);
         process.stdout.write(`${workflowId} finished before the cancellation took effect: ${typeof result?.message === 'string' ? result.message : 'completed'}\n`);
       } catch (err) {
         const end = (err as Error).message.replace(/^workflow failed: /, '');
@@ -398,6 +412,8 @@ program
     });
     // Nothing destructive without a fresh confirmation: an approval is never carried over.
     if (type.startsWith('Restore') && type !== 'RestoreDrill') input.approved = opts.yes === true;
+    // A start token is never carried over either (it was single-use): runAndFollow makes a fresh one.
+    delete input.authorization;
     process.stderr.write(`rerun of ${workflowId} (${type}) with input ${JSON.stringify({ ...input, trigger: 'rerun' })}\n`);
     const report = await runAndFollow<Record<string, unknown>>(config, type, input, 'rerun');
     process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${typeof report.message === 'string' ? report.message : `${type} completed`}\n${JSON.stringify(report, null, 2)}\n`);
@@ -426,13 +442,17 @@ async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<ty
 async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input: object = {}, trigger = 'cli'): Promise<R> {
   return withClient(config, async (client) => {
     await ensureWorker(client, config);
+    const workflowId = runId(WORKFLOW_KINDS[workflowType], trigger, new Date());
+    // Destructive runs carry a start token bound to this workflow ID, made from the worker's key
+    // (read here: without it this fails before anything starts).
+    const authorization = DESTRUCTIVE.includes(workflowType) ? { authorization: startToken(await readKey(config.security.keyFile), { workflowType, workflowId }) } : {};
     const handle = await client.workflow.start(workflowType, {
       taskQueue: config.temporal.taskQueue,
-      workflowId: runId(WORKFLOW_KINDS[workflowType], trigger, new Date()),
-      args: [{ ...input, trigger }],
+      workflowId,
+      args: [{ ...input, ...authorization, trigger }],
     });
     process.stderr.write(`started ${handle.workflowId}\n`);
-    return followPrinting<R>(client, handle);
+    return followPrinting<R>(client, handle, config.security.keyFile);
   });
 }
 
@@ -441,7 +461,10 @@ async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input
  * retry with its reason and next attempt, and heartbeat details. Ctrl-C stops following, not the
  * run: it says so, and how to follow or cancel it.
  */
-async function followPrinting<R>(client: Client, handle: WorkflowHandle): Promise<R> {
+/** Runs that need a start token: they replace the database or the library, or delete from the mirror. */
+const DESTRUCTIVE: readonly WorkflowType[] = ['RestoreDatabase', 'RestoreLibrary', 'WeeklyLibraryMirror'];
+
+async function followPrinting<R>(client: Client, handle: WorkflowHandle, keyFile: string): Promise<R> {
   const id = handle.workflowId;
   const leave = () => {
     process.stderr.write(`\nstopped following ${id}; the run goes on.\n  follow it: immich-backup follow ${id}\n  cancel it: immich-backup cancel ${id}\n`);
@@ -451,7 +474,7 @@ async function followPrinting<R>(client: Client, handle: WorkflowHandle): Promis
   process.once('SIGTERM', leave);
   const asking: { prompt?: Interface } = {};
   try {
-    return await follow<R>(handle, progressPrinter(client, id, (plan) => askHere(handle, plan, asking, leave)));
+    return await follow<R>(handle, progressPrinter(client, id, (plan) => askHere(handle, keyFile, plan, asking, leave)));
   } finally {
     asking.prompt?.close();
     process.off('SIGINT', leave);
@@ -464,7 +487,7 @@ async function followPrinting<R>(client: Client, handle: WorkflowHandle): Promis
  * (a different Immich version asks once more), no rejects it, Enter leaves it waiting for
  * `restore approve` from elsewhere. Ctrl-C at the question leaves the run running, as anywhere.
  */
-async function askHere(handle: WorkflowHandle, plan: RestorePlan, asking: { prompt?: Interface }, leave: () => void): Promise<void> {
+async function askHere(handle: WorkflowHandle, keyFile: string, plan: RestorePlan, asking: { prompt?: Interface }, leave: () => void): Promise<void> {
   if (!process.stdin.isTTY || asking.prompt) return;
   const prompt = createInterface({ input: process.stdin, output: process.stderr });
   asking.prompt = prompt;
@@ -472,11 +495,11 @@ async function askHere(handle: WorkflowHandle, plan: RestorePlan, asking: { prom
   const ask = async (question: string) => (await prompt.question(question)).trim().toLowerCase();
   try {
     const answer = await ask(`approve restoring ${plan.dump ? plan.dump.file : 'the library from the mirror'} now? yes / no / Enter to leave it waiting: `);
-    if (answer === 'no') return void process.stderr.write(`${await reject(handle, 'rejected at the terminal')}\n`);
+    if (answer === 'no') return void process.stderr.write(`${await reject(handle, keyFile, 'rejected at the terminal')}\n`);
     if (answer !== 'yes') return void process.stderr.write(`left waiting: approve with immich-backup restore approve ${handle.workflowId}\n`);
     const versionChange = plan.versionChange && (await ask(`the dump was made with Immich ${plan.dump?.immichVersion}, Immich ${plan.runningImmichVersion} runs now: restore it anyway? yes / no: `)) === 'yes';
     if (plan.versionChange && !versionChange) return void process.stderr.write(`left waiting: nothing was approved\n`);
-    process.stderr.write(`${await approve(handle, plan, { acceptVersionChange: versionChange })}\n`);
+    process.stderr.write(`${await approve(handle, keyFile, plan, { acceptVersionChange: versionChange })}\n`);
   } catch (err) {
     // The run ended, or was approved elsewhere, while the question was open.
     if ((err as Error).name !== 'AbortError' && !/closed/i.test((err as Error).message)) process.stderr.write(`${(err as Error).message}\n`);
@@ -530,14 +553,6 @@ function printResult(result: Record<string, unknown> | undefined, json?: boolean
   process.stdout.write(`${typeof result?.message === 'string' ? result.message : JSON.stringify(result ?? null, null, 2)}\n`);
 }
 
-const osUser = () => {
-  try {
-    return userInfo().username;
-  } catch {
-    return `uid ${process.getuid?.() ?? '?'}`;
-  }
-};
-
 function formatStatus(report: StatusReport): string {
   const width = Math.max(...report.rows.map((r) => r.id.length));
   const head = report.ok ? 'OK: every backup is fresh and verified' : `${report.problems.length} PROBLEM(S)`;
@@ -550,5 +565,5 @@ try {
 } catch (err) {
   // One line, then a non-zero exit: 2 for a config the operator must fix, 1 for everything else.
   process.stderr.write(`error: ${(err as Error).message.split('\n')[0]}\n`);
-  process.exit(err instanceof ConfigError ? 2 : 1);
+  process.exit(err instanceof ConfigError || err instanceof UnsafePathError ? 2 : 1);
 }

@@ -53,14 +53,15 @@ const DAY_MS = 24 * 60 * 60 * 1000;
  * The retention rule, for the staging dir and the NAS alike: of our dump names, those older than
  * retentionDays at nowMs, never the newest one and never `keep`. Other names are ignored.
  */
-export function expiredDumps(names: readonly string[], nowMs: number, retentionDays: number, keep?: string): string[] {
+export function expiredDumps(names: readonly string[], nowMs: number, retentionDays: number, keep?: string, keepMin = 1): string[] {
   const dumps = names.flatMap((name) => {
     const time = parseDumpName(name);
     return time ? [{ name, time: time.getTime() }] : [];
   });
-  const newest = dumps.reduce<(typeof dumps)[number] | undefined>((a, b) => (!a || b.time > a.time ? b : a), undefined)?.name;
+  // The newest keepMin are kept whatever the clock says: a clock that jumped ahead prunes nothing of them.
+  const newest = new Set([...dumps].sort((a, b) => b.time - a.time).slice(0, Math.max(1, keepMin)).map((d) => d.name));
   const cutoff = nowMs - retentionDays * DAY_MS;
-  return dumps.filter((d) => d.name !== keep && d.name !== newest && d.time < cutoff).sort((a, b) => b.time - a.time).map((d) => d.name);
+  return dumps.filter((d) => d.name !== keep && !newest.has(d.name) && d.time < cutoff).sort((a, b) => b.time - a.time).map((d) => d.name);
 }
 
 export function checksumFileName(dumpName: string): string {

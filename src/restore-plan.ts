@@ -2,6 +2,7 @@
 // share (update, query and signal names). Pure: workflows, activities and the CLI import it.
 
 import { formatBytes } from './format.js';
+import { sha256Text } from './sha256.js';
 
 /** Where a dump to restore comes from. */
 export type DumpOrigin = 'local' | 'offsite' | 'restore-point' | 'immich';
@@ -21,6 +22,8 @@ export interface DumpFacts {
   rows?: number;
   /** The Immich version the dump was made with (recorded at dump time, or in Immich's own file name). */
   immichVersion?: string;
+  /** true: its provenance tag verified with the worker's key; false: Immich's own (no tag, taken on the strict filter alone). */
+  authenticated: boolean;
 }
 
 export interface RestorePlan {
@@ -43,13 +46,16 @@ export interface RestorePlan {
 export interface ApproveRequest {
   /** The sha256 of the dump the operator was shown (database restores). */
   sha256?: string;
-  /** Who approved: the CLI sends the OS user it runs as. */
+  /** The approval token the CLI derives from the worker's key and this run (src/authorization.ts). */
+  token?: string;
+  /** Who approved: the OS user the CLI runs as (and the sudo user behind it). */
   by?: string;
   /** Needed when the dump was made by another Immich version than the one running. */
   acceptVersionChange?: boolean;
 }
 
 export interface RejectRequest {
+  token?: string;
   by?: string;
   reason?: string;
 }
@@ -86,6 +92,9 @@ export function describeDump(d: DumpFacts, nowMs: number): string[] {
     `replaces: ${d.databases.length ? d.databases.map((db) => `database ${db}`).join(', ') : 'unknown databases'}${d.origin === 'immich' ? '' : ' and the roles'}`,
     `rows:     ${d.tables !== undefined ? `${d.rows} rows in ${d.tables} tables, as counted when the dump was made` : 'not recorded for this dump'}`,
     `Immich:   ${d.immichVersion ? `made with Immich ${d.immichVersion}` : 'version not recorded'}`,
+    d.authenticated
+      ? 'trust:    written by this tool: its provenance tag verifies with the worker\'s key'
+      : "trust:    UNAUTHENTICATED: Immich's own backup carries no tag; it passed the strict filter (no psql commands, no recognisable server-side execution), but code hidden in function bodies cannot be ruled out",
   ];
 }
 
@@ -104,10 +113,20 @@ export function describePlan(plan: RestorePlan, nowMs: number): string {
   return lines.join('\n');
 }
 
-/** Why an approval does not fit the plan, or undefined when it does. Used by the Update's validator. */
-export function approvalProblem(plan: RestorePlan, request: unknown): string | undefined {
-  if (request === null || typeof request !== 'object') return 'an approval carries { sha256, by }: use `immich-backup restore approve`';
+/** What an approval may record as its approver: an OS user name, with the sudo user behind it. */
+export const APPROVER = /^[A-Za-z0-9_.@ -]{1,64}(?: \(sudo from [A-Za-z0-9_.-]{1,64}\))?$/;
+
+/**
+ * Why an approval does not fit the plan, or undefined when it does. Used by the Update's validator:
+ * the token must hash to the run's commitment (made by its authorization step from the worker's key).
+ */
+export function approvalProblem(plan: RestorePlan, request: unknown, commitment: string | undefined): string | undefined {
+  if (request === null || typeof request !== 'object') return 'an approval carries { sha256, token, by }: use `immich-backup restore approve`';
   const r = request as ApproveRequest;
+  if (!commitment || typeof r.token !== 'string' || sha256Text(r.token) !== commitment) {
+    return 'not approved: the approval carries no valid approval token for this run (approve with `immich-backup restore approve`, as the user that can read the worker\'s key)';
+  }
+  if (typeof r.by !== 'string' || !APPROVER.test(r.by)) return 'not approved: `by` must be the OS user approving (the CLI fills it in)';
   if (plan.dump) {
     if (typeof r.sha256 !== 'string' || r.sha256 !== plan.dump.sha256) {
       return `this run waits to load ${plan.dump.file} with sha256 ${plan.dump.sha256}; the approval names ${typeof r.sha256 === 'string' ? `sha256 ${r.sha256}` : 'no sha256'}: not approved`;

@@ -6,6 +6,7 @@ import { createActivities } from '../activities/index.js';
 import type { Config } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
 import { registerSearchAttributes } from '../src/search-attributes.js';
+import { trustedSetup } from '../src/trust.js';
 import { installRuntime } from './runtime.js';
 
 // `npm run build` writes the production bundle here (workers/bundle.ts); without it, or when a
@@ -28,9 +29,15 @@ export interface WorkerOptions {
   config: Config;
   logger: Logger;
   address: string;
+  /** The config file the worker was started with: refused when others can write it. */
+  configFile?: string | undefined;
 }
 
-export async function createBackupWorker({ config, logger, address }: WorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
+export async function createBackupWorker({ config, logger, address, configFile }: WorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
+  // Before anything connects: the key exists (made now on the first start) and nobody else can
+  // change the key, the config or the staging dir.
+  const made = await trustedSetup(config, configFile);
+  if (made) logger.warn({ keyFile: config.security.keyFile }, 'made the worker\'s key: dumps are tagged with it from now on; keep a copy somewhere safe, off the NAS (see the README, "Lost key")');
   installRuntime(logger);
   const bundle = freshBundle();
   const connection = await NativeConnection.connect({ address });

@@ -211,3 +211,9 @@ export const locking = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10 },
 });
+
+/** A destructive run's authorization: a key read and one file; a refusal is final. */
+export const authorize = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '2s', maximumAttempts: 3, nonRetryableErrorTypes: needsOperator },
+});

@@ -21,14 +21,16 @@ export interface NightlyDbBackupReport {
   durationMs: number;
   dumpDurationMs: number;
   /** Per-table row counts written beside the dump (<dump>.rows.json) for RestoreDrill. */
-  rowCounts: { tables: number; rows: number };
+  rowCounts: { tables: number; rows: number; shrink?: string };
+  /** The dump's row counts dropped sharply against the previous dump: kept, never "latest", nothing older pruned. */
+  flagged?: string;
   pruned: string[];
   trigger: string;
 }
 
 /** The runbook's 03:00 job: discover, dump + compress, validate, record row counts, prune (in that order, nothing pruned before a valid dump). */
 export async function NightlyDbBackup(input: NightlyDbBackupInput = {}): Promise<NightlyDbBackupReport> {
-  return reported('NightlyDbBackup', () => body(input), (r) => `${r.file}: ${r.bytes} bytes, sha256 ${r.sha256}, ${r.rowCounts.tables} tables / ${r.rowCounts.rows} rows recorded, pruned ${r.pruned.length}`);
+  return reported('NightlyDbBackup', () => body(input), (r) => `${r.flagged ? `FLAGGED ${r.file}: ${r.flagged}; kept, not used as the latest dump, nothing older pruned. ` : ''}${r.file}: ${r.bytes} bytes, sha256 ${r.sha256}, ${r.rowCounts.tables} tables / ${r.rowCounts.rows} rows recorded, pruned ${r.pruned.length}`);
 }
 
 async function body(input: NightlyDbBackupInput): Promise<NightlyDbBackupReport> {
@@ -62,7 +64,8 @@ async function backUp(steps: Steps, input: NightlyDbBackupInput): Promise<Nightl
     startedAt: new Date(startedMs).toISOString(),
     durationMs: Date.now() - startedMs,
     dumpDurationMs: dump.durationMs,
-    rowCounts,
+    rowCounts: { tables: rowCounts.tables, rows: rowCounts.rows },
+    ...(rowCounts.shrink ? { flagged: rowCounts.shrink } : {}),
     pruned,
     trigger: input.trigger ?? 'manual',
   };

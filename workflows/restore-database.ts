@@ -22,6 +22,8 @@ export interface RestoreDatabaseInput {
   noRestorePoint?: boolean;
   /** The dump was made by another Immich version than the one running, and that is intended. */
   acceptVersionChange?: boolean;
+  /** The start token the CLI derives from the worker's key (src/authorization.ts): without it the run fails at once. */
+  authorization?: string;
   trigger?: string;
 }
 
@@ -67,6 +69,7 @@ async function body(input: RestoreDatabaseInput): Promise<RestoreDatabaseReport>
   const withPoint = input.noRestorePoint !== true;
   // Until the lock is held and Immich stopped, nothing changes: a cancellation here says so.
   try {
+    await r.authorize(input.authorization);
     const config = await settings.restoreSettings();
     const dump = await timed('resolving dump', () => restorePrep.resolveDump({ dump: input.dump ?? 'latest', from: input.from ?? 'local' }));
     const verified = await timed('verifying dump', () => restorePrep.verifyDumpForRestore(dump));
@@ -129,7 +132,7 @@ async function replace(
   let salvageFailure: string | undefined;
   // Approved, but not held until now: a backup's pruning (or Immich's) may have removed or replaced
   // the file meanwhile. Checked again under the lock, before anything is taken or stopped.
-  await timed('checking the dump again', () => restorePrep.recheckDump({ path: dump.path, file: dump.file, sha256: verified.sha256 }));
+  await timed('checking the dump again', () => restorePrep.recheckDump({ path: dump.path, file: dump.file, sha256: verified.sha256, origin: dump.origin }));
   if (withPoint) {
     try {
       point = await timed('taking a restore point', async () => {
@@ -169,7 +172,7 @@ async function replace(
     // A cancellation that came with the stop's end never reaches psql: the database is untouched.
     if (CancellationScope.current().consideredCancelled) throw new CancelledFailure('cancelled before the load');
     loadStarted = true;
-    await timed('restoring', () => loading.restoreDump({ dump, target }));
+    await timed('restoring', () => loading.restoreDump({ dump, target, sha256: verified.sha256 }));
   } catch (err) {
     if (isCancellation(err)) cancelledAt = r.steps.current();
     else failure = innermostMessage(err);
@@ -184,7 +187,7 @@ async function replace(
         const p = point;
         log.error('restore did not finish; loading the restore point back', { reason: failure ?? `cancelled while ${cancelledAt}` });
         try {
-          await timed('rolling back to the restore point', () => rollingBack.restoreDump({ dump: { file: p.file, path: p.path, format: 'cluster' }, target }));
+          await timed('rolling back to the restore point', () => rollingBack.restoreDump({ dump: { file: p.file, path: p.path, format: 'cluster', origin: 'restore-point' }, target, sha256: p.sha256 }));
           state = `the restore point ${p.path} was put back`;
         } catch (err) {
           state = `ROLLING BACK FAILED (${innermostMessage(err)}): the database is in an unknown state; load the restore point: immich-backup restore db --dump ${p.file} --yes`;

@@ -16,6 +16,8 @@ export interface RestoreLibraryInput {
   delete?: boolean;
   /** The operator's "yes": no approval step. */
   approved?: boolean;
+  /** The start token the CLI derives from the worker's key (src/authorization.ts): without it the run fails at once. */
+  authorization?: string;
   trigger?: string;
 }
 
@@ -46,6 +48,7 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
   const { timed, durations } = r;
   const del = input.delete === true;
   try {
+    await r.authorize(input.authorization);
     const config = await settings.restoreSettings();
     await timed('checking the mirror', () => mirrorChecks.checkRestoreSource());
     const would = await timed('dry run', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: true }));

@@ -1,6 +1,8 @@
-import { condition, defineQuery, defineSignal, defineUpdate, log, setHandler, workflowInfo } from '@temporalio/workflow';
+import { condition, defineQuery, defineSignal, defineUpdate, log, patched, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { WorkflowType } from '../src/ids.js';
-import { approvalProblem, AWAITING_APPROVAL, describePlan, RESTORE_MESSAGES, type ApproveRequest, type RejectRequest, type RestorePlan } from '../src/restore-plan.js';
+import { sha256Text } from '../src/sha256.js';
+import { approvalProblem, APPROVER, AWAITING_APPROVAL, describePlan, RESTORE_MESSAGES, type ApproveRequest, type RejectRequest, type RestorePlan } from '../src/restore-plan.js';
+import { authorize } from './activity-options.js';
 import { trackSteps, type Steps } from './progress.js';
 import { setOutcome } from './reporting.js';
 
@@ -14,10 +16,15 @@ export const restorePlanQuery = defineQuery<RestorePlan | undefined>(RESTORE_MES
 /** The signal older versions approved with (and the Web UI's "Send a signal" can send, empty): logged, never an approval. */
 export const legacyApproveSignal = defineSignal<unknown[]>(RESTORE_MESSAGES.legacySignal);
 
+/** patched() ID of the authorization step added to RestoreDatabase, RestoreLibrary and WeeklyLibraryMirror. */
+export const AUTHORIZATION_PATCH = 'authorize-destructive-runs';
+
 export type Decision = { approved: true; by: string } | { approved: false; by: string; reason: string } | { approved: false; timedOut: true };
 
 export interface RestoreSteps {
   durations: Record<string, number>;
+  /** The run's first step: its start token (or schedule) is checked by the worker; approvals are then checked against the commitment it returns. */
+  authorize(token: unknown): Promise<void>;
   steps: Steps;
   /** Runs one named step: it becomes the current step, and its duration is recorded. */
   timed<T>(name: string, work: () => Promise<T>): Promise<T>;
@@ -32,6 +39,7 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
   let plan: RestorePlan | undefined;
   let waiting = false;
   let decision: Decision | undefined;
+  let commitment: string | undefined;
   const notWaiting = () => `${workflowInfo().workflowId} is not waiting for approval (its step: ${steps.current()})`;
   // A decision is final: a second approve or reject in the same activation is refused, never applied.
   const decided = () => (decision ? `${workflowInfo().workflowId} was already ${decision.approved ? 'approved' : 'rejected'}` : undefined);
@@ -44,14 +52,14 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
     approveUpdate,
     (request) => {
       if (decision) return decided()!;
-      decision = { approved: true, by: typeof request.by === 'string' && request.by ? request.by : 'unknown' };
+      decision = { approved: true, by: request.by! };
       return `approved: ${plan?.dump ? `${plan.dump.file} (sha256 ${plan.dump.sha256}) is restored now` : 'the library restore starts now'}`;
     },
     {
       validator: (request) => {
         if (decision) throw new Error(decided());
         if (!waiting || !plan) throw new Error(notWaiting());
-        const problem = approvalProblem(plan, request);
+        const problem = approvalProblem(plan, request, commitment);
         if (problem) throw new Error(problem);
       },
     },
@@ -65,9 +73,12 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
       return 'rejected: nothing was changed';
     },
     {
-      validator: (_request) => {
+      validator: (request) => {
         if (decision) throw new Error(decided());
         if (!waiting) throw new Error(notWaiting());
+        const r: Partial<RejectRequest> & { token?: unknown } = request && typeof request === 'object' ? request : {};
+        if (!commitment || typeof r.token !== 'string' || sha256Text(r.token) !== commitment) throw new Error('not rejected: no valid approval token for this run (use `immich-backup restore reject`, as the user that can read the worker\'s key)');
+        if (typeof r.by !== 'string' || !APPROVER.test(r.by)) throw new Error('not rejected: `by` must be the OS user rejecting (the CLI fills it in)');
       },
     },
   );
@@ -75,6 +86,15 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
   return {
     durations,
     steps,
+    async authorize(token) {
+      // Runs started before authorization existed replay without it; they can no longer be approved
+      // (no commitment), so they end at their approval deadline with nothing changed.
+      if (!patched(AUTHORIZATION_PATCH)) return;
+      steps.set('checking the authorization');
+      const granted = await authorize.authorizeRun({ workflowType: type, token });
+      commitment = granted.approvalCommitment;
+      log.info('destructive run authorized', { by: granted.by });
+    },
     async timed(name, work) {
       steps.set(name);
       const started = Date.now();

@@ -1,11 +1,15 @@
-import { ApplicationFailure, log, sleep } from '@temporalio/workflow';
+import { ApplicationFailure, log, patched, sleep } from '@temporalio/workflow';
 import { DriveNotMountedError } from '../src/errors.js';
-import { mirroring, settings } from './activity-options.js';
+import { WORKFLOW_KINDS } from '../src/ids.js';
+import { authorize, mirroring, settings } from './activity-options.js';
 import { at, trackSteps, type Steps } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { reported } from './reporting.js';
+import { AUTHORIZATION_PATCH } from './restore-steps.js';
 
 export interface WeeklyLibraryMirrorInput {
+  /** With library.delete on, a run its schedule did not start needs the CLI's start token (src/authorization.ts). */
+  authorization?: string;
   trigger?: string;
 }
 
@@ -27,6 +31,11 @@ export async function WeeklyLibraryMirror(input: WeeklyLibraryMirrorInput = {}):
 
 async function body(input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirrorReport> {
   const steps = trackSteps();
+  // A mirror that deletes is destructive: started by its own schedule, or with a start token.
+  if (patched(AUTHORIZATION_PATCH) && (await settings.mirrorSettings()).delete) {
+    steps.set('checking the authorization');
+    await authorize.authorizeRun({ workflowType: 'WeeklyLibraryMirror', token: input.authorization, scheduleId: WORKFLOW_KINDS.WeeklyLibraryMirror });
+  }
   // Never alongside a library restore: with deletion on, the two would erase each other's files.
   return withLock('library', steps, () => mirror(steps, input));
 }
