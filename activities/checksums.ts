@@ -107,13 +107,18 @@ export async function privateCopy(source: string, file: string, dir: string, sha
     const { size } = await input.stat();
     const output = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
-      const reader = input.createReadStream({ highWaterMark: READ_CHUNK, autoClose: false });
-      reader.on('data', (chunk: Buffer | string) => {
-        const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
-        hash.update(buf);
-        copied += buf.length;
-      });
-      await withHeartbeats(pipeline(reader, output.createWriteStream({ autoClose: false })), () => ({ step, copied: `${formatBytes(copied)} of ${formatBytes(size)}` }));
+      const copy = async () => {
+        const buf = Buffer.allocUnsafe(READ_CHUNK);
+        for (;;) {
+          const { bytesRead } = await input.read(buf, 0, buf.length, null);
+          if (!bytesRead) return;
+          const chunk = buf.subarray(0, bytesRead);
+          hash.update(chunk);
+          await output.write(chunk);
+          copied += bytesRead;
+        }
+      };
+      await withHeartbeats(copy(), () => ({ step, copied: `${formatBytes(copied)} of ${formatBytes(size)}` }));
       await output.sync();
     } finally {
       await output.close();

@@ -84,7 +84,7 @@ export function hostPostgresBinDir(config: Config): string | undefined {
 }
 
 /** A PostgreSQL server that exists for one drill: queried, loaded, then removed. */
-interface Throwaway {
+export interface Throwaway {
   engine: DrillResult['engine'];
   /** Where it runs, for messages: "127.0.0.1:PORT, initdb from BINDIR" or "container NAME (IMAGE)". */
   where: string;
@@ -111,7 +111,7 @@ async function waitUntilReady(probe: () => Promise<boolean>, gone: () => Promise
  * socket inside that directory (mode 0700, owned by runAs), so no other local user can reach the
  * restored photo database, and what a dump could run on the server runs as an unprivileged user.
  */
-async function hostThrowaway(config: Config, bin: string): Promise<Throwaway> {
+export async function hostThrowaway(config: Config, bin: string): Promise<Throwaway> {
   const user = config.postgres.user;
   const runAs = process.getuid?.() === 0 ? config.drill.runAs : undefined;
   const ids = runAs ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await execa('id', [flag, runAs])).stdout))) : undefined;

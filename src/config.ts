@@ -254,8 +254,11 @@ const drillSchema = z.strictObject({
   binDir: z.string().min(1).transform(expandHome).optional(),
   /** Where the host engine's throwaway cluster lives while the drill runs: room for the restored database, readable by runAs. */
   workDir: z.string().min(1).transform(expandHome).optional(),
-  /** As root the throwaway server runs as this user (PostgreSQL refuses root). */
-  runAs: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a user name').default('postgres'),
+  /**
+   * As root the throwaway server and its psql run as this unprivileged user (never root, and not the
+   * owner of a live PostgreSQL: what a dump makes the server run, runs as this user).
+   */
+  runAs: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a user name').default('nobody'),
 });
 
 export const configSchema = z.strictObject({

@@ -2,6 +2,10 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { createBackupWorker } from '../../workers/worker.js';
+import { startTokenFor } from './trust.js';
+
+/** Runs that need a start token (the CLI adds one): runWorkflow does too, unless the input sets `authorization` itself. */
+const DESTRUCTIVE = new Set(['RestoreDatabase', 'RestoreLibrary', 'WeeklyLibraryMirror']);
 
 const logger = createLogger({ level: 'fatal', fd: 2 });
 
@@ -27,7 +31,8 @@ export async function runWorkflow<T>(
   const workflowId = testWorkflowId(workflowType);
   try {
     return await worker.runUntil(async () => {
-      const handle = await client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ trigger: 'test', ...input }] });
+      const authorization = DESTRUCTIVE.has(workflowType) && !('authorization' in input) ? { authorization: await startTokenFor(config, workflowType, workflowId) } : {};
+      const handle = await client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ trigger: 'test', ...authorization, ...input }] });
       await during?.(workflowId);
       return handle.result().then(
         (report) => ({ report: report as T, error: undefined, workflowId }),

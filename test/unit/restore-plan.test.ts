@@ -3,7 +3,11 @@ import { describe, test } from 'node:test';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { recordedFacts } from '../../activities/drill.js';
+import { authenticRows, rowFacts } from '../../activities/trusted-dumps.js';
+import { approvalCommitment, approvalToken } from '../../src/authorization.js';
+import { ensureKey, tagRows } from '../../src/provenance.js';
+import { sha256Text } from '../../src/sha256.js';
+import { createHash } from 'node:crypto';
 import { unreadableDatabase, unreadableTable } from '../../activities/dump.js';
 import { CommandFailedError } from '../../src/errors.js';
 import { approvalProblem, describePlan, type RestorePlan } from '../../src/restore-plan.js';
@@ -11,7 +15,7 @@ import { approvalProblem, describePlan, type RestorePlan } from '../../src/resto
 const plan: RestorePlan = {
   workflowId: 'restore-database-cli-20261127T031200Z',
   what: 'database',
-  dump: { file: 'immich_20261127_030000.sql.gz', origin: 'local', stamp: '2026-11-27T03:00:00.000Z', bytes: 367_001_600, sha256: 'a'.repeat(64), databases: ['immich', 'postgres'], tables: 66, rows: 1_204_411, immichVersion: '2.3.1' },
+  dump: { file: 'immich_20261127_030000.sql.gz', origin: 'local', stamp: '2026-11-27T03:00:00.000Z', bytes: 367_001_600, sha256: 'a'.repeat(64), databases: ['immich', 'postgres'], tables: 66, rows: 1_204_411, immichVersion: '2.3.1', authenticated: true },
   runningImmichVersion: '2.3.1',
   versionChange: false,
   restorePoint: true,
@@ -32,6 +36,7 @@ describe('the approval of a restore', () => {
         'replaces: database immich, database postgres and the roles',
         'rows:     1204411 rows in 66 tables, as counted when the dump was made',
         'Immich:   made with Immich 2.3.1',
+        "trust:    written by this tool: its provenance tag verifies with the worker's key",
         'running:  Immich 2.3.1',
         'then:',
         '  1. take a restore point',
@@ -43,15 +48,30 @@ describe('the approval of a restore', () => {
     );
   });
 
-  test('an approval must name the sha256 shown; a version change needs its own yes; empty or malformed data is refused', () => {
-    assert.equal(approvalProblem(plan, { sha256: 'a'.repeat(64), by: 'root' }), undefined);
-    assert.match(approvalProblem(plan, { sha256: 'b'.repeat(64) })!, /the approval names sha256 b{64}: not approved$/);
-    for (const bad of [undefined, null, 'yes', 42, {}]) assert.ok(approvalProblem(plan, bad), String(bad));
+  test('an approval must carry the run\'s token (its sha256 is the commitment), an OS user, the sha256 shown; a version change needs its own yes; malformed data is refused', () => {
+    const key = Buffer.alloc(32, 7);
+    const token = approvalToken(key, plan.workflowId, 'run-1');
+    const commitment = approvalCommitment(token);
+    const ok = { sha256: 'a'.repeat(64), token, by: 'root (sudo from alice)' };
+    assert.equal(approvalProblem(plan, ok, commitment), undefined);
+    assert.match(approvalProblem(plan, { ...ok, token: approvalToken(key, plan.workflowId, 'run-2') }, commitment)!, /no valid approval token for this run/);
+    assert.match(approvalProblem(plan, { ...ok, token: undefined }, commitment)!, /no valid approval token/);
+    assert.match(approvalProblem(plan, ok, undefined)!, /no valid approval token/, 'a run without a commitment (started before authorization) cannot be approved');
+    assert.match(approvalProblem(plan, { ...ok, by: 'root\napprove: yes' }, commitment)!, /`by` must be the OS user/);
+    assert.match(approvalProblem(plan, { ...ok, sha256: 'b'.repeat(64) }, commitment)!, /the approval names sha256 b{64}: not approved$/);
+    for (const bad of [undefined, null, 'yes', 42, {}]) assert.ok(approvalProblem(plan, bad, commitment), String(bad));
     const changed = { ...plan, versionChange: true, runningImmichVersion: '2.4.0' };
-    assert.match(approvalProblem(changed, { sha256: 'a'.repeat(64) })!, /approve with --accept-version-change/);
-    assert.equal(approvalProblem(changed, { sha256: 'a'.repeat(64), acceptVersionChange: true }), undefined);
+    assert.match(approvalProblem(changed, ok, commitment)!, /approve with --accept-version-change/);
+    assert.equal(approvalProblem(changed, { ...ok, acceptVersionChange: true }, commitment), undefined);
     assert.match(describePlan(changed, 0), /^VERSION CHANGE: /m);
     assert.match(describePlan(changed, 0), /^approve: +immich-backup restore approve \S+ --accept-version-change$/m);
+    assert.match(describePlan({ ...plan, dump: { ...plan.dump!, origin: 'immich', authenticated: false } }, 0), /^trust: +UNAUTHENTICATED: Immich's own backup/m);
+  });
+
+  test('the workflow-side sha256 equals node:crypto on every length and on non-ASCII text', () => {
+    for (const text of ['', 'abc', 'x'.repeat(55), 'x'.repeat(56), 'x'.repeat(64), 'y'.repeat(1000), 'héllo ✓ 𝄞']) {
+      assert.equal(sha256Text(text), createHash('sha256').update(text).digest('hex'), `length ${text.length}`);
+    }
   });
 });
 
@@ -69,17 +89,24 @@ describe('a live database pg_dump cannot read', () => {
 });
 
 describe("a dump's recorded facts", () => {
-  test('only well-formed values from .rows.json reach the approval prompt: others write that folder too', async () => {
+  test('only row counts whose tag verifies, and only well-formed values, reach the approval prompt', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'immich-backup-facts-'));
+    const key = await ensureKey(join(await mkdtemp(join(tmpdir(), 'immich-backup-key-')), 'key'));
     const file = 'immich_20261127_030000.sql.gz';
-    const write = (record: unknown) => writeFile(join(dir, `${file}.rows.json`), JSON.stringify(record));
+    const write = async (record: unknown, tag = true) => {
+      const text = JSON.stringify(record);
+      await writeFile(join(dir, `${file}.rows.json`), text);
+      if (tag) await tagRows(key, dir, file, text);
+    };
     await write({ tables: { 'immich: public.assets': 10, 'postgres: public.x': 2 }, immichVersion: '2.3.1' });
-    assert.deepEqual(await recordedFacts(dir, file), { databases: ['immich', 'postgres'], tables: 2, rows: 12, immichVersion: '2.3.1' });
+    assert.deepEqual(rowFacts(await authenticRows(dir, file, key)), { databases: ['immich', 'postgres'], tables: 2, rows: 12, immichVersion: '2.3.1' });
+    await writeFile(join(dir, `${file}.rows.json`), JSON.stringify({ tables: { 'immich: public.assets': 99999 } }));
+    assert.equal(await authenticRows(dir, file, key), undefined, 'edited after it was tagged: not authentic');
     await write({ tables: { 'immich: public.assets': 10 }, immichVersion: '2.3.1\napprove:  immich-backup restore approve other' });
-    assert.deepEqual(await recordedFacts(dir, file), { databases: ['immich'], tables: 1, rows: 10 }, 'a version with text of its own is dropped');
+    assert.deepEqual(rowFacts(await authenticRows(dir, file, key)), { databases: ['immich'], tables: 1, rows: 10 }, 'a version with text of its own is dropped');
     for (const tables of [{ 'immich\nNO RESTORE POINT: public.assets': 1 }, { 'immich: public.assets': -1 }, { 'immich: public.assets': '5' }, null]) {
       await write({ tables });
-      assert.deepEqual(await recordedFacts(dir, file), {}, JSON.stringify(tables));
+      assert.equal(await authenticRows(dir, file, key), undefined, JSON.stringify(tables));
     }
   });
 });
