@@ -67,6 +67,8 @@ const CONNECT_PLAIN = /^\\connect (?:([A-Za-z0-9_.]+)|"([A-Za-z0-9_.]+)")$/;
 const CONNECT_CONNINFO = /^\\connect -reuse-previous=on "((?:[^"]|"")*)"$/;
 const CONNINFO_DBNAME = /^dbname=(?:([A-Za-z0-9_.]+)|'((?:[^'\\]|\\['\\])*)')$/;
 const RESTRICT = /^\\(?:un)?restrict [A-Za-z0-9]+$/;
+/** pg_dump switches psql to SQL_ASCII around a \connect with a conninfo name, then back: encodings psql lexes like UTF8. */
+const ENCODING = /^\\encoding (?:SQL_ASCII|UTF8|LATIN\d+)$/;
 
 const IDENT = `(?:[A-Za-z_\\x80-\\xff][A-Za-z0-9_$\\x80-\\xff]*|"(?:[^"]|"")+")`;
 /** pg_dump's COPY: `COPY schema.table (a, b) FROM stdin;` (two spaces and no list for a table without columns). */
@@ -289,7 +291,7 @@ export class DumpFilter {
   private metaLine(line: string): void {
     const name = /^\\[^\s\\]*/.exec(line)?.[0] ?? '\\';
     if (line.includes('`')) this.refuse(this.lineNo, `a backquote in a psql meta-command (${name} would run a shell command)`);
-    if (RESTRICT.test(line)) return;
+    if (RESTRICT.test(line) || ENCODING.test(line)) return;
     const plain = CONNECT_PLAIN.exec(line);
     if (plain) {
       // psql folds an unquoted \connect argument to lower case.
