@@ -6,6 +6,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, partialFileName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR, stampOfName } from '../src/dump-names.js';
 import { decompressor } from './compression.js';
+import { redactSecrets, splitCredentials } from '../src/redact.js';
 import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError } from '../src/errors.js';
 import type { DumpFacts } from '../src/restore-plan.js';
 import { recordedFacts } from './drill.js';
@@ -243,17 +244,20 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     async waitForImmich(): Promise<HealthResult> {
       const started = Date.now();
       const deadline = started + config.immich.healthTimeoutSeconds * 1000;
+      // Shown in heartbeats, the result and errors: never the URL's credentials, which go in a header (fetch refuses them in the URL).
+      const { url, headers } = splitCredentials(config.immich.pingUrl);
+      const shown = redactSecrets(config.immich.pingUrl);
       let detail = 'no answer yet';
       return withHeartbeats(
         (async () => {
           for (;;) {
             try {
-              const res = await fetch(config.immich.pingUrl, { signal: AbortSignal.timeout(5000) });
+              const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
               const body = await res.text();
-              if (res.ok) return { healthy: true, detail: `${config.immich.pingUrl} answered ${res.status} ${body.slice(0, 100)}`, waitedMs: Date.now() - started };
-              detail = `${config.immich.pingUrl} answered ${res.status}`;
+              if (res.ok) return { healthy: true, detail: redactSecrets(`${shown} answered ${res.status} ${body.slice(0, 100)}`), waitedMs: Date.now() - started };
+              detail = `${shown} answered ${res.status}`;
             } catch (err) {
-              detail = `${config.immich.pingUrl}: ${(err as Error).message}`;
+              detail = redactSecrets(`${shown}: ${(err as Error).message}`);
             }
             if (Date.now() >= deadline) return { healthy: false, detail: `no healthy answer within ${config.immich.healthTimeoutSeconds} s (${detail})`, waitedMs: Date.now() - started };
             await new Promise((r) => setTimeout(r, 1000));

@@ -18,6 +18,7 @@ import { ageText, AWAITING_APPROVAL, describeDump, describePlan, RESTORE_MESSAGE
 import { loadConfig, redactConfig, type Config } from './config.js';
 import { findTemporalBinary, startDevServer } from './dev-server.js';
 import { ConfigError } from './errors.js';
+import { redactSecrets } from './redact.js';
 import { formatBytes } from './format.js';
 import { LOCK_WORKFLOW_PREFIX, runId, WORKFLOW_KINDS, type WorkflowType } from './ids.js';
 import { createLogger } from './logger.js';
@@ -549,6 +550,6 @@ try {
   await program.parseAsync();
 } catch (err) {
   // One line, then a non-zero exit: 2 for a config the operator must fix, 1 for everything else.
-  process.stderr.write(`error: ${(err as Error).message.split('\n')[0]}\n`);
+  process.stderr.write(`error: ${redactSecrets((err as Error).message.split('\n')[0] ?? '')}\n`);
   process.exit(err instanceof ConfigError ? 2 : 1);
 }

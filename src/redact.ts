@@ -21,3 +21,16 @@ export function redactDeep<T>(value: T): T {
   }
   return value;
 }
+
+/**
+ * A URL with credentials, split for fetch (which refuses URLs that carry them, with an error that
+ * quotes the URL): the URL without them, and the basic-auth header they stand for.
+ */
+export function splitCredentials(url: string): { url: string; headers: Record<string, string> } {
+  const parsed = new URL(url);
+  if (!parsed.username && !parsed.password) return { url, headers: {} };
+  const pair = new TextEncoder().encode(`${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`);
+  parsed.username = '';
+  parsed.password = '';
+  return { url: parsed.href, headers: { authorization: `Basic ${btoa(String.fromCharCode(...pair))}` } };
+}

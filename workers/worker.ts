@@ -6,6 +6,7 @@ import { createActivities } from '../activities/index.js';
 import type { Config } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
 import { registerSearchAttributes } from '../src/search-attributes.js';
+import { redactingActivityInterceptors } from './redact-interceptor.js';
 import { installRuntime } from './runtime.js';
 
 // `npm run build` writes the production bundle here (workers/bundle.ts); without it, or when a
@@ -42,6 +43,7 @@ export async function createBackupWorker({ config, logger, address }: WorkerOpti
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     activities: createActivities({ config, logger }),
+    interceptors: { activity: [redactingActivityInterceptors] },
     ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: WORKFLOWS }),
     // Cancellation reaches an activity with its next heartbeat: keep that within 2 s.
     maxHeartbeatThrottleInterval: '2s',
