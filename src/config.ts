@@ -52,6 +52,7 @@ const temporalSchema = z.strictObject({
       /** The name the server's certificate is for, when it differs from the address's host. */
       serverName: z.string().min(1).optional(),
     })
+    .refine((t) => !t.clientCert === !t.clientKey, { path: ['clientKey'], message: 'clientCert and clientKey come as a pair: set both or neither' })
     .optional(),
   /** Secret: prefer IMMICH_BACKUP_TEMPORAL_API_KEY. An API key (Temporal Cloud); implies TLS. */
   apiKey: z.string().min(1).optional(),
@@ -64,6 +65,10 @@ const temporalSchema = z.strictObject({
       uiPort: port.default(8233),
     })
     .prefault({}),
+}).superRefine((t, ctx) => {
+  // Without an address everything talks to the embedded dev server, which speaks plain TCP only.
+  if (!t.address && t.tls) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'TLS is for a remote Temporal: set temporal.address too' });
+  if (!t.address && t.apiKey) ctx.addIssue({ code: 'custom', path: ['apiKey'], message: 'an API key is for a remote Temporal: set temporal.address too' });
 });
 
 const postgresSchema = z.strictObject({

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
+import { connectHint, connectionSecurity } from '../src/client.js';
 import type { Config } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
 import { registerSearchAttributes } from '../src/search-attributes.js';
@@ -34,7 +35,10 @@ export interface WorkerOptions {
 export async function createBackupWorker({ config, logger, address }: WorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
   installRuntime(logger);
   const bundle = freshBundle();
-  const connection = await NativeConnection.connect({ address });
+  const security = connectionSecurity(config);
+  const connection = await NativeConnection.connect({ address, ...security }).catch((err: Error) => {
+    throw new Error(`worker cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${err.message.split('\n')[0]}): ${connectHint(config)}`);
+  });
   // Workflows set BackupKind and BackupOutcome: they must exist before the first task runs.
   const added = await registerSearchAttributes(connection.operatorService, config.temporal.namespace);
   if (added.length) logger.info({ searchAttributes: added }, 'search attributes registered');

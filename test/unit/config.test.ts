@@ -174,4 +174,17 @@ describe('config', () => {
     assert.ok(!printed.includes('s3cret-ping'));
     assert.equal(redactConfig(config).immich.pingUrl, 'http://[redacted]@photos.lan:2283/api/server/ping');
   });
+
+  test('TLS and an API key need a remote temporal.address; a client certificate needs its key', () => {
+    assert.throws(() => parseConfig({ temporal: { tls: { ca: '/etc/ca.pem' } } }), /temporal\.tls: TLS is for a remote Temporal: set temporal\.address too/);
+    assert.throws(() => parseConfig({}, { env: { IMMICH_BACKUP_TEMPORAL_API_KEY: 'k-9' } }), (err: unknown) => {
+      assert.match(String(err), /temporal\.apiKey: an API key is for a remote Temporal/);
+      assert.ok(!String(err).includes('k-9'), 'the key is not echoed');
+      return true;
+    });
+    assert.throws(() => parseConfig({ temporal: { address: 't:7233', tls: { clientCert: '/c.pem' } } }), /temporal\.tls\.clientKey: clientCert and clientKey come as a pair/);
+    const config = parseConfig({ temporal: { address: 't.example:7233' } }, { env: { IMMICH_BACKUP_TEMPORAL_API_KEY: 'k-9' } });
+    assert.equal(config.temporal.apiKey, 'k-9');
+    assert.equal(redactConfig(config).temporal.apiKey, '[redacted]');
+  });
 });
