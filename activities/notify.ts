@@ -1,6 +1,7 @@
 import { getClient } from '@temporalio/activity';
 import { redactUrl } from '../src/config.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../src/ids.js';
+import { redactSecrets, splitCredentials } from '../src/redact.js';
 import type { ActivityDeps } from './deps.js';
 import { FAILED_STATUSES, newestClosedRun } from './health.js';
 
@@ -85,12 +86,15 @@ export function createNotifyActivities({ config, logger }: ActivityDeps) {
     let reason = '';
     for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
       try {
-        const res = await fetch(d.url, { ...d.init, signal: AbortSignal.timeout(n.timeoutSeconds * 1000) });
+        // Credentials in the URL (an endpoint behind basic auth) travel as a header: fetch refuses them in the URL.
+        const { url, headers } = splitCredentials(d.url);
+        const res = await fetch(url, { ...d.init, headers: { ...(d.init.headers as Record<string, string> | undefined), ...headers }, signal: AbortSignal.timeout(n.timeoutSeconds * 1000) });
         await res.arrayBuffer();
         if (res.ok) return undefined;
         reason = `HTTP ${res.status}`;
       } catch (err) {
-        reason = (err as Error).name === 'TimeoutError' ? `no answer within ${n.timeoutSeconds} s` : ((err as Error & { cause?: Error }).cause?.message ?? (err as Error).message);
+        // The client's error text may quote the URL: the reason reaches the log and workflow history.
+        reason = redactSecrets((err as Error).name === 'TimeoutError' ? `no answer within ${n.timeoutSeconds} s` : ((err as Error & { cause?: Error }).cause?.message ?? (err as Error).message));
       }
       const last = attempt === ATTEMPTS;
       logger.warn({ target: d.id, url: redactUrl(d.url), event: event.event, kind: event.kind, attempt, reason }, last ? 'notification not delivered; giving up' : 'notification not delivered; retrying');

@@ -1,6 +1,6 @@
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checksumFileName, expiredDumps, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
+import { checksumFileName, expiredDumps, isDumpName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
 import { PruneRefusedError } from '../src/errors.js';
 import { readKey, tagFileName } from '../src/provenance.js';
 import { authenticDumps, authenticRows } from './trusted-dumps.js';
@@ -17,21 +17,28 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
     async pruneDumps({ keep, nowMs }: PruneDumpsInput): Promise<PruneResult> {
       const dir = config.backup.dir;
       const key = await readKey(config.security.keyFile);
-      // Only our own: regular files whose tag verifies (a directory or symlink named like a dump is left alone).
+      // Regular files only (a directory or symlink named like a dump is left alone, and said so).
       const { dumps: authentic, skipped } = await authenticDumps(dir, key);
-      for (const s of skipped) logger.warn({ file: s.file, reason: s.reason }, 'not ours: left alone by pruning');
-      const dumps = authentic.map((d) => d.file).reverse();
-      if (!dumps.includes(keep)) {
-        throw new PruneRefusedError(`refusing to prune: the dump just validated (${keep}) is not in ${dir}`);
+      const names = (await readdir(dir)).filter(isDumpName).sort().reverse();
+      const dumps: string[] = [];
+      for (const name of names) {
+        if ((await lstat(join(dir, name)).catch(() => undefined))?.isFile()) dumps.push(name);
+        else logger.warn({ file: name, dir }, 'not a regular file, though named like a dump: left alone by pruning');
       }
+      if (!authentic.some((d) => d.file === keep)) {
+        throw new PruneRefusedError(`refusing to prune: the dump just validated (${keep}) is not in ${dir}, or its provenance tag does not verify`);
+      }
+      for (const s of skipped.filter((x) => dumps.includes(x.file))) logger.warn({ file: s.file, reason: s.reason }, 'not ours');
       // A flagged newest dump (its tables emptied, its assets dropped) may be the start of a loss:
       // nothing older goes until a dump that looks whole is the newest again.
-      const newest = await authenticRows(dir, dumps[0]!, key);
+      const newest = await authenticRows(dir, keep, key);
       if (newest?.shrink) {
-        logger.error({ newest: dumps[0], reason: newest.shrink }, 'newest dump flagged: nothing pruned');
+        logger.error({ newest: keep, reason: newest.shrink }, 'newest dump flagged: nothing pruned');
         return { pruned: [], kept: dumps };
       }
-      const pruned = expiredDumps(dumps, nowMs, config.backup.retentionDays, keep, config.backup.keepMin);
+      // The newest keepMin of ours stay whatever the clock says; junk past retention (unvalidated, forged) goes.
+      const protectedNames = new Set(authentic.map((d) => d.file).reverse().slice(0, config.backup.keepMin));
+      const pruned = expiredDumps(dumps, nowMs, config.backup.retentionDays, keep).filter((d) => !protectedNames.has(d));
       for (const name of pruned) {
         await rm(join(dir, tagFileName(name)), { force: true });
         await rm(join(dir, checksumFileName(name)), { force: true });

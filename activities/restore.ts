@@ -8,6 +8,7 @@ import { decompressor } from './compression.js';
 import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError, UnauthenticatedDumpError } from '../src/errors.js';
 import { dumpTagMatches, readKey, tagFileName, verifyDumpTag } from '../src/provenance.js';
 import { authenticDumps, authenticRows, latestUsable, readRegular, rowFacts } from './trusted-dumps.js';
+import { redactSecrets, splitCredentials } from '../src/redact.js';
 import type { DumpFacts } from '../src/restore-plan.js';
 import { fsyncDir } from './fs-safe.js';
 import { formatBytes } from '../src/format.js';
@@ -49,7 +50,7 @@ export async function loadDump(
   const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
   const { size } = await stat(dump.path);
   let read = 0;
-  const feed = pipeline(createReadStream(dump.path, { highWaterMark: READ_CHUNK }), counter((n) => (read += n)), decompressor(dump.file), restoreFilter(user), child.stdin!);
+  const feed = pipeline(createReadStream(dump.path, { highWaterMark: READ_CHUNK }), counter((n) => (read += n)), decompressor(dump.file), restoreFilter(user, dump.file), child.stdin!);
   const [fed, loaded] = await withHeartbeats(Promise.allSettled([feed, awaitCommand(child, 'psql')]), () => ({
     step,
     file: dump.file,
@@ -274,17 +275,20 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     async waitForImmich(): Promise<HealthResult> {
       const started = Date.now();
       const deadline = started + config.immich.healthTimeoutSeconds * 1000;
+      // Shown in heartbeats, the result and errors: never the URL's credentials, which go in a header (fetch refuses them in the URL).
+      const { url, headers } = splitCredentials(config.immich.pingUrl);
+      const shown = redactSecrets(config.immich.pingUrl);
       let detail = 'no answer yet';
       return withHeartbeats(
         (async () => {
           for (;;) {
             try {
-              const res = await fetch(config.immich.pingUrl, { signal: AbortSignal.timeout(5000) });
+              const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
               const body = await res.text();
-              if (res.ok) return { healthy: true, detail: `${config.immich.pingUrl} answered ${res.status} ${body.slice(0, 100)}`, waitedMs: Date.now() - started };
-              detail = `${config.immich.pingUrl} answered ${res.status}`;
+              if (res.ok) return { healthy: true, detail: redactSecrets(`${shown} answered ${res.status} ${body.slice(0, 100)}`), waitedMs: Date.now() - started };
+              detail = `${shown} answered ${res.status}`;
             } catch (err) {
-              detail = `${config.immich.pingUrl}: ${(err as Error).message}`;
+              detail = redactSecrets(`${shown}: ${(err as Error).message}`);
             }
             if (Date.now() >= deadline) return { healthy: false, detail: `no healthy answer within ${config.immich.healthTimeoutSeconds} s (${detail})`, waitedMs: Date.now() - started };
             await new Promise((r) => setTimeout(r, 1000));

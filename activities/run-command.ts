@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { execa, ExecaError, type Options, type ResultPromise } from 'execa';
 import { CommandFailedError, CommandNotFoundError } from '../src/errors.js';
+import { redactDeep } from '../src/redact.js';
 
 // The one way activities run subprocesses: argument arrays only (never a shell string), the
 // activity's cancellation wired to the child's whole process group, heartbeats while it runs,
@@ -169,8 +170,9 @@ export function stderrTail(stderr: unknown): string {
 export async function withHeartbeats<T>(work: Promise<T>, details: () => unknown): Promise<T> {
   const ctx = activityContext();
   if (!ctx) return work;
-  ctx.heartbeat(details());
-  const timer = setInterval(() => ctx.heartbeat(details()), HEARTBEAT_EVERY_MS);
+  // Heartbeat details reach workflow history and the CLI's progress lines: no URL credentials.
+  ctx.heartbeat(redactDeep(details()));
+  const timer = setInterval(() => ctx.heartbeat(redactDeep(details())), HEARTBEAT_EVERY_MS);
   try {
     return await work;
   } finally {

@@ -19,6 +19,7 @@ import { findTemporalBinary, startDevServer } from './dev-server.js';
 import { approvalToken, osUser, startToken } from './authorization.js';
 import { ConfigError, UnsafePathError } from './errors.js';
 import { readKey } from './provenance.js';
+import { redactSecrets } from './redact.js';
 import { formatBytes } from './format.js';
 import { LOCK_WORKFLOW_PREFIX, runId, WORKFLOW_KINDS, type WorkflowType } from './ids.js';
 import { createLogger } from './logger.js';
@@ -564,6 +565,6 @@ try {
   await program.parseAsync();
 } catch (err) {
   // One line, then a non-zero exit: 2 for a config the operator must fix, 1 for everything else.
-  process.stderr.write(`error: ${(err as Error).message.split('\n')[0]}\n`);
+  process.stderr.write(`error: ${redactSecrets((err as Error).message.split('\n')[0] ?? '')}\n`);
   process.exit(err instanceof ConfigError || err instanceof UnsafePathError ? 2 : 1);
 }

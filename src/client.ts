@@ -1,8 +1,9 @@
-import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { readFileSync } from 'node:fs';
+import { Client, Connection, WorkflowFailedError, type TLSConfig, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import proto from '@temporalio/proto';
 import type { Config } from './config.js';
-import { NoWorkerError } from './errors.js';
+import { ConfigError, NoWorkerError } from './errors.js';
 import { innermostCause, innermostMessage } from './failure.js';
 import { RESTORE_MESSAGES } from './restore-plan.js';
 
@@ -11,12 +12,49 @@ export function temporalAddress(config: Config): string {
   return config.temporal.address ?? `${config.temporal.devServer.ip}:${config.temporal.devServer.port}`;
 }
 
+/**
+ * TLS and the API key for a remote Temporal, as both the client's Connection and the worker's
+ * NativeConnection take them. The PEM files are read now: a missing one is a config error naming
+ * its key, not a handshake failure later. Nothing for the embedded dev server (plain, loopback).
+ */
+export function connectionSecurity(config: Config): { tls?: TLSConfig | true; apiKey?: string } {
+  const { tls, apiKey, address } = config.temporal;
+  if (!address || (!tls && !apiKey)) return {};
+  const read = (key: 'clientCert' | 'clientKey' | 'ca'): Uint8Array | undefined => {
+    const file = tls?.[key];
+    if (!file) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError(`temporal.tls.${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const crt = read('clientCert');
+  const key = read('clientKey');
+  const ca = read('ca');
+  const settings: TLSConfig = {
+    ...(crt && key ? { clientCertPair: { crt, key } } : {}),
+    ...(ca ? { serverRootCACertificate: ca } : {}),
+    ...(tls?.serverName ? { serverNameOverride: tls.serverName } : {}),
+  };
+  // An API key travels as a bearer token: never over plain TCP.
+  return { tls: Object.keys(settings).length ? settings : true, ...(apiKey ? { apiKey } : {}) };
+}
+
+/** What to check when a connection fails: the dev server for a local address, the TLS settings for a remote one. */
+export function connectHint(config: Config): string {
+  const { tls, apiKey } = config.temporal;
+  if (tls || apiKey) return 'check temporal.address and temporal.tls (client certificate and key, CA, serverName) or temporal.apiKey';
+  return 'start it with `npm start`, or set temporal.address';
+}
+
 export async function connectClient(config: Config, address = temporalAddress(config)): Promise<{ client: Client; connection: Connection }> {
+  const security = connectionSecurity(config);
   let connection: Connection;
   try {
-    connection = await Connection.connect({ address, connectTimeout: 5000 });
+    connection = await Connection.connect({ address, connectTimeout: 5000, ...security });
   } catch (err) {
-    throw new Error(`cannot reach Temporal at ${address} (${(err as Error).message}): start it with \`npm start\`, or set temporal.address`);
+    throw new Error(`cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${(err as Error).message.split('\n')[0]}): ${connectHint(config)}`);
   }
   return { client: new Client({ connection, namespace: config.temporal.namespace }), connection };
 }

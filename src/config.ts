@@ -1,9 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
+import { cronProblem } from './cron.js';
 import { ConfigError } from './errors.js';
+import { redactSecrets } from './redact.js';
 
 // Sections use prefault({}) so their defaults pass through the schema (paths get expanded).
 // Every default is the runbook's (shared/runbook/immich-backup-restore.md) unless noted.
@@ -22,6 +25,11 @@ const regexField = z.string().min(1).refine(
   },
   { message: 'not a valid regular expression' },
 );
+
+const isLoopback = (ip: string) => ip === 'localhost' || ip === '::1' || (isIP(ip) === 4 && ip.startsWith('127.'));
+
+/** `inner` is `outer` or below it (both already resolved: no trailing slash, no ..). */
+const isInside = (inner: string, outer: string) => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`);
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:7233');
 const port = z.number().int().min(1).max(65535);
@@ -44,17 +52,23 @@ const temporalSchema = z.strictObject({
       /** The name the server's certificate is for, when it differs from the address's host. */
       serverName: z.string().min(1).optional(),
     })
+    .refine((t) => !t.clientCert === !t.clientKey, { path: ['clientKey'], message: 'clientCert and clientKey come as a pair: set both or neither' })
     .optional(),
   /** Secret: prefer IMMICH_BACKUP_TEMPORAL_API_KEY. An API key (Temporal Cloud); implies TLS. */
   apiKey: z.string().min(1).optional(),
   devServer: z
     .strictObject({
       dataDir: pathField('~/.local/share/immich-backup/temporal'),
-      ip: z.string().min(1).default('127.0.0.1'),
+      // The dev server has no authentication: whoever reaches it can start restores. Loopback only.
+      ip: z.string().min(1).default('127.0.0.1').refine(isLoopback, { message: 'must be a loopback address (127.0.0.1, ::1 or localhost): the dev server has no authentication; for a shared server set temporal.address' }),
       port: port.default(7233),
       uiPort: port.default(8233),
     })
     .prefault({}),
+}).superRefine((t, ctx) => {
+  // Without an address everything talks to the embedded dev server, which speaks plain TCP only.
+  if (!t.address && t.tls) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'TLS is for a remote Temporal: set temporal.address too' });
+  if (!t.address && t.apiKey) ctx.addIssue({ code: 'custom', path: ['apiKey'], message: 'an API key is for a remote Temporal: set temporal.address too' });
 });
 
 const postgresSchema = z.strictObject({
@@ -146,9 +160,19 @@ const librarySchema = z.strictObject({
   bwLimitKiB: z.number().int().min(0).default(0),
   /** A mirror or library restore whose byte count has not moved for this long fails as stalled (a frozen or dying drive). */
   stallSeconds: z.number().int().min(1).default(600),
+}).superRefine((l, ctx) => {
+  // The mount check is what keeps the mirror off the root disk: / is always "mounted".
+  if (l.mountPoint === '/') ctx.addIssue({ code: 'custom', path: ['mountPoint'], message: 'must not be / (the mount check would always pass and the mirror would fill the root filesystem); use the drive\'s own mount point' });
+  else if (l.destination === l.mountPoint || !isInside(l.destination, l.mountPoint)) ctx.addIssue({ code: 'custom', path: ['destination'], message: `must be a directory inside library.mountPoint (${l.mountPoint}), else the mount check guards nothing` });
+  // rsync from a tree into itself (or with --delete, over the library) destroys the library.
+  if (isInside(l.source, l.destination) || isInside(l.destination, l.source)) ctx.addIssue({ code: 'custom', path: ['destination'], message: `must not be library.source (${l.source}), nor inside it or contain it` });
 });
 
-const cron = z.string().regex(/^\S+( \S+){4}$/, 'a 5-field cron expression, e.g. "0 3 * * *"');
+// Checked here, not when `start` sends it to Temporal (after connecting, without the key's name).
+const cron = z.string().superRefine((line, ctx) => {
+  const problem = cronProblem(line);
+  if (problem) ctx.addIssue({ code: 'custom', message: `${problem}; e.g. "0 3 * * *"` });
+});
 const timeZone = z.string().refine(
   (tz) => {
     try {
@@ -183,7 +207,7 @@ const immichSchema = z.strictObject({
   /** Stopped during a restore; the database container keeps running. */
   appContainers: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a container name')).min(1).default(['immich_server', 'immich_machine_learning']),
   /** Immich's health endpoint, polled after it starts again. */
-  pingUrl: z.url().default('http://127.0.0.1:2283/api/server/ping'),
+  pingUrl: z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).default('http://127.0.0.1:2283/api/server/ping'),
   healthTimeoutSeconds: z.number().int().min(1).default(300),
   /** Immich 2.x's own database backups (UPLOAD_LOCATION/backups, immich-db-backup-*.sql.gz); unset: not used. */
   backupsDir: z.string().min(1).transform(expandHome).optional(),
@@ -373,6 +397,7 @@ export function redactConfig(config: Config): Config {
     ...config,
     temporal: { ...config.temporal, ...(config.temporal.apiKey ? { apiKey: '[redacted]' } : {}) },
     postgres: { ...config.postgres, ...(config.postgres.password ? { password: '[redacted]' } : {}) },
+    immich: { ...config.immich, pingUrl: redactSecrets(config.immich.pingUrl) },
     notifications: {
       ...n,
       webhooks: n.webhooks.map(redactUrl),

@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { redactSecrets } from './redact.js';
 
 export type { Logger } from 'pino';
 
@@ -23,7 +24,14 @@ export interface LoggerOptions {
 
 export function createLogger({ level = 'info', fd = 1 }: LoggerOptions = {}): Logger {
   return pino(
-    { level, base: { app: 'immich-backup' }, redact: { paths: REDACT, censor: '[redacted]' } },
+    {
+      level,
+      base: { app: 'immich-backup' },
+      redact: { paths: REDACT, censor: '[redacted]' },
+      // The finished line, so no field escapes: messages, err.message and err.stack, the SDK's and
+      // the native core's entries (an HTTP client's error names the URL it failed on, credentials and all).
+      hooks: { streamWrite: redactSecrets },
+    },
     // Synchronous so the last lines are written before a failing command exits.
     pino.destination({ fd, sync: true }),
   );

@@ -3,10 +3,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
+import { connectHint, connectionSecurity } from '../src/client.js';
 import type { Config } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
 import { registerSearchAttributes } from '../src/search-attributes.js';
 import { trustedSetup } from '../src/trust.js';
+import { redactingActivityInterceptors } from './redact-interceptor.js';
 import { installRuntime } from './runtime.js';
 
 // `npm run build` writes the production bundle here (workers/bundle.ts); without it, or when a
@@ -40,7 +42,10 @@ export async function createBackupWorker({ config, logger, address, configFile }
   if (made) logger.warn({ keyFile: config.security.keyFile }, 'made the worker\'s key: dumps are tagged with it from now on; keep a copy somewhere safe, off the NAS (see the README, "Lost key")');
   installRuntime(logger);
   const bundle = freshBundle();
-  const connection = await NativeConnection.connect({ address });
+  const security = connectionSecurity(config);
+  const connection = await NativeConnection.connect({ address, ...security }).catch((err: Error) => {
+    throw new Error(`worker cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${err.message.split('\n')[0]}): ${connectHint(config)}`);
+  });
   // Workflows set BackupKind and BackupOutcome: they must exist before the first task runs.
   const added = await registerSearchAttributes(connection.operatorService, config.temporal.namespace);
   if (added.length) logger.info({ searchAttributes: added }, 'search attributes registered');
@@ -49,6 +54,7 @@ export async function createBackupWorker({ config, logger, address, configFile }
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     activities: createActivities({ config, logger }),
+    interceptors: { activity: [redactingActivityInterceptors] },
     ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: WORKFLOWS }),
     // Cancellation reaches an activity with its next heartbeat: keep that within 2 s.
     maxHeartbeatThrottleInterval: '2s',
