@@ -16,6 +16,7 @@ import { loadImmichLike, rowCounts, startPostgres, type TestPostgres } from '../
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { startAuthorized, tagPlanted } from '../helpers/trust.js';
 
 // A worker process SIGKILLed while psql loads a dump: Temporal notices the silence, and the
 // workflow (on a new worker) puts the restore point back and starts Immich again.
@@ -50,7 +51,9 @@ describe('faults: restore', () => {
     const sql = gunzipSync(await readFile(dump!.path)).toString('utf8').replace(/(\nCOPY public\.exif )/, '\nSELECT pg_sleep(15);$1');
     const body = gzipSync(sql);
     await writeFile(dump!.path, body);
-    await writeFile(`${dump!.path}.sha256`, `${createHash('sha256').update(body).digest('hex')}  ${dump!.file}\n`);
+    const sha256 = createHash('sha256').update(body).digest('hex');
+    await writeFile(`${dump!.path}.sha256`, `${sha256}  ${dump!.file}\n`);
+    await tagPlanted(config, join(root, 'dumps'), dump!.file, sha256);
     await pg.psql(`DELETE FROM assets WHERE "originalPath" LIKE '%/2022/%'`, 'immich');
     const before = await rowCounts(pg);
     await new Promise((r) => setTimeout(r, 1000));
@@ -60,7 +63,7 @@ describe('faults: restore', () => {
     let second: ReturnType<typeof spawnCli> | undefined;
     try {
       await workerStarted(first);
-      const handle = await client.workflow.start('RestoreDatabase', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-restore-${Date.now()}`, args: [{ dump: dump!.file, approved: true }] });
+      const handle = await startAuthorized(client, config, 'RestoreDatabase', `fault-restore-${Date.now()}`, { dump: dump!.file, approved: true });
       await waitFor('psql loading the dump', async () => ((await handle.query<string>('currentStep')) === 'restoring' && (await pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(15)%'")) === '1' ? true : undefined), 60_000, 200);
       await rm(dockerLog, { force: true });
       first.process.kill('SIGKILL');

@@ -7,7 +7,8 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { after, before } from 'node:test';
 import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig, type Config } from '../../src/config.js';
+import { tagPlanted } from './trust.js';
 import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../../workflows/index.js';
 import { waitFor } from './net.js';
 import { startPingServer } from './ping.js';
@@ -96,12 +97,18 @@ export function changeData(pg: TestPostgres): Promise<string> {
   return pg.psql(`DELETE FROM assets WHERE "originalPath" LIKE '%/2021/%'; INSERT INTO users SELECT md5(r)::uuid, r || '@example.com', 'X', now() FROM (SELECT random()::text AS r) s;`, 'immich');
 }
 
-/** Rewrites a dump's SQL (and its .sha256, so only the content check can object). */
-export async function tamper(dir: string, file: string, edit: (sql: string) => string, newName = file): Promise<void> {
+/**
+ * Rewrites a dump's SQL and its .sha256 (self-consistent, as anyone who can write a folder can
+ * make it). With `sign`, also its provenance tag, made with that config's key: a dump this tool
+ * vouches for, so that only the content checks behind provenance can object.
+ */
+export async function tamper(dir: string, file: string, edit: (sql: string) => string, newName = file, sign?: Config): Promise<void> {
   const sql = gunzipSync(await readFile(join(dir, file))).toString('utf8');
   const body = gzipSync(edit(sql));
+  const sha256 = createHash('sha256').update(body).digest('hex');
   await writeFile(join(dir, newName), body);
-  await writeFile(join(dir, `${newName}.sha256`), `${createHash('sha256').update(body).digest('hex')}  ${newName}\n`);
+  await writeFile(join(dir, `${newName}.sha256`), `${sha256}  ${newName}\n`);
+  if (sign) await tagPlanted(sign, dir, newName, sha256);
 }
 
 /** The failure type and message of a failed run. */

@@ -17,6 +17,8 @@ import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../help
 import { waitFor } from '../helpers/net.js';
 import { fixture } from '../helpers/paths.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
+import { ensureKey } from '../../src/provenance.js';
+import { tagPlanted } from '../helpers/trust.js';
 
 // Activities called directly, outside a worker, against real PostgreSQL, compressors and files.
 // MockActivityEnvironment is the SDK's activity context; the fixture docker stands in for Docker.
@@ -39,10 +41,14 @@ before(async () => {
 });
 after(() => pg?.stop());
 
-async function writeDump(dir: string, name: string, sql: string | Buffer, checksum?: string) {
+/** A dump with its .sha256, as a backup left it (tagged with the key of the dir's test config, when the checksum is its own). */
+async function writeDump(dir: string, name: string, sql: string | Buffer, checksum?: string, tag = false) {
   const body = Buffer.isBuffer(sql) ? sql : gzipSync(sql);
+  const sha256 = createHash('sha256').update(body).digest('hex');
   await writeFile(join(dir, name), body);
-  await writeFile(join(dir, `${name}.sha256`), `${checksum ?? createHash('sha256').update(body).digest('hex')}  ${name}\n`);
+  await writeFile(join(dir, `${name}.sha256`), `${checksum ?? sha256}  ${name}\n`);
+  await ensureKey(`${dir}.key`);
+  if (tag) await tagPlanted(testConfig({ backupDir: dir }), dir, name, sha256);
 }
 
 const COMPLETE_SQL = '-- dump\n' + 'SELECT 1;\n'.repeat(200) + '--\n-- PostgreSQL database cluster dump complete\n--\n\n';
@@ -247,16 +253,24 @@ describe('validateDump', () => {
 describe('pruneDumps', () => {
   test('refuses to run when the dump it must keep is not there', async () => {
     const dir = await tempDir('staging');
-    await writeDump(dir, 'immich_20200101_030000.sql.gz', COMPLETE_SQL);
+    await writeDump(dir, 'immich_20200101_030000.sql.gz', COMPLETE_SQL, undefined, true);
     await assert.rejects(run(() => activities(testConfig({ backupDir: dir })).pruneDumps({ keep: 'immich_20261126_030000.sql.gz', nowMs: Date.now() })), { name: 'PruneRefusedError' });
-    assert.equal((await listDir(dir)).length, 2);
+    assert.equal((await listDir(dir)).length, 3);
   });
 
   test('never deletes the newest dump, even when every dump is past retention', async () => {
     const dir = await tempDir('staging');
-    for (const n of ['immich_20200101_030000.sql.gz', 'immich_20200102_030000.sql.gz', 'immich_20200103_030000.sql.gz']) await writeDump(dir, n, COMPLETE_SQL);
-    const result = await run(() => activities(testConfig({ backupDir: dir })).pruneDumps({ keep: 'immich_20200102_030000.sql.gz', nowMs: Date.now() }));
+    for (const n of ['immich_20200101_030000.sql.gz', 'immich_20200102_030000.sql.gz', 'immich_20200103_030000.sql.gz']) await writeDump(dir, n, COMPLETE_SQL, undefined, true);
+    const result = await run(() => activities(testConfig({ backupDir: dir, extra: { backup: { keepMin: 1 } } })).pruneDumps({ keep: 'immich_20200102_030000.sql.gz', nowMs: Date.now() }));
     assert.deepEqual(result.pruned, ['immich_20200101_030000.sql.gz']);
-    assert.deepEqual(await listDir(dir), ['immich_20200102_030000.sql.gz', 'immich_20200102_030000.sql.gz.sha256', 'immich_20200103_030000.sql.gz', 'immich_20200103_030000.sql.gz.sha256']);
+    assert.deepEqual(await listDir(dir), ['immich_20200102_030000.sql.gz', 'immich_20200102_030000.sql.gz.hmac', 'immich_20200102_030000.sql.gz.sha256', 'immich_20200103_030000.sql.gz', 'immich_20200103_030000.sql.gz.hmac', 'immich_20200103_030000.sql.gz.sha256']);
+  });
+
+  test('keeps the newest backup.keepMin of ours whatever the clock says; junk past retention (no valid tag) goes', async () => {
+    const dir = await tempDir('staging');
+    for (const n of ['immich_20200101_030000.sql.gz', 'immich_20200102_030000.sql.gz', 'immich_20200103_030000.sql.gz']) await writeDump(dir, n, COMPLETE_SQL, undefined, true);
+    await writeDump(dir, 'immich_20191231_030000.sql.gz', COMPLETE_SQL); // validated-looking, never tagged
+    const result = await run(() => activities(testConfig({ backupDir: dir })).pruneDumps({ keep: 'immich_20200103_030000.sql.gz', nowMs: Date.now() + 10 * 365 * 86_400_000 }));
+    assert.deepEqual(result.pruned, ['immich_20191231_030000.sql.gz']);
   });
 });

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -27,6 +26,7 @@ import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 import { recordFault } from '../helpers/fault-matrix.js';
+import { plantDump } from '../helpers/trust.js';
 
 // Operating it: status, the BackupHealth alarm, notifications, the restore drill, search
 // attributes and rerun, on real parts: a Temporal dev server, PostgreSQL, sshd on loopback as the
@@ -182,8 +182,7 @@ describe('status, drill, alarm and notifications', () => {
     const fresh = (await readdir(backupDir)).find((n) => n.endsWith('.sql.gz'))!;
     const old = `immich_${formatStamp(new Date(Date.now() - 30 * 3_600_000))}.sql.gz`;
     const body = await readFile(join(backupDir, fresh));
-    await writeFile(join(staleDir, old), body, { mode: 0o600 });
-    await writeFile(join(staleDir, `${old}.sha256`), `${createHash('sha256').update(body).digest('hex')}  ${old}\n`, { mode: 0o600 });
+    await plantDump(config, staleDir, old, body);
     const file = await writeConfigFile(staleDir, variant({ backup: { dir: staleDir } }));
     const { exitCode, report } = await status(file);
     assert.equal(exitCode, 1);
@@ -241,8 +240,7 @@ describe('status, drill, alarm and notifications', () => {
     const fresh = (await readdir(backupDir)).find((n) => n.endsWith('.sql.gz'))!;
     const old = `immich_${formatStamp(new Date(Date.now() - 40 * 3_600_000))}.sql.gz`;
     const body = await readFile(join(backupDir, fresh));
-    await writeFile(join(staleDir, old), body);
-    await writeFile(join(staleDir, `${old}.sha256`), `${createHash('sha256').update(body).digest('hex')}  ${old}\n`);
+    await plantDump(config, staleDir, old, body);
     const closed = await freePort();
     const webhooks = [`${receiver.url}/hook`, `${receiver.url}/down`, `http://127.0.0.1:${closed}/refused`];
     const stale = variant({ backup: { dir: staleDir }, notifications: { ...raw.notifications, webhooks } });

@@ -11,6 +11,7 @@ import { pgBin, rowCounts } from '../helpers/postgres.js';
 import { failureType, refusal, stepReached, useRestoreStack } from '../helpers/restore-stack.js';
 import { testWorkflowId, withWorker } from '../helpers/run-workflow.js';
 import { writeConfigFile } from '../helpers/setup.js';
+import { decisionFields, startAuthorized } from '../helpers/trust.js';
 
 // Approving a restore (an Update with a validator, bound to the dump shown), its version check,
 // and the database lock that keeps backups off a restore.
@@ -33,17 +34,18 @@ describe('RestoreDatabase approval and exclusion', () => {
       await stepReached(handle, 'finding the database container');
       await handle.signal('approve', { by: 'early' });
       await handle.signal('approve');
-      await assert.rejects(handle.executeUpdate('approveRestore', { args: [{ sha256: dump.sha256, by: 'early' }] }), (err) => /is not waiting for approval \(its step: finding the database container\)$/.test(refusal(err)));
+      const fields = await decisionFields(w.config, handle);
+      await assert.rejects(handle.executeUpdate('approveRestore', { args: [{ sha256: dump.sha256, ...fields }] }), (err) => /is not waiting for approval \(its step: finding the database container\)$/.test(refusal(err)));
       await stepReached(handle, 'awaiting approval');
       await handle.signal('approve');
-      await assert.rejects(handle.executeUpdate('approveRestore', { args: [] }), (err) => /^an approval carries \{ sha256, by \}/.test(refusal(err)));
-      await assert.rejects(handle.executeUpdate('approveRestore', { args: [{ sha256: '0'.repeat(64), by: 'me' }] }), (err) => refusal(err) === `this run waits to load ${dump.file} with sha256 ${dump.sha256}; the approval names sha256 ${'0'.repeat(64)}: not approved`);
+      await assert.rejects(handle.executeUpdate('approveRestore', { args: [] }), (err) => /^an approval carries \{ sha256, token, by \}/.test(refusal(err)));
+      await assert.rejects(handle.executeUpdate('approveRestore', { args: [{ sha256: '0'.repeat(64), ...fields }] }), (err) => refusal(err) === `this run waits to load ${dump.file} with sha256 ${dump.sha256}; the approval names sha256 ${'0'.repeat(64)}: not approved`);
       assert.equal(await handle.query('currentStep'), 'awaiting approval', 'still waiting');
-      assert.equal(await handle.executeUpdate('rejectRestore', { args: [{ by: 'me', reason: 'wrong dump' }] }), 'rejected: nothing was changed');
+      assert.equal(await handle.executeUpdate('rejectRestore', { args: [{ ...fields, reason: 'wrong dump' }] }), 'rejected: nothing was changed');
     }).finally(() => delete process.env.FIXTURE_DOCKER_DELAY);
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'rejected');
-    assert.equal(report!.message, 'rejected by me (wrong dump): nothing was changed');
+    assert.equal(report!.message, 'rejected by root (wrong dump): nothing was changed');
     assert.deepEqual(await dockerCalls(), []);
     assert.deepEqual(await rowCounts(stack.pg), changed);
     const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
@@ -85,7 +87,7 @@ describe('RestoreDatabase approval and exclusion', () => {
     const restoreId = testWorkflowId('RestoreDatabase');
     const backupId = testWorkflowId('NightlyDbBackup');
     const [restored, backedUp] = await withWorker(stack.temporal.address, w.config, async () => {
-      const restoring = await stack.client.workflow.start('RestoreDatabase', { taskQueue: w.config.temporal.taskQueue, workflowId: restoreId, args: [{ approved: true }] });
+      const restoring = await startAuthorized(stack.client, w.config, 'RestoreDatabase', restoreId, { approved: true });
       await stepReached(restoring, 'restoring');
       const backing = await stack.client.workflow.start('NightlyDbBackup', { taskQueue: w.config.temporal.taskQueue, workflowId: backupId, args: [{}] });
       const waiting = await stepReached(backing, (step) => step.startsWith('waiting for the database: in use by'));

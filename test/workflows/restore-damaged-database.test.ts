@@ -8,6 +8,7 @@ import { execa } from 'execa';
 import { describePlan, type RestorePlan } from '../../src/restore-plan.js';
 import { pgBin, type TestPostgres } from '../helpers/postgres.js';
 import { dockerCalls, failureType, restoreWorld, stepReached, useRestoreStack } from '../helpers/restore-stack.js';
+import { decisionFields } from '../helpers/trust.js';
 
 // Problem 2 of the restore issue: a live database pg_dump cannot read (Immich issue #30062,
 // "missing chunk number 0 for toast value … in pg_toast_…"). The damage is real: contrib's
@@ -89,12 +90,12 @@ describe('RestoreDatabase onto a damaged database', () => {
       const text = describePlan(plan, Date.now());
       assert.match(text, /^NO RESTORE POINT: the live database is replaced with no way back \(a partial salvage of what can still be read is saved first\)$/m);
       assert.match(text, /on failure or cancellation: NO way back/);
-      await handle.executeUpdate('approveRestore', { args: [{ sha256: plan.dump!.sha256, by: 'operator' }] });
+      await handle.executeUpdate('approveRestore', { args: [{ sha256: plan.dump!.sha256, ...(await decisionFields(w.config, handle)) }] });
     });
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'restored');
     assert.equal(report!.restorePoint, undefined);
-    assert.equal(report!.approvedBy, 'operator');
+    assert.equal(report!.approvedBy, 'root');
     const salvage = report!.salvage!;
     assert.match(salvage.path, new RegExp(`^${w.backupDir}/salvage/salvage_immich_\\d{8}T\\d{6}\\.partial\\.sql\\.gz$`));
     assert.deepEqual(salvage.skippedTables, ['public.asset_blobs']);

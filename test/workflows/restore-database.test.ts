@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
-import { checksummedDumps } from '../../activities/checksums.js';
+import { authenticDumps } from '../../activities/trusted-dumps.js';
+import { readKey } from '../../src/provenance.js';
+import { tagPlanted } from '../helpers/trust.js';
 import { collectStatus } from '../../activities/health.js';
 import { createActivities } from '../../activities/index.js';
 import { createLogger } from '../../src/logger.js';
@@ -63,7 +65,9 @@ describe('RestoreDatabase', () => {
     const dump = await w.backup();
     const body = (await readFile(dump.path)).subarray(0, Math.floor(dump.bytes / 2));
     await writeFile(dump.path, body);
-    await writeFile(`${dump.path}.sha256`, `${createHash('sha256').update(body).digest('hex')}  ${dump.file}\n`);
+    const sha256 = createHash('sha256').update(body).digest('hex');
+    await writeFile(`${dump.path}.sha256`, `${sha256}  ${dump.file}\n`);
+    await tagPlanted(w.config, w.backupDir, dump.file, sha256); // vouched for, then cut: only the stream check objects
     await rm(stack.dockerLog, { force: true });
     const { error } = await w.restore({ approved: true, dump: dump.file });
     const failure = failureType(error);
@@ -90,7 +94,9 @@ describe('RestoreDatabase', () => {
     ['a truncated dump', async (w, file) => {
       const body = await readFile(join(w.backupDir, file));
       await writeFile(join(w.backupDir, file), body.subarray(0, body.length - 200));
-      await writeFile(join(w.backupDir, `${file}.sha256`), `${createHash('sha256').update(body.subarray(0, body.length - 200)).digest('hex')}  ${file}\n`);
+      const sha256 = createHash('sha256').update(body.subarray(0, body.length - 200)).digest('hex');
+      await writeFile(join(w.backupDir, `${file}.sha256`), `${sha256}  ${file}\n`);
+      await tagPlanted(w.config, w.backupDir, file, sha256); // vouched for, then damaged: only the stream check objects
       return file;
     }, 'DumpCorruptError'],
     ['a dump whose bytes differ from its .sha256', async (w, file) => {
@@ -98,11 +104,11 @@ describe('RestoreDatabase', () => {
       return file;
     }, 'ChecksumMismatchError'],
     ['a dump with a \\! shell escape', async (w, file) => {
-      await tamper(w.backupDir, file, (sql) => sql.replace('\\connect immich', `\\! touch ${join(w.root, 'pwned')}\n\\connect immich`));
+      await tamper(w.backupDir, file, (sql) => sql.replace('\\connect immich', `\\! touch ${join(w.root, 'pwned')}\n\\connect immich`), file, w.config);
       return file;
     }, 'UnsafeDumpError'],
     ['a dump with COPY … PROGRAM', async (w, file) => {
-      await tamper(w.backupDir, file, (sql) => sql.replace('\\connect immich', `COPY users FROM PROGRAM 'touch ${join(w.root, 'pwned')}';\n\\connect immich`));
+      await tamper(w.backupDir, file, (sql) => sql.replace('\\connect immich', `COPY users FROM PROGRAM 'touch ${join(w.root, 'pwned')}';\n\\connect immich`), file, w.config);
       return file;
     }, 'UnsafeDumpError'],
   ];
@@ -138,7 +144,7 @@ describe('RestoreDatabase', () => {
     const w = await world();
     const dump = await w.backup();
     // Valid gzip, checksum and marker, harmless to the scan, but psql stops on it after the databases were dropped.
-    await tamper(w.backupDir, dump.file, (sql) => sql.replace(/(\nCOPY public\.exif )/, '\nSELECT 1/0;$1'));
+    await tamper(w.backupDir, dump.file, (sql) => sql.replace(/(\nCOPY public\.exif )/, '\nSELECT 1/0;$1'), dump.file, w.config);
     await changeData();
     const changed = await rowCounts(stack.pg);
     await rm(stack.dockerLog, { force: true });
@@ -204,7 +210,7 @@ describe('RestoreDatabase', () => {
     const dump = await w.backup();
     const nas = w.config.offsite.remoteDir;
     await mkdir(nas, { recursive: true });
-    for (const f of [dump.file, `${dump.file}.sha256`]) {
+    for (const f of [dump.file, `${dump.file}.sha256`, `${dump.file}.hmac`]) {
       await copyFile(join(w.backupDir, f), join(nas, f));
       await rm(join(w.backupDir, f));
     }
@@ -249,7 +255,7 @@ describe('RestoreDatabase', () => {
     const kept = (await readdir(pointsDir)).filter((f) => f.endsWith('.gz'));
     assert.equal(kept.length, 1, `after a successful restore only the newest restore point is kept: ${kept.join(', ')}`);
     // A failed restore leaves its restore point behind too, and prunes nothing.
-    await tamper(w.backupDir, dump.file, (sql) => sql.replace(/(\nCOPY public\.exif )/, '\nSELECT 1/0;$1'));
+    await tamper(w.backupDir, dump.file, (sql) => sql.replace(/(\nCOPY public\.exif )/, '\nSELECT 1/0;$1'), dump.file, w.config);
     const failed = await w.restore({ approved: true });
     assert.equal(failureType(failed.error).type, 'RestoreFailedError');
     const points = (await readdir(pointsDir)).filter((f) => f.endsWith('.gz')).sort();
@@ -260,7 +266,7 @@ describe('RestoreDatabase', () => {
     // latest, status, the drill's and OffsiteSync's readers see the backup alone.
     const dry = await w.restore({ dryRun: true });
     assert.equal(dry.report!.dump, dump.file, 'latest is the backup, not the restore point');
-    assert.deepEqual((await checksummedDumps(w.backupDir)).map((d) => d.file), [dump.file]);
+    assert.deepEqual((await authenticDumps(w.backupDir, await readKey(w.config.security.keyFile))).dumps.map((d) => d.file), [dump.file]);
     const status = await collectStatus(w.config, undefined);
     assert.equal(status.rows.find((r) => r.id === 'local-dump')!.details!.file, dump.file);
     const plan = await createActivities({ config: w.config, logger: quiet }).planOffsiteSync();
@@ -289,16 +295,17 @@ describe('RestoreDatabase', () => {
     await writeFile(join(nas, `${dump.file}.sha256`), `${createHash('sha256').update(cut).digest('hex')}  ${dump.file}\n`);
     const localSum = await readFile(`${dump.path}.sha256`, 'utf8');
     const conflict = await w.restore({ dump: dump.file, from: 'offsite', dryRun: true });
-    assert.equal(failureType(conflict.error).type, 'DumpConflictError');
-    assert.match(failureType(conflict.error).message, /differs from the local file of that name .*neither was replaced/);
+    // Its tag (none, or one for other bytes) does not verify: refused before it is compared or named.
+    assert.equal(failureType(conflict.error).type, 'UnauthenticatedDumpError');
+    assert.match(failureType(conflict.error).message, /the NAS copy of \S+ has no provenance tag that verifies/);
     assert.deepEqual(await readFile(dump.path), good, 'the local dump is untouched');
     assert.equal(await readFile(`${dump.path}.sha256`, 'utf8'), localSum);
     // Without a local copy, the bad NAS copy is refused and leaves nothing under a final name.
     await rm(dump.path);
     await rm(`${dump.path}.sha256`);
     const bad = await w.restore({ dump: dump.file, from: 'offsite', dryRun: true });
-    assert.equal(failureType(bad.error).type, 'DumpCorruptError');
-    assert.deepEqual((await readdir(w.backupDir)).filter((f) => f.startsWith('immich_') || f.startsWith('.immich_')), [`${dump.file}.rows.json`]);
+    assert.equal(failureType(bad.error).type, 'UnauthenticatedDumpError');
+    assert.deepEqual((await readdir(w.backupDir)).filter((f) => f.startsWith('immich_') || f.startsWith('.immich_')), [`${dump.file}.hmac`, `${dump.file}.rows.json`]);
   });
 
   test("problem 10: Immich's uploaded-… and restore-point-… backups restore like the plain ones", async () => {

@@ -15,6 +15,7 @@ import { runWorkflow, testWorkflowId, withWorker } from '../helpers/run-workflow
 import { failureType as restoreFailure, stepReached } from '../helpers/restore-stack.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { decisionFields, startAuthorized } from '../helpers/trust.js';
 
 // RestoreLibrary: the mirror on a real tmpfs mount back onto the library with real rsync, on a real
 // dev server; a real HTTP server answers Immich's ping; the fixture docker records stops and starts.
@@ -195,9 +196,9 @@ describe('RestoreLibrary', () => {
     const config = w.slowed({ bwLimitKiB: 40 });
     const restoreId = testWorkflowId('RestoreLibrary');
     const [restored, mirroredAfter] = await withWorker(temporal.address, config, async () => {
-      const restoring = await client.workflow.start('RestoreLibrary', { taskQueue: config.temporal.taskQueue, workflowId: restoreId, args: [{ approved: true }] });
+      const restoring = await startAuthorized(client, config, 'RestoreLibrary', restoreId, { approved: true });
       await stepReached(restoring, 'restoring library');
-      const mirroring = await client.workflow.start('WeeklyLibraryMirror', { taskQueue: config.temporal.taskQueue, workflowId: testWorkflowId('WeeklyLibraryMirror'), args: [{}] });
+      const mirroring = await startAuthorized(client, config, 'WeeklyLibraryMirror', testWorkflowId('WeeklyLibraryMirror'), {});
       const waiting = await stepReached(mirroring, (s) => s.startsWith('waiting for the library'));
       assert.match(waiting, new RegExp(`^waiting for the library: in use by ${restoreId} \\(gives up at \\S+Z\\)$`));
       return Promise.all([restoring.result() as Promise<RestoreLibraryReport>, mirroring.result() as Promise<WeeklyLibraryMirrorReport>]);
@@ -216,7 +217,7 @@ describe('RestoreLibrary', () => {
       await stepReached(handle, 'awaiting approval');
       // After the operator saw "delete 1", three more files appear that the mirror lacks.
       for (const n of [1, 2, 3]) await writeFile(join(w.library, `late-${n}.jpg`), 'uploaded while the restore waited');
-      await handle.executeUpdate('approveRestore', { args: [{ by: 'test' }] });
+      await handle.executeUpdate('approveRestore', { args: [await decisionFields(w.config, handle)] });
     });
     const failure = restoreFailure(error);
     assert.equal(failure.type, 'RestoreFailedError');

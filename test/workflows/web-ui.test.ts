@@ -17,6 +17,7 @@ import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/pos
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { fixtureEnv, tempDir, testConfig } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { startAuthorized } from '../helpers/trust.js';
 
 // What an operator sees in Temporal's own Web UI (the dev server's, as `npm start` runs it),
 // through a real headless Chromium (Debian's chromium package) driven by playwright-core.
@@ -94,7 +95,7 @@ describe('Temporal Web UI', () => {
       const report = await withWorker(temporal.address, config, async () => {
         const backup = await client.workflow.execute('NightlyDbBackup', { taskQueue: config.temporal.taskQueue, workflowId: testWorkflowId('NightlyDbBackup'), args: [{}] });
         const id = testWorkflowId('RestoreDatabase');
-        const handle = await client.workflow.start('RestoreDatabase', { taskQueue: config.temporal.taskQueue, workflowId: id, args: [{}] });
+        const handle = await startAuthorized(client, config, 'RestoreDatabase', id, {});
         await stepReached(handle, 'awaiting approval');
         await page.goto(`${temporal.uiUrl}/namespaces/default/workflows/${id}`);
         // The run's current details (the User Metadata tab): what waits, for which dump, and the command that approves it.
