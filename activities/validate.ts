@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR } from '../src/dump-names.js';
 import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSmallError, NotOurDumpError } from '../src/errors.js';
 import { decodeAndHash, readChecksumFile, sha256OfFile, sqlTailSink } from './checksums.js';
-import { readKey, tagDump } from '../src/provenance.js';
+import { ensureKey, tagDump } from '../src/provenance.js';
 import type { ActivityDeps } from './deps.js';
 import type { ValidateDumpInput, ValidatedDump } from './types.js';
 
@@ -28,7 +28,7 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
       try {
         const valid = await checkDump(dir, file, config.backup.minBytes, testedSha256);
         // Validated: from now on it is ours, as its tag (keyed with the worker's key) says to every reader.
-        await tagDump(await readKey(config.security.keyFile), dir, file, valid.sha256);
+        await tagDump(await ensureKey(config.security.keyFile), dir, file, valid.sha256);
         return valid;
       } catch (err) {
         if (err instanceof DumpTooSmallError || err instanceof DumpCorruptError || err instanceof DumpIncompleteError || err instanceof ChecksumMismatchError) {
