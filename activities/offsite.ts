@@ -70,12 +70,13 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
 
   /**
    * Removes what uploads of `names` may have left: our `.partial`s, rsync's temporary
-   * `.<partial>.XXXXXX` beside them, and rsync's partial dir. Best effort: a NAS that is down keeps
+   * `<partial>.XXXXXX` beside them, and rsync's partial dir. Best effort: a NAS that is down keeps
    * them until a later try, which replaces them.
    */
   async function removeLeftovers(names: readonly string[]): Promise<void> {
     const partials = names.map(partialFileName);
-    const rsyncTemp = (n: string) => partials.some((p) => n.startsWith(`.${p}.`) && /^[A-Za-z0-9]{6}$/.test(n.slice(p.length + 2)));
+    // rsync's temporary name is the target's with a dot before (none added to a name that has one) and .XXXXXX after.
+    const rsyncTemp = (n: string) => partials.some((p) => [`${p}.`, `.${p}.`].some((prefix) => n.startsWith(prefix) && /^[A-Za-z0-9]{6}$/.test(n.slice(prefix.length))));
     try {
       const { stdout } = await runRemote(offsite, ['ls', '-1A', '--', offsite.remoteDir], { label: 'ssh ls' });
       const leftovers = stdout.split('\n').map((l) => l.trim()).filter((n) => partials.includes(n) || n === RSYNC_PARTIAL_DIR || rsyncTemp(n));
