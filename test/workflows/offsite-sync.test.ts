@@ -169,11 +169,13 @@ describe('OffsiteSync', () => {
     assert.deepEqual(await listDir(remote).catch(() => []), []);
   });
 
-  test('remote retention, when configured, prunes old NAS dumps but never the newest', async () => {
+  test('remote retention, when configured, prunes old NAS dumps but never the newest backup.keepMin (3)', async () => {
     const { local, remote, run } = await setup({ retentionDays: 7 });
     await mkdir(remote, { recursive: true });
     const old = ['immich_20200101_030000.sql.gz', 'immich_20200102_030000.sql.gz'];
-    for (const name of old) {
+    // Just as expired, but among the newest three there: kept.
+    const kept = ['immich_20200103_030000.sql.gz', 'immich_20200104_030000.sql.gz'];
+    for (const name of [...old, ...kept]) {
       await writeFile(join(remote, name), 'old');
       await writeFile(join(remote, `${name}.sha256`), 'x');
     }
@@ -181,7 +183,7 @@ describe('OffsiteSync', () => {
     const { report, error } = await run();
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.prunedRemote.sort(), old);
-    assert.deepEqual(await listDir(remote), [fresh.name, `${fresh.name}.sha256`]);
+    assert.deepEqual(await listDir(remote), [...kept, fresh.name].flatMap((n) => [n, `${n}.sha256`]).sort());
   });
   test('finding 11: one damaged older dump is moved into rejected/ with an alarm, and the newer ones are still copied, newest first', async () => {
     const { local, remote, run } = await setup();
