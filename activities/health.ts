@@ -19,7 +19,9 @@ import { nasLabel, runRemote } from './ssh.js';
 
 // What `status` prints and BackupHealth alarms on: one row per thing an operator cares about,
 // each with a state and a one-line summary. Every row is checked on its own, so an unreachable
-// NAS or drive (or Temporal) is that row's state and the others are still reported.
+// NAS or drive (or Temporal) is that row's state and the others are still reported; and every
+// row within status.rowTimeoutSeconds, so a NAS or drive that hangs is "unreachable" too, and
+// whatever its check started (ssh) is stopped.
 
 const HOUR_MS = 3_600_000;
 export const FAILED_STATUSES: ReadonlySet<string> = new Set(['FAILED', 'TIMED_OUT', 'TERMINATED', 'CANCELED']);
@@ -92,16 +94,16 @@ async function localDumpRow(config: Config, now: number): Promise<StatusRow> {
   return row('local-dump', stale ? 'stale' : 'ok', summary, details);
 }
 
-async function nasRow(config: Config, now: number): Promise<StatusRow> {
+async function nasRow(config: Config, now: number, signal: AbortSignal): Promise<StatusRow> {
   const offsite = config.offsite;
   const where = nasLabel(offsite);
   try {
-    const newest = (await remoteDumpNames(offsite)).sort().at(-1);
+    const newest = (await remoteDumpNames(offsite, signal)).sort().at(-1);
     if (!newest) return row('nas-copy', 'missing', `no dump on the NAS ${where}`);
     const path = `${offsite.remoteDir}/${newest}`;
     const [{ stdout: sum }, { stdout: recorded }] = [
-      await runRemote(offsite, ['sha256sum', '--', path], { label: 'ssh sha256sum' }),
-      await runRemote(offsite, ['cat', '--', `${path}.sha256`], { label: 'ssh cat' }),
+      await runRemote(offsite, ['sha256sum', '--', path], { label: 'ssh sha256sum', signal }),
+      await runRemote(offsite, ['cat', '--', `${path}.sha256`], { label: 'ssh cat', signal }),
     ];
     const actual = sum.trim().split(/\s+/)[0] ?? '';
     const expected = recorded.trim().split(/\s+/)[0] ?? '';
@@ -170,14 +172,43 @@ async function temporalRows(config: Config, client: Client, now: number): Promis
   return rows;
 }
 
-/** Every check, each row on its own; `client` undefined: Temporal could not be reached (`reason`). */
-export async function collectStatus(config: Config, client: Client | undefined, now = Date.now(), temporalError?: string): Promise<StatusReport> {
+/**
+ * One row's check within status.rowTimeoutSeconds. Past the bound, or when `parent` aborts (status
+ * interrupted), the check's signal aborts, which stops every command it started (their whole
+ * process groups), and the row is `late(why)`. A check stuck in the kernel (a hung drive's statfs)
+ * cannot be stopped, only no longer waited for.
+ */
+async function bounded<T>(config: Config, parent: AbortSignal | undefined, late: (why: string) => T, check: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const seconds = config.status.rowTimeoutSeconds;
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const stopped = new Promise<T>((resolve) => {
+    const stop = (why: string) => {
+      resolve(late(why));
+      controller.abort(new Error(why));
+    };
+    timer = setTimeout(() => stop(`no answer within ${seconds} s (status.rowTimeoutSeconds)`), seconds * 1000);
+    if (parent?.aborted) stop('status was interrupted');
+    parent?.addEventListener('abort', () => stop('status was interrupted'), { once: true });
+  });
+  try {
+    return await Promise.race([check(controller.signal), stopped]);
+  } finally {
+    clearTimeout(timer);
+    controller.abort(new Error('row checked')); // nothing a finished check started outlives it
+  }
+}
+
+/** Every check, each row on its own; `client` undefined: Temporal could not be reached (`reason`); `signal`: stop every check (status interrupted). */
+export async function collectStatus(config: Config, client: Client | undefined, now = Date.now(), temporalError?: string, signal?: AbortSignal): Promise<StatusReport> {
   const [local, nas, mirror, temporal] = await Promise.all([
-    localDumpRow(config, now),
-    nasRow(config, now),
-    mirrorRow(config, client, now),
+    bounded(config, signal, (why) => row('local-dump', 'unreachable', `${config.backup.dir} not checked: ${why}`), () => localDumpRow(config, now)),
+    bounded(config, signal, (why) => row('nas-copy', 'unreachable', `NAS ${nasLabel(config.offsite)} not checked: ${why}`, { destination: nasLabel(config.offsite) }), (s) => nasRow(config, now, s)),
+    bounded(config, signal, (why) => row('library-mirror', 'unreachable', `drive at ${config.library.mountPoint} not checked: ${why}`, { mountPoint: config.library.mountPoint }), () => mirrorRow(config, client, now)),
     client
-      ? temporalRows(config, client, now).catch((err: Error) => [row('temporal', 'unreachable', `Temporal not checked: ${err.message.split('\n')[0]}`)])
+      ? bounded(config, signal, (why) => [row('temporal', 'unreachable', `Temporal not checked: ${why}`)], () =>
+          temporalRows(config, client, now).catch((err: Error) => [row('temporal', 'unreachable', `Temporal not checked: ${err.message.split('\n')[0]}`)]),
+        )
       : Promise.resolve([row('temporal', 'unreachable', temporalError ?? 'Temporal not reachable')]),
   ]);
   const rows = [local, nas, mirror, ...temporal];

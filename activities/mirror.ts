@@ -1,6 +1,6 @@
 import { opendir, readdir, readFile, realpath } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError } from '../src/errors.js';
+import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError } from '../src/errors.js';
 import type { ActivityDeps } from './deps.js';
 import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
@@ -47,11 +47,23 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;
   const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
 
-  /** rsync -a of one tree onto another under library.ioniceClass / nice, with the configured excludes. */
-  async function copyTree(from: string, to: string, options: { delete: boolean; dryRun: boolean; step: string; maxDelete?: number }): Promise<MirrorResult> {
+  /**
+   * rsync -a of one tree onto another under library.ioniceClass / nice, with the configured
+   * excludes; stopped as stalled when nothing moves for library.stallSeconds (a frozen or dying
+   * drive). `fromDrive`: the drive is not trusted (anyone with the disk in hand can write it), so
+   * nothing comes back from it that the library never holds: no setuid/setgid bits, no device
+   * files, FIFOs or sockets, no symlink leading out of the tree. What was skipped is reported.
+   */
+  async function copyTree(from: string, to: string, options: { delete: boolean; dryRun: boolean; step: string; what: string; maxDelete?: number; fromDrive?: boolean }): Promise<MirrorResult> {
     const started = Date.now();
+    const untrusted = options.fromDrive
+      ? ['--no-devices', '--no-specials', '--safe-links', '--chmod=ug-s', '--info=nonreg,name1']
+      : [];
     const args = [
       '-a',
+      ...untrusted,
+      // rsync's own bound on silence between its processes, beside the stall guard's on progress.
+      `--timeout=${lib.stallSeconds}`,
       '--mkpath',
       ...(options.delete ? ['--delete'] : []),
       ...(options.delete && options.maxDelete !== undefined ? [`--max-delete=${options.maxDelete}`] : []),
@@ -62,8 +74,22 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       `${resolve(from)}/`,
       `${resolve(to)}/`,
     ];
-    const stats = await runRsync(args, { step: options.step, prefix: priority });
-    return { filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, sourceFiles: stats.regularFiles, durationMs: Date.now() - started };
+    const stall = { what: options.what, setting: 'library.stallSeconds', seconds: lib.stallSeconds, advice: 'check the drive (dmesg, fsfreeze --unfreeze), then run it again' };
+    const stats = await runRsync(args, { step: options.step, prefix: priority, stall, reportSkipped: options.fromDrive === true }).catch((err: unknown) => {
+      // rsync's exit 30: its --timeout saw no data move for library.stallSeconds.
+      if (err instanceof CommandFailedError && /\(exit code 30\)/.test(err.message)) {
+        throw new StalledError(`${options.what} stalled: rsync saw no data move for ${lib.stallSeconds} s (library.stallSeconds) and stopped; check the drive (dmesg), then run it again`);
+      }
+      throw err;
+    });
+    return {
+      filesTransferred: stats.filesTransferred,
+      bytesTransferred: stats.bytesTransferred,
+      deleted: stats.deleted,
+      sourceFiles: stats.regularFiles,
+      durationMs: Date.now() - started,
+      ...(stats.skipped ? { skipped: stats.skipped } : {}),
+    };
   }
 
   async function driveProblem(): Promise<string | undefined> {
@@ -106,7 +132,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       // Checked again here: the drive may have gone while the library was counted.
       const gone = await driveProblem();
       if (gone) throw new DriveNotMountedError(`${gone}: nothing was written`);
-      const result = await copyTree(lib.source, lib.destination, { delete: lib.delete, dryRun: false, step: 'mirroring library' });
+      const result = await copyTree(lib.source, lib.destination, { delete: lib.delete, dryRun: false, step: 'mirroring library', what: `the library mirror onto ${lib.mountPoint}` });
       logger.info({ ...result, destination: lib.destination }, 'library mirrored');
       return { ready: true, ...result };
     },
@@ -125,13 +151,14 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     async restoreLibraryFiles({ delete: del, dryRun, maxDelete }: { delete: boolean; dryRun: boolean; maxDelete?: number }): Promise<MirrorResult> {
       const problem = await driveProblem();
       if (problem) throw new DriveNotMountedError(`${problem}: nothing was restored`);
-      const result = await copyTree(lib.destination, lib.source, { delete: del, dryRun, step: dryRun ? 'dry run of the library restore' : 'restoring library', ...(maxDelete !== undefined ? { maxDelete } : {}) }).catch((err: unknown) => {
+      const result = await copyTree(lib.destination, lib.source, { delete: del, dryRun, fromDrive: true, step: dryRun ? 'dry run of the library restore' : 'restoring library', what: `the library restore from ${lib.mountPoint}`, ...(maxDelete !== undefined ? { maxDelete } : {}) }).catch((err: unknown) => {
         // rsync's exit 25: more deletions than approved. Not retried: each retry would delete that many more.
         if (err instanceof CommandFailedError && /\(exit code 25\)/.test(err.message)) {
           throw new MirrorSafetyError(`the restore would delete more library files than the ${maxDelete} the approved dry run counted: deletion stopped there; run the restore again to see and approve the new count`);
         }
         throw err;
       });
+      if (result.skipped?.count) logger.warn({ skipped: result.skipped, dryRun, mirror: lib.destination }, 'the mirror holds devices, FIFOs, sockets or symlinks leading out of it: not restored');
       logger.info({ ...result, dryRun, library: lib.source }, dryRun ? 'library restore dry run' : 'library restored from the mirror');
       return result;
     },

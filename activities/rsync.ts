@@ -1,8 +1,9 @@
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { formatBytes } from '../src/format.js';
-import { awaitCommand, startCommand, withHeartbeats } from './run-command.js';
+import { awaitCommand, awaitWithStallGuard, startCommand, withHeartbeats, type StallGuard } from './run-command.js';
 
 // rsync through the runner, with its overall progress (--info=progress2) turned into heartbeat
 // details a person can read, and its --stats turned into numbers for the report.
@@ -23,6 +24,27 @@ export interface RsyncStats {
   deleted: number;
   /** Regular files on the sending side. */
   regularFiles: number;
+}
+
+/** What rsync left out on purpose (devices, FIFOs, sockets, symlinks leading out of the tree). */
+export interface RsyncSkipped {
+  count: number;
+  /** The first few, as rsync named them: `dev/sda (non-regular file)`, `etc -> /etc (unsafe symlink)`. */
+  first: string[];
+}
+
+const SKIPPED_SHOWN = 10;
+const SKIP_LINE = /^(?:skipping non-regular file "(.*)"|ignoring unsafe symlink "(.*)" -> "(.*)")$/;
+
+/** rsync's "skipping non-regular file" (--info=nonreg) and "ignoring unsafe symlink" (--info=name1 with --safe-links) lines. */
+export function parseSkipped(lines: Iterable<string>, into: RsyncSkipped = { count: 0, first: [] }): RsyncSkipped {
+  for (const line of lines) {
+    const m = SKIP_LINE.exec(line);
+    if (!m) continue;
+    into.count++;
+    if (into.first.length < SKIPPED_SHOWN) into.first.push(m[1] !== undefined ? `${m[1]} (non-regular file)` : `${m[2]} -> ${m[3]} (unsafe symlink)`);
+  }
+  return into;
 }
 
 const PROGRESS = /^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+\d+:\d+:\d+(?:\s+\(xfr#(\d+), (?:ir|to)-chk=(\d+\/\d+)\))?/;
@@ -59,7 +81,17 @@ export function parseStats(text: string): RsyncStats {
  * into an unlinked temporary file they cost this process nothing, and the newest progress line is
  * read from the file's end once a second, the --stats summary from its end at exit.
  */
-export async function runRsync(args: readonly string[], options: { step: string; prefix?: readonly string[]; env?: Record<string, string> }): Promise<RsyncStats> {
+export interface RsyncOptions {
+  step: string;
+  prefix?: readonly string[];
+  env?: Record<string, string>;
+  /** Fail as StalledError when neither the bytes nor the files checked move for this long. */
+  stall?: Pick<StallGuard, 'what' | 'setting' | 'seconds' | 'advice'>;
+  /** Collect what rsync skipped (pass --info=nonreg / --info=name1 with --safe-links in args). */
+  reportSkipped?: boolean;
+}
+
+export async function runRsync(args: readonly string[], options: RsyncOptions): Promise<RsyncStats & { skipped?: RsyncSkipped }> {
   const prefix = options.prefix ?? [];
   const [file, ...rest] = [...prefix, 'rsync', '--info=progress2', '--stats', ...args] as [string, ...string[]];
   const started = Date.now();
@@ -73,6 +105,22 @@ export async function runRsync(args: readonly string[], options: { step: string;
     await out.read(buffer, 0, length, size - length);
     return buffer.toString('utf8');
   };
+  /** The whole output, read in chunks: skip lines come at any point of a long run. */
+  const scanSkipped = async (): Promise<RsyncSkipped> => {
+    const skipped: RsyncSkipped = { count: 0, first: [] };
+    const chunk = Buffer.alloc(1024 * 1024);
+    const decoder = new StringDecoder('utf8'); // a character split across two chunks stays whole
+    let carry = '';
+    for (let position = 0; ; ) {
+      const { bytesRead } = await out.read(chunk, 0, chunk.length, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      const lines = (carry + decoder.write(chunk.subarray(0, bytesRead))).split(/[\r\n]/);
+      carry = lines.pop() ?? '';
+      parseSkipped(lines, skipped);
+    }
+    return parseSkipped([carry], skipped);
+  };
   let progress: RsyncProgress | undefined;
   const poll = setInterval(() => {
     tail(4096).then((text) => {
@@ -85,8 +133,18 @@ export async function runRsync(args: readonly string[], options: { step: string;
   }, 1000);
   try {
     const child = startCommand(file, rest, { label: 'rsync', stdout: out.fd, ...(options.env ? { env: options.env } : {}) });
-    await withHeartbeats(awaitCommand(child, 'rsync'), () => progress ?? { step: options.step, elapsedSeconds: Math.round((Date.now() - started) / 1000) });
-    return parseStats(await tail(16 * 1024));
+    // A scan of files already in place moves the to-check count, not the bytes: both count as moving.
+    const guarded = options.stall
+      ? awaitWithStallGuard(child, 'rsync', { ...options.stall, position: () => [progress?.bytes, progress?.filesToCheck, progress?.filesTransferred], where: () => `${progress?.transferred ?? '0 B'} transferred` })
+      : undefined;
+    const idle = () => guarded?.idleSeconds() ?? 0;
+    await withHeartbeats(guarded?.done ?? awaitCommand(child, 'rsync'), () => {
+      const details = progress ?? { step: options.step, elapsedSeconds: Math.round((Date.now() - started) / 1000) };
+      // Readable in the UI while it hangs: how long nothing has moved, and the window.
+      return idle() >= 5 && options.stall ? { ...details, nothingMovedForSeconds: idle(), stallsAfterSeconds: options.stall.seconds } : details;
+    });
+    const stats = parseStats(await tail(16 * 1024));
+    return options.reportSkipped ? { ...stats, skipped: await scanSkipped() } : stats;
   } finally {
     clearInterval(poll);
     await out.close();

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { execa, ExecaError, type Options, type ResultPromise } from 'execa';
-import { CommandFailedError, CommandNotFoundError } from '../src/errors.js';
+import { CommandFailedError, CommandNotFoundError, StalledError } from '../src/errors.js';
 import { redactDeep } from '../src/redact.js';
 
 // The one way activities run subprocesses: argument arrays only (never a shell string), the
@@ -26,6 +26,10 @@ export interface CommandOptions {
   /** 'stream': the caller consumes stdout itself; nothing is buffered. A number: that open file descriptor (one end of a pipe between two commands). */
   stdout?: 'pipe' | 'stream' | 'ignore' | number;
   stdin?: 'pipe' | 'ignore' | number;
+  /** Also stops the command (its whole process group) when aborted, e.g. by status's row bound. */
+  signal?: AbortSignal;
+  /** Stops the command (its whole process group) after this long; the failure says "did not finish within". */
+  timeoutMs?: number;
 }
 
 export type Subprocess = ResultPromise<Options>;
@@ -40,7 +44,8 @@ function activityContext(): Context | undefined {
 
 /** Starts a subprocess; pair with `awaitCommand` (or use `runCommand`). */
 export function startCommand(file: string, args: readonly string[], options: CommandOptions): Subprocess {
-  const signal = activityContext()?.cancellationSignal;
+  const signals = [activityContext()?.cancellationSignal, options.signal].filter((s): s is AbortSignal => s !== undefined);
+  const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
   const stdout = options.stdout ?? 'pipe';
   const subprocess = execa(file, args, {
     cwd: options.cwd,
@@ -54,16 +59,22 @@ export function startCommand(file: string, args: readonly string[], options: Com
     // Own process group: cancelling reaches grandchildren too (pg_dumpall's pg_dump, rsync's ssh).
     detached: true,
     cancelSignal: signal,
+    // execa's timeout marks the failure (timedOut); the group kill below reaches grandchildren too.
+    ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs } : {}),
     forceKillAfterDelay: FORCE_KILL_AFTER_MS,
   }) as Subprocess;
-  if (signal) {
-    const killGroup = () => stopCommand(subprocess);
-    signal.addEventListener('abort', killGroup, { once: true });
-    subprocess.then(
-      () => signal.removeEventListener('abort', killGroup),
-      () => signal.removeEventListener('abort', killGroup),
-    );
-  }
+  const killGroup = () => {
+    stopCommand(subprocess);
+    // A child that ignores SIGTERM (or whose grandchildren do) still goes.
+    setTimeout(() => stopCommand(subprocess, 'SIGKILL'), FORCE_KILL_AFTER_MS).unref();
+  };
+  const timer = options.timeoutMs !== undefined ? setTimeout(killGroup, options.timeoutMs) : undefined;
+  signal?.addEventListener('abort', killGroup, { once: true });
+  const settled = () => {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', killGroup);
+  };
+  subprocess.then(settled, settled);
   return subprocess;
 }
 
@@ -117,11 +128,11 @@ export async function startPipedPair(
   }
 }
 
-/** SIGTERM to the subprocess's whole process group (it leads one: see `detached`). */
-export function stopCommand(subprocess: Subprocess): void {
+/** SIGTERM (or `signal`) to the subprocess's whole process group (it leads one: see `detached`). */
+export function stopCommand(subprocess: Subprocess, signal: NodeJS.Signals = 'SIGTERM'): void {
   if (subprocess.pid === undefined) return;
   try {
-    process.kill(-subprocess.pid, 'SIGTERM');
+    process.kill(-subprocess.pid, signal);
   } catch {
     // already gone
   }
@@ -154,6 +165,10 @@ export function commandError(err: unknown, label: string): unknown {
   if (!(err instanceof ExecaError)) return err;
   if (err.code === 'ENOENT') {
     return new CommandNotFoundError(`${label}: command not found: ${String(err.command).split(' ')[0]} (install it or fix its path in the config)`);
+  }
+  if (err.timedOut) {
+    const tail = stderrTail(err.stderr);
+    return new CommandFailedError(`${label} timed out: stopped it${tail ? `: ${tail}` : ''}`);
   }
   const how = err.signal ? `killed by ${err.signal}` : err.exitCode !== undefined ? `exit code ${err.exitCode}` : err.shortMessage;
   const tail = stderrTail(err.stderr);
@@ -189,4 +204,66 @@ export async function runCommand(
   const progress = options.progress ?? (() => ({ step: options.label, runningSeconds: Math.round((Date.now() - started) / 1000) }));
   const result = await withHeartbeats(awaitCommand(startCommand(file, args, options), options.label), progress);
   return { stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? '') };
+}
+
+export interface StallGuard {
+  /** What is moving, for the message: "the upload of immich_….sql.gz", "the library mirror". */
+  what: string;
+  /** The config key that sets the window, for the message. */
+  setting: string;
+  seconds: number;
+  /** A value that changes whenever the transfer moves (bytes transferred, files checked). */
+  position: () => unknown;
+  /** Where it stood, for the message: "1.2 MiB transferred". */
+  where: () => string;
+  /** What to do, for the message: "check the drive". */
+  advice: string;
+}
+
+// After the kill, how long to wait for the process to go. One blocked in the kernel (a write to a
+// frozen filesystem) cannot die until the filesystem thaws: the activity must not wait on it.
+const STALL_EXIT_WAIT_MS = 10_000;
+const STALL_POLL_MS = 1000;
+
+/**
+ * Awaits a subprocess, killing its whole process group (SIGKILL) when `guard.position()` has not
+ * changed for `guard.seconds`: the failure is then a StalledError naming what stalled and for how
+ * long. `idleSeconds` is for heartbeats: how long nothing has moved.
+ */
+export function awaitWithStallGuard<T>(subprocess: Subprocess & PromiseLike<T>, label: string, guard: StallGuard): { done: Promise<T>; idleSeconds: () => number } {
+  let last = JSON.stringify(guard.position());
+  let movedAt = Date.now();
+  const idleSeconds = () => Math.floor((Date.now() - movedAt) / 1000);
+  const done = new Promise<T>((resolve, reject) => {
+    let stalled = false;
+    const timer = setInterval(() => {
+      const now = JSON.stringify(guard.position());
+      if (now !== last) {
+        last = now;
+        movedAt = Date.now();
+        return;
+      }
+      if (Date.now() - movedAt < guard.seconds * 1000) return;
+      stalled = true;
+      clearInterval(timer);
+      const message = `${guard.what} stalled: nothing moved for ${idleSeconds()} s (${guard.setting} ${guard.seconds}) at ${guard.where()}; stopped ${label}: ${guard.advice}`;
+      stopCommand(subprocess, 'SIGKILL');
+      const exited = new Promise<boolean>((r) => void subprocess.then(() => r(true), () => r(true)));
+      const waited = new Promise<boolean>((r) => setTimeout(() => r(false), STALL_EXIT_WAIT_MS).unref());
+      void Promise.race([exited, waited]).then((gone) =>
+        reject(new StalledError(gone ? message : `${message} (${label}, pid ${subprocess.pid}, is stuck in the kernel and exits only once the device answers again)`)),
+      );
+    }, STALL_POLL_MS);
+    awaitCommand(subprocess, label).then(
+      (value) => {
+        clearInterval(timer);
+        if (!stalled) resolve(value);
+      },
+      (err: unknown) => {
+        clearInterval(timer);
+        if (!stalled) reject(err);
+      },
+    );
+  });
+  return { done, idleSeconds };
 }

@@ -81,6 +81,8 @@ export interface OffsitePlan {
 export interface CopiedDump {
   file: string;
   bytes: number;
+  /** Set when the local dump no longer matched its .sha256: not uploaded, moved into rejected/; why. */
+  rejected?: string;
 }
 
 export interface MirrorSettings {
@@ -98,6 +100,8 @@ export interface MirrorResult {
   deleted: number;
   sourceFiles: number;
   durationMs: number;
+  /** A library restore only: what the drive held that was not brought back (devices, FIFOs, sockets, symlinks leading out). */
+  skipped?: { count: number; first: string[] };
 }
 
 /** What mirrorLibrary did: copied, or found the drive not there (and wrote nothing). */

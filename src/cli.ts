@@ -384,11 +384,20 @@ program
     } catch (err) {
       reason = (err as Error).message.split('\n')[0];
     }
+    // Interrupted (Ctrl-C, a timeout's SIGTERM): every check stops its commands (ssh runs in its own
+    // process group, out of the terminal's reach), the rows so far are printed, and status exits.
+    const interrupted = new AbortController();
+    const interrupt = (signal: NodeJS.Signals) => {
+      process.exitCode = signal === 'SIGINT' ? 130 : 143;
+      interrupted.abort();
+    };
+    process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
     try {
-      const report = await collectStatus(config, connected?.client, Date.now(), reason);
+      const report = await collectStatus(config, connected?.client, Date.now(), reason, interrupted.signal);
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
-      if (!report.ok) process.exitCode = 1;
+      if (!report.ok && !interrupted.signal.aborted) process.exitCode = 1;
     } finally {
+      process.off('SIGINT', interrupt).off('SIGTERM', interrupt);
       await connected?.connection.close();
     }
   });

@@ -27,6 +27,7 @@ import {
   UnauthorizedError,
   UnsafePathError,
   NasFullError,
+  StalledError,
 } from '../src/errors.js';
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
@@ -95,9 +96,11 @@ export const housekeeping = proxyActivities<Activities>({
 export const settings = proxyLocalActivities<Activities>({ startToCloseTimeout: '10 seconds' });
 
 /**
- * Talking to the NAS. A 1 GB upload over a slow link may take an hour. An unreachable NAS is
- * not retried here: the workflow retries it with backoff for offsite.retryWindowMinutes and then
- * fails with the last reason. A checksum mismatch is retried (the bad copy is removed first).
+ * Talking to the NAS. A 1 GB upload over a slow link may take an hour. An unreachable NAS, or an
+ * upload that stalled (offsite.stallSeconds without a byte), is not retried here: the workflow
+ * retries it with backoff for offsite.retryWindowMinutes and then fails with the last reason. A
+ * full NAS (NasFullError, in needsOperator) fails at once. A checksum mismatch is retried (the bad
+ * copy is removed first).
  */
 export const nas = proxyActivities<Activities>({
   startToCloseTimeout: '2 hours',
@@ -108,7 +111,7 @@ export const nas = proxyActivities<Activities>({
     initialInterval: '10s',
     backoffCoefficient: 2,
     maximumAttempts: 5,
-    nonRetryableErrorTypes: [...needsOperator, NasUnreachableError.name, HostKeyVerificationError.name, NasAuthError.name],
+    nonRetryableErrorTypes: [...needsOperator, NasUnreachableError.name, StalledError.name, HostKeyVerificationError.name, NasAuthError.name],
   },
 });
 
@@ -121,7 +124,9 @@ export const mirrorChecks = proxyActivities<Activities>({
 /**
  * rsync of ~3 TB takes hours the first time. Heartbeats every second, so a lost worker is noticed
  * in 30 s; the retry resumes where rsync left off. A drive that vanished will not come back by
- * retrying; an empty library or a deletion risk needs a person.
+ * retrying; an empty library or a deletion risk needs a person. Neither does a stalled copy
+ * (library.stallSeconds without progress: a frozen or dying drive), whose rsync may still be stuck
+ * in the kernel: a retry would only pile another one on top.
  */
 export const mirroring = proxyActivities<Activities>({
   startToCloseTimeout: '24 hours',
@@ -131,7 +136,7 @@ export const mirroring = proxyActivities<Activities>({
     initialInterval: '10s',
     backoffCoefficient: 2,
     maximumAttempts: 5,
-    nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name, SourceEmptyError.name, MirrorSafetyError.name],
+    nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name, SourceEmptyError.name, MirrorSafetyError.name, StalledError.name],
   },
 });
 

@@ -28,6 +28,8 @@ export interface RestoreLibraryReport {
   bytesTransferred: number;
   deleted: number;
   mirrorFiles: number;
+  /** What the drive held that was not restored: devices, FIFOs, sockets, symlinks leading out (a count and the first few). */
+  skipped: { count: number; first: string[] };
   approvedBy?: string;
   healthy?: boolean;
   health?: string;
@@ -41,7 +43,15 @@ export async function RestoreLibrary(input: RestoreLibraryInput = {}): Promise<R
   return reported('RestoreLibrary', () => body(input), (r) => r.message);
 }
 
-const nothing = { filesTransferred: 0, bytesTransferred: 0, deleted: 0, mirrorFiles: 0 };
+const nothing = { filesTransferred: 0, bytesTransferred: 0, deleted: 0, mirrorFiles: 0, skipped: { count: 0, first: [] } };
+const noneSkipped = { count: 0, first: [] };
+
+/** The skipped items for a message: "; skipped 3 unsafe item(s) on the drive: a, b, c". */
+function skippedText(skipped: { count: number; first: string[] } | undefined, verb: string): string {
+  if (!skipped?.count) return '';
+  const more = skipped.count > skipped.first.length ? `, and ${skipped.count - skipped.first.length} more` : '';
+  return `; ${verb} ${skipped.count} item(s) on the drive that a library never holds (devices, FIFOs, sockets, symlinks leading out of it): ${skipped.first.join(', ')}${more}`;
+}
 
 async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
   const r = restoreSteps(input.approved === true, 'RestoreLibrary');
@@ -55,7 +65,16 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
     const summary = `copy ${would.filesTransferred} file(s) (${would.bytesTransferred} bytes) from the mirror and delete ${would.deleted}`;
     if (input.dryRun) {
       r.done();
-      return { outcome: 'dry-run', message: `dry run: the restore would ${summary}; nothing was changed`, filesTransferred: would.filesTransferred, bytesTransferred: would.bytesTransferred, deleted: would.deleted, mirrorFiles: would.sourceFiles, durations };
+      return {
+        outcome: 'dry-run',
+        message: `dry run: the restore would ${summary}${skippedText(would.skipped, 'and skip')}; nothing was changed`,
+        filesTransferred: would.filesTransferred,
+        bytesTransferred: would.bytesTransferred,
+        deleted: would.deleted,
+        mirrorFiles: would.sourceFiles,
+        skipped: would.skipped ?? noneSkipped,
+        durations,
+      };
     }
     const plan: RestorePlan = {
       workflowId: workflowInfo().workflowId,
@@ -106,11 +125,12 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
       if (failure !== undefined || !result) throw ApplicationFailure.nonRetryable(`library restore failed (${failure}); ${state}; ${immich}`, RestoreFailedError.name);
       return {
         outcome: 'restored',
-        message: `restored ${result.filesTransferred} file(s) from the mirror, deleted ${result.deleted}; Immich ${healthResult.healthy ? 'is healthy' : 'did NOT become healthy'}. ${THUMBNAILS}`,
+        message: `restored ${result.filesTransferred} file(s) from the mirror, deleted ${result.deleted}${skippedText(result.skipped, 'skipped')}; Immich ${healthResult.healthy ? 'is healthy' : 'did NOT become healthy'}. ${THUMBNAILS}`,
         filesTransferred: result.filesTransferred,
         bytesTransferred: result.bytesTransferred,
         deleted: result.deleted,
         mirrorFiles: result.sourceFiles,
+        skipped: result.skipped ?? noneSkipped,
         approvedBy: decision.by,
         healthy: healthResult.healthy,
         health: healthResult.detail,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { execa } from 'execa';
 
@@ -35,4 +35,28 @@ export async function mountTmpfs(dir: string, size = '256m'): Promise<{ unmount(
   await mkdir(dir, { recursive: true });
   await execa('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir]);
   return { unmount: async () => void (await execa('umount', ['-l', dir])) };
+}
+
+/**
+ * Mounts a fresh ext4 image (a loop device) at dir, standing in for the USB drive where tmpfs cannot:
+ * tmpfs does not support fsfreeze. Unmounting thaws it first and frees the loop device and image.
+ */
+export async function mountLoopExt4(dir: string, sizeMiB = 64): Promise<{ unmount(): Promise<void>; freeze(): Promise<void>; thaw(): Promise<void> }> {
+  if (process.getuid?.() !== 0) throw new Error('mounting a loop device for the drive tests needs root (CI runs as root)');
+  await mkdir(dir, { recursive: true });
+  const image = `${dir.replace(/\/+$/, '')}.ext4`;
+  await execa('truncate', ['-s', `${sizeMiB}M`, image]);
+  await execa('mkfs.ext4', ['-q', '-F', image]);
+  await execa('mount', ['-o', 'loop', image, dir]);
+  const thaw = async () => void (await execa('fsfreeze', ['--unfreeze', dir], { reject: false }));
+  return {
+    freeze: async () => void (await execa('fsfreeze', ['--freeze', dir])),
+    thaw,
+    async unmount() {
+      await thaw();
+      // mount -o loop set autoclear: unmounting frees the loop device.
+      await execa('umount', [dir], { reject: false });
+      await rm(image, { force: true });
+    },
+  };
 }

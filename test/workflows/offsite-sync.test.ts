@@ -1,11 +1,17 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import { createActivities } from '../../activities/index.js';
+import type { PruneResult } from '../../activities/types.js';
+import { createLogger } from '../../src/logger.js';
 import type { OffsiteSyncReport } from '../../workflows/index.js';
 import { stepReached } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
@@ -69,7 +75,7 @@ describe('OffsiteSync', () => {
 
     const first = await run();
     assert.equal(first.error, undefined, String(first.error));
-    assert.deepEqual(first.report!.copied, [dumps[1]!.name, dumps[2]!.name]);
+    assert.deepEqual(first.report!.copied, [dumps[2]!.name, dumps[1]!.name], 'newest first');
     assert.equal(first.report!.alreadyOffsite, 1);
     assert.equal(first.report!.bytesCopied, dumps[1]!.body.length + dumps[2]!.body.length);
     const names = dumps.flatMap((d) => [d.name, `${d.name}.sha256`]);
@@ -163,11 +169,13 @@ describe('OffsiteSync', () => {
     assert.deepEqual(await listDir(remote).catch(() => []), []);
   });
 
-  test('remote retention, when configured, prunes old NAS dumps but never the newest', async () => {
+  test('remote retention, when configured, prunes old NAS dumps but never the newest backup.keepMin (3)', async () => {
     const { local, remote, run } = await setup({ retentionDays: 7 });
     await mkdir(remote, { recursive: true });
     const old = ['immich_20200101_030000.sql.gz', 'immich_20200102_030000.sql.gz'];
-    for (const name of old) {
+    // Just as expired, but among the newest three there: kept.
+    const kept = ['immich_20200103_030000.sql.gz', 'immich_20200104_030000.sql.gz'];
+    for (const name of [...old, ...kept]) {
       await writeFile(join(remote, name), 'old');
       await writeFile(join(remote, `${name}.sha256`), 'x');
     }
@@ -175,6 +183,50 @@ describe('OffsiteSync', () => {
     const { report, error } = await run();
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.prunedRemote.sort(), old);
-    assert.deepEqual(await listDir(remote), [fresh.name, `${fresh.name}.sha256`]);
+    assert.deepEqual(await listDir(remote), [...kept, fresh.name].flatMap((n) => [n, `${n}.sha256`]).sort());
+  });
+  test('finding 11: one damaged older dump is moved into rejected/ with an alarm, and the newer ones are still copied, newest first', async () => {
+    const { local, remote, run } = await setup();
+    const [oldest, middle, newest] = [await localDump(local, '20261101_030000'), await localDump(local, '20261102_030000'), await localDump(local, '20261103_030000')];
+    // The oldest dump's bytes change after validation wrote its .sha256 (a bad sector, a stray write).
+    const damaged = Buffer.from(oldest.body);
+    damaged[100] = damaged[100]! ^ 0xff;
+    await writeFile(join(local, oldest.name), damaged);
+    const { report, error, workflowId } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.deepEqual(report!.copied, [newest.name, middle.name], 'newest first');
+    assert.deepEqual(report!.rejected.map((r) => r.file), [oldest.name]);
+    assert.match(report!.rejected[0]!.reason, new RegExp(`^local dump ${oldest.name.replace(/\./g, '\\.')} has sha256 [0-9a-f]{64}, but its .*\\.sha256 records ${sha(oldest.body)}: damaged after validation, not uploaded: moved to .*/rejected$`));
+    assert.match(report!.message, new RegExp(`^copied 2 dump\\(s\\) to .*; ALARM: 1 local dump\\(s\\) damaged since validation, not copied, moved to rejected/: ${oldest.name.replace(/\./g, '\\.')}$`));
+    assert.deepEqual(await listDir(join(local, 'rejected')), [oldest.name, `${oldest.name}.sha256`]);
+    assert.equal(existsSync(join(local, oldest.name)), false);
+    assert.deepEqual(await listDir(remote), [middle.name, `${middle.name}.sha256`, newest.name, `${newest.name}.sha256`].sort());
+    // Upload order in the history: the newest dump's upload was scheduled first.
+    const history = await client.workflow.getHandle(workflowId).fetchHistory();
+    const uploads = (history.events ?? []).flatMap((e) => {
+      const a = e.activityTaskScheduledEventAttributes;
+      return a?.activityType?.name === 'uploadDump' ? [JSON.parse(Buffer.from(a.input!.payloads![0]!.data!).toString('utf8')).file as string] : [];
+    });
+    assert.deepEqual(uploads, [newest.name, middle.name, oldest.name]);
+    await recordFault('a local dump damaged after validation, older than two good ones', 'moved into rejected/ with an error-level alarm, listed in the OffsiteSync report and its notification; the two newer dumps copied, newest first');
+  });
+
+  test('finding 11: NAS pruning keeps the newest backup.keepMin dumps there whatever the clock says', async () => {
+    const { remote, config } = await setup({ retentionDays: 7 });
+    await mkdir(remote, { recursive: true });
+    const names = ['20261101', '20261102', '20261103', '20261104', '20261105'].map((d) => `immich_${d}_030000.sql.gz`);
+    for (const name of names) {
+      await writeFile(join(remote, name), 'dump');
+      await writeFile(join(remote, `${name}.sha256`), 'x');
+    }
+    const activities = createActivities({ config, logger: createLogger({ level: 'fatal', fd: 2 }) });
+    const env = new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR', () => undefined) });
+    // A clock that jumped 74 years ahead: every dump there looks expired.
+    const result = (await env.run(() => activities.pruneRemoteDumps({ nowMs: Date.parse('2100-01-01T00:00:00Z') }))) as PruneResult;
+    assert.equal(config.backup.keepMin, 3);
+    assert.deepEqual(result.pruned.sort(), names.slice(0, 2));
+    assert.deepEqual(result.kept, names.slice(2).reverse());
+    assert.deepEqual(await listDir(remote), names.slice(2).flatMap((n) => [n, `${n}.sha256`]).sort());
+    await recordFault('clock jumped 74 years ahead before NAS pruning', 'the newest backup.keepMin (3) dumps on the NAS kept; only older ones pruned');
   });
 });

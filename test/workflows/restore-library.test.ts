@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, chmod, lstat, mkdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import { execa } from 'execa';
 import { parseConfig } from '../../src/config.js';
 import type { RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
@@ -13,6 +14,7 @@ import { waitFor } from '../helpers/net.js';
 import { startPingServer } from '../helpers/ping.js';
 import { runWorkflow, testWorkflowId, withWorker } from '../helpers/run-workflow.js';
 import { failureType as restoreFailure, stepReached } from '../helpers/restore-stack.js';
+import { recordFault } from '../helpers/fault-matrix.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 import { decisionFields, startAuthorized } from '../helpers/trust.js';
@@ -224,5 +226,45 @@ describe('RestoreLibrary', () => {
     assert.match(failure.message, /^library restore failed \(the restore would delete more library files than the 1 the approved dry run counted: deletion stopped there; run the restore again to see and approve the new count\); the library is partly restored/);
     const left = ['stray.jpg', 'late-1.jpg', 'late-2.jpg', 'late-3.jpg'].filter((f) => existsSync(join(w.library, f)));
     assert.equal(left.length, 3, `one deletion, as approved: ${left.join(', ')} left`);
+  });
+  test('finding 6: hostile files on the drive (a device, a FIFO, a socket, a setuid-root binary, symlinks to /etc and above the tree) never reach the library; the report lists what was skipped', async () => {
+    const w = await mirrored();
+    // Written onto the mirror by anyone who had the drive in hand.
+    const m = (p: string) => join(w.mirror, p);
+    await execa('mknod', [m('disk'), 'b', '8', '0']);
+    await execa('mknod', [m('user0/null'), 'c', '1', '3']);
+    await execa('mkfifo', [m('user1/fifo')]);
+    await execa('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', m('user2/sock')]);
+    await copyFile('/bin/true', m('user3/suid-true'));
+    await chmod(m('user3/suid-true'), 0o6755);
+    await symlink('/etc', m('etc-link'));
+    await symlink('../../..', m('user0/2020/up'));
+    await symlink('01', m('user0/2020/inside')); // relative, stays inside: restored
+    const hostile = ['disk', 'user0/null', 'user1/fifo', 'user2/sock', 'etc-link', 'user0/2020/up'];
+
+    const dry = await w.restore({ dryRun: true });
+    assert.equal(dry.error, undefined, String(dry.error));
+    assert.equal(dry.report!.skipped.count, hostile.length);
+    assert.match(dry.report!.message, /and skip 6 item\(s\) on the drive that a library never holds/);
+
+    const { report, error } = await w.restore({ approved: true });
+    assert.equal(error, undefined, String(error));
+    assert.equal(report!.outcome, 'restored');
+    for (const p of hostile) assert.equal(existsSync(join(w.library, p)) || (await lstat(join(w.library, p)).then(() => true, () => false)), false, `${p} not restored`);
+    const suid = await lstat(join(w.library, 'user3/suid-true'));
+    assert.ok(suid.isFile());
+    assert.equal(suid.mode & 0o7777, 0o755, 'restored without its setuid and setgid bits');
+    assert.equal(await readlink(join(w.library, 'user0/2020/inside')), '01');
+    assert.equal(report!.skipped.count, hostile.length);
+    assert.deepEqual([...report!.skipped.first].sort(), [
+      'disk (non-regular file)',
+      'etc-link -> /etc (unsafe symlink)',
+      'user0/2020/up -> ../../.. (unsafe symlink)',
+      'user0/null (non-regular file)',
+      'user1/fifo (non-regular file)',
+      'user2/sock (non-regular file)',
+    ]);
+    assert.match(report!.message, /; skipped 6 item\(s\) on the drive that a library never holds \(devices, FIFOs, sockets, symlinks leading out of it\): /);
+    await recordFault('hostile mirror: device nodes, FIFO, socket, setuid-root binary, symlinks to /etc and ../../..', 'RestoreLibrary restored none of them (the binary without setuid/setgid), kept the inside symlink, and listed the 6 skipped in its report');
   });
 });
