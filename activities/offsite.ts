@@ -5,7 +5,9 @@ import type { Config } from '../src/config.js';
 import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../src/dump-names.js';
 import { ChecksumMismatchError, CommandFailedError, NotOurDumpError, StalledError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
-import { checksummedDumps, sha256OfFile } from './checksums.js';
+import { sha256OfFile } from './checksums.js';
+import { readKey, tagFileName, verifyDumpTag } from '../src/provenance.js';
+import { authenticDumps } from './trusted-dumps.js';
 import type { ActivityDeps } from './deps.js';
 import { awaitWithStallGuard, startCommand, withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
@@ -95,6 +97,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     await mkdir(aside, { recursive: true, mode: 0o700 });
     await rename(join(config.backup.dir, file), join(aside, file));
     await rename(join(config.backup.dir, checksumFileName(file)), join(aside, checksumFileName(file))).catch(() => undefined);
+    await rename(join(config.backup.dir, tagFileName(file)), join(aside, tagFileName(file))).catch(() => undefined);
     logger.error({ file, reason, movedTo: aside }, 'local dump damaged: not copied offsite, moved aside');
     return { file, bytes: 0, rejected: `${reason}: moved to ${aside}` };
   }
@@ -108,8 +111,11 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       throw new ChecksumMismatchError(`the NAS copy of ${file} has sha256 ${remote}, expected ${sha256}: removed it; the retry uploads it again`);
     }
     const partialSum = await copyToPartial(join(config.backup.dir, checksumFileName(file)), checksumFileName(file));
+    // Its provenance tag goes along: a restore --from offsite takes the NAS copy only when it verifies.
+    const partialTag = await copyToPartial(join(config.backup.dir, tagFileName(file)), tagFileName(file));
     // The dump first, its checksum last: a .sha256 on the NAS means a verified dump beside it.
     await runRemote(offsite, ['mv', '-f', '--', partialDump, remotePath(file)], { label: 'ssh mv' });
+    await runRemote(offsite, ['mv', '-f', '--', partialTag, remotePath(tagFileName(file))], { label: 'ssh mv' });
     await runRemote(offsite, ['mv', '-f', '--', partialSum, remotePath(checksumFileName(file))], { label: 'ssh mv' });
   }
 
@@ -127,8 +133,10 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     async planOffsiteSync(): Promise<OffsitePlan> {
       const dir = config.backup.dir;
       const local = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
-      const checksummed = await checksummedDumps(dir);
-      for (const file of local) if (!checksummed.some((d) => d.file === file)) logger.warn({ file }, 'local dump has no checksum file: not validated, not copied offsite');
+      // Only ours: regular files whose provenance tag verifies with the worker's key.
+      const { dumps: checksummed, skipped } = await authenticDumps(dir, await readKey(config.security.keyFile));
+      for (const s of skipped) logger.error({ file: s.file, reason: s.reason }, 'not copied offsite');
+      for (const file of local) if (!checksummed.some((d) => d.file === file) && !skipped.some((s) => s.file === file)) logger.warn({ file }, 'local dump has no checksum file: not validated, not copied offsite');
       const present = new Set(await remoteDumpNames(offsite));
       const toCopy = checksummed.filter((d) => !present.has(d.file)).sort((a, b) => (a.file < b.file ? 1 : a.file > b.file ? -1 : 0));
       return { toCopy, alreadyOffsite: local.filter((f) => present.has(f)) };
@@ -143,13 +151,15 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     async uploadDump({ file, sha256 }: DumpToCopy): Promise<CopiedDump> {
       if (!isDumpName(file)) throw new NotOurDumpError(`refusing to upload ${JSON.stringify(file)}: not a dump name`);
       const local = join(config.backup.dir, file);
+      // Tag first (cheap): a dump that is not ours never leaves; then the bytes against the tagged sha256.
+      await verifyDumpTag(await readKey(config.security.keyFile), config.backup.dir, file, sha256, 'not uploading it');
       const actual = await withHeartbeats(sha256OfFile(local), () => ({ step: `checking ${file} before upload` }));
       if (actual !== sha256) return rejectLocal(file, `local dump ${file} has sha256 ${actual}, but its ${checksumFileName(file)} records ${sha256}: damaged after validation, not uploaded`);
       try {
         await copyVerified(local, file, sha256);
       } catch (err) {
         // Nothing half-done stays on the NAS: a full NAS is not left fuller, a reader never sees a part.
-        await removeLeftovers([file, checksumFileName(file)]);
+        await removeLeftovers([file, checksumFileName(file), tagFileName(file)]);
         throw err;
       }
       const { size } = await stat(local);
@@ -169,7 +179,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       const pruned = expiredDumps(dumps, nowMs, days).filter((name) => !newest.has(name));
       for (const name of pruned) {
         // Checksum first: a dump without its .sha256 no longer counts as present.
-        await runRemote(offsite, ['rm', '-f', '--', remotePath(checksumFileName(name)), remotePath(name)], { label: 'ssh rm' });
+        await runRemote(offsite, ['rm', '-f', '--', remotePath(checksumFileName(name)), remotePath(tagFileName(name)), remotePath(name)], { label: 'ssh rm' });
       }
       if (pruned.length) logger.info({ pruned, retentionDays: days }, 'old offsite dumps pruned');
       return { pruned, kept: dumps.filter((d) => !pruned.includes(d)) };

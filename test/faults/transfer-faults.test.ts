@@ -23,6 +23,7 @@ import { runWorkflow } from '../helpers/run-workflow.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { tagWithTestKey } from '../helpers/trust.js';
 
 // Faults in transfers, injected into real processes: worker processes killed with SIGKILL in the
 // middle of rsync, the NAS's sshd killed mid-upload, the USB drive unmounted under a run.
@@ -77,6 +78,7 @@ async function bigDump(dir: string, stamp: string) {
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, name), body);
   await writeFile(join(dir, `${name}.sha256`), `${sha(body)}  ${name}\n`);
+  await tagWithTestKey(dir, name, sha(body));
   return { name, body };
 }
 

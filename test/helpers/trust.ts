@@ -39,3 +39,8 @@ export async function decisionFields(config: Config, handle: WorkflowHandle): Pr
 export async function startAuthorized(client: Client, config: Config, workflowType: string, workflowId: string, input: Record<string, unknown>): Promise<WorkflowHandle> {
   return client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ ...input, authorization: await startTokenFor(config, workflowType, workflowId) }] });
 }
+
+/** Tags a dump with the key a test config made by rawTestConfig({ backupDir: dir }) uses (beside the dir). */
+export async function tagWithTestKey(dir: string, file: string, sha256: string): Promise<void> {
+  await tagDump(await ensureKey(`${dir.replace(/\/+$/, '')}.key`), dir, file, sha256);
+}

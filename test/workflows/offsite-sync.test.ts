@@ -19,6 +19,7 @@ import { listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { startSshd, type TestSshd } from '../helpers/sshd.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 import { recordFault } from '../helpers/fault-matrix.js';
+import { tagWithTestKey } from '../helpers/trust.js';
 
 // OffsiteSync against a real sshd on loopback standing in for the NAS, with real rsync, scp and
 // ssh; a real Temporal dev server runs the workflow.
@@ -46,6 +47,7 @@ async function localDump(dir: string, stamp: string, size = 200_000): Promise<{ 
   const body = gzipSync(Buffer.from(Array.from({ length: size }, (_, i) => String.fromCharCode(32 + ((i * 7919 + stamp.length) % 95))).join('')));
   await writeFile(join(dir, name), body, { mode: 0o600 });
   await writeFile(join(dir, `${name}.sha256`), `${sha(body)}  ${name}\n`, { mode: 0o600 });
+  await tagWithTestKey(dir, name, sha(body));
   return { name, body };
 }
 
