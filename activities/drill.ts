@@ -12,7 +12,7 @@ import type { ActivityDeps } from './deps.js';
 import { writeFileAtomic } from './fs-safe.js';
 import { readKey, tagRows } from '../src/provenance.js';
 import { authenticDumps, authenticRows, latestUsable, shrinkOf } from './trusted-dumps.js';
-import { LOADING_DIR, loadDump } from './restore.js';
+import { checkRestorable, LOADING_DIR, loadDump } from './restore.js';
 import { runCommand, stderrTail, withHeartbeats } from './run-command.js';
 import type { DumpKind, PostgresTarget } from './types.js';
 import { compareRowCounts, type DrillResult, type RowCounts } from '../src/reports.js';
@@ -291,6 +291,12 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       // Loaded from a private copy whose bytes hashed to the recorded sha256 as they were copied.
       const path = await privateCopy(join(dir, dump.file), dump.file, join(dir, LOADING_DIR), dump.sha256, `drill: copying ${dump.file} aside`);
 
+      // The whole dump through the strict filter before any server starts: a line that would run a
+      // program is refused here, not halfway through the load.
+      await checkRestorable({ file: dump.file, path, format: 'cluster', checksum: dump.sha256 }).catch(async (err: unknown) => {
+        await rm(path, { force: true });
+        throw err;
+      });
       const server = await withHeartbeats(throwaway(stamp), () => ({ step: 'drill: starting a throwaway PostgreSQL' })).catch(async (err: unknown) => {
         await rm(path, { force: true });
         throw err;

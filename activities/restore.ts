@@ -116,12 +116,16 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     try {
       await cleanUp(); // whatever sits under those names (a symlink planted there) is never written through
       try {
-        for (const [name, target] of [[file, temp], [checksumFileName(file), sumTemp], [tagFileName(file), tagTemp]] as const) {
+        for (const [name, target] of [[file, temp], [checksumFileName(file), sumTemp]] as const) {
           await runRsync(['-t', '--chmod=F600', '-e', sshCommandString(offsite), `${sshTarget(offsite)}:${offsite.remoteDir}/${name}`, target], { step: `fetching ${name} from the NAS` });
         }
       } catch (err) {
         throw sshError(err, offsite);
       }
+      // A copy without its tag (uploaded before tags, or planted) is refused just below, as one whose tag does not verify.
+      await runRsync(['-t', '--chmod=F600', '-e', sshCommandString(offsite), `${sshTarget(offsite)}:${offsite.remoteDir}/${tagFileName(file)}`, tagTemp], { step: `fetching ${tagFileName(file)} from the NAS` }).catch((err: Error) => {
+        logger.warn({ file, reason: err.message.split('\n')[0] }, 'no provenance tag fetched from the NAS');
+      });
       const recorded = await readChecksumFile(sumTemp);
       // The NAS is someone else's disk: its copy is ours only when its tag verifies with the worker's key.
       const key = await readKey(config.security.keyFile);

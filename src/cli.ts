@@ -18,7 +18,12 @@ import { loadConfig, redactConfig, type Config } from './config.js';
 import { findTemporalBinary, startDevServer } from './dev-server.js';
 import { approvalToken, osUser, startToken } from './authorization.js';
 import { ConfigError, UnsafePathError } from './errors.js';
-import { readKey } from './provenance.js';
+import { readKey, tagDump } from './provenance.js';
+import { checksumFileName, DUMP_NAME_HINT, isDumpName } from './dump-names.js';
+import { checkRestorable } from '../activities/restore.js';
+import { readChecksumFile } from '../activities/checksums.js';
+import { lstat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { redactSecrets } from './redact.js';
 import { formatBytes } from './format.js';
 import { LOCK_WORKFLOW_PREFIX, runId, WORKFLOW_KINDS, type WorkflowType } from './ids.js';
@@ -250,6 +255,26 @@ program
     );
     process.stdout.write(`${lines.length ? lines.join('\n') : 'no dump found'}\n${catalog.problems.map((p) => `! ${p}\n`).join('')}`);
     if (!catalog.entries.length) process.exitCode = 1;
+  });
+
+program
+  .command('adopt <dump>')
+  .description("Vouch for a dump in backup.dir that has no valid provenance tag (made before tags existed, or tagged with a lost key): check it in full (stream, completion marker, strict filter, its .sha256), then tag it with the worker's key")
+  .action(async (file: string, _opts, cmd: Command) => {
+    const config = configOf(cmd);
+    const dir = config.backup.dir;
+    if (!isDumpName(file)) throw new ConfigError(`${JSON.stringify(file)} is not a dump name (${DUMP_NAME_HINT}): give a file's name in ${dir}, not a path`);
+    const key = await readKey(config.security.keyFile);
+    const path = join(dir, file);
+    const st = await lstat(path).catch(() => undefined);
+    if (!st?.isFile()) throw new Error(`${path} is ${st ? 'not a regular file (never followed)' : 'missing'}: nothing adopted`);
+    process.stderr.write(`checking ${file} in full (decode, completion marker, strict filter) …\n`);
+    const verified = await checkRestorable({ file, path, format: 'cluster' });
+    const recorded = await readChecksumFile(join(dir, checksumFileName(file)));
+    if (recorded && recorded !== verified.sha256) throw new Error(`${file} hashes to ${verified.sha256} but its .sha256 records ${recorded}: it changed after it was written; nothing adopted`);
+    if (!recorded) await writeFile(join(dir, checksumFileName(file)), `${verified.sha256}  ${file}\n`, { mode: 0o600 });
+    await tagDump(key, dir, file, verified.sha256);
+    process.stdout.write(`adopted ${file}: sha256 ${verified.sha256}, ${formatBytes(verified.bytes)}, databases ${verified.databases.join(', ') || 'unknown'}; it is tagged with the worker's key now (row counts were not recorded for it)\n`);
   });
 
 program

@@ -66,7 +66,7 @@ describe('faults: NightlyDbBackup', () => {
     assert.ok(sawPartial);
     const attempts = await attemptsOf(workflowId);
     assert.ok(attempts.some((a) => a >= 2), `retried: ${attempts.join(',')}`);
-    assert.deepEqual(await listDir(dir), [yesterday, `${yesterday}.sha256`, report!.file, `${report!.file}.sha256`, `${report!.file}.rows.json`].sort());
+    assert.deepEqual(await listDir(dir), [yesterday, `${yesterday}.sha256`, report!.file, `${report!.file}.hmac`, `${report!.file}.sha256`, `${report!.file}.rows.json`].sort());
     await execa('gzip', ['-t', join(dir, report!.file)]);
     await recordFault('PostgreSQL killed mid-dump (SIGKILL to the pg_dump backend)', `pg_dumpall lost its server and exited non-zero, so the attempt failed before it could count as a backup; retried (attempt ${Math.max(...attempts)} succeeded); no partial dump under a final name; older dump kept; new dump gzip-valid`);
   });

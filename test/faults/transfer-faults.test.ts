@@ -136,7 +136,7 @@ describe('faults: transfers', () => {
       const report = (await handle.result()) as OffsiteSyncReport;
       assert.deepEqual(report.copied, [dump.name]);
       assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
-      assert.deepEqual((await readdir(remote)).filter((n) => !n.startsWith('.rsync-partial')).sort(), [dump.name, `${dump.name}.sha256`]);
+      assert.deepEqual((await readdir(remote)).filter((n) => !n.startsWith('.rsync-partial')).sort(), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
       await recordFault('worker killed (SIGKILL) mid-rsync: offsite upload', 'new worker completed the upload; NAS copy sha256 matches; no partial file under a final name');
     } finally {
       second.process.kill('SIGTERM');
@@ -228,7 +228,9 @@ describe('faults: transfers', () => {
     await bigDump(join(root, 'dumps'), '20261127_030000');
     const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...freezingSshd.offsite, remoteDir: remote, bwLimitKiB: 256, stallSeconds: 3, retryWindowMinutes: 0.05 } } });
     const started = Date.now();
-    const { error } = await runWorkflow<OffsiteSyncReport>(client, temporal.address, parseConfig(raw), 'OffsiteSync');
+    // The NAS side's rsync stays stopped (SIGSTOP) once the client gave up: killed here, so no stopped
+    // rsync outlives the test (later tests look for rsync processes).
+    const { error } = await runWorkflow<OffsiteSyncReport>(client, temporal.address, parseConfig(raw), 'OffsiteSync').finally(() => execa('pkill', ['-KILL', '-f', remote], { reject: false }));
     const tookMs = Date.now() - started;
     const failure = failureType(error);
     assert.equal(failure.type, 'StalledError', failure.message);

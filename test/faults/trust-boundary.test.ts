@@ -10,8 +10,11 @@ import { hostThrowaway } from '../../activities/drill.js';
 import { collectStatus } from '../../activities/health.js';
 import { dumpFileName, formatStamp } from '../../src/dump-names.js';
 import { createLogger } from '../../src/logger.js';
-import type { RestoreDrillReport } from '../../workflows/index.js';
+import type { OffsiteSyncReport, RestoreDrillReport } from '../../workflows/index.js';
+import { cli } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
+import { repoRoot } from '../helpers/paths.js';
+import { tempDir, writeConfigFile } from '../helpers/setup.js';
 import { pgBin, rowCounts } from '../helpers/postgres.js';
 import { failureType, refusal, stepReached, tamper, useRestoreStack } from '../helpers/restore-stack.js';
 import { runWorkflow, withWorker } from '../helpers/run-workflow.js';
@@ -76,6 +79,33 @@ describe('the trust boundary', () => {
     await chmod(w.backupDir, 0o700);
     await recordFault('a forged dump (self-consistent .sha256, no tag) planted in the staging dir and on the NAS', 'never "latest" for restore, drill or status; refused by name and --from offsite (UnauthenticatedDumpError) before anything stopped; its \\! line never ran');
     await recordFault('staging dir made world-writable', 'the worker refuses to start: "backup.dir … is writable by everyone (mode 777): refusing to trust it"');
+  });
+
+  test('a dump without a valid tag (older than tags, or a lost key) is adopted only after a full check, by who can read the key', async () => {
+    const w = await world();
+    const old = await w.backup();
+    await rm(join(w.backupDir, `${old.file}.hmac`));
+    const refused = await w.restore({ dump: old.file, dryRun: true });
+    assert.equal(failureType(refused.error).type, 'UnauthenticatedDumpError');
+    const configFile = await writeConfigFile(w.root, w.raw);
+    const hostile = stampedName(-3_600_000);
+    await tamper(w.backupDir, old.file, (sql) => `\\! id\n${sql}`, hostile);
+    const bad = await cli(['-c', configFile, 'adopt', hostile]);
+    assert.equal(bad.exitCode, 1);
+    assert.match(bad.stderr, /^error: dump \S+ line 1: .*refusing to restore it/m);
+    assert.ok(!existsSync(join(w.backupDir, `${hostile}.hmac`)), 'a refused dump is not tagged');
+    const ok = await cli(['-c', configFile, 'adopt', old.file]);
+    assert.equal(ok.exitCode, 0, ok.stderr);
+    assert.match(ok.stdout, new RegExp(`^adopted ${old.file}: sha256 ${old.sha256}`));
+    const now = await w.restore({ dump: old.file, dryRun: true });
+    assert.equal(now.error, undefined, String(now.error));
+    const shared = await tempDir('shared-config');
+    await chmod(shared, 0o755);
+    const readable = await writeConfigFile(shared, w.raw);
+    await chmod(readable, 0o644);
+    const asNobody = await execa('runuser', ['-u', 'nobody', '--', process.execPath, join(repoRoot, 'dist/src/cli.js'), '-c', readable, 'adopt', old.file], { reject: false, cwd: '/tmp' });
+    assert.equal(asNobody.exitCode, 2, asNobody.stderr);
+    assert.match(asNobody.stderr, /^error: key file \S+ \(security\.keyFile\)/, 'a user who cannot read the key adopts nothing');
   });
 
   test('finding 3: a dump swapped while the restore waits for approval fails before anything stops', async () => {
@@ -166,7 +196,7 @@ describe('the trust boundary', () => {
   });
 
   test('finding 7: a symlink or a directory named like a dump is ignored by pruning, the drill and status, and never followed', async () => {
-    const w = await world();
+    const w = await world({ offsite: { method: 'scp' } });
     const good = await w.backup();
     await execa('mkdir', [join(w.backupDir, stampedName(-86_400_000 * 30))]);
     const link = stampedName(-86_400_000 * 20);
@@ -177,7 +207,13 @@ describe('the trust boundary', () => {
     const local = status.rows.find((r) => r.id === 'local-dump')!;
     assert.match(local.summary, /a symbolic link named like a dump: ignored \(never followed\)/);
     assert.notEqual(good.file, again.file);
-    await recordFault('a directory and a symlink to /etc/shadow named like dumps in the staging dir', 'backups and pruning go on (no EISDIR); status reports both; nothing followed');
+    // OffsiteSync by scp: only the real dumps reach the NAS, never what the symlink points at.
+    const synced = await runWorkflow<OffsiteSyncReport>(stack.client, stack.temporal.address, w.config, 'OffsiteSync');
+    assert.equal(synced.error, undefined, String(synced.error));
+    const nas = await readdir(w.config.offsite.remoteDir);
+    assert.ok(!nas.some((n) => n.startsWith(link)), `the symlink's name is not on the NAS: ${nas.join(', ')}`);
+    assert.ok(nas.includes(again.file) && nas.includes(good.file));
+    await recordFault('a directory and a symlink to /etc/shadow named like dumps in the staging dir (offsite.method scp)', 'backups and pruning go on (no EISDIR); status reports both; OffsiteSync by scp copies only the real dumps; nothing followed');
   });
 
   test('finding 10: a dump stamped in the future is never latest and raises an alarm; a clock jump prunes none of the newest keepMin; a backup of an emptied database is kept but flagged', async () => {

@@ -80,7 +80,8 @@ describe('OffsiteSync', () => {
     assert.deepEqual(first.report!.copied, [dumps[2]!.name, dumps[1]!.name], 'newest first');
     assert.equal(first.report!.alreadyOffsite, 1);
     assert.equal(first.report!.bytesCopied, dumps[1]!.body.length + dumps[2]!.body.length);
-    const names = dumps.flatMap((d) => [d.name, `${d.name}.sha256`]);
+    // The first came without a tag (copied there by hand): left as it is; the two uploaded carry theirs.
+    const names = [...dumps.flatMap((d) => [d.name, `${d.name}.sha256`]), ...dumps.slice(1).map((d) => `${d.name}.hmac`)];
     assert.deepEqual(await listDir(remote), [...names, 'notes.txt'].sort());
     for (const d of dumps) assert.equal(sha(await readFile(join(remote, d.name))), sha(d.body));
     for (const d of dumps.slice(1)) assert.equal((await stat(join(remote, d.name))).mode & 0o777, 0o600, 'owner-only on the NAS too');
@@ -97,7 +98,7 @@ describe('OffsiteSync', () => {
     const { report, error } = await run();
     assert.equal(error, undefined, String(error));
     assert.equal(report!.method, 'scp');
-    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.sha256`]);
+    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
     assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
   });
 
@@ -119,7 +120,7 @@ describe('OffsiteSync', () => {
     assert.deepEqual(report!.copied, [dump.name]);
     assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
     assert.ok((await dumpStartAttempts(workflowId)).includes(2), 'the upload was retried after the mismatch');
-    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.sha256`]);
+    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
   });
 
   test('an unreachable NAS is retried for the window, then fails in one line; nothing lands under a final name', async () => {
@@ -154,7 +155,7 @@ describe('OffsiteSync', () => {
     });
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.copied, [dump.name]);
-    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.sha256`]);
+    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
   });
 
   test('an unknown host key is refused at once: ssh never prompts and never trusts it', async () => {
@@ -185,7 +186,7 @@ describe('OffsiteSync', () => {
     const { report, error } = await run();
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.prunedRemote.sort(), old);
-    assert.deepEqual(await listDir(remote), [...kept, fresh.name].flatMap((n) => [n, `${n}.sha256`]).sort());
+    assert.deepEqual(await listDir(remote), [...kept.flatMap((n) => [n, `${n}.sha256`]), fresh.name, `${fresh.name}.hmac`, `${fresh.name}.sha256`].sort());
   });
   test('finding 11: one damaged older dump is moved into rejected/ with an alarm, and the newer ones are still copied, newest first', async () => {
     const { local, remote, run } = await setup();
@@ -200,9 +201,9 @@ describe('OffsiteSync', () => {
     assert.deepEqual(report!.rejected.map((r) => r.file), [oldest.name]);
     assert.match(report!.rejected[0]!.reason, new RegExp(`^local dump ${oldest.name.replace(/\./g, '\\.')} has sha256 [0-9a-f]{64}, but its .*\\.sha256 records ${sha(oldest.body)}: damaged after validation, not uploaded: moved to .*/rejected$`));
     assert.match(report!.message, new RegExp(`^copied 2 dump\\(s\\) to .*; ALARM: 1 local dump\\(s\\) damaged since validation, not copied, moved to rejected/: ${oldest.name.replace(/\./g, '\\.')}$`));
-    assert.deepEqual(await listDir(join(local, 'rejected')), [oldest.name, `${oldest.name}.sha256`]);
+    assert.deepEqual(await listDir(join(local, 'rejected')), [oldest.name, `${oldest.name}.hmac`, `${oldest.name}.sha256`]);
     assert.equal(existsSync(join(local, oldest.name)), false);
-    assert.deepEqual(await listDir(remote), [middle.name, `${middle.name}.sha256`, newest.name, `${newest.name}.sha256`].sort());
+    assert.deepEqual(await listDir(remote), [middle, newest].flatMap((d) => [d.name, `${d.name}.hmac`, `${d.name}.sha256`]).sort());
     // Upload order in the history: the newest dump's upload was scheduled first.
     const history = await client.workflow.getHandle(workflowId).fetchHistory();
     const uploads = (history.events ?? []).flatMap((e) => {

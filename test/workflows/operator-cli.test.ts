@@ -111,10 +111,10 @@ describe('the operator at the terminal', () => {
       assert.match(point.file, /^restore-point_\d{8}_\d{6}\.sql\.gz$/);
       assert.equal(point.restore, `restore db --dump ${point.file}`);
       const local = entries.find((e) => e.origin === 'local' && e.file === dump)!;
-      assert.ok(local.rows! > 0 && local.bytes > 0 && local.immichVersion === '2.3.1' && /^validated, sha256 [0-9a-f]{12}… recorded$/.test(local.verified));
+      assert.ok(local.rows! > 0 && local.bytes > 0 && local.immichVersion === '2.3.1' && /^validated and tagged, sha256 [0-9a-f]{12}… recorded$/.test(local.verified));
       assert.equal(entries.find((e) => e.origin === 'offsite')!.restore, `restore db --dump ${dump} --from offsite`);
       const human = await cli(['-c', w.configFile, 'dumps']);
-      assert.match(human.stdout, new RegExp(`^${dump}\\n    staging dir; \\d+ min old; [\\d.]+ KiB; validated, sha256 [0-9a-f]{12}… recorded; \\d+ rows in 6 tables recorded; Immich 2\\.3\\.1\\n    immich-backup restore db --dump ${dump}$`, 'm'));
+      assert.match(human.stdout, new RegExp(`^${dump}\\n    staging dir; \\d+ min old; [\\d.]+ KiB; validated and tagged, sha256 [0-9a-f]{12}… recorded; \\d+ rows in 6 tables recorded; Immich 2\\.3\\.1\\n    immich-backup restore db --dump ${dump}$`, 'm'));
     } finally {
       await w.stop();
     }

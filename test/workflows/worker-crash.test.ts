@@ -64,7 +64,7 @@ describe('a worker killed mid-dump', () => {
       assert.match(operator.stderr(), /^… dumpDatabase file=immich_\d{8}_\d{6}\.sql\.gz bytesWritten=\d+ written=/m);
       assert.match(operator.stderr(), /^… dumpDatabase: attempt 1 of 4 failed: .*Heartbeat timeout.*; (next attempt at \S+Z \(in \d+ s\)|attempt 2 running)$/m);
       const files = await listDir(backupDir);
-      assert.deepEqual(files, [older, `${older}.sha256`, report.file, `${report.file}.sha256`, `${report.file}.rows.json`].sort());
+      assert.deepEqual(files, [older, `${older}.sha256`, report.file, `${report.file}.hmac`, `${report.file}.sha256`, `${report.file}.rows.json`].sort());
       assert.deepEqual(report.pruned, []);
       await execa('gzip', ['-t', join(backupDir, report.file)]);
       await execa('sha256sum', ['-c', `${report.file}.sha256`], { cwd: backupDir });
