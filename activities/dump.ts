@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { link, lstat, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { link, lstat, open, rm, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { finished, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,7 +12,7 @@ import { corruptDump, readChecksumFile, sha256OfFile } from './checksums.js';
 import { compressArgs, formatOf, testArgs } from './compression.js';
 import { postgresCommand } from './container.js';
 import type { ActivityDeps } from './deps.js';
-import { diskError, fsyncDir, writeFileAtomic } from './fs-safe.js';
+import { diskError, fsyncDir, ownDir, writeFileAtomic } from './fs-safe.js';
 import { awaitCommand, startCommand, startPipedPair, stopCommand, throwIfCancelled, withHeartbeats } from './run-command.js';
 import type { DumpDatabaseInput, DumpResult, PostgresTarget, SalvageResult } from './types.js';
 
@@ -40,7 +40,7 @@ export async function writeCompressedDump(
   const finalPath = join(dir, name);
   const tempPath = join(dir, partialFileName(name));
   const sumName = checksumFileName(name);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ownDir(dir);
   // An earlier attempt whose worker died leaves its temporary file behind; this attempt owns the name now.
   await rm(tempPath, { force: true });
 

@@ -1,6 +1,6 @@
-import { open, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { NoSpaceError } from '../src/errors.js';
+import { NoSpaceError, UnsafePathError } from '../src/errors.js';
 
 /** Makes a rename durable: the directory entry itself is flushed. */
 export async function fsyncDir(path: string): Promise<void> {
@@ -36,4 +36,19 @@ export function diskError(err: unknown, where: string): unknown {
     return new NoSpaceError(`no space left on the filesystem of ${where}: free space or point backup.dir elsewhere`);
   }
   return err;
+}
+
+/**
+ * A folder of the worker's own inside backup.dir (restore-points/, rejected/, salvage/, .loading/):
+ * made owner-only if missing; refused when it is a symlink, not a directory, or someone else's,
+ * so nothing is ever written through a link planted under its name.
+ */
+export async function ownDir(path: string): Promise<string> {
+  await mkdir(path, { recursive: true, mode: 0o700 });
+  const st = await lstat(path);
+  const me = process.getuid?.() ?? 0;
+  if (st.isSymbolicLink() || !st.isDirectory()) throw new UnsafePathError(`${path} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: never written through; remove it`);
+  if (st.uid !== me) throw new UnsafePathError(`${path} belongs to uid ${st.uid}, not to the worker: refusing to write there; remove it`);
+  if (st.mode & 0o022) await chmod(path, st.mode & 0o7755);
+  return path;
 }

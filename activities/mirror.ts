@@ -1,6 +1,7 @@
-import { opendir, readdir, readFile, realpath } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { lstat, opendir, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { dirname, join, relative, resolve } from 'node:path';
 import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError } from '../src/errors.js';
+import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
 import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
@@ -98,7 +99,26 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     if (inside.startsWith('..') || resolve(lib.mountPoint, inside) !== resolve(lib.destination)) {
       return `library.destination ${lib.destination} is not on the drive mounted at ${lib.mountPoint}`;
     }
+    await assertOnDrive();
     return undefined;
+  }
+
+  /**
+   * The drive is someone else's disk: a symlink on it (the destination, or a folder on the way)
+   * could send `rsync --delete` into a host directory, or a restore copy one into the library.
+   * What the destination really is (its nearest existing part, resolved) must lie on the drive.
+   */
+  async function assertOnDrive(): Promise<void> {
+    const mount = await realpath(lib.mountPoint);
+    const { dev } = await stat(mount);
+    let existing = resolve(lib.destination);
+    while (!(await lstat(existing).catch(() => undefined)) && existing !== mount) existing = dirname(existing);
+    const real = await realpath(existing);
+    const rel = relative(mount, real);
+    const st = await stat(real);
+    if (rel.startsWith('..') || rel.startsWith('/') || st.dev !== dev) {
+      throw new MirrorSafetyError(`library.destination ${lib.destination} leads to ${real}, off the drive mounted at ${lib.mountPoint} (a symlink on the drive?): nothing was copied or deleted; remove the link`);
+    }
   }
 
   return {
@@ -114,6 +134,8 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
      * copy is rsync -a at idle I/O priority, and a retry resumes, as rsync skips what is done.
      */
     async mirrorLibrary(): Promise<MirrorOutcome> {
+      // Deleting from the mirror is destructive: only a run that was authorized (its schedule, or a start token).
+      if (lib.delete) await requireAuthorizedRun(config.security.keyFile, 'mirror with deletion');
       const problem = await driveProblem();
       if (problem) return { ready: false, reason: problem };
       if (!(await hasFiles(lib.source))) {
@@ -149,6 +171,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
      * `maxDelete`: with deletion, no more deletions than the approved dry run counted.
      */
     async restoreLibraryFiles({ delete: del, dryRun, maxDelete }: { delete: boolean; dryRun: boolean; maxDelete?: number }): Promise<MirrorResult> {
+      if (!dryRun) await requireAuthorizedRun(config.security.keyFile, 'restore the library from the drive');
       const problem = await driveProblem();
       if (problem) throw new DriveNotMountedError(`${problem}: nothing was restored`);
       const result = await copyTree(lib.destination, lib.source, { delete: del, dryRun, fromDrive: true, step: dryRun ? 'dry run of the library restore' : 'restoring library', what: `the library restore from ${lib.mountPoint}`, ...(maxDelete !== undefined ? { maxDelete } : {}) }).catch((err: unknown) => {

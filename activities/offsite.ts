@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, rename, stat } from 'node:fs/promises';
+import { readdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../src/config.js';
 import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../src/dump-names.js';
@@ -9,6 +9,7 @@ import { sha256OfFile } from './checksums.js';
 import { readKey, tagFileName, verifyDumpTag } from '../src/provenance.js';
 import { authenticDumps } from './trusted-dumps.js';
 import type { ActivityDeps } from './deps.js';
+import { ownDir } from './fs-safe.js';
 import { awaitWithStallGuard, startCommand, withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
 import { connectionOptions, nasLabel, runRemote, sshCommandString, sshError, sshTarget } from './ssh.js';
@@ -94,7 +95,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
    */
   async function rejectLocal(file: string, reason: string): Promise<CopiedDump> {
     const aside = join(config.backup.dir, REJECTED_DIR);
-    await mkdir(aside, { recursive: true, mode: 0o700 });
+    await ownDir(aside);
     await rename(join(config.backup.dir, file), join(aside, file));
     await rename(join(config.backup.dir, checksumFileName(file)), join(aside, checksumFileName(file))).catch(() => undefined);
     await rename(join(config.backup.dir, tagFileName(file)), join(aside, tagFileName(file))).catch(() => undefined);

@@ -7,10 +7,11 @@ import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName
 import { decompressor } from './compression.js';
 import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError, UnauthenticatedDumpError } from '../src/errors.js';
 import { dumpTagMatches, readKey, tagFileName, verifyDumpTag } from '../src/provenance.js';
-import { authenticDumps, authenticRows, latestUsable, readRegular, rowFacts } from './trusted-dumps.js';
+import { requireAuthorizedRun } from './authorize.js';
+import { authenticDumps, authenticRows, futureStamped, latestUsable, readRegular, rowFacts } from './trusted-dumps.js';
 import { redactSecrets, splitCredentials } from '../src/redact.js';
 import type { DumpFacts } from '../src/restore-plan.js';
-import { fsyncDir } from './fs-safe.js';
+import { fsyncDir, ownDir } from './fs-safe.js';
 import { formatBytes } from '../src/format.js';
 import { postgresCommand } from './container.js';
 import { decodeAndHash, privateCopy, READ_CHUNK, readChecksumFile, sha256OfFile } from './checksums.js';
@@ -42,7 +43,7 @@ function counter(onBytes: (n: number) => void): Transform {
  * psql's stderr (its errors, when ON_ERROR_STOP is off).
  */
 export async function loadDump(
-  dump: { file: string; path: string },
+  dump: { file: string; path: string; format?: DumpFormat },
   user: string,
   psql: { file: string; args: string[]; env: Record<string, string> },
   step: string,
@@ -50,7 +51,7 @@ export async function loadDump(
   const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
   const { size } = await stat(dump.path);
   let read = 0;
-  const feed = pipeline(createReadStream(dump.path, { highWaterMark: READ_CHUNK }), counter((n) => (read += n)), decompressor(dump.file), restoreFilter(user, dump.file), child.stdin!);
+  const feed = pipeline(createReadStream(dump.path, { highWaterMark: READ_CHUNK }), counter((n) => (read += n)), decompressor(dump.file), restoreFilter(user, dump.file, dump.format === 'immich'), child.stdin!);
   const [fed, loaded] = await withHeartbeats(Promise.allSettled([feed, awaitCommand(child, 'psql')]), () => ({
     step,
     file: dump.file,
@@ -70,7 +71,8 @@ export async function loadDump(
  * the completion marker is there, and no line would run a program.
  */
 export async function checkRestorable(dump: { file: string; path: string; format: DumpFormat; checksum?: string }): Promise<VerifiedDump> {
-  const scan = safetyScanner(dump.file);
+  // Immich's own dumps carry no tag: the stricter filter (ASCII only outside COPY data).
+  const scan = safetyScanner(dump.file, dump.format === 'immich');
   const { sha256, size } = await decodeAndHash(dump.path, dump.file, scan.sink, 'verifying', 'not restoring it');
   if (dump.checksum !== undefined && dump.checksum !== sha256) {
     throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${sha256}, its .sha256 says ${dump.checksum}: not restoring it`);
@@ -94,6 +96,14 @@ async function linkIfAbsent(from: string, to: string): Promise<boolean> {
 export function createRestoreActivities({ config, logger }: ActivityDeps) {
   const dir = config.backup.dir;
   const pointsDir = join(dir, RESTORE_POINTS_DIR);
+
+  /** A dump's path and format from its name and origin, names checked: never a path from elsewhere. */
+  function locate(file: string, origin: ResolvedDump['origin']): Pick<ResolvedDump, 'file' | 'path' | 'format' | 'origin'> {
+    if (origin === 'immich' && isImmichBackupName(file) && config.immich.backupsDir) return { file, path: join(config.immich.backupsDir, file), format: 'immich', origin };
+    if (origin === 'restore-point' && isRestorePointName(file)) return { file, path: join(pointsDir, file), format: 'cluster', origin };
+    if ((origin === 'local' || origin === 'offsite') && isDumpName(file)) return { file, path: join(dir, file), format: 'cluster', origin };
+    throw new NotOurDumpError(`refusing to load ${JSON.stringify(file)} (origin ${String(origin)}): not a dump name of that origin`);
+  }
 
   /** Immich's newest own backup for "latest": never its restore-point-… (the state before an in-app restore), only by name. */
   async function newestImmichBackup(): Promise<string | undefined> {
@@ -168,7 +178,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
      * a restore point (restore-point_….sql.gz, from backup.dir/restore-points) or one of Immich's own
      * (immich-db-backup-….sql.gz, also uploaded-… and restore-point-…) and never a path. Ours come
      * from the staging dir, or from the NAS when missing locally or asked for; "latest" is the
-     * newest of ours (never a restore point), else the newest of Immich's own.
+     * newest authentic one of ours (never a restore point, never one of Immich's own: those only by name).
      */
     async resolveDump({ dump, from }: ResolveDumpInput): Promise<ResolvedDump> {
       if (dump !== 'latest' && !isDumpName(dump) && !isImmichBackupName(dump) && !isRestorePointName(dump)) {
@@ -215,12 +225,15 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
         unreachable = (err as Error).message.split('\n')[0];
         logger.warn({ err: unreachable }, 'NAS not reachable while looking for a dump');
       }
-      const name = dump === 'latest' ? remote.at(-1) : remote.includes(dump) ? dump : undefined;
+      // "latest" on the NAS: never a dump stamped in the future (its tag is checked when it is fetched).
+      const name = dump === 'latest' ? remote.filter((n) => !futureStamped(n, Date.now(), config.backup.maxFutureMinutes)).at(-1) : remote.includes(dump) ? dump : undefined;
       if (name) return fetchFromNas(name);
-      const immich = dump === 'latest' ? await newestImmichBackup() : undefined;
-      if (immich) return { file: immich, path: join(config.immich.backupsDir!, immich), format: 'immich', origin: 'immich' };
       const nas = unreachable ? `the NAS could not be asked (${unreachable})` : 'nor on the NAS';
-      throw new DumpNotFoundError(dump === 'latest' ? `no dump found: none in ${dir}, ${unreachable ? `none in immich.backupsDir, and ${nas}` : 'on the NAS, or in immich.backupsDir'}` : `${dump} is not in ${dir}, ${nas}`);
+      if (dump !== 'latest') throw new DumpNotFoundError(`${dump} is not in ${dir}, ${nas}`);
+      // Immich's own backups carry no tag: never taken as "latest" (a NAS made unreachable on purpose
+      // must not turn a --yes restore into an unauthenticated one); only by name, after the approval says so.
+      const immich = await newestImmichBackup();
+      throw new DumpNotFoundError(`no dump of ours found: none in ${dir}, ${unreachable ? nas : 'none on the NAS'}${immich ? `; Immich's own newest backup is ${immich} (unauthenticated): restore it by name, --dump ${immich}, and read the approval` : ''}`);
     },
 
     /** checkRestorable, and for ours (not Immich's own) the provenance tag over the bytes just hashed. */
@@ -233,6 +246,8 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     /** Under the lock, just before anything stops: the file is still there, still the bytes that were verified and approved. */
     async recheckDump({ path, file, sha256, origin }: { path: string; file: string; sha256: string; origin?: ResolvedDump['origin'] }): Promise<void> {
       if (origin && origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(path), file, sha256, 'nothing was changed');
+      // The folder the load copies into must be the worker's own (not a link planted there): found out now, before anything stops.
+      await ownDir(join(dir, LOADING_DIR));
       const now = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking ${file} again` })).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') throw new DumpNotFoundError(`${file} is gone since it was verified (pruned meanwhile?): nothing was changed; choose a dump again (immich-backup dumps)`);
         throw err;
@@ -262,6 +277,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
 
     /** Stops Immich's app containers; PostgreSQL keeps running (the runbook's `compose down` would stop it too). */
     async stopImmich(): Promise<string[]> {
+      await requireAuthorizedRun(config.security.keyFile, "stop Immich's containers");
       await runCommand(config.docker.command, ['stop', ...config.immich.appContainers], { label: `${config.docker.command} stop` });
       logger.info({ containers: config.immich.appContainers }, 'immich stopped');
       return config.immich.appContainers;
@@ -309,13 +325,16 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
      */
     async restoreDump({ dump, target, sha256 }: { dump: Pick<ResolvedDump, 'file' | 'path' | 'format' | 'origin'>; target: PostgresTarget; sha256: string }): Promise<{ durationMs: number }> {
       const started = Date.now();
+      await requireAuthorizedRun(config.security.keyFile, `load ${dump.file} into the database`);
       // The bytes loaded are the bytes verified: copied (and hashed as they are read) into a folder only
       // the worker can write, checked against the approved sha256 (and, for ours, the tag), loaded from there.
-      if (dump.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(dump.path), dump.file, sha256, 'not loading it');
+      // Where the file is follows from its name and origin alone: a path in the input is never trusted.
+      const located = locate(dump.file, dump.origin);
+      if (located.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(located.path), located.file, sha256, 'not loading it');
       const loadingDir = join(dir, LOADING_DIR);
-      const copy = await privateCopy(dump.path, dump.file, loadingDir, sha256, `copying ${dump.file} aside to load exactly the verified bytes`);
+      const copy = await privateCopy(located.path, located.file, loadingDir, sha256, `copying ${located.file} aside to load exactly the verified bytes`);
       try {
-        return await load({ ...dump, path: copy }, target, started);
+        return await load({ ...located, path: copy }, target, started);
       } finally {
         await rm(copy, { force: true });
       }

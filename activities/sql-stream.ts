@@ -101,7 +101,17 @@ const SERVER_SIDE: Array<[RegExp, string]> = [
 const LEXER_SETTINGS: Array<[RegExp, RegExp, string]> = [
   [/standard_conforming_strings/i, /^SET standard_conforming_strings = on;$/, 'standard_conforming_strings other than pg_dump\'s SET … = on (psql would read quotes differently)'],
   [/client_encoding/i, /^SET client_encoding = '(?:UTF8|SQL_ASCII|LATIN\d+)';$/, 'a client_encoding other than pg_dump\'s SET … (psql would read bytes differently)'],
+  // set_config can spell any setting (client_encoding from concatenated pieces): only pg_dump's search_path line.
+  [/\bset_config\b/i, /^SELECT pg_catalog\.set_config\('search_path', '[^']*', false\);$/, "set_config other than pg_dump's search_path line (it could change settings psql's lexer follows)"],
 ];
+
+/** The settings pg_dump and pg_dumpall SET at top level; any other SET (SET NAMES, …) is refused. */
+const SET_FORM = /^SET (?:SESSION AUTHORIZATION (?:'(?:[^']|'')*'|DEFAULT)|ROLE [^;]+|(statement_timeout|lock_timeout|idle_in_transaction_session_timeout|transaction_timeout|client_encoding|standard_conforming_strings|check_function_bodies|xmloption|client_min_messages|row_security|default_tablespace|default_table_access_method|default_with_oids|default_transaction_read_only|search_path|escape_string_warning|synchronous_commit|extra_float_digits) = [^;]*);$/;
+const RESET_FORM = /^RESET (?:SESSION AUTHORIZATION|ROLE);$/;
+
+/** COPY text-format escapes pg_dump writes; any other backslash in data is refused (ON_ERROR_STOP off, psql would read a failed COPY's data as commands). */
+const COPY_ESCAPE = new Uint8Array(256);
+for (const ch of 'bfnrtvNx01234567\\.') COPY_ESCAPE[ch.charCodeAt(0)] = 1;
 
 const quoteIdent = (name: string) => (/^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`);
 const preview = (text: string) => JSON.stringify(text.length > 60 ? `${text.slice(0, 60)}…` : text);
@@ -145,6 +155,8 @@ export class DumpFilter {
   constructor(
     readonly file: string,
     restoringRole?: string,
+    /** Unauthenticated dumps (Immich's own): no byte outside ASCII outside COPY data. */
+    private readonly asciiOnly = false,
   ) {
     if (restoringRole !== undefined) {
       // The restoring role's own DROP ROLE and CREATE ROLE are left out (a session cannot drop its
@@ -265,7 +277,17 @@ export class DumpFilter {
       if (end - start === 2 && buf[start] === BACKSLASH && buf[start + 1] === 0x2e) this.inCopy = false;
       // psql also ends the block at `\.` + CR LF; pg_dump writes CR in data as \r.
       else if (this.has(CR, buf, start, end)) this.refuse(this.lineNo, 'a carriage return in COPY data (psql would frame the block differently)');
+      else {
+        for (let k = buf.indexOf(BACKSLASH, start); k !== -1 && k < end; k = buf.indexOf(BACKSLASH, k + 2)) {
+          if (k + 1 >= end || !COPY_ESCAPE[buf[k + 1]!]) this.refuse(this.lineNo, 'a backslash in COPY data that is not one of COPY\'s escapes (psql could read the line as a command)');
+        }
+      }
       return 'keep';
+    }
+    if (this.asciiOnly) {
+      for (let k = start; k < end; k++) {
+        if (buf[k]! >= 0x80) this.refuse(this.lineNo, 'a byte outside ASCII outside COPY data in an unauthenticated dump (a client-encoding switch on the server would make psql read it differently)');
+      }
     }
     this.keepTail(buf, start, end);
     if (this.settled() && end - start < 128) {
@@ -435,9 +457,8 @@ export class DumpFilter {
           return j + 1;
         }
         if (j === i + 1 && (c === 0x75 || c === 0x55) && after === 0x26 && j + 1 < end && (buf[j + 1] === QUOTE || buf[j + 1] === DQUOTE)) {
-          this.token(i, lineStart);
-          this.lex = buf[j + 1] === QUOTE ? Lex.Quote : Lex.Ident;
-          return j + 2;
+          // U&'…' and U&"…" spell any character with escapes (a setting's name, hidden from every check here).
+          this.refuse(this.lineNo, 'a U& Unicode-escape literal or identifier (pg_dump never writes one)');
         }
         this.word(buf.toString('latin1', i, j).toLowerCase(), i, lineStart);
         i = j;
@@ -560,7 +581,11 @@ export class DumpFilter {
         this.inCopy = true;
         return;
       case 'set':
+        if (!SET_FORM.test(text)) refuse(`a SET pg_dump never writes (${preview(text)}): settings can change how psql reads what follows`);
+        return;
       case 'reset':
+        if (!RESET_FORM.test(text)) refuse(`a RESET pg_dump never writes (${preview(text)})`);
+        return;
       case 'create':
       case 'comment':
       case 'grant':
@@ -602,8 +627,8 @@ export class DumpFilter {
 }
 
 /** A sink that verifies a dump with the restore filter, and keeps the SQL's tail and databases. */
-export function safetyScanner(file: string): { sink: Writable; tail: () => string; sqlBytes: () => number; databases: () => string[] } {
-  const filter = new DumpFilter(file);
+export function safetyScanner(file: string, asciiOnly = false): { sink: Writable; tail: () => string; sqlBytes: () => number; databases: () => string[] } {
+  const filter = new DumpFilter(file, undefined, asciiOnly);
   let bytes = 0;
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
@@ -632,8 +657,8 @@ export function safetyScanner(file: string): { sink: Writable; tail: () => strin
  * role's own DROP/CREATE ROLE left out and pg_dump's empty search_path replaced. Errors with
  * UnsafeDumpError on anything refused, before psql has the statement.
  */
-export function restoreFilter(restoringRole: string, file = 'dump'): Transform {
-  const filter = new DumpFilter(file, restoringRole);
+export function restoreFilter(restoringRole: string, file = 'dump', asciiOnly = false): Transform {
+  const filter = new DumpFilter(file, restoringRole, asciiOnly);
   const send = (stream: Transform, parts: Buffer[]) => {
     for (const part of parts) if (part.length) stream.push(part);
   };

@@ -1,10 +1,11 @@
-import { mkdir, rename, stat } from 'node:fs/promises';
+import { rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR } from '../src/dump-names.js';
 import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSmallError, NotOurDumpError } from '../src/errors.js';
 import { decodeAndHash, readChecksumFile, sha256OfFile, sqlTailSink } from './checksums.js';
 import { ensureKey, tagDump } from '../src/provenance.js';
 import type { ActivityDeps } from './deps.js';
+import { ownDir } from './fs-safe.js';
 import type { ValidateDumpInput, ValidatedDump } from './types.js';
 
 /** pg_dumpall's last comment; its absence means the dump stopped early. */
@@ -33,7 +34,7 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
       } catch (err) {
         if (err instanceof DumpTooSmallError || err instanceof DumpCorruptError || err instanceof DumpIncompleteError || err instanceof ChecksumMismatchError) {
           const aside = join(dir, REJECTED_DIR);
-          await mkdir(aside, { recursive: true, mode: 0o700 });
+          await ownDir(aside);
           await rename(path, join(aside, file));
           await rename(join(dir, checksumFileName(file)), join(aside, checksumFileName(file))).catch(() => undefined);
           logger.error({ file, reason: err.message, movedTo: aside }, 'dump failed validation');

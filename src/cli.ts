@@ -22,6 +22,7 @@ import { readKey, tagDump } from './provenance.js';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName } from './dump-names.js';
 import { checkRestorable } from '../activities/restore.js';
 import { readChecksumFile } from '../activities/checksums.js';
+import { constants } from 'node:fs';
 import { lstat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { redactSecrets } from './redact.js';
@@ -272,7 +273,8 @@ program
     const verified = await checkRestorable({ file, path, format: 'cluster' });
     const recorded = await readChecksumFile(join(dir, checksumFileName(file)));
     if (recorded && recorded !== verified.sha256) throw new Error(`${file} hashes to ${verified.sha256} but its .sha256 records ${recorded}: it changed after it was written; nothing adopted`);
-    if (!recorded) await writeFile(join(dir, checksumFileName(file)), `${verified.sha256}  ${file}\n`, { mode: 0o600 });
+    // Never through whatever sits under that name (a symlink planted there): created afresh, or refused.
+    if (!recorded) await writeFile(join(dir, checksumFileName(file)), `${verified.sha256}  ${file}\n`, { mode: 0o600, flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW });
     await tagDump(key, dir, file, verified.sha256);
     process.stdout.write(`adopted ${file}: sha256 ${verified.sha256}, ${formatBytes(verified.bytes)}, databases ${verified.databases.join(', ') || 'unknown'}; it is tagged with the worker's key now (row counts were not recorded for it)\n`);
   });
@@ -480,7 +482,7 @@ async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input
     const workflowId = runId(WORKFLOW_KINDS[workflowType], trigger, new Date());
     // Destructive runs carry a start token bound to this workflow ID, made from the worker's key
     // (read here: without it this fails before anything starts).
-    const authorization = DESTRUCTIVE.includes(workflowType) ? { authorization: startToken(await readKey(config.security.keyFile), { workflowType, workflowId }) } : {};
+    const authorization = DESTRUCTIVE.includes(workflowType) ? { authorization: startToken(await readKey(config.security.keyFile), { workflowType, workflowId, input }) } : {};
     const handle = await client.workflow.start(workflowType, {
       taskQueue: config.temporal.taskQueue,
       workflowId,

@@ -69,7 +69,7 @@ async function body(input: RestoreDatabaseInput): Promise<RestoreDatabaseReport>
   const withPoint = input.noRestorePoint !== true;
   // Until the lock is held and Immich stopped, nothing changes: a cancellation here says so.
   try {
-    await r.authorize(input.authorization);
+    await r.authorize(input);
     const config = await settings.restoreSettings();
     const dump = await timed('resolving dump', () => restorePrep.resolveDump({ dump: input.dump ?? 'latest', from: input.from ?? 'local' }));
     const verified = await timed('verifying dump', () => restorePrep.verifyDumpForRestore(dump));

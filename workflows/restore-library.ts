@@ -58,7 +58,7 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
   const { timed, durations } = r;
   const del = input.delete === true;
   try {
-    await r.authorize(input.authorization);
+    await r.authorize(input);
     const config = await settings.restoreSettings();
     await timed('checking the mirror', () => mirrorChecks.checkRestoreSource());
     const would = await timed('dry run', () => mirroring.restoreLibraryFiles({ delete: del, dryRun: true }));

@@ -24,7 +24,7 @@ export type Decision = { approved: true; by: string } | { approved: false; by: s
 export interface RestoreSteps {
   durations: Record<string, number>;
   /** The run's first step: its start token (or schedule) is checked by the worker; approvals are then checked against the commitment it returns. */
-  authorize(token: unknown): Promise<void>;
+  authorize(input: { authorization?: string }): Promise<void>;
   steps: Steps;
   /** Runs one named step: it becomes the current step, and its duration is recorded. */
   timed<T>(name: string, work: () => Promise<T>): Promise<T>;
@@ -86,12 +86,12 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
   return {
     durations,
     steps,
-    async authorize(token) {
+    async authorize(input) {
       // Runs started before authorization existed replay without it; they can no longer be approved
       // (no commitment), so they end at their approval deadline with nothing changed.
       if (!patched(AUTHORIZATION_PATCH)) return;
       steps.set('checking the authorization');
-      const granted = await authorize.authorizeRun({ workflowType: type, token });
+      const granted = await authorize.authorizeRun({ workflowType: type, token: input.authorization, input });
       commitment = granted.approvalCommitment;
       log.info('destructive run authorized', { by: granted.by });
     },

@@ -34,7 +34,7 @@ async function body(input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirro
   // A mirror that deletes is destructive: started by its own schedule, or with a start token.
   if (patched(AUTHORIZATION_PATCH) && (await settings.mirrorSettings()).delete) {
     steps.set('checking the authorization');
-    await authorize.authorizeRun({ workflowType: 'WeeklyLibraryMirror', token: input.authorization, scheduleId: WORKFLOW_KINDS.WeeklyLibraryMirror });
+    await authorize.authorizeRun({ workflowType: 'WeeklyLibraryMirror', token: input.authorization, input, scheduleId: WORKFLOW_KINDS.WeeklyLibraryMirror });
   }
   // Never alongside a library restore: with deletion on, the two would erase each other's files.
   return withLock('library', steps, () => mirror(steps, input));

@@ -38,7 +38,7 @@ describe('hostile dumps through the workflows', () => {
           await rm(stack.dockerLog, { force: true });
           const id = testWorkflowId('RestoreDatabase');
           const restore = await stack.client.workflow
-            .execute('RestoreDatabase', { taskQueue: queue, workflowId: id, args: [{ dump: immichName, approved: true, authorization: await startTokenFor(w.config, 'RestoreDatabase', id) }] })
+            .execute('RestoreDatabase', { taskQueue: queue, workflowId: id, args: [{ dump: immichName, approved: true, authorization: await startTokenFor(w.config, 'RestoreDatabase', id, { dump: immichName, approved: true }) }] })
             .then(() => undefined, (err: unknown) => err);
           assert.ok(restore instanceof WorkflowFailedError, `${snippet.name}: the restore must fail`);
           const r = failureType(restore);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -108,6 +108,61 @@ describe('the trust boundary', () => {
     assert.match(asNobody.stderr, /^error: key file \S+ \(security\.keyFile\)/, 'a user who cannot read the key adopts nothing');
   });
 
+  test('review: a reset of an authorized restore replays its authorization but has no grant: refused before Immich stops, nothing changed', async () => {
+    const w = await world();
+    const dump = await w.backup();
+    const first = await w.restore({ dump: dump.file, approved: true });
+    assert.equal(first.report?.outcome, 'restored', String(first.error));
+    await stack.changeData();
+    const changed = await rowCounts(stack.pg);
+    await rm(stack.dockerLog, { force: true });
+    const events = (await stack.client.workflow.getHandle(first.workflowId).fetchHistory()).events!;
+    const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'authorizeRun')!;
+    const completed = events.findIndex((e) => e.activityTaskCompletedEventAttributes && String(e.activityTaskCompletedEventAttributes.scheduledEventId) === String(scheduled.eventId));
+    const resetPoint = events.slice(completed).find((e) => e.workflowTaskCompletedEventAttributes)!;
+    const temporalBin = (await execa('bash', ['-c', 'command -v temporal'])).stdout.trim();
+    const result = await withWorker(stack.temporal.address, w.config, async () => {
+      await execa(temporalBin, ['workflow', 'reset', '--address', stack.temporal.address, '--workflow-id', first.workflowId, '--event-id', String(resetPoint.eventId), '--reason', 'replaying an approved restore']);
+      return stack.client.workflow.getHandle(first.workflowId).result().catch((err: unknown) => err);
+    });
+    const failed = failureType(result);
+    assert.match(failed.message, /refusing to stop Immich's containers: run \S+ of \S+ was never authorized/);
+    assert.deepEqual((await dockerCalls()).filter((l) => l.startsWith('stop ')), [], 'Immich was never stopped');
+    assert.deepEqual(await rowCounts(stack.pg), changed, 'the database was not touched');
+    await recordFault('an approved, finished restore reset (temporal workflow reset) to just after its authorization', 'the new run replays the old authorization but holds no grant: stopping Immich refused, nothing loaded, the database unchanged');
+  });
+
+  test('review: "latest" is never one of Immich\'s own (unauthenticated) backups; a planted .loading link or a .sha256 leading to /dev/zero is refused, never followed', async () => {
+    const w = await world();
+    const immichName = 'immich-db-backup-20261126T020000-v2.3.1-pg15.18.sql.gz';
+    await writeFile(join(w.immichBackups, immichName), 'not even read');
+    const latest = await w.restore({ dryRun: true });
+    const refused = failureType(latest.error);
+    assert.equal(refused.type, 'DumpNotFoundError');
+    assert.match(refused.message, new RegExp(`Immich's own newest backup is ${immichName} \\(unauthenticated\\): restore it by name`));
+
+    const good = await w.backup();
+    await symlink('/dev/zero', join(w.backupDir, `${good.file}.sha256.x`));
+    await rename(join(w.backupDir, `${good.file}.sha256.x`), join(w.backupDir, `${good.file}.sha256`));
+    const started = Date.now();
+    const status = await collectStatus(w.config, undefined);
+    assert.ok(Date.now() - started < 30_000, 'status did not hang on /dev/zero');
+    assert.notEqual(status.rows.find((r) => r.id === 'local-dump')!.state, 'ok');
+    await rm(join(w.backupDir, `${good.file}.sha256`));
+    await writeFile(join(w.backupDir, `${good.file}.sha256`), `${good.sha256}  ${good.file}\n`, { mode: 0o600 });
+
+    const elsewhere = await tempDir('planted-loading');
+    await chmod(elsewhere, 0o755);
+    await symlink(elsewhere, join(w.backupDir, '.loading'));
+    await rm(stack.dockerLog, { force: true });
+    const planted = await w.restore({ dump: good.file, approved: true });
+    assert.equal(failureType(planted.error).type, 'UnsafePathError');
+    assert.match(failureType(planted.error).message, /\.loading is a symbolic link: never written through/);
+    assert.deepEqual(await readdir(elsewhere), []);
+    assert.equal((await stat(elsewhere)).mode & 0o777, 0o755, 'never chmod-ed through the link');
+    assert.deepEqual(await dockerCalls(), [], 'Immich was never stopped');
+  });
+
   test('finding 3: a dump swapped while the restore waits for approval fails before anything stops', async () => {
     const w = await world();
     const first = await w.backup();
@@ -153,10 +208,16 @@ describe('the trust boundary', () => {
     const other = await w.restore({ authorization, approved: true });
     assert.match(failureType(other.error).message, /does not verify \(made for another workflow/);
     const again = await withWorker(stack.temporal.address, w.config, async () => {
-      const handle = await stack.client.workflow.start('RestoreDatabase', { taskQueue: w.config.temporal.taskQueue, workflowId: dry.workflowId, args: [{ authorization, approved: true }] });
+      const handle = await stack.client.workflow.start('RestoreDatabase', { taskQueue: w.config.temporal.taskQueue, workflowId: dry.workflowId, args: [{ authorization, dryRun: true }] });
       return handle.result().catch((err: unknown) => err);
     });
     assert.match(failureType(again).message, /this authorization token was already used/);
+    // The same ID, the same token, other input (approved, with no restore point): made for other input.
+    const altered = await withWorker(stack.temporal.address, w.config, async () => {
+      const handle = await stack.client.workflow.start('RestoreDatabase', { taskQueue: w.config.temporal.taskQueue, workflowId: dry.workflowId, args: [{ authorization, dryRun: true, approved: true, noRestorePoint: true }] });
+      return handle.result().catch((err: unknown) => err);
+    });
+    assert.match(failureType(altered).message, /does not verify \(made for another workflow or other input/);
     await rm(stack.dockerLog, { force: true });
     const restore = await w.restore({}, async (rid) => {
       const handle = stack.client.workflow.getHandle(rid);

@@ -164,6 +164,25 @@ export const HOSTILE_SNIPPETS: HostileSnippet[] = [
     undo: async (ctx) => void (await ctx.query('DROP TABLE IF EXISTS public.hostile_loot')),
   },
   {
+    // In SJIS, 0x81 0x5C is one character: psql does not see the backslash, closes the string early and runs \!.
+    name: "SET NAMES 'SJIS', then a character whose second byte is a backslash hides \\! inside a string",
+    sql: (ctx) => `SET NAMES 'SJIS';\nSET application_name = E'\x81\\' ; \\! touch ${marker(ctx, 'sjis')}\n';\nSET NAMES 'UTF8';`,
+    line: 1,
+    ran: touched('sjis'),
+  },
+  {
+    name: 'standard_conforming_strings off spelled with U& escapes, so a quote hides \\! from a lexer that assumes on',
+    sql: (ctx) => `SET U&"standard\\005fconforming_strings" = off;\nSET application_name = 'a\\' ' ; \\! touch ${marker(ctx, 'uescape')}\n';\nSET standard_conforming_strings = on;`,
+    line: 1,
+    ran: touched('uescape'),
+  },
+  {
+    name: "set_config('client_'||'encoding', 'SJIS') inside INSERT … SELECT, then a hidden backslash",
+    sql: (ctx) => `INSERT INTO ${HOSTILE_TABLE} SELECT set_config('client_'||'encoding', 'SJIS', false);\nSET application_name = E'\x81\\' ; \\! touch ${marker(ctx, 'set-config-pieces')}\n';\nSET NAMES 'UTF8';`,
+    line: 1,
+    ran: touched('set-config-pieces'),
+  },
+  {
     name: 'standard_conforming_strings off, so a quote hides \\o |cmd from a lexer that assumes on',
     sql: (ctx) => `SET standard_conforming_strings = off;\nSELECT 'a\\'' ; \\o |touch ${marker(ctx, 'scs-off')}\n\\o\nSELECT 1; --'`,
     line: 1,

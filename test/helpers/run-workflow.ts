@@ -31,7 +31,7 @@ export async function runWorkflow<T>(
   const workflowId = testWorkflowId(workflowType);
   try {
     return await worker.runUntil(async () => {
-      const authorization = DESTRUCTIVE.has(workflowType) && !('authorization' in input) ? { authorization: await startTokenFor(config, workflowType, workflowId) } : {};
+      const authorization = DESTRUCTIVE.has(workflowType) && !('authorization' in input) ? { authorization: await startTokenFor(config, workflowType, workflowId, input) } : {};
       const handle = await client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ trigger: 'test', ...authorization, ...input }] });
       await during?.(workflowId);
       return handle.result().then(

@@ -25,8 +25,8 @@ export async function plantDump(config: Config, dir: string, file: string, body:
   return sha256;
 }
 
-export async function startTokenFor(config: Config, workflowType: string, workflowId: string): Promise<string> {
-  return startToken(await ensureKey(config.security.keyFile), { workflowType, workflowId });
+export async function startTokenFor(config: Config, workflowType: string, workflowId: string, input: Record<string, unknown>): Promise<string> {
+  return startToken(await ensureKey(config.security.keyFile), { workflowType, workflowId, input });
 }
 
 /** The approval (or rejection) fields the CLI adds: the run's token and the OS user. */
@@ -37,7 +37,7 @@ export async function decisionFields(config: Config, handle: WorkflowHandle): Pr
 
 /** Starts a destructive workflow as the CLI would: with a start token bound to its ID. */
 export async function startAuthorized(client: Client, config: Config, workflowType: string, workflowId: string, input: Record<string, unknown>): Promise<WorkflowHandle> {
-  return client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ ...input, authorization: await startTokenFor(config, workflowType, workflowId) }] });
+  return client.workflow.start(workflowType, { taskQueue: config.temporal.taskQueue, workflowId, args: [{ ...input, authorization: await startTokenFor(config, workflowType, workflowId, input) }] });
 }
 
 /** Tags a dump with the key a test config made by rawTestConfig({ backupDir: dir }) uses (beside the dir). */

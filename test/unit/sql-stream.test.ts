@@ -35,7 +35,7 @@ const refusedAt = (line: number) => (err: Error) => {
 
 describe('the restore safety scan', () => {
   test('passes a pg_dumpall dump whose COPY data holds backslashes, even \\\\!', async () => {
-    const sql = "\\restrict abc\n\\connect immich\nCOPY public.exif (raw) FROM stdin;\n{\"Note\": \"a\\\\! b\"}\n\\!not a command inside data\n\\.\n\\unrestrict abc\n-- PostgreSQL database cluster dump complete\n";
+    const sql = "\\restrict abc\n\\connect immich\nCOPY public.exif (raw) FROM stdin;\n{\"Note\": \"a\\\\! b\"}\n\\\\!an escaped backslash in data\\tand a tab\\N\n\\.\n\\unrestrict abc\n-- PostgreSQL database cluster dump complete\n";
     const s = await scan(sql);
     assert.match(s.tail(), /dump complete/);
     assert.equal(s.sqlBytes(), Buffer.byteLength(sql));
@@ -67,22 +67,22 @@ describe('the restore safety scan', () => {
   });
 
   for (const [what, sql, line] of [
-    ['a shell escape', 'SET x = 1;\n\\! rm -rf /\n', 2],
-    ['a shell escape after SQL on the same line', 'SET x = 1;\nSELECT 1; \\! id\n', 2],
-    ['COPY … PROGRAM', "SET x = 1;\nCOPY users FROM PROGRAM 'id';\n", 2],
-    ['\\copy', "SET x = 1;\n\\copy users from program 'id'\n", 2],
-    ['output to a pipe', 'SET x = 1;\n\\o | sh\n', 2],
-    ['an include', 'SET x = 1;\n\\i /etc/passwd\n', 2],
-    ['\\set', 'SET x = 1;\n\\set ON_ERROR_STOP 0\n', 2],
+    ['a shell escape', 'SET statement_timeout = 0;\n\\! rm -rf /\n', 2],
+    ['a shell escape after SQL on the same line', 'SET statement_timeout = 0;\nSELECT 1; \\! id\n', 2],
+    ['COPY … PROGRAM', "SET statement_timeout = 0;\nCOPY users FROM PROGRAM 'id';\n", 2],
+    ['\\copy', "SET statement_timeout = 0;\n\\copy users from program 'id'\n", 2],
+    ['output to a pipe', 'SET statement_timeout = 0;\n\\o | sh\n', 2],
+    ['an include', 'SET statement_timeout = 0;\n\\i /etc/passwd\n', 2],
+    ['\\set', 'SET statement_timeout = 0;\n\\set ON_ERROR_STOP 0\n', 2],
     ['a meta-command inside a statement', 'CREATE TABLE public.t (\n\\connect immich\n);\n', 2],
-    ['a psql variable', 'SET x = 1;\nCREATE TABLE public.t (a int DEFAULT :foo);\n', 2],
+    ['a psql variable', 'SET statement_timeout = 0;\nCREATE TABLE public.t (a int DEFAULT :foo);\n', 2],
     ['a \\connect to another port', '\\connect "dbname=immich port=5433"\n', 1],
     ['a \\connect with a host in pg_dump\'s conninfo form', '\\connect -reuse-previous=on "dbname=\'x\' host=evil"\n', 1],
     ['a \\connect whose name is a connection string', '\\connect -reuse-previous=on "dbname=\'host=evil dbname=x\'"\n', 1],
     ['a \\restrict key that is not alphanumeric', '\\restrict a;b\n', 1],
-    ['a bare CR between statements', 'SET x = 1;\rSET y = 2;\n', 1],
-    ['a CR in a -- comment', '-- hello\r\nSET x = 1;\n', 1],
-    ['a NUL byte', 'SET x = 1;\nSELECT 1\0;\n', 2],
+    ['a bare CR between statements', 'SET statement_timeout = 0;\rSET y = 2;\n', 1],
+    ['a CR in a -- comment', '-- hello\r\nSET statement_timeout = 0;\n', 1],
+    ['a NUL byte', 'SET statement_timeout = 0;\nSELECT 1\0;\n', 2],
     ['standard_conforming_strings off', 'SET standard_conforming_strings = off;\n', 1],
     ['standard_conforming_strings by set_config', "SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false);\n", 1],
     ['standard_conforming_strings set for a database', 'ALTER DATABASE immich SET standard_conforming_strings TO off;\n', 1],
@@ -100,6 +100,11 @@ describe('the restore safety scan', () => {
     ['a dump that ends inside COPY data', 'COPY public.t (a) FROM stdin;\n1\n', 2],
     ['a dump that ends inside a literal', "COMMENT ON TABLE public.t IS 'x\n", 1],
     ['a number run into a quote', "CREATE TABLE public.t (a int DEFAULT 1e'\\'' );\n", 1],
+    ['SET NAMES (a client encoding psql follows)', "SET NAMES 'SJIS';\n", 1],
+    ['a SET pg_dump never writes', "SET application_name = 'x';\n", 1],
+    ['a U& identifier spelling a setting', 'SET U&"standard\\005fconforming_strings" = off;\n', 1],
+    ['set_config with a name built from pieces, inside INSERT … SELECT', "INSERT INTO public.t SELECT set_config('client_'||'encoding', 'SJIS', false);\n", 1],
+    ['a backslash in COPY data that is not one of COPY\'s escapes', 'COPY public.t (a) FROM stdin;\n\\! id\n\\.\n', 2],
     ['a COPY after a ; psql keeps inside a BEGIN ATOMIC body', "CREATE FUNCTION begin() RETURNS int LANGUAGE sql AS 'select 1';\nCOPY public.t (a) FROM stdin;\nend;\n", 2],
   ] as const) {
     test(`refuses ${what}, naming the line`, async () => {
@@ -113,6 +118,17 @@ describe('the restore safety scan', () => {
     for (const snippet of HOSTILE_SNIPPETS) {
       await assert.rejects(scan(hostileDump(snippet.sql(ctx))), refusedAt(HOSTILE_FIRST_LINE + snippet.line - 1), snippet.name);
     }
+  });
+});
+
+describe('unauthenticated dumps (Immich\'s own)', () => {
+  test('no byte outside ASCII outside COPY data: a client-encoding switch on the server could make psql read it differently', async () => {
+    const comment = "COMMENT ON TABLE public.t IS 'café';\n";
+    const data = 'COPY public.t (a) FROM stdin;\ncafé\n\\.\n';
+    const run = (sql: string, asciiOnly: boolean) => pipeline(Readable.from([Buffer.from(sql)]), safetyScanner('test.sql.gz', asciiOnly).sink);
+    await run(comment, false);
+    await assert.rejects(run(comment, true), refusedAt(1));
+    await run(data, true);
   });
 });
 
@@ -147,8 +163,8 @@ describe('the restore filter', () => {
 
   test('holds back an open statement, so a refusal leaves psql nothing to run at end of input', () => {
     const filter = new DumpFilter('test.sql.gz', 'postgres');
-    const out = filter.push(Buffer.from("SET x = 1;\nCREATE TABLE public.loot AS\nSELECT pg_catalog.pg_read_file('/etc/passwd')"));
-    assert.equal(Buffer.concat(out).toString(), 'SET x = 1;\n');
+    const out = filter.push(Buffer.from("SET statement_timeout = 0;\nCREATE TABLE public.loot AS\nSELECT pg_catalog.pg_read_file('/etc/passwd')"));
+    assert.equal(Buffer.concat(out).toString(), 'SET statement_timeout = 0;\n');
     assert.throws(() => filter.push(Buffer.from(';\n')), refusedAt(2));
   });
 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
@@ -43,7 +43,7 @@ async function setup(files: number, library: Record<string, unknown> = {}, mount
   else await mkdir(mountPoint, { recursive: true });
   const destination = join(mountPoint, 'immich');
   const config = testConfig({ backupDir: join(root, 'dumps'), extra: { library: { source, destination, mountPoint, mountWaitMinutes: 0.05, mountPollSeconds: 1, ...library } } });
-  const run = (during?: (id: string) => Promise<void>, overrides = config) => runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, overrides, 'WeeklyLibraryMirror', during);
+  const run = (during?: (id: string) => Promise<void>, overrides = config, input: Record<string, unknown> = {}) => runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, overrides, 'WeeklyLibraryMirror', during, input);
   return { source, destination, mountPoint, bytes, config, run };
 }
 
@@ -56,6 +56,28 @@ const failureOf = (error: unknown) => {
 };
 
 describe('WeeklyLibraryMirror', () => {
+  test('review: a destination that is a symlink on the drive (to a host directory) is refused; with deletion on, the host directory keeps its files', async () => {
+    const { destination, config, run } = await setup(5, { delete: true });
+    const victim = await tempDir('victim');
+    await writeFile(join(victim, 'keep.txt'), 'a host file rsync --delete would erase');
+    await symlink(victim, destination);
+    const { error } = await run();
+    const failure = failureOf(error);
+    assert.equal(failure.type, 'MirrorSafetyError');
+    assert.match(failure.message, /^library\.destination \S+ leads to \S+, off the drive mounted at \S+ \(a symlink on the drive\?\): nothing was copied or deleted/);
+    assert.deepEqual(await readdir(victim), ['keep.txt']);
+    assert.ok(config.library.delete);
+  });
+
+  test('finding 4: a mirror that deletes, started without the CLI\'s token (nor by its schedule), fails at once and deletes nothing', async () => {
+    const { destination, config, run } = await setup(5, { delete: true });
+    await mkdir(destination, { recursive: true });
+    await writeFile(join(destination, 'only-on-the-mirror.jpg'), 'x');
+    const { error } = await run(undefined, config, { authorization: undefined });
+    assert.equal(failureOf(error).type, 'UnauthorizedError');
+    assert.deepEqual(await readdir(destination), ['only-on-the-mirror.jpg']);
+  });
+
   test('the mount check tells a mounted drive from a bare directory', async () => {
     const root = await tempDir('mountcheck');
     const bare = join(root, 'bare');

@@ -56,7 +56,7 @@ describe('NightlyDbBackup', () => {
     assert.ok(report);
     assert.match(report.file, /^immich_\d{8}_\d{6}\.sql\.gz$/);
     assert.equal(report.source, 'immich_postgres');
-    assert.deepEqual(await listDir(dir), [report.file, `${report.file}.rows.json`, `${report.file}.sha256`]);
+    assert.deepEqual(await listDir(dir), [report.file, `${report.file}.hmac`, `${report.file}.rows.json`, `${report.file}.sha256`]);
     for (const f of [report.file, `${report.file}.sha256`, `${report.file}.hmac`, `${report.file}.rows.json`]) assert.equal((await stat(join(dir, f))).mode & 0o777, 0o600, `${f} mode`);
     // The row counts RestoreDrill compares against: every Immich table, exactly as counted live.
     const recorded = JSON.parse(await readFile(join(dir, `${report.file}.rows.json`), 'utf8')) as { file: string; tables: Record<string, number> };
