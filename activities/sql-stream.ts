@@ -354,15 +354,7 @@ export class DumpFilter {
           i = this.code(buf, i, start, end);
           break;
         case Lex.Quote:
-          for (; i < end; i++) {
-            if (buf[i] !== QUOTE) continue;
-            if (buf[i + 1] === QUOTE && i + 1 < end) i++;
-            else {
-              this.lex = Lex.Code;
-              i++;
-              break;
-            }
-          }
+          i = this.closeDoubled(buf, i, end, QUOTE);
           break;
         case Lex.EQuote:
           for (; i < end; i++) {
@@ -379,15 +371,7 @@ export class DumpFilter {
           }
           break;
         case Lex.Ident:
-          for (; i < end; i++) {
-            if (buf[i] !== DQUOTE) continue;
-            if (buf[i + 1] === DQUOTE && i + 1 < end) i++;
-            else {
-              this.lex = Lex.Code;
-              i++;
-              break;
-            }
-          }
+          i = this.closeDoubled(buf, i, end, DQUOTE);
           break;
         case Lex.Dollar: {
           // The first `$tag$` closes it: psqlscan.l gives back a mismatched delimiter's last `$`.
@@ -421,6 +405,19 @@ export class DumpFilter {
       }
     }
     return this.segStart;
+  }
+
+  /** Inside '…' or "…" (a doubled quote stands for itself): where the closing quote ends it, or end of line. */
+  private closeDoubled(buf: Buffer, i: number, end: number, quote: number): number {
+    for (; i < end; i++) {
+      if (buf[i] !== quote) continue;
+      if (buf[i + 1] === quote && i + 1 < end) i++;
+      else {
+        this.lex = Lex.Code;
+        return i + 1;
+      }
+    }
+    return i;
   }
 
   /** Lexes code from i; returns where it stopped (a literal or comment opened, or the line ended). */
