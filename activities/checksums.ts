@@ -1,30 +1,20 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { open, readdir, rm, stat } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import { ownDir } from './fs-safe.js';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checksumFileName, dumpFormat, isDumpName } from '../src/dump-names.js';
+import { dumpFormat } from '../src/dump-names.js';
 import { ChecksumMismatchError, DumpCorruptError } from '../src/errors.js';
+import { readRegular } from '../src/provenance.js';
 import { formatBytes } from '../src/format.js';
 import { decompressor, isCorruptStreamError } from './compression.js';
 import { withHeartbeats } from './run-command.js';
 
 /** The hex digest a .sha256 file records (sha256sum format), or '' when it is missing or unreadable. */
 export async function readChecksumFile(path: string): Promise<string> {
-  // Never through a symlink, never a FIFO or device (a .sha256 pointing at /dev/zero must not hang the worker).
-  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
-  if (!fh) return '';
-  try {
-    const st = await fh.stat();
-    if (!st.isFile() || st.size > 4096) return '';
-    return (await fh.readFile('utf8')).split(/\s+/)[0] ?? '';
-  } catch {
-    return '';
-  } finally {
-    await fh.close();
-  }
+  return (await readRegular(path, 4096))?.toString('utf8').split(/\s+/)[0] ?? '';
 }
 
 /** Reads of 1 MiB: half the time of the default 64 KiB for a dump-sized file (measured: 0.3 s vs 0.6 s for 350 MB). */
@@ -34,17 +24,6 @@ export async function sha256OfFile(path: string): Promise<string> {
   const hash = createHash('sha256');
   await pipeline(createReadStream(path, { highWaterMark: READ_CHUNK }), hash);
   return hash.digest('hex');
-}
-
-/** Our dumps in dir that carry a well-formed .sha256 (only validated dumps get one), oldest first. */
-export async function checksummedDumps(dir: string, isName: (name: string) => boolean = isDumpName): Promise<Array<{ file: string; sha256: string }>> {
-  const names = (await readdir(dir).catch(() => [] as string[])).filter(isName).sort();
-  const dumps: Array<{ file: string; sha256: string }> = [];
-  for (const file of names) {
-    const sha256 = await readChecksumFile(join(dir, checksumFileName(file)));
-    if (/^[0-9a-f]{64}$/.test(sha256)) dumps.push({ file, sha256 });
-  }
-  return dumps;
 }
 
 /** A sink that counts a dump's SQL bytes and keeps its last `keep` bytes (where the completion marker is). */
@@ -106,13 +85,15 @@ export function corruptDump(file: string, err: unknown, consequence: string): Du
 export async function privateCopy(source: string, file: string, dir: string, sha256: string, step: string): Promise<string> {
   await ownDir(dir);
   const target = join(dir, `${file}.${randomBytes(6).toString('hex')}`);
-  const input = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: NodeJS.ErrnoException) => {
+  const input = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ELOOP' ? new ChecksumMismatchError(`${file} is now a symbolic link: never followed; nothing was loaded`) : err;
   });
   const hash = createHash('sha256');
   let copied = 0;
   try {
-    const { size } = await input.stat();
+    const st = await input.stat();
+    if (!st.isFile()) throw new ChecksumMismatchError(`${file} is no longer a regular file: nothing was loaded`);
+    const { size } = st;
     const output = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
       const copy = async () => {

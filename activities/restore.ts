@@ -6,9 +6,9 @@ import { pipeline } from 'node:stream/promises';
 import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, partialFileName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR, stampOfName } from '../src/dump-names.js';
 import { decompressor } from './compression.js';
 import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpIncompleteError, DumpNotFoundError, NotOurDumpError, UnauthenticatedDumpError } from '../src/errors.js';
-import { dumpTagMatches, readKey, tagFileName, verifyDumpTag } from '../src/provenance.js';
+import { dumpTagMatches, readKey, readRegular, tagFileName, verifyDumpTag } from '../src/provenance.js';
 import { requireAuthorizedRun } from './authorize.js';
-import { authenticDumps, authenticRows, futureStamped, latestUsable, readRegular, rowFacts } from './trusted-dumps.js';
+import { authenticDumps, authenticRows, futureStamped, latestUsable, rowFacts } from './trusted-dumps.js';
 import { redactSecrets, splitCredentials } from '../src/redact.js';
 import type { DumpFacts } from '../src/restore-plan.js';
 import { fsyncDir, ownDir } from './fs-safe.js';
@@ -187,9 +187,11 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       if (isImmichBackupName(dump)) {
         if (!config.immich.backupsDir) throw new DumpNotFoundError(`${dump} is one of Immich's own backups, but immich.backupsDir is not configured`);
         const path = join(config.immich.backupsDir, dump);
-        await stat(path).catch(() => {
+        const st = await lstat(path).catch(() => {
           throw new DumpNotFoundError(`no ${dump} in ${config.immich.backupsDir}`);
         });
+        // Immich's folder is someone else's: a symlink or FIFO named like a backup is never opened.
+        if (!st.isFile()) throw new NotOurDumpError(`${path} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: never followed nor read; nothing was changed`);
         return { file: dump, path, format: 'immich', origin: 'immich' };
       }
       const key = await readKey(config.security.keyFile);

@@ -1,8 +1,7 @@
-import { constants } from 'node:fs';
-import { lstat, open, readdir } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDumpName, rowCountsFileName, stampOfName } from '../src/dump-names.js';
-import { rowsAuthentic, verifyDumpTag } from '../src/provenance.js';
+import { readRegular, rowsAuthentic, verifyDumpTag } from '../src/provenance.js';
 import type { RowCounts } from '../src/reports.js';
 import { readChecksumFile } from './checksums.js';
 
@@ -20,19 +19,6 @@ export interface Skipped {
 export interface TrustedDump {
   file: string;
   sha256: string;
-}
-
-/** A small file's bytes, never through a symlink; undefined when it is not a regular file. */
-export async function readRegular(path: string, limit = 16 << 20): Promise<Buffer | undefined> {
-  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
-  if (!fh) return undefined;
-  try {
-    const st = await fh.stat();
-    if (!st.isFile() || st.size > limit) return undefined;
-    return await fh.readFile();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** Our dumps in dir whose tag verifies, oldest first, and what was passed over (with why). */

@@ -44,6 +44,25 @@ export async function assertNotWritableByOthers(path: string, what: string): Pro
   }
 }
 
+/**
+ * A small file's bytes, read only when it is a regular file reached without a symlink (a FIFO or
+ * device named like it never blocks or floods the reader); undefined otherwise. Every file beside
+ * a dump (.sha256, .hmac, .rows.json) is read this way: others may have put something else there.
+ */
+export async function readRegular(path: string, limit = 16 << 20): Promise<Buffer | undefined> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size > limit) return undefined;
+    return await fh.readFile();
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close();
+  }
+}
+
 const keys = new Map<string, Buffer>();
 
 function parseKey(text: string, path: string): Buffer {
@@ -106,11 +125,9 @@ interface Tags {
 }
 
 async function readTags(dir: string, file: string): Promise<Tags> {
-  const path = join(dir, tagFileName(file));
-  const st = await lstat(path).catch(() => undefined);
-  if (!st?.isFile()) return {};
+  const text = (await readRegular(join(dir, tagFileName(file)), 4096))?.toString('utf8') ?? '';
   const tags: Tags = {};
-  for (const line of (await readFile(path, 'utf8')).split('\n')) {
+  for (const line of text.split('\n')) {
     const m = /^(dump|rows) ([0-9a-f]{64})$/.exec(line);
     if (m) tags[m[1] as keyof Tags] = m[2]!;
   }
