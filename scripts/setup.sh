@@ -3,7 +3,7 @@
 # second run only checks. Usage: scripts/setup.sh [runtime|test]
 #   runtime  what `npm start` needs: the compressors (pigz, igzip, zstd), rsync, ssh/scp,
 #            ionice, the temporal binary (into .venv), node_modules, a build
-#   test     also PostgreSQL, sshd, docker-compose v1, procps and chromium (the browser test)
+#   test     also PostgreSQL, sshd, docker-compose v1, procps, e2fsprogs and chromium (the browser test)
 #            for the test suite and `npm run demo`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,10 @@ if [ "$mode" = test ]; then
   have sha256sum || missing+=(coreutils)
   have pgrep || missing+=(procps)
   have chromium || missing+=(chromium)
+  # The drive stand-ins: a loop-mounted ext4 (fsfreeze), and runuser for the tests as other users.
+  have mkfs.ext4 || missing+=(e2fsprogs)
+  have fsfreeze || missing+=(util-linux)
+  have runuser || missing+=(util-linux)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
