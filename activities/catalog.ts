@@ -7,6 +7,7 @@ import { readKey, verifyDumpTag } from '../src/provenance.js';
 import { readChecksumFile } from './checksums.js';
 import { authenticRows, futureStamped, rowFacts } from './trusted-dumps.js';
 import { runRemote } from './ssh.js';
+import { notRegular } from './fs-safe.js';
 
 // `immich-backup dumps`: everything a restore can load, wherever it is, with what is known of each
 // without reading it whole (age, size, whether a checksum was recorded, the row counts recorded).
@@ -50,7 +51,7 @@ async function localEntries(config: Config, dir: string, origin: 'local' | 'rest
     const st = await lstat(join(dir, file)).catch(() => undefined);
     if (!st) continue;
     if (!st.isFile()) {
-      problems.push(`${join(dir, file)} is ${st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? 'a directory' : 'not a regular file'} named like a dump: ignored, never followed; remove it`);
+      problems.push(`${join(dir, file)} is ${notRegular(st)} named like a dump: ignored, never followed; remove it`);
       continue;
     }
     const sha256 = await readChecksumFile(join(dir, checksumFileName(file)));

@@ -52,3 +52,8 @@ export async function ownDir(path: string): Promise<string> {
   if (st.mode & 0o022) await chmod(path, st.mode & 0o7755);
   return path;
 }
+
+/** What a directory entry that is not a regular file is, for messages: "a symbolic link", "a directory", … */
+export function notRegular(st: { isSymbolicLink(): boolean; isDirectory(): boolean }): string {
+  return st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? 'a directory' : 'not a regular file';
+}

@@ -176,8 +176,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       const days = offsite.retentionDays;
       const dumps = (await remoteDumpNames(offsite)).sort().reverse();
       if (days === undefined || dumps.length === 0) return { pruned: [], kept: dumps };
-      const newest = new Set(dumps.slice(0, config.backup.keepMin));
-      const pruned = expiredDumps(dumps, nowMs, days).filter((name) => !newest.has(name));
+      const pruned = expiredDumps(dumps, nowMs, days, undefined, config.backup.keepMin);
       for (const name of pruned) {
         // Checksum first: a dump without its .sha256 no longer counts as present.
         await runRemote(offsite, ['rm', '-f', '--', remotePath(checksumFileName(name)), remotePath(tagFileName(name)), remotePath(name)], { label: 'ssh rm' });

@@ -7,6 +7,11 @@ import { authenticDumps, authenticRows } from './trusted-dumps.js';
 import type { ActivityDeps } from './deps.js';
 import type { PruneDumpsInput, PruneResult } from './types.js';
 
+/** A dump and the files beside it: its tag and checksum first (without them it no longer counts as ours), the dump last. */
+async function removeDump(dir: string, name: string): Promise<void> {
+  for (const file of [tagFileName(name), checksumFileName(name), rowCountsFileName(name), name]) await rm(join(dir, file), { force: true });
+}
+
 export function createPruneActivities({ config, logger }: ActivityDeps) {
   return {
     /**
@@ -39,12 +44,7 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
       // The newest keepMin of ours stay whatever the clock says; junk past retention (unvalidated, forged) goes.
       const protectedNames = new Set(authentic.map((d) => d.file).reverse().slice(0, config.backup.keepMin));
       const pruned = expiredDumps(dumps, nowMs, config.backup.retentionDays, keep).filter((d) => !protectedNames.has(d));
-      for (const name of pruned) {
-        await rm(join(dir, tagFileName(name)), { force: true });
-        await rm(join(dir, checksumFileName(name)), { force: true });
-        await rm(join(dir, rowCountsFileName(name)), { force: true });
-        await rm(join(dir, name), { force: true });
-      }
+      for (const name of pruned) await removeDump(dir, name);
       const kept = dumps.filter((d) => !pruned.includes(d));
       if (pruned.length) logger.info({ pruned, retentionDays: config.backup.retentionDays, keepMin: config.backup.keepMin }, 'old dumps pruned');
       return { pruned, kept };
@@ -62,12 +62,7 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
       const newest = points.filter((p) => !keep.includes(p)).slice(0, Math.max(0, config.restore.keepRestorePoints - keep.length));
       const kept = [...keep, ...newest];
       const pruned = points.filter((p) => !kept.includes(p));
-      for (const name of pruned) {
-        await rm(join(dir, tagFileName(name)), { force: true });
-        await rm(join(dir, checksumFileName(name)), { force: true });
-        await rm(join(dir, rowCountsFileName(name)), { force: true });
-        await rm(join(dir, name), { force: true });
-      }
+      for (const name of pruned) await removeDump(dir, name);
       if (pruned.length) logger.info({ pruned, keep: config.restore.keepRestorePoints }, 'old restore points pruned');
       return { pruned, kept };
     },

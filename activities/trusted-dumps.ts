@@ -4,6 +4,7 @@ import { isDumpName, rowCountsFileName, stampOfName } from '../src/dump-names.js
 import { readRegular, rowsAuthentic, verifyDumpTag } from '../src/provenance.js';
 import type { RowCounts } from '../src/reports.js';
 import { readChecksumFile } from './checksums.js';
+import { notRegular } from './fs-safe.js';
 
 // Which of the dumps in a folder are ours, and which one is "latest". The staging dir is trusted
 // only as far as its files prove themselves: a regular file (never a symlink, never a directory
@@ -30,7 +31,7 @@ export async function authenticDumps(dir: string, key: Buffer, isName: (name: st
     const st = await lstat(join(dir, file)).catch(() => undefined);
     if (!st) continue;
     if (!st.isFile()) {
-      skipped.push({ file, reason: `${st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? 'a directory' : 'not a regular file'} named like a dump: ignored (never followed); remove it` });
+      skipped.push({ file, reason: `${notRegular(st)} named like a dump: ignored (never followed); remove it` });
       continue;
     }
     const sha256 = await readChecksumFile(join(dir, `${file}.sha256`));
