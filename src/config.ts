@@ -160,12 +160,59 @@ const librarySchema = z.strictObject({
   bwLimitKiB: z.number().int().min(0).default(0),
   /** A mirror or library restore whose byte count has not moved for this long fails as stalled (a frozen or dying drive). */
   stallSeconds: z.number().int().min(1).default(600),
+  /**
+   * Where each mirror run keeps the files it would overwrite or delete on the mirror, one dated
+   * version set per run (rsync --backup-dir): on the drive, beside the mirror. Unset: the
+   * destination's path with ".versions" appended (/mnt/wd-backup/immich.versions).
+   */
+  versionsDir: z.string().min(1).transform(expandHome).optional(),
+  /** Version sets older than this are removed, oldest first, after a successful run. */
+  keepVersionsWeeks: z.number().int().min(1).default(8),
+  /**
+   * Immich never rewrites an original: an existing file whose content changed is an anomaly. A run
+   * that finds more than maxFiles of them, or more than maxShare of the library, overwrites nothing
+   * and fails until the operator approves that one run.
+   */
+  writeOnce: z
+    .strictObject({
+      maxFiles: z.number().int().min(0).default(100),
+      maxShare: z.number().min(0).max(1).default(0.01),
+    })
+    .prefault({}),
+  /**
+   * Where the library is inside Immich's container (UPLOAD_LOCATION's mount): asset."originalPath"
+   * starts with one of these; the rest of the path is relative to library.source. Immich's current
+   * default (/data) and its older one (/usr/src/app/upload).
+   */
+  containerPaths: z.array(z.string().regex(/^\/[^\0]*$/, 'an absolute path')).min(1).default(['/data', '/usr/src/app/upload']),
+  /** LibraryAudit: every asset's file checked against Immich's SHA-1, on the library and on the mirror. */
+  audit: z
+    .strictObject({
+      /** A whole pass over the library completes within this many days; each run covers its share of it. */
+      passDays: z.number().int().min(1).default(30),
+      /** Names kept in the report for each kind of problem (missing, mismatched), per side. */
+      reportNames: z.number().int().min(1).max(100).default(10),
+    })
+    .prefault({}),
+  /** An optional offsite copy of the library on the NAS (offsite.host, user, port, identity), versioned the same way. */
+  offsite: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      remoteDir: remoteDir.default('/volume1/backups/immich/library'),
+    })
+    .prefault({}),
 }).superRefine((l, ctx) => {
   // The mount check is what keeps the mirror off the root disk: / is always "mounted".
   if (l.mountPoint === '/') ctx.addIssue({ code: 'custom', path: ['mountPoint'], message: 'must not be / (the mount check would always pass and the mirror would fill the root filesystem); use the drive\'s own mount point' });
   else if (l.destination === l.mountPoint || !isInside(l.destination, l.mountPoint)) ctx.addIssue({ code: 'custom', path: ['destination'], message: `must be a directory inside library.mountPoint (${l.mountPoint}), else the mount check guards nothing` });
   // rsync from a tree into itself (or with --delete, over the library) destroys the library.
   if (isInside(l.source, l.destination) || isInside(l.destination, l.source)) ctx.addIssue({ code: 'custom', path: ['destination'], message: `must not be library.source (${l.source}), nor inside it or contain it` });
+  if (l.versionsDir !== undefined) {
+    // rsync --backup-dir renames on the same filesystem: on the drive, apart from the mirror and the library.
+    if (l.versionsDir === l.mountPoint || !isInside(l.versionsDir, l.mountPoint)) ctx.addIssue({ code: 'custom', path: ['versionsDir'], message: `must be a directory inside library.mountPoint (${l.mountPoint}): versions are kept on the drive` });
+    if (isInside(l.versionsDir, l.destination) || isInside(l.destination, l.versionsDir)) ctx.addIssue({ code: 'custom', path: ['versionsDir'], message: `must not be library.destination (${l.destination}), nor inside it or contain it` });
+    if (isInside(l.versionsDir, l.source) || isInside(l.source, l.versionsDir)) ctx.addIssue({ code: 'custom', path: ['versionsDir'], message: `must not be library.source (${l.source}), nor inside it or contain it` });
+  }
 });
 
 // Checked here, not when `start` sends it to Temporal (after connecting, without the key's name).
@@ -195,6 +242,8 @@ const schedulesSchema = z.strictObject({
   backupHealth: cron.default('15 * * * *'),
   /** RestoreDrill: the newest dump restored into a throwaway PostgreSQL, weekly. */
   restoreDrill: cron.default('0 6 * * 1'),
+  /** LibraryAudit: the library and its mirror checked against Immich's checksums, monthly. */
+  libraryAudit: cron.default('0 2 1 * *'),
   /** Runs missed while the server was down are made up within this window, else skipped. */
   catchupWindowMinutes: z.number().int().min(1).default(120),
   /** `start` creates or updates the schedules. */
@@ -230,6 +279,8 @@ const statusSchema = z.strictObject({
   offsiteStaleHours: z.number().positive().default(26),
   mirrorStaleDays: z.number().positive().default(8),
   drillStaleDays: z.number().positive().default(8),
+  /** LibraryAudit: a library whose last completed audit pass is older than this is stale (a pass takes library.audit.passDays). */
+  auditStaleDays: z.number().positive().default(35),
   /** Each row of `status` (the NAS, the drive, Temporal) answers within this bound, or reads "unreachable". */
   rowTimeoutSeconds: z.number().int().min(1).default(20),
 });

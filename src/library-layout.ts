@@ -1,0 +1,46 @@
+// Where the library's copies live and how Immich's paths map onto them. Pure: safe in workflows,
+// activities and the CLI alike.
+
+/** A version set's folder name: the mirror run's start, UTC, e.g. 20261127T050000Z. */
+const VERSION_SET = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;
+
+export function versionSetName(at: Date): string {
+  return at.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** The time a version set was made (the run that moved its files there started then); undefined for any other name. */
+export function versionSetTime(name: string): Date | undefined {
+  const m = VERSION_SET.exec(name);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s] = m.map(Number) as [number, number, number, number, number, number, number];
+  const at = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
+  return versionSetName(at) === name ? at : undefined;
+}
+
+const trimSlash = (p: string) => (p.length > 1 ? p.replace(/\/+$/, '') : p);
+
+/** library.versionsDir, or the destination's path with ".versions" appended. */
+export function versionsDirOf(library: { destination: string; versionsDir?: string | undefined }): string {
+  return library.versionsDir ?? `${trimSlash(library.destination)}.versions`;
+}
+
+/** The NAS copy's version sets: beside library.offsite.remoteDir. */
+export function remoteVersionsDirOf(remoteDir: string): string {
+  return `${trimSlash(remoteDir)}.versions`;
+}
+
+/**
+ * An asset's originalPath (as Immich's container sees it) relative to library.source; undefined when
+ * it lies under none of library.containerPaths (an external library) or would climb out of it.
+ */
+export function libraryRelativePath(originalPath: string, containerPaths: readonly string[]): string | undefined {
+  for (const prefix of containerPaths) {
+    const base = trimSlash(prefix);
+    if (!originalPath.startsWith(`${base}/`)) continue;
+    const rel = originalPath.slice(base.length + 1);
+    const parts = rel.split('/');
+    if (!rel || parts.some((p) => p === '' || p === '.' || p === '..') || rel.includes('\0')) return undefined;
+    return rel;
+  }
+  return undefined;
+}
