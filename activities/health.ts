@@ -14,6 +14,8 @@ import { latestUsable } from './trusted-dumps.js';
 import type { ActivityDeps } from './deps.js';
 import { PROBLEM_STATES, type DrillResult, type RowState, type StatusReport, type StatusRow } from '../src/reports.js';
 import { isMountPoint } from './mirror.js';
+import { pairingText, readPairings } from './library-versions.js';
+import { versionsDirOf } from '../src/library-layout.js';
 import { remoteDumpNames } from './offsite.js';
 import { nasLabel, runRemote } from './ssh.js';
 
@@ -122,12 +124,16 @@ async function nasRow(config: Config, now: number, signal: AbortSignal): Promise
 async function mirrorRow(config: Config, client: Client | undefined, now: number): Promise<StatusRow> {
   const lib = config.library;
   const last = client ? await lastRun(client, 'WeeklyLibraryMirror', true).catch(() => undefined) : undefined;
-  const lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : client ? 'never mirrored' : 'last run unknown (Temporal not reachable)';
+  let lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : client ? 'never mirrored' : 'last run unknown (Temporal not reachable)';
   const details: Record<string, unknown> = { mountPoint: lib.mountPoint, ...(last ? { lastSuccess: last.closedAt.toISOString(), workflowId: last.workflowId, report: last.result } : {}) };
   if (!(await isMountPoint(lib.mountPoint))) return row('library-mirror', 'unreachable', `drive not mounted at ${lib.mountPoint}; ${lastText}`, details);
   const fs = await statfs(lib.mountPoint);
   const used = (fs.blocks - fs.bfree) * fs.bsize;
   details.driveUsedBytes = used;
+  // Which dump the mirror on the drive pairs with (recorded there by the run that made it): restore the two together.
+  const paired = (await readPairings(versionsDirOf(lib)).catch(() => [])).at(-1);
+  if (paired) details.pairing = paired;
+  lastText = [lastText, pairingText(paired)].filter(Boolean).join('; ');
   // Without Temporal the last run is unknown, not missing: the temporal row carries that problem.
   if (!client) return row('library-mirror', 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; last run unknown (Temporal not reachable)`, details, false);
   if (!last) return row('library-mirror', 'missing', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}`, details);

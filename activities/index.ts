@@ -4,6 +4,7 @@ import type { ActivityDeps } from './deps.js';
 import { createDrillActivities } from './drill.js';
 import { createDumpActivities } from './dump.js';
 import { createHealthActivities } from './health.js';
+import { createLibraryOffsiteActivities } from './library-offsite.js';
 import { createLockActivities } from './locks.js';
 import { createMirrorActivities } from './mirror.js';
 import { createNotifyActivities } from './notify.js';
@@ -29,6 +30,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createNotifyActivities(deps),
     ...createLockActivities(deps),
     ...createAuthorizeActivities(deps),
+    ...createLibraryOffsiteActivities(deps),
   };
 }
 

@@ -1,11 +1,19 @@
-import { lstat, opendir, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, opendir, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError } from '../src/errors.js';
+import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError, WriteOnceError } from '../src/errors.js';
+import { versionsDirOf } from '../src/library-layout.js';
+import { readKey } from '../src/provenance.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
+import { acceptanceText, emptyPlan, filesFromList, parseItemized, pruneVersionSets, recordPairing, rewriteDigest, sameBytes, topmostDeletions, unescapeRsyncName, type MirrorPlan, type PruneVersionsResult } from './library-versions.js';
 import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
-import type { MirrorOutcome, MirrorResult, MirrorSettings } from './types.js';
+import { latestUsable } from './trusted-dumps.js';
+import type { MirrorLibraryInput, MirrorOutcome, MirrorResult, MirrorSettings, MirrorVersioning } from './types.js';
+
+/** Rewritten files named in the report, the alarm and the refusal. */
+const REWRITES_SHOWN = 5;
 
 /** True when `path` is itself a mount point (per /proc/self/mountinfo), not a directory on its parent's filesystem. */
 export async function isMountPoint(path: string): Promise<boolean> {
@@ -108,22 +116,151 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
    * could send `rsync --delete` into a host directory, or a restore copy one into the library.
    * What the destination really is (its nearest existing part, resolved) must lie on the drive.
    */
-  async function assertOnDrive(): Promise<void> {
+  async function assertOnDrive(path = lib.destination, what = 'library.destination'): Promise<void> {
     const mount = await realpath(lib.mountPoint);
     const { dev } = await stat(mount);
-    let existing = resolve(lib.destination);
+    let existing = resolve(path);
     while (!(await lstat(existing).catch(() => undefined)) && existing !== mount) existing = dirname(existing);
     const real = await realpath(existing);
     const rel = relative(mount, real);
     const st = await stat(real);
     if (rel.startsWith('..') || rel.startsWith('/') || st.dev !== dev) {
-      throw new MirrorSafetyError(`library.destination ${lib.destination} leads to ${real}, off the drive mounted at ${lib.mountPoint} (a symlink on the drive?): nothing was copied or deleted; remove the link`);
+      throw new MirrorSafetyError(`${what} ${path} leads to ${real}, off the drive mounted at ${lib.mountPoint} (a symlink on the drive?): nothing was copied or deleted; remove the link`);
     }
+  }
+
+  /** The newest valid dump now (authenticated, not future-stamped, not flagged): what this mirror pairs with. */
+  async function pairedDump(): Promise<{ file: string; sha256: string } | undefined> {
+    try {
+      const key = await readKey(config.security.keyFile);
+      const { dump } = await latestUsable(config.backup.dir, key, Date.now(), config.backup.maxFutureMinutes);
+      return dump ? { file: dump.file, sha256: dump.sha256 } : undefined;
+    } catch (err) {
+      logger.warn({ reason: (err as Error).message }, 'no dump to pair the library mirror with');
+      return undefined;
+    }
+  }
+
+  /**
+   * The versioned mirror: one dry run lists what would change (new, changed, deleted); changed
+   * existing originals are checked (a size that differs, else the bytes: cost in proportion to the
+   * change) and, above library.writeOnce, the run stops before writing anything unless the
+   * operator approved exactly these; then one rsync restricted to those paths (--files-from)
+   * moves every file it overwrites or deletes into this run's version set (--backup-dir). Nothing
+   * changed: no second rsync.
+   */
+  async function versionedMirror(input: MirrorLibraryInput): Promise<MirrorOutcome> {
+    const started = Date.now();
+    const setDir = join(resolve(versionsDirOf(lib)), input.versionSet);
+    await assertOnDrive(setDir, 'the version set');
+    const pair = await pairedDump();
+    const common = ['-a', `--timeout=${lib.stallSeconds}`, ...(lib.bwLimitKiB ? [`--bwlimit=${lib.bwLimitKiB}`] : []), ...lib.excludes.map((pattern) => `--exclude=${pattern}`)];
+    const from = `${resolve(lib.source)}/`;
+    const to = `${resolve(lib.destination)}/`;
+    const stall = { what: `the library mirror onto ${lib.mountPoint}`, setting: 'library.stallSeconds', seconds: lib.stallSeconds, advice: 'check the drive (dmesg, fsfreeze --unfreeze), then run it again' };
+    const stalled = (err: unknown) => {
+      if (err instanceof CommandFailedError && /\(exit code 30\)/.test(err.message)) {
+        throw new StalledError(`${stall.what} stalled: rsync saw no data move for ${lib.stallSeconds} s (library.stallSeconds) and stopped; check the drive (dmesg), then run it again`);
+      }
+      throw err;
+    };
+    const plan: MirrorPlan = emptyPlan();
+    const listing = await runRsync([...common, '--dry-run', '--mkpath', '--out-format=%i %n', ...(lib.delete ? ['--delete'] : []), '--', from, to], {
+      step: 'listing what changed',
+      prefix: priority,
+      stall,
+      onLines: (lines) => parseItemized(lines, plan),
+    }).catch(stalled);
+
+    // The write-once guard: a size that differs is a rewrite; at the same size, the bytes decide.
+    const rewrites: string[] = [];
+    let touched = 0;
+    let compared = 0;
+    await withHeartbeats((async () => {
+      for (const c of plan.changed) {
+        if (c.sizeDiffers) rewrites.push(c.path);
+        else {
+          const name = unescapeRsyncName(c.path).toString('utf8');
+          const same = await sameBytes(join(lib.source, name), join(lib.destination, name)).catch(() => false);
+          if (same) touched++;
+          else rewrites.push(c.path);
+        }
+        compared++;
+      }
+    })(), () => ({ step: 'checking changed originals', checked: `${compared} of ${plan.changed.length}` }));
+    const digest = rewriteDigest(rewrites);
+    const first = [...rewrites].sort().slice(0, REWRITES_SHOWN);
+    const limit = Math.min(lib.writeOnce.maxFiles, Math.floor(lib.writeOnce.maxShare * listing.regularFiles));
+    const accepted = input.acceptRewrites;
+    const approved = accepted !== undefined && accepted.count === rewrites.length && accepted.digest === digest;
+    if (rewrites.length > limit && !approved) {
+      const found = { count: rewrites.length, digest };
+      const why = accepted ? `the approval given (${acceptanceText(accepted)}) is for another set of files, ` : '';
+      logger.error({ rewrites: rewrites.length, first, limit, digest }, 'write-once guard: mass rewrite refused');
+      throw new WriteOnceError(
+        `${rewrites.length} original(s) already on the mirror changed content in the library (first: ${first.join(', ')}), above library.writeOnce ` +
+          `(${lib.writeOnce.maxFiles} files, ${lib.writeOnce.maxShare} of ${listing.regularFiles}): ${why}nothing was copied or overwritten; check the library (ransomware, a failing disk, a tool that rewrote files), ` +
+          `and if the change is intended run: immich-backup backup library --accept-rewrites ${acceptanceText(found)}`,
+      );
+    }
+    if (rewrites.length) logger.warn({ rewrites: rewrites.length, first, versionSet: input.versionSet }, 'originals changed content in the library: old versions kept in the version set');
+
+    const toCopy = [...plan.created, ...plan.changed.map((c) => c.path)];
+    const toDelete = lib.delete ? topmostDeletions(plan.deleted) : [];
+    let copied = { filesTransferred: 0, bytesTransferred: 0, deleted: 0 };
+    if (toCopy.length || toDelete.length) {
+      const dir = await mkdtemp(join(tmpdir(), 'immich-backup-mirror-'));
+      try {
+        const list = join(dir, 'files-from');
+        await writeFile(list, filesFromList([...toDelete, ...toCopy]), { mode: 0o600 });
+        copied = await runRsync([
+          ...common,
+          '--mkpath',
+          '--from0',
+          `--files-from=${list}`,
+          // Only what the list names: no directories made up on the way (the list has each new one).
+          '--no-implied-dirs',
+          '--backup',
+          `--backup-dir=${setDir}`,
+          ...(toDelete.length ? ['--delete-missing-args', '--force'] : []),
+          '--',
+          from,
+          to,
+        ], { step: 'mirroring library', prefix: priority, stall, okExitCodes: [24] }).catch(stalled);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+    const versioning: MirrorVersioning = {
+      versionSet: input.versionSet,
+      versioned: plan.changed.length + (lib.delete ? plan.deletedFiles : 0),
+      rewrites: { count: rewrites.length, first, digest },
+      touched,
+      ...(approved && rewrites.length > limit ? { accepted: true } : {}),
+      ...(pair ? { pairedDump: pair.file } : {}),
+    };
+    await mkdir(resolve(versionsDirOf(lib)), { recursive: true });
+    await recordPairing(resolve(versionsDirOf(lib)), { versionSet: input.versionSet, mirroredAt: new Date(started).toISOString(), ...(pair ? { dump: pair.file, sha256: pair.sha256 } : {}) });
+    const result: MirrorResult = { filesTransferred: copied.filesTransferred, bytesTransferred: copied.bytesTransferred, deleted: copied.deleted, sourceFiles: listing.regularFiles, durationMs: Date.now() - started };
+    logger.info({ ...result, ...versioning, destination: lib.destination }, 'library mirrored, versioned');
+    return { ready: true, ...result, versioning };
   }
 
   return {
     async mirrorSettings(): Promise<MirrorSettings> {
-      return { mountWaitMs: lib.mountWaitMinutes * 60_000, mountPollMs: lib.mountPollSeconds * 1000, mountPoint: lib.mountPoint, delete: lib.delete };
+      return { mountWaitMs: lib.mountWaitMinutes * 60_000, mountPollMs: lib.mountPollSeconds * 1000, mountPoint: lib.mountPoint, delete: lib.delete, offsite: lib.offsite.enabled };
+    },
+
+    /** After a successful run: version sets older than library.keepVersionsWeeks go, oldest first; never this run's. */
+    async pruneLibraryVersions({ nowMs, keep }: { nowMs: number; keep: string }): Promise<PruneVersionsResult> {
+      const problem = await driveProblem();
+      if (problem) throw new DriveNotMountedError(`${problem}: no version set was pruned`);
+      const dir = versionsDirOf(lib);
+      await assertOnDrive(dir, 'library.versionsDir');
+      const result = await withHeartbeats(pruneVersionSets(dir, nowMs, lib.keepVersionsWeeks, keep), () => ({ step: 'pruning old version sets' }));
+      if (result.ignored.length) logger.warn({ ignored: result.ignored, dir }, 'entries named like version sets that are not directories: left alone');
+      if (result.pruned.length) logger.info({ pruned: result.pruned, keepVersionsWeeks: lib.keepVersionsWeeks }, 'old library version sets pruned');
+      return result;
     },
 
     /**
@@ -133,9 +270,11 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
      * drive that is not there is an answer ({ ready: false }), for the workflow to wait on; the
      * copy is rsync -a at idle I/O priority, and a retry resumes, as rsync skips what is done.
      */
-    async mirrorLibrary(): Promise<MirrorOutcome> {
+    async mirrorLibrary(input?: MirrorLibraryInput): Promise<MirrorOutcome> {
       // Deleting from the mirror is destructive: only a run that was authorized (its schedule, or a start token).
       if (lib.delete) await requireAuthorizedRun(config.security.keyFile, 'mirror with deletion');
+      // Approving rewrites is the operator's: only with the start token made for exactly this approval.
+      if (input?.acceptRewrites) await requireAuthorizedRun(config.security.keyFile, 'overwrite originals on the mirror');
       const problem = await driveProblem();
       if (problem) return { ready: false, reason: problem };
       if (!(await hasFiles(lib.source))) {
@@ -154,6 +293,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       // Checked again here: the drive may have gone while the library was counted.
       const gone = await driveProblem();
       if (gone) throw new DriveNotMountedError(`${gone}: nothing was written`);
+      if (input?.versionSet) return versionedMirror(input);
       const result = await copyTree(lib.source, lib.destination, { delete: lib.delete, dryRun: false, step: 'mirroring library', what: `the library mirror onto ${lib.mountPoint}` });
       logger.info({ ...result, destination: lib.destination }, 'library mirrored');
       return { ready: true, ...result };

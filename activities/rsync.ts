@@ -2,6 +2,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { CommandFailedError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
 import { awaitCommand, awaitWithStallGuard, startCommand, withHeartbeats, type StallGuard } from './run-command.js';
 
@@ -89,6 +90,10 @@ export interface RsyncOptions {
   stall?: Pick<StallGuard, 'what' | 'setting' | 'seconds' | 'advice'>;
   /** Collect what rsync skipped (pass --info=nonreg / --info=name1 with --safe-links in args). */
   reportSkipped?: boolean;
+  /** Every line rsync printed, in order, in batches, once it has exited (an --itemize-changes list may run to many MB). */
+  onLines?: (lines: string[]) => void;
+  /** Exit codes that still count as done: 24, files that vanished from a live library between listing and copying. */
+  okExitCodes?: readonly number[];
 }
 
 export async function runRsync(args: readonly string[], options: RsyncOptions): Promise<RsyncStats & { skipped?: RsyncSkipped }> {
@@ -108,6 +113,10 @@ export async function runRsync(args: readonly string[], options: RsyncOptions): 
   /** The whole output, read in chunks: skip lines come at any point of a long run. */
   const scanSkipped = async (): Promise<RsyncSkipped> => {
     const skipped: RsyncSkipped = { count: 0, first: [] };
+    await scanOutput((lines) => parseSkipped(lines, skipped));
+    return skipped;
+  };
+  const scanOutput = async (onLines: (lines: string[]) => void): Promise<void> => {
     const chunk = Buffer.alloc(1024 * 1024);
     const decoder = new StringDecoder('utf8'); // a character split across two chunks stays whole
     let carry = '';
@@ -117,9 +126,9 @@ export async function runRsync(args: readonly string[], options: RsyncOptions): 
       position += bytesRead;
       const lines = (carry + decoder.write(chunk.subarray(0, bytesRead))).split(/[\r\n]/);
       carry = lines.pop() ?? '';
-      parseSkipped(lines, skipped);
+      onLines(lines);
     }
-    return parseSkipped([carry], skipped);
+    onLines([carry]);
   };
   let progress: RsyncProgress | undefined;
   const poll = setInterval(() => {
@@ -138,12 +147,18 @@ export async function runRsync(args: readonly string[], options: RsyncOptions): 
       ? awaitWithStallGuard(child, 'rsync', { ...options.stall, position: () => [progress?.bytes, progress?.filesToCheck, progress?.filesTransferred], where: () => `${progress?.transferred ?? '0 B'} transferred` })
       : undefined;
     const idle = () => guarded?.idleSeconds() ?? 0;
-    await withHeartbeats(guarded?.done ?? awaitCommand(child, 'rsync'), () => {
+    const ok = options.okExitCodes ?? [];
+    const finished = (guarded?.done ?? awaitCommand(child, 'rsync')).catch((err: unknown) => {
+      if (err instanceof CommandFailedError && ok.some((code) => err.message.includes(`(exit code ${code})`))) return undefined;
+      throw err;
+    });
+    await withHeartbeats(finished, () => {
       const details = progress ?? { step: options.step, elapsedSeconds: Math.round((Date.now() - started) / 1000) };
       // Readable in the UI while it hangs: how long nothing has moved, and the window.
       return idle() >= 5 && options.stall ? { ...details, nothingMovedForSeconds: idle(), stallsAfterSeconds: options.stall.seconds } : details;
     });
     const stats = parseStats(await tail(16 * 1024));
+    if (options.onLines) await scanOutput(options.onLines);
     return options.reportSkipped ? { ...stats, skipped: await scanSkipped() } : stats;
   } finally {
     clearInterval(poll);

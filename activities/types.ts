@@ -91,6 +91,8 @@ export interface MirrorSettings {
   mountPoint: string;
   /** library.delete: the mirror deletes what left the library (a destructive run: authorized). */
   delete: boolean;
+  /** library.offsite.enabled: the library goes to the NAS too, after the drive. */
+  offsite?: boolean;
 }
 
 
@@ -105,7 +107,7 @@ export interface MirrorResult {
 }
 
 /** What mirrorLibrary did: copied, or found the drive not there (and wrote nothing). */
-export type MirrorOutcome = ({ ready: true } & MirrorResult) | { ready: false; reason: string };
+export type MirrorOutcome = ({ ready: true; versioning?: MirrorVersioning } & MirrorResult) | { ready: false; reason: string };
 
 /** cluster: our pg_dumpall (all databases and roles); immich: Immich's own pg_dump of its one database. */
 export type DumpFormat = 'cluster' | 'immich';
@@ -143,4 +145,39 @@ export interface HealthResult {
   healthy: boolean;
   detail: string;
   waitedMs: number;
+}
+
+/** The write-once guard's approval for one run: the count and digest a refused run printed. */
+export interface RewriteAcceptance {
+  count: number;
+  digest: string;
+}
+
+export interface MirrorLibraryInput {
+  /** This run's version set (versionSetName of the workflow's start): what it overwrites or deletes goes there. */
+  versionSet: string;
+  acceptRewrites?: RewriteAcceptance;
+}
+
+/** What a versioned mirror run kept, found and paired with. */
+export interface MirrorVersioning {
+  versionSet: string;
+  /** Mirror files moved into the version set (overwritten or deleted). */
+  versioned: number;
+  /** Existing originals whose content changed in the library (size, or bytes at the same size): an anomaly. */
+  rewrites: { count: number; first: string[]; digest: string };
+  /** Existing files with a new mtime and the same bytes: copied (and versioned), not an anomaly. */
+  touched: number;
+  /** Set when the rewrites were above library.writeOnce and the operator's approval matched them. */
+  accepted?: boolean;
+  /** The newest valid dump when the run started: restore the two together. */
+  pairedDump?: string;
+}
+
+export interface LibraryOffsiteResult {
+  destination: string;
+  filesTransferred: number;
+  bytesTransferred: number;
+  deleted: number;
+  prunedVersionSets: string[];
 }

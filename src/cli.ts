@@ -21,6 +21,7 @@ import { ConfigError, UnsafePathError } from './errors.js';
 import { readKey, tagDump } from './provenance.js';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName } from './dump-names.js';
 import { checkRestorable } from '../activities/restore.js';
+import { parseAcceptance } from '../activities/library-versions.js';
 import { readChecksumFile } from '../activities/checksums.js';
 import { constants } from 'node:fs';
 import { lstat, writeFile } from 'node:fs/promises';
@@ -125,14 +126,27 @@ backupCommand<OffsiteSyncReport>(
     `  in ${(r.durationMs / 1000).toFixed(1)} s`,
 );
 
-backupCommand<WeeklyLibraryMirrorReport>(
-  'library',
-  'Run WeeklyLibraryMirror now: rsync the photo library to the mounted drive; prints the report',
-  'WeeklyLibraryMirror',
-  (r) =>
-    `library mirrored: ${r.filesTransferred} file(s), ${formatBytes(r.bytesTransferred)} transferred, ${r.deleted} deleted\n` +
-    `  library holds ${r.sourceFiles} file(s); in ${(r.durationMs / 1000).toFixed(1)} s`,
-);
+backup
+  .command('library')
+  .description('Run WeeklyLibraryMirror now: rsync the photo library to the mounted drive, keeping what it overwrites or deletes in a dated version set; prints the report')
+  .option('--accept-rewrites <count:digest>', 'approve the rewritten originals a refused run found (it printed COUNT:DIGEST): this run overwrites exactly those, keeping the old versions')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { acceptRewrites?: string; json?: boolean }, cmd: Command) => {
+    const input = opts.acceptRewrites !== undefined ? { acceptRewrites: parseAcceptance(opts.acceptRewrites) } : {};
+    const r = await runAndFollow<WeeklyLibraryMirrorReport>(configOf(cmd), 'WeeklyLibraryMirror', input);
+    if (opts.json) return void process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    const v = r.versioning;
+    process.stdout.write(
+      `library mirrored: ${r.filesTransferred} file(s), ${formatBytes(r.bytesTransferred)} transferred, ${r.deleted} deleted\n` +
+        `  library holds ${r.sourceFiles} file(s); in ${(r.durationMs / 1000).toFixed(1)} s\n` +
+        (v
+          ? `  ${v.versioned} file(s) overwritten or deleted on the mirror kept in version set ${v.versionSet}\n` +
+            (v.rewrites.count ? `  ! ${v.rewrites.count} original(s) changed content in the library${v.accepted ? ' (approved)' : ''}: ${v.rewrites.first.join(', ')}${v.rewrites.count > v.rewrites.first.length ? ', …' : ''}\n` : '') +
+            `  pairs with ${v.pairedDump ?? 'no valid dump'}${r.prunedVersionSets?.length ? `; pruned version sets ${r.prunedVersionSets.join(', ')}` : ''}\n`
+          : '') +
+        (r.offsite ? `  NAS copy: ${r.offsite.filesTransferred} file(s), ${formatBytes(r.offsite.bytesTransferred)} to ${r.offsite.destination}\n` : ''),
+    );
+  });
 
 const restore = program.command('restore').description('Restores an operator starts and watches; nothing is changed before the dump is verified and the restore approved');
 

@@ -168,3 +168,8 @@ export class StalledError extends Error {
 export class NasFullError extends Error {
   override name = 'NasFullError';
 }
+
+/** A mirror run found more existing originals rewritten than library.writeOnce allows: nothing was overwritten, until an operator approves that run. */
+export class WriteOnceError extends Error {
+  override name = 'WriteOnceError';
+}

@@ -28,6 +28,7 @@ import {
   UnsafePathError,
   NasFullError,
   StalledError,
+  WriteOnceError,
 } from '../src/errors.js';
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
@@ -136,7 +137,7 @@ export const mirroring = proxyActivities<Activities>({
     initialInterval: '10s',
     backoffCoefficient: 2,
     maximumAttempts: 5,
-    nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name, SourceEmptyError.name, MirrorSafetyError.name, StalledError.name],
+    nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name, SourceEmptyError.name, MirrorSafetyError.name, StalledError.name, WriteOnceError.name],
   },
 });
 
@@ -221,4 +222,20 @@ export const locking = proxyActivities<Activities>({
 export const authorize = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '2s', maximumAttempts: 3, nonRetryableErrorTypes: needsOperator },
+});
+
+/**
+ * The library's copy on the NAS: a first upload of ~3 TB takes days over a home uplink; a retry
+ * resumes where rsync left off. A NAS that is unreachable, full or refuses the login needs a person.
+ */
+export const libraryOffsite = proxyActivities<Activities>({
+  startToCloseTimeout: '7 days',
+  heartbeatTimeout: '1 minute',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: {
+    initialInterval: '1 minute',
+    backoffCoefficient: 2,
+    maximumAttempts: 3,
+    nonRetryableErrorTypes: [...needsOperator, HostKeyVerificationError.name, NasAuthError.name, StalledError.name],
+  },
 });

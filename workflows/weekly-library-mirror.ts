@@ -1,16 +1,27 @@
 import { ApplicationFailure, log, patched, sleep } from '@temporalio/workflow';
+import type { LibraryOffsiteResult, MirrorVersioning, RewriteAcceptance } from '../activities/types.js';
 import { DriveNotMountedError } from '../src/errors.js';
 import { WORKFLOW_KINDS } from '../src/ids.js';
-import { authorize, mirroring, settings } from './activity-options.js';
+import { versionSetName } from '../src/library-layout.js';
+import { authorize, libraryOffsite, mirroring, settings } from './activity-options.js';
 import { at, trackSteps, type Steps } from './progress.js';
 import { withLock } from './resource-lock.js';
-import { reported } from './reporting.js';
+import { announce, reported } from './reporting.js';
 import { AUTHORIZATION_PATCH } from './restore-steps.js';
+
+/** patched() ID of the versioned mirror (version sets, write-once guard, pairing, pruning, library offsite). */
+export const LIBRARY_VERSIONS_PATCH = 'library-versions';
 
 export interface WeeklyLibraryMirrorInput {
   /** With library.delete on, a run its schedule did not start needs the CLI's start token (src/authorization.ts). */
   authorization?: string;
   trigger?: string;
+  /**
+   * The operator's approval of the rewrites a refused run found (`backup library --accept-rewrites
+   * COUNT:DIGEST`): this run overwrites them (into its version set) only when it finds exactly those.
+   * Needs the CLI's start token, which binds it to this run.
+   */
+  acceptRewrites?: RewriteAcceptance;
 }
 
 export interface WeeklyLibraryMirrorReport {
@@ -22,29 +33,55 @@ export interface WeeklyLibraryMirrorReport {
   waitedForDriveMs: number;
   durationMs: number;
   trigger: string;
+  /** Versioned runs: the version set, files moved into it, rewritten originals found, the dump it pairs with. */
+  versioning?: MirrorVersioning;
+  /** Version sets older than library.keepVersionsWeeks removed after this run. */
+  prunedVersionSets?: string[];
+  /** library.offsite.enabled: the copy on the NAS. */
+  offsite?: LibraryOffsiteResult;
 }
 
 /** The runbook's Sunday 05:00 job: rsync the photo library to the WD drive, only when the drive is really there. */
 export async function WeeklyLibraryMirror(input: WeeklyLibraryMirrorInput = {}): Promise<WeeklyLibraryMirrorReport> {
-  return reported('WeeklyLibraryMirror', () => body(input), (r) => `${r.filesTransferred} file(s), ${r.bytesTransferred} bytes transferred; the library holds ${r.sourceFiles} file(s)`);
+  return reported('WeeklyLibraryMirror', () => body(input), summary);
 }
+
+function summary(r: WeeklyLibraryMirrorReport): string {
+  const base = `${r.filesTransferred} file(s), ${r.bytesTransferred} bytes transferred; the library holds ${r.sourceFiles} file(s)`;
+  const v = r.versioning;
+  if (!v) return base;
+  return (
+    `${base}; ${v.versioned} file(s) versioned in ${v.versionSet}` +
+    (v.rewrites.count ? `; ALARM: ${rewritesText(v)}` : '') +
+    `; ${v.pairedDump ? `pairs with ${v.pairedDump}` : 'no valid dump to pair with'}` +
+    (r.offsite ? `; NAS copy: ${r.offsite.filesTransferred} file(s) to ${r.offsite.destination}` : '')
+  );
+}
+
+const rewritesText = (v: MirrorVersioning) =>
+  `${v.rewrites.count} original(s) already on the mirror changed content in the library (${v.rewrites.first.join(', ')}${v.rewrites.count > v.rewrites.first.length ? ', …' : ''})` +
+  `${v.accepted ? ', approved by the operator' : ''}; their previous versions are in version set ${v.versionSet} on the drive`;
 
 async function body(input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirrorReport> {
   const steps = trackSteps();
-  // A mirror that deletes is destructive: started by its own schedule, or with a start token.
-  if (patched(AUTHORIZATION_PATCH) && (await settings.mirrorSettings()).delete) {
+  const versioned = patched(LIBRARY_VERSIONS_PATCH);
+  // A mirror that deletes is destructive: started by its own schedule, or with a start token; so is approving rewrites.
+  if (patched(AUTHORIZATION_PATCH) && ((await settings.mirrorSettings()).delete || (versioned && input.acceptRewrites !== undefined))) {
     steps.set('checking the authorization');
     await authorize.authorizeRun({ workflowType: 'WeeklyLibraryMirror', token: input.authorization, input, scheduleId: WORKFLOW_KINDS.WeeklyLibraryMirror });
   }
   // Never alongside a library restore: with deletion on, the two would erase each other's files.
-  return withLock('library', steps, () => mirror(steps, input));
+  return withLock('library', steps, () => mirror(steps, input, versioned));
 }
 
-async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirrorReport> {
+async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput, versioned: boolean): Promise<WeeklyLibraryMirrorReport> {
   const startedMs = Date.now();
   let attemptMs = startedMs;
+  const versionSet = versionSetName(new Date(startedMs));
+  const mirrorInput = versioned ? { versionSet, ...(input.acceptRewrites ? { acceptRewrites: input.acceptRewrites } : {}) } : undefined;
+  const copy = () => (mirrorInput ? mirroring.mirrorLibrary(mirrorInput) : mirroring.mirrorLibrary());
   steps.set('mirroring library');
-  let run = await mirroring.mirrorLibrary();
+  let run = await copy();
   // Someone may plug the drive in: keep looking (durable timers) for the configured window.
   if (!run.ready) {
     const config = await settings.mirrorSettings();
@@ -58,11 +95,27 @@ async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput): Promise<We
       await sleep(config.mountPollMs);
       attemptMs = Date.now();
       steps.set('mirroring library');
-      run = await mirroring.mirrorLibrary();
+      run = await copy();
+    }
+  }
+  const extra: Pick<WeeklyLibraryMirrorReport, 'versioning' | 'prunedVersionSets' | 'offsite'> = {};
+  if (versioned && run.versioning) {
+    const v = run.versioning;
+    extra.versioning = v;
+    if (v.rewrites.count) {
+      log.warn('originals rewritten in the library', { count: v.rewrites.count, first: v.rewrites.first });
+      await announce('WeeklyLibraryMirror', 'alarm', `weekly-library-mirror: ${rewritesText(v)}`);
+    }
+    steps.set('pruning old version sets');
+    extra.prunedVersionSets = (await mirroring.pruneLibraryVersions({ nowMs: startedMs, keep: versionSet })).pruned;
+    if ((await settings.mirrorSettings()).offsite) {
+      steps.set('copying the library to the NAS');
+      extra.offsite = await libraryOffsite.mirrorLibraryOffsite({ versionSet, nowMs: startedMs });
     }
   }
   steps.set('done');
   return {
+    ...extra,
     filesTransferred: run.filesTransferred,
     bytesTransferred: run.bytesTransferred,
     deleted: run.deleted,

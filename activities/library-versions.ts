@@ -1,0 +1,208 @@
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isDumpName } from '../src/dump-names.js';
+import { versionSetTime } from '../src/library-layout.js';
+
+// The versioned mirror's bookkeeping: what a dry run of rsync says a run would change (new,
+// changed, deleted), which of the changed files really changed content (the write-once guard),
+// the dated version sets and their pruning, and the record of which dump a mirror pairs with.
+
+/** What `rsync --dry-run --out-format='%i %n'` said the run would do, paths as rsync printed them (escaped). */
+export interface MirrorPlan {
+  /** New files and directories, and directories whose attributes change: copied as they are. */
+  created: string[];
+  /** Existing mirror files rsync would transfer again (size or mtime differ): each one is versioned. */
+  changed: Array<{ path: string; sizeDiffers: boolean }>;
+  /** What --delete removes, topmost only: a deleted directory takes what is under it. */
+  deleted: string[];
+  /** Regular files among the deletions (those under deleted directories included): each one is versioned. */
+  deletedFiles: number;
+}
+
+// %i: YXcstpoguax. Y: < > c h . (sent, received, created, hard link, attributes only); X: f d L D S.
+const ITEM = /^([<>ch.])([fdLDS])([.+ cstpoguaxnbT?]{9}) (.+)$/;
+const DELETING = /^\*deleting +(.+)$/;
+
+export function emptyPlan(): MirrorPlan {
+  return { created: [], changed: [], deleted: [], deletedFiles: 0 };
+}
+
+/** Adds rsync's itemized lines to `plan` (other lines, the progress and --stats, are ignored). */
+export function parseItemized(lines: Iterable<string>, plan: MirrorPlan): MirrorPlan {
+  for (const line of lines) {
+    const del = DELETING.exec(line);
+    if (del) {
+      const path = del[1]!;
+      if (!path.endsWith('/')) plan.deletedFiles++;
+      plan.deleted.push(path);
+      continue;
+    }
+    const m = ITEM.exec(line);
+    if (!m) continue;
+    const [, y, x, flags, path] = m as unknown as [string, string, string, string, string];
+    if (x === 'f' && y === '>' && !flags.startsWith('+')) plan.changed.push({ path, sizeDiffers: flags[1] === 's' });
+    else plan.created.push(path);
+  }
+  return plan;
+}
+
+/** Deletions with those under a deleted directory left out (rsync --force takes them with it), without the trailing slash. */
+export function topmostDeletions(deleted: readonly string[]): string[] {
+  const dirs = deleted.filter((p) => p.endsWith('/'));
+  return deleted.filter((p) => !dirs.some((d) => d !== p && p.startsWith(d))).map((p) => p.replace(/\/$/, ''));
+}
+
+/** rsync escapes unprintable bytes (and a backslash before #) in names it prints as \#ooo: back to the name's bytes. */
+export function unescapeRsyncName(name: string): Buffer {
+  const parts: Buffer[] = [];
+  let last = 0;
+  for (const m of name.matchAll(/\\#([0-7]{3})/g)) {
+    parts.push(Buffer.from(name.slice(last, m.index), 'utf8'), Buffer.from([parseInt(m[1]!, 8)]));
+    last = m.index + m[0].length;
+  }
+  parts.push(Buffer.from(name.slice(last), 'utf8'));
+  return Buffer.concat(parts);
+}
+
+/** A NUL-separated --files-from list (rsync --from0): any byte but NUL is safe in it. */
+export function filesFromList(paths: readonly string[]): Buffer {
+  return Buffer.concat(paths.flatMap((p) => [unescapeRsyncName(p), Buffer.from([0])]));
+}
+
+/**
+ * The write-once guard's fingerprint of a set of rewritten files: their count and a digest of
+ * their sorted names. An operator's approval names both, so it approves this rewrite and no other.
+ */
+export function rewriteDigest(paths: readonly string[]): string {
+  return createHash('sha256').update([...paths].sort().join('\n')).digest('hex').slice(0, 32);
+}
+
+export function acceptanceText(a: { count: number; digest: string }): string {
+  return `${a.count}:${a.digest}`;
+}
+
+/** `N:DIGEST` as `backup library --accept-rewrites` takes it; a one-line error for anything else. */
+export function parseAcceptance(text: string): { count: number; digest: string } {
+  const m = /^(\d{1,9}):([0-9a-f]{32})$/.exec(text.trim());
+  if (!m) throw new Error(`--accept-rewrites ${JSON.stringify(text)}: expected COUNT:DIGEST as the refused run printed it (e.g. 12:${'0'.repeat(32)}); nothing was started`);
+  return { count: Number(m[1]), digest: m[2]! };
+}
+
+/** True when two regular files hold the same bytes; reads both only as far as their first difference. */
+export async function sameBytes(a: string, b: string): Promise<boolean> {
+  const [fa, fb] = await Promise.all([open(a, constants.O_RDONLY | constants.O_NOFOLLOW), open(b, constants.O_RDONLY | constants.O_NOFOLLOW)]);
+  try {
+    const [sa, sb] = await Promise.all([fa.stat(), fb.stat()]);
+    if (!sa.isFile() || !sb.isFile() || sa.size !== sb.size) return false;
+    const size = 1024 * 1024;
+    const ba = Buffer.alloc(size);
+    const bb = Buffer.alloc(size);
+    for (let position = 0; ; position += size) {
+      const [{ bytesRead: ra }, { bytesRead: rb }] = await Promise.all([fa.read(ba, 0, size, position), fb.read(bb, 0, size, position)]);
+      if (ra !== rb || !ba.subarray(0, ra).equals(bb.subarray(0, rb))) return false;
+      if (ra < size) return true;
+    }
+  } finally {
+    await Promise.all([fa.close(), fb.close()]);
+  }
+}
+
+/** Version sets in dir older than keepWeeks before nowMs, oldest first; never `keep`, never a name that is not a version set's. */
+export function expiredVersionSets(names: readonly string[], nowMs: number, keepWeeks: number, keep: string): string[] {
+  const cutoff = nowMs - keepWeeks * 7 * 86_400_000;
+  return names
+    .filter((n) => n !== keep)
+    .map((n) => ({ n, at: versionSetTime(n) }))
+    .filter((e): e is { n: string; at: Date } => e.at !== undefined && e.at.getTime() < cutoff)
+    .sort((a, b) => a.at.getTime() - b.at.getTime())
+    .map((e) => e.n);
+}
+
+export interface PruneVersionsResult {
+  pruned: string[];
+  kept: number;
+  /** Names like a version set's that are not directories (a symlink planted on the drive): left alone. */
+  ignored: string[];
+}
+
+/** Removes the expired version sets under dir (real directories only, never through a symlink). */
+export async function pruneVersionSets(dir: string, nowMs: number, keepWeeks: number, keep: string): Promise<PruneVersionsResult> {
+  const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [] as string[];
+    throw err;
+  });
+  const sets = names.filter((n) => versionSetTime(n) !== undefined);
+  const pruned: string[] = [];
+  const ignored: string[] = [];
+  for (const name of expiredVersionSets(sets, nowMs, keepWeeks, keep)) {
+    const st = await lstat(join(dir, name));
+    if (!st.isDirectory()) {
+      ignored.push(name);
+      continue;
+    }
+    // fs.rm removes symlinks inside the set as links: it never follows them.
+    await rm(join(dir, name), { recursive: true, force: true });
+    pruned.push(name);
+  }
+  return { pruned, kept: sets.length - pruned.length - ignored.length, ignored };
+}
+
+/** Which dump a mirror run pairs with: the newest valid dump when it started. */
+export interface Pairing {
+  /** The mirror run's version set name (its start, UTC). */
+  versionSet: string;
+  mirroredAt: string;
+  /** Our dump file name; undefined when no valid dump existed. */
+  dump?: string;
+  sha256?: string;
+}
+
+export const PAIRINGS_FILE = 'mirror-pairings.json';
+const PAIRINGS_KEPT = 60;
+
+/**
+ * The pairings on the drive, newest last. The drive is not trusted: a regular file only (never
+ * through a symlink), at most 64 KiB, and only entries whose every field is well-formed.
+ */
+export async function readPairings(versionsDir: string): Promise<Pairing[]> {
+  const path = join(versionsDir, PAIRINGS_FILE);
+  const st = await lstat(path).catch(() => undefined);
+  if (!st?.isFile() || st.size > 64 * 1024) return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(parsed)) return [];
+  return parsed.flatMap((e: Record<string, unknown>) => {
+    if (!e || typeof e.versionSet !== 'string' || !versionSetTime(e.versionSet)) return [];
+    const dump = typeof e.dump === 'string' && isDumpName(e.dump) ? e.dump : undefined;
+    const sha256 = typeof e.sha256 === 'string' && /^[0-9a-f]{64}$/.test(e.sha256) ? e.sha256 : undefined;
+    return [{ versionSet: e.versionSet, mirroredAt: versionSetTime(e.versionSet)!.toISOString(), ...(dump ? { dump } : {}), ...(dump && sha256 ? { sha256 } : {}) }];
+  });
+}
+
+/** Appends (or replaces, on a retry of the same run) this run's pairing: written beside, then renamed over. */
+export async function recordPairing(versionsDir: string, pairing: Pairing): Promise<void> {
+  const entries = [...(await readPairings(versionsDir)).filter((p) => p.versionSet !== pairing.versionSet), pairing].slice(-PAIRINGS_KEPT);
+  const temp = join(versionsDir, `.${PAIRINGS_FILE}.${process.pid}.tmp`);
+  await rm(temp, { force: true });
+  const fh = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  try {
+    await fh.writeFile(JSON.stringify(entries, null, 1) + '\n');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(temp, join(versionsDir, PAIRINGS_FILE));
+}
+
+/** One line for status: "library mirror of <date> pairs with <dump>". */
+export function pairingText(p: Pairing | undefined): string | undefined {
+  if (!p) return undefined;
+  const when = p.mirroredAt.replace(/:\d{2}\.\d{3}Z$/, 'Z').replace('T', ' ');
+  return p.dump ? `library mirror of ${when} pairs with ${p.dump}` : `library mirror of ${when} has no valid dump to pair with`;
+}
