@@ -135,7 +135,7 @@ async function mirrorRow(config: Config, client: Client | undefined, now: number
   if (paired) details.pairing = paired;
   lastText = [lastText, pairingText(paired)].filter(Boolean).join('; ');
   // Without Temporal the last run is unknown, not missing: the temporal row carries that problem.
-  if (!client) return row('library-mirror', 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; last run unknown (Temporal not reachable)`, details, false);
+  if (!client) return row('library-mirror', 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}`, details, false);
   if (!last) return row('library-mirror', 'missing', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}`, details);
   const stale = now - last.closedAt.getTime() > config.status.mirrorStaleDays * 24 * HOUR_MS;
   return row('library-mirror', stale ? 'stale' : 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}${stale ? ` (stale after ${config.status.mirrorStaleDays} days)` : ''}`, details);

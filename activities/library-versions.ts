@@ -54,6 +54,21 @@ export function topmostDeletions(deleted: readonly string[]): string[] {
   return deleted.filter((p) => !dirs.some((d) => d !== p && p.startsWith(d))).map((p) => p.replace(/\/$/, ''));
 }
 
+/**
+ * The folders holding the files a run overwrites or deletes: listed too, so rsync sets their
+ * mtime back after writing into them (else each would differ on the next run, and that run would
+ * not be a no-change run). "." for the mirror's root.
+ */
+export function parentDirs(paths: readonly string[]): string[] {
+  const dirs = new Set<string>();
+  for (const p of paths) {
+    const trimmed = p.replace(/\/$/, '');
+    const cut = trimmed.lastIndexOf('/');
+    dirs.add(cut < 0 ? '.' : `${trimmed.slice(0, cut)}/`);
+  }
+  return [...dirs];
+}
+
 /** rsync escapes unprintable bytes (and a backslash before #) in names it prints as \#ooo: back to the name's bytes. */
 export function unescapeRsyncName(name: string): Buffer {
   const parts: Buffer[] = [];

@@ -6,7 +6,7 @@ import { versionsDirOf } from '../src/library-layout.js';
 import { readKey } from '../src/provenance.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
-import { acceptanceText, emptyPlan, filesFromList, parseItemized, pruneVersionSets, recordPairing, rewriteDigest, sameBytes, topmostDeletions, unescapeRsyncName, type MirrorPlan, type PruneVersionsResult } from './library-versions.js';
+import { acceptanceText, emptyPlan, filesFromList, parentDirs, parseItemized, pruneVersionSets, recordPairing, rewriteDigest, sameBytes, topmostDeletions, unescapeRsyncName, type MirrorPlan, type PruneVersionsResult } from './library-versions.js';
 import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
 import { latestUsable } from './trusted-dumps.js';
@@ -205,8 +205,10 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     }
     if (rewrites.length) logger.warn({ rewrites: rewrites.length, first, versionSet: input.versionSet }, 'originals changed content in the library: old versions kept in the version set');
 
-    const toCopy = [...plan.created, ...plan.changed.map((c) => c.path)];
     const toDelete = lib.delete ? topmostDeletions(plan.deleted) : [];
+    const listed = new Set(plan.created);
+    const touchedDirs = parentDirs([...plan.changed.map((c) => c.path), ...toDelete]).filter((d) => !listed.has(d));
+    const toCopy = [...plan.created, ...plan.changed.map((c) => c.path), ...touchedDirs];
     let copied = { filesTransferred: 0, bytesTransferred: 0, deleted: 0 };
     if (toCopy.length || toDelete.length) {
       const dir = await mkdtemp(join(tmpdir(), 'immich-backup-mirror-'));
@@ -234,6 +236,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     const versioning: MirrorVersioning = {
       versionSet: input.versionSet,
       versioned: plan.changed.length + (lib.delete ? plan.deletedFiles : 0),
+      differences: plan.created.length + plan.changed.length + toDelete.length,
       rewrites: { count: rewrites.length, first, digest },
       touched,
       ...(approved && rewrites.length > limit ? { accepted: true } : {}),

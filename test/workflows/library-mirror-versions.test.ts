@@ -97,6 +97,11 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     assert.deepEqual(await treeDigest(destination), await treeDigest(source));
     const alarms = events().filter((e) => e.event === 'alarm');
     assert.equal(alarms.length, 1);
+    // The folders written into got their times back: the next run finds nothing to do.
+    const next = await run();
+    assert.equal(next.error, undefined, String(next.error));
+    assert.equal(next.report!.versioning!.differences, 0);
+    assert.equal(next.report!.versioning!.versioned, 0);
     assert.match(alarms[0]!.message, new RegExp(`2 original\\(s\\) already on the mirror changed content in the library \\(${[a, b].sort().join(', ')}\\); their previous versions are in version set ${v.versionSet}`));
   });
 
@@ -107,6 +112,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     assert.equal(error, undefined, String(error));
     assert.equal(report!.filesTransferred, 0);
     assert.equal(report!.versioning!.versioned, 0);
+    assert.equal(report!.versioning!.differences, 0);
     assert.equal(report!.versioning!.rewrites.count, 0);
   });
 
@@ -177,6 +183,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     const kept = await treeDigest(join(versions, v.versionSet));
     assert.deepEqual(Object.keys(kept).sort(), [gone, ...inFolder].sort());
     for (const p of Object.keys(kept)) assert.equal(kept[p], before[p]);
+    assert.equal((await run()).report!.versioning!.differences, 0, 'the folders deleted from got their times back');
   });
 
   test('pruning after a successful run removes version sets older than keepVersionsWeeks, oldest first, and nothing else; a refused run prunes nothing', async () => {
