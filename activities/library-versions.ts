@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readFile, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { isDumpName } from '../src/dump-names.js';
 import { versionSetTime } from '../src/library-layout.js';
 
@@ -9,29 +9,39 @@ import { versionSetTime } from '../src/library-layout.js';
 // changed, deleted), which of the changed files really changed content (the write-once guard),
 // the dated version sets and their pruning, and the record of which dump a mirror pairs with.
 
-/** What `rsync --dry-run --out-format='%i %n'` said the run would do, paths as rsync printed them (escaped). */
+/**
+ * What the first rsync pass (`--ignore-existing --info=skip2 --out-format='%i %n'`) did and found,
+ * paths as rsync printed them (escaped).
+ */
 export interface MirrorPlan {
-  /** New files and directories, and directories whose attributes change: copied as they are. */
+  /** New files and directories, directories whose times changed: copied by the first pass. */
   created: string[];
-  /** Existing mirror files rsync would transfer again (size or mtime differ): each one is versioned. */
-  changed: Array<{ path: string; sizeDiffers: boolean }>;
-  /** What --delete removes, topmost only: a deleted directory takes what is under it. */
+  /** Existing mirror files that differ from the library (size or mtime): left alone by the first pass; each one the second pass overwrites is versioned. */
+  changed: string[];
+  /** What --delete removed (into the version set): a deleted directory's entries come with it. */
   deleted: string[];
-  /** Regular files among the deletions (those under deleted directories included): each one is versioned. */
+  /** Regular files among the deletions (those under deleted directories included): each one versioned. */
   deletedFiles: number;
 }
 
 // %i: YXcstpoguax. Y: < > c h . (sent, received, created, hard link, attributes only); X: f d L D S.
 const ITEM = /^([<>ch.])([fdLDS])([.+ cstpoguaxnbT?]{9}) (.+)$/;
 const DELETING = /^\*deleting +(.+)$/;
+// --info=skip2 with --ignore-existing: every existing file, up to date or not.
+const EXISTS = /^(.+) exists \(([a-z ]+)\)$/;
 
 export function emptyPlan(): MirrorPlan {
   return { created: [], changed: [], deleted: [], deletedFiles: 0 };
 }
 
-/** Adds rsync's itemized lines to `plan` (other lines, the progress and --stats, are ignored). */
+/** Adds rsync's itemized and skip lines to `plan` (other lines, the progress and --stats, are ignored). */
 export function parseItemized(lines: Iterable<string>, plan: MirrorPlan): MirrorPlan {
   for (const line of lines) {
+    const exists = EXISTS.exec(line);
+    if (exists) {
+      if (exists[2] !== 'uptodate') plan.changed.push(exists[1]!);
+      continue;
+    }
     const del = DELETING.exec(line);
     if (del) {
       const path = del[1]!;
@@ -42,48 +52,10 @@ export function parseItemized(lines: Iterable<string>, plan: MirrorPlan): Mirror
     const m = ITEM.exec(line);
     if (!m) continue;
     const [, y, x, flags, path] = m as unknown as [string, string, string, string, string];
-    if (x === 'f' && y === '>' && !flags.startsWith('+')) plan.changed.push({ path, sizeDiffers: flags[1] === 's' });
+    if (x === 'f' && y === '>' && !flags.startsWith('+')) plan.changed.push(path);
     else plan.created.push(path);
   }
   return plan;
-}
-
-/** Deletions with those under a deleted directory left out (rsync --force takes them with it), without the trailing slash. */
-export function topmostDeletions(deleted: readonly string[]): string[] {
-  const dirs = deleted.filter((p) => p.endsWith('/'));
-  return deleted.filter((p) => !dirs.some((d) => d !== p && p.startsWith(d))).map((p) => p.replace(/\/$/, ''));
-}
-
-/**
- * The folders holding the files a run overwrites or deletes: listed too, so rsync sets their
- * mtime back after writing into them (else each would differ on the next run, and that run would
- * not be a no-change run). "." for the mirror's root.
- */
-export function parentDirs(paths: readonly string[]): string[] {
-  const dirs = new Set<string>();
-  for (const p of paths) {
-    const trimmed = p.replace(/\/$/, '');
-    const cut = trimmed.lastIndexOf('/');
-    dirs.add(cut < 0 ? '.' : `${trimmed.slice(0, cut)}/`);
-  }
-  return [...dirs];
-}
-
-/** rsync escapes unprintable bytes (and a backslash before #) in names it prints as \#ooo: back to the name's bytes. */
-export function unescapeRsyncName(name: string): Buffer {
-  const parts: Buffer[] = [];
-  let last = 0;
-  for (const m of name.matchAll(/\\#([0-7]{3})/g)) {
-    parts.push(Buffer.from(name.slice(last, m.index), 'utf8'), Buffer.from([parseInt(m[1]!, 8)]));
-    last = m.index + m[0].length;
-  }
-  parts.push(Buffer.from(name.slice(last), 'utf8'));
-  return Buffer.concat(parts);
-}
-
-/** A NUL-separated --files-from list (rsync --from0): any byte but NUL is safe in it. */
-export function filesFromList(paths: readonly string[]): Buffer {
-  return Buffer.concat(paths.flatMap((p) => [unescapeRsyncName(p), Buffer.from([0])]));
 }
 
 /**
@@ -111,9 +83,10 @@ export async function sameBytes(a: string, b: string): Promise<boolean> {
   try {
     const [sa, sb] = await Promise.all([fa.stat(), fb.stat()]);
     if (!sa.isFile() || !sb.isFile() || sa.size !== sb.size) return false;
-    const size = 1024 * 1024;
-    const ba = Buffer.alloc(size);
-    const bb = Buffer.alloc(size);
+    // Photos are a few MB: one read each for most; never a 1 MiB buffer for a small file.
+    const size = Math.max(1, Math.min(sa.size + 1, 1024 * 1024));
+    const ba = Buffer.allocUnsafe(size);
+    const bb = Buffer.allocUnsafe(size);
     for (let position = 0; ; position += size) {
       const [{ bytesRead: ra }, { bytesRead: rb }] = await Promise.all([fa.read(ba, 0, size, position), fb.read(bb, 0, size, position)]);
       if (ra !== rb || !ba.subarray(0, ra).equals(bb.subarray(0, rb))) return false;
@@ -123,6 +96,22 @@ export async function sameBytes(a: string, b: string): Promise<boolean> {
     await Promise.all([fa.close(), fb.close()]);
   }
 }
+
+/** Regular files under a version set (relative paths), and which of them the mirror holds again: those the run overwrote (the rest it deleted). */
+export async function versionSetContents(setDir: string, mirror: string): Promise<{ files: string[]; overwritten: string[] }> {
+  const entries = await readdir(setDir, { recursive: true, withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
+  const files = entries.filter((e) => e.isFile()).map((e) => relative(setDir, join(e.parentPath, e.name)));
+  const overwritten: string[] = [];
+  for (const rel of files) if ((await lstat(join(mirror, rel)).catch(() => undefined))?.isFile()) overwritten.push(rel);
+  return { files, overwritten };
+}
+
+/** A version set whose overwritten files were not yet checked by the write-once guard (a run stopped between its copy and its check). */
+export const uncheckedMarker = (set: string) => `.unchecked-${set}`;
+export const UNCHECKED = /^\.unchecked-(\d{8}T\d{6}Z)$/;
 
 /** Version sets in dir older than keepWeeks before nowMs, oldest first; never `keep`, never a name that is not a version set's. */
 export function expiredVersionSets(names: readonly string[], nowMs: number, keepWeeks: number, keep: string): string[] {

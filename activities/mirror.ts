@@ -1,12 +1,11 @@
-import { lstat, mkdir, mkdtemp, opendir, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { lstat, mkdir, opendir, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError, WriteOnceError } from '../src/errors.js';
 import { versionsDirOf } from '../src/library-layout.js';
 import { readKey } from '../src/provenance.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
-import { acceptanceText, emptyPlan, filesFromList, parentDirs, parseItemized, pruneVersionSets, recordPairing, rewriteDigest, sameBytes, topmostDeletions, unescapeRsyncName, type MirrorPlan, type PruneVersionsResult } from './library-versions.js';
+import { acceptanceText, emptyPlan, parseItemized, pruneVersionSets, recordPairing, rewriteDigest, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult } from './library-versions.js';
 import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
 import { latestUsable } from './trusted-dumps.js';
@@ -142,109 +141,96 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
   }
 
   /**
-   * The versioned mirror: one dry run lists what would change (new, changed, deleted); changed
-   * existing originals are checked (a size that differs, else the bytes: cost in proportion to the
-   * change) and, above library.writeOnce, the run stops before writing anything unless the
-   * operator approved exactly these; then one rsync restricted to those paths (--files-from)
-   * moves every file it overwrites or deletes into this run's version set (--backup-dir). Nothing
-   * changed: no second rsync.
+   * The versioned mirror, at the cost of plain rsync plus what changed: one `rsync -a --backup
+   * --backup-dir=<this run's version set>` (with --delete when library.delete), so every file it
+   * overwrites or deletes moves into the set. The write-once guard then looks only at the set:
+   * a file the mirror holds again was overwritten; its old and new bytes differ (a rewrite, which
+   * Immich never does) or not (a new mtime). Above library.writeOnce, unless the operator approved
+   * exactly these, the old versions go straight back onto the mirror and the run fails: no
+   * original stays overwritten. A marker beside the set until the check is done: a run stopped in
+   * between has its set checked by the next run.
    */
   async function versionedMirror(input: MirrorLibraryInput): Promise<MirrorOutcome> {
     const started = Date.now();
-    const setDir = join(resolve(versionsDirOf(lib)), input.versionSet);
+    const versionsDir = resolve(versionsDirOf(lib));
+    const setDir = join(versionsDir, input.versionSet);
     await assertOnDrive(setDir, 'the version set');
     const pair = await pairedDump();
-    const common = ['-a', `--timeout=${lib.stallSeconds}`, ...(lib.bwLimitKiB ? [`--bwlimit=${lib.bwLimitKiB}`] : []), ...lib.excludes.map((pattern) => `--exclude=${pattern}`)];
-    const from = `${resolve(lib.source)}/`;
-    const to = `${resolve(lib.destination)}/`;
+    await mkdir(versionsDir, { recursive: true });
+    const markers = (await readdir(versionsDir)).flatMap((n) => UNCHECKED.exec(n)?.[1] ?? []);
+    const sets = [...new Set([...markers, input.versionSet])];
+    await writeFile(join(versionsDir, uncheckedMarker(input.versionSet)), '', { flag: 'a' });
     const stall = { what: `the library mirror onto ${lib.mountPoint}`, setting: 'library.stallSeconds', seconds: lib.stallSeconds, advice: 'check the drive (dmesg, fsfreeze --unfreeze), then run it again' };
-    const stalled = (err: unknown) => {
+    const plan: MirrorPlan = emptyPlan();
+    const args = [
+      '-a',
+      `--timeout=${lib.stallSeconds}`,
+      '--mkpath',
+      ...(lib.delete ? ['--delete'] : []),
+      ...(lib.bwLimitKiB ? [`--bwlimit=${lib.bwLimitKiB}`] : []),
+      ...lib.excludes.map((pattern) => `--exclude=${pattern}`),
+      '--backup',
+      `--backup-dir=${setDir}`,
+      // One line per change only: a no-change run prints nothing.
+      '--out-format=%i %n',
+      '--',
+      `${resolve(lib.source)}/`,
+      `${resolve(lib.destination)}/`,
+    ];
+    const copied = await runRsync(args, { step: 'mirroring library', prefix: priority, stall, okExitCodes: [24], onLines: (lines) => parseItemized(lines, plan) }).catch((err: unknown) => {
       if (err instanceof CommandFailedError && /\(exit code 30\)/.test(err.message)) {
         throw new StalledError(`${stall.what} stalled: rsync saw no data move for ${lib.stallSeconds} s (library.stallSeconds) and stopped; check the drive (dmesg), then run it again`);
       }
       throw err;
-    };
-    const plan: MirrorPlan = emptyPlan();
-    const listing = await runRsync([...common, '--dry-run', '--mkpath', '--out-format=%i %n', ...(lib.delete ? ['--delete'] : []), '--', from, to], {
-      step: 'listing what changed',
-      prefix: priority,
-      stall,
-      onLines: (lines) => parseItemized(lines, plan),
-    }).catch(stalled);
+    });
 
-    // The write-once guard: a size that differs is a rewrite; at the same size, the bytes decide.
-    const rewrites: string[] = [];
+    // The write-once guard, over what the run (and any run stopped before its check) overwrote.
+    const rewrites: Array<{ set: string; path: string }> = [];
     let touched = 0;
-    let compared = 0;
+    let checked = 0;
     await withHeartbeats((async () => {
-      for (const c of plan.changed) {
-        if (c.sizeDiffers) rewrites.push(c.path);
-        else {
-          const name = unescapeRsyncName(c.path).toString('utf8');
-          const same = await sameBytes(join(lib.source, name), join(lib.destination, name)).catch(() => false);
-          if (same) touched++;
-          else rewrites.push(c.path);
+      for (const set of sets) {
+        const dir = join(versionsDir, set);
+        if (set !== input.versionSet) await assertOnDrive(dir, 'the version set');
+        for (const path of (await versionSetContents(dir, lib.destination)).overwritten) {
+          if (await sameBytes(join(dir, path), join(lib.destination, path)).catch(() => false)) touched++;
+          else rewrites.push({ set, path });
+          checked++;
         }
-        compared++;
       }
-    })(), () => ({ step: 'checking changed originals', checked: `${compared} of ${plan.changed.length}` }));
-    const digest = rewriteDigest(rewrites);
-    const first = [...rewrites].sort().slice(0, REWRITES_SHOWN);
-    const limit = Math.min(lib.writeOnce.maxFiles, Math.floor(lib.writeOnce.maxShare * listing.regularFiles));
+    })(), () => ({ step: 'checking overwritten originals', checked }));
+    const names = rewrites.map((r) => r.path);
+    const digest = rewriteDigest(names);
+    const shown = [...names].sort().slice(0, REWRITES_SHOWN);
+    const limit = Math.min(lib.writeOnce.maxFiles, Math.floor(lib.writeOnce.maxShare * copied.regularFiles));
     const accepted = input.acceptRewrites;
     const approved = accepted !== undefined && accepted.count === rewrites.length && accepted.digest === digest;
     if (rewrites.length > limit && !approved) {
+      // Each old version back in its place (a rename on the drive): the mirror keeps its originals.
+      await withHeartbeats(Promise.all(rewrites.map((r) => rename(join(versionsDir, r.set, r.path), join(lib.destination, r.path)))), () => ({ step: 'putting the originals back' }));
+      for (const set of sets) await rm(join(versionsDir, uncheckedMarker(set)), { force: true });
       const found = { count: rewrites.length, digest };
-      const why = accepted ? `the approval given (${acceptanceText(accepted)}) is for another set of files, ` : '';
-      logger.error({ rewrites: rewrites.length, first, limit, digest }, 'write-once guard: mass rewrite refused');
+      const why = accepted ? `the approval given (${acceptanceText(accepted)}) is for another set of files; ` : '';
+      logger.error({ rewrites: rewrites.length, first: shown, limit, digest }, 'write-once guard: mass rewrite refused, originals put back');
       throw new WriteOnceError(
-        `${rewrites.length} original(s) already on the mirror changed content in the library (first: ${first.join(', ')}), above library.writeOnce ` +
-          `(${lib.writeOnce.maxFiles} files, ${lib.writeOnce.maxShare} of ${listing.regularFiles}): ${why}nothing was copied or overwritten; check the library (ransomware, a failing disk, a tool that rewrote files), ` +
-          `and if the change is intended run: immich-backup backup library --accept-rewrites ${acceptanceText(found)}`,
+        `${rewrites.length} original(s) already on the mirror changed content in the library (first: ${shown.join(', ')}), above library.writeOnce ` +
+          `(${lib.writeOnce.maxFiles} files, ${lib.writeOnce.maxShare} of ${copied.regularFiles}): ${why}none was overwritten (new files were copied${lib.delete ? ', deleted ones moved into the version set' : ''}); ` +
+          `check the library (ransomware, a failing disk, a tool that rewrote files), and if the change is intended run: immich-backup backup library --accept-rewrites ${acceptanceText(found)}`,
       );
     }
-    if (rewrites.length) logger.warn({ rewrites: rewrites.length, first, versionSet: input.versionSet }, 'originals changed content in the library: old versions kept in the version set');
-
-    const toDelete = lib.delete ? topmostDeletions(plan.deleted) : [];
-    const listed = new Set(plan.created);
-    const touchedDirs = parentDirs([...plan.changed.map((c) => c.path), ...toDelete]).filter((d) => !listed.has(d));
-    const toCopy = [...plan.created, ...plan.changed.map((c) => c.path), ...touchedDirs];
-    let copied = { filesTransferred: 0, bytesTransferred: 0, deleted: 0 };
-    if (toCopy.length || toDelete.length) {
-      const dir = await mkdtemp(join(tmpdir(), 'immich-backup-mirror-'));
-      try {
-        const list = join(dir, 'files-from');
-        await writeFile(list, filesFromList([...toDelete, ...toCopy]), { mode: 0o600 });
-        copied = await runRsync([
-          ...common,
-          '--mkpath',
-          '--from0',
-          `--files-from=${list}`,
-          // Only what the list names: no directories made up on the way (the list has each new one).
-          '--no-implied-dirs',
-          '--backup',
-          `--backup-dir=${setDir}`,
-          ...(toDelete.length ? ['--delete-missing-args', '--force'] : []),
-          '--',
-          from,
-          to,
-        ], { step: 'mirroring library', prefix: priority, stall, okExitCodes: [24] }).catch(stalled);
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
-    }
+    for (const set of sets) await rm(join(versionsDir, uncheckedMarker(set)), { force: true });
+    if (rewrites.length) logger.warn({ rewrites: rewrites.length, first: shown, versionSet: input.versionSet }, 'originals changed content in the library: old versions kept in the version set');
     const versioning: MirrorVersioning = {
       versionSet: input.versionSet,
-      versioned: plan.changed.length + (lib.delete ? plan.deletedFiles : 0),
-      differences: plan.created.length + plan.changed.length + toDelete.length,
-      rewrites: { count: rewrites.length, first, digest },
+      versioned: (await versionSetContents(setDir, lib.destination)).files.length,
+      differences: plan.created.length + plan.changed.length + plan.deleted.length,
+      rewrites: { count: rewrites.length, first: shown, digest },
       touched,
       ...(approved && rewrites.length > limit ? { accepted: true } : {}),
       ...(pair ? { pairedDump: pair.file } : {}),
     };
-    await mkdir(resolve(versionsDirOf(lib)), { recursive: true });
-    await recordPairing(resolve(versionsDirOf(lib)), { versionSet: input.versionSet, mirroredAt: new Date(started).toISOString(), ...(pair ? { dump: pair.file, sha256: pair.sha256 } : {}) });
-    const result: MirrorResult = { filesTransferred: copied.filesTransferred, bytesTransferred: copied.bytesTransferred, deleted: copied.deleted, sourceFiles: listing.regularFiles, durationMs: Date.now() - started };
+    await recordPairing(versionsDir, { versionSet: input.versionSet, mirroredAt: new Date(started).toISOString(), ...(pair ? { dump: pair.file, sha256: pair.sha256 } : {}) });
+    const result: MirrorResult = { filesTransferred: copied.filesTransferred, bytesTransferred: copied.bytesTransferred, deleted: copied.deleted, sourceFiles: copied.regularFiles, durationMs: Date.now() - started };
     logger.info({ ...result, ...versioning, destination: lib.destination }, 'library mirrored, versioned');
     return { ready: true, ...result, versioning };
   }

@@ -53,7 +53,7 @@ try {
       },
     }),
   );
-  const activities = createMirrorActivities({ config, logger: createLogger({ level: 'error', fd: 2 }) });
+  const activities = createMirrorActivities({ config, logger: createLogger({ level: process.env.BENCH_LOG === '1' ? 'info' : 'error', fd: 2 }) });
   let clock = Date.UTC(2026, 0, 4, 5);
   const mirror = () => {
     clock += 7 * 86_400_000; // one version set per run, a week apart, as the schedule makes them

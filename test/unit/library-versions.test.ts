@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
-import { emptyPlan, expiredVersionSets, filesFromList, parseAcceptance, parseItemized, readPairings, recordPairing, rewriteDigest, sameBytes, topmostDeletions, unescapeRsyncName } from '../../activities/library-versions.js';
+import { emptyPlan, expiredVersionSets, parseAcceptance, parseItemized, readPairings, recordPairing, rewriteDigest, sameBytes, versionSetContents } from '../../activities/library-versions.js';
 import { versionSetName } from '../../src/library-layout.js';
 import { treeDigest } from '../helpers/library.js';
 import { tempDir } from '../helpers/setup.js';
@@ -11,34 +11,42 @@ import { tempDir } from '../helpers/setup.js';
 // The versioned mirror's pure parts, checked against what the real rsync prints and reads.
 
 describe('library versions', () => {
-  test('names rsync escapes (a newline, a backslash before #, non-ASCII) go back to their bytes, and the restricted copy brings exactly them', async () => {
-    const root = await tempDir('itemize');
-    const [src, dst] = [join(root, 'src'), join(root, 'dst')];
+  test('rsync --backup-dir keeps what it overwrites or deletes, odd names included; the set tells overwritten from deleted; a no-change rerun prints no line', async () => {
+    const root = await tempDir('backupdir');
+    const [src, dst, set] = [join(root, 'src'), join(root, 'dst'), join(root, 'versions', '20261127T050000Z')];
     const names = ['plain.jpg', 'line\nbreak.jpg', 'back\\#123slash.jpg', 'été 2024/ß.jpg', "quote'd \"x\".jpg"];
     for (const n of names) {
       await mkdir(join(src, n, '..'), { recursive: true });
       await writeFile(join(src, n), `body of ${n}`);
     }
-    const { stdout } = await execa('rsync', ['-a', '--dry-run', '--out-format=%i %n', `${src}/`, `${dst}/`]);
-    const plan = parseItemized(stdout.split('\n'), emptyPlan());
-    assert.equal(plan.changed.length, 0);
-    const listed = plan.created.map((p) => unescapeRsyncName(p).toString('utf8'));
-    for (const n of names) assert.ok(listed.includes(n), `${JSON.stringify(n)} listed as ${JSON.stringify(plan.created)}`);
-    const list = join(root, 'list');
-    await writeFile(list, filesFromList(plan.created));
-    await execa('rsync', ['-a', '--from0', `--files-from=${list}`, '--no-implied-dirs', `${src}/`, `${dst}/`]);
+    const args = ['-a', '--delete', '--backup', `--backup-dir=${set}`, '--out-format=%i %n', `${src}/`, `${dst}/`];
+    await execa('rsync', args);
+    const later = new Date(Date.now() + 60_000);
+    for (const n of names.slice(1)) {
+      await writeFile(join(src, n), `new body of ${n}`);
+      await utimes(join(src, n), later, later);
+    }
+    const { rm } = await import('node:fs/promises');
+    await rm(join(src, names[0]!));
+    const plan = parseItemized((await execa('rsync', args)).stdout.split('\n'), emptyPlan());
+    assert.equal(plan.deletedFiles, 1);
+    const contents = await versionSetContents(set, dst);
+    assert.deepEqual(contents.files.sort(), [...names].sort());
+    assert.deepEqual(contents.overwritten.sort(), names.slice(1).sort());
+    for (const n of names.slice(1)) assert.equal(await readFile(join(set, n), 'utf8'), `body of ${n}`);
+    assert.equal((await execa('rsync', args)).stdout, '');
     assert.deepEqual(await treeDigest(dst), await treeDigest(src));
   });
 
-  test('changed existing files are told apart by size; new files and deletions are not changes, and only topmost deletions are passed on', () => {
+  test('itemized lines: existing files that differ are told from up-to-date ones, new files and deletions from both', () => {
     const plan = parseItemized(
-      ['*deleting   gone/dir/g1', '*deleting   gone/dir/', '*deleting   gone/', '*deleting   a/f3', '.d..t...... a/', '>f.st...... a/f1', '>f..t...... a/f2', 'cd+++++++++ n/', '>f+++++++++ n/new', 'Number of files: 8 (reg: 4, dir: 4)', '     1,234 100%  1.00MB/s  0:00:00 (xfr#1, to-chk=0/8)'],
+      ['*deleting   gone/dir/g1', '*deleting   gone/dir/', '*deleting   gone/', '*deleting   a/f3', '.d..t...... a/', 'a/f1 exists (file change)', 'a/f2 exists (uptodate)', 'b/x exists (type change)', 'cd+++++++++ n/', '>f+++++++++ n/new', 'Number of files: 8 (reg: 4, dir: 4)', '     1,234 100%  1.00MB/s  0:00:00 (xfr#1, to-chk=0/8)'],
       emptyPlan(),
     );
-    assert.deepEqual(plan.changed, [{ path: 'a/f1', sizeDiffers: true }, { path: 'a/f2', sizeDiffers: false }]);
+    assert.deepEqual(plan.changed, ['a/f1', 'b/x']);
     assert.deepEqual(plan.created, ['a/', 'n/', 'n/new']);
     assert.equal(plan.deletedFiles, 2);
-    assert.deepEqual(topmostDeletions(plan.deleted), ['gone', 'a/f3']);
+    assert.equal(plan.deleted.length, 4);
   });
 
   test('the approval fingerprint depends on the exact set of files, not their order', () => {

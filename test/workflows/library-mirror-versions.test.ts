@@ -116,7 +116,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     assert.equal(report!.versioning!.rewrites.count, 0);
   });
 
-  test('a mass rewrite is refused with a one-line reason naming the approval, nothing is written; the approved run overwrites exactly those, keeping the old versions', async () => {
+  test('a mass rewrite is refused with a one-line reason naming the approval and no original is overwritten (new files are copied); the approved run overwrites exactly those, keeping the old versions', async () => {
     const { source, destination, versions, run, events, paths } = await setup(200, { writeOnce: { maxFiles: 100, maxShare: 0.01 } });
     assert.equal((await run()).error, undefined);
     const before = await treeDigest(destination);
@@ -127,8 +127,9 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     const refused = failureOf((await run()).error);
     assert.equal(refused.type, 'WriteOnceError');
     assert.doesNotMatch(refused.message, /\n/);
-    assert.match(refused.message, /^5 original\(s\) already on the mirror changed content in the library \(first: .*\), above library\.writeOnce \(100 files, 0\.01 of 201\): nothing was copied or overwritten; .* run: immich-backup backup library --accept-rewrites 5:[0-9a-f]{32}$/);
-    assert.deepEqual(await treeDigest(destination), before, 'nothing overwritten, nothing new copied');
+    assert.match(refused.message, /^5 original\(s\) already on the mirror changed content in the library \(first: .*\), above library\.writeOnce \(100 files, 0\.01 of 201\): none was overwritten \(new files were copied\); .* run: immich-backup backup library --accept-rewrites 5:[0-9a-f]{32}$/);
+    const withNew = { ...before, 'new-after.jpg': (await treeDigest(source))['new-after.jpg']! };
+    assert.deepEqual(await treeDigest(destination), withNew, 'no original overwritten; the new file copied');
     assert.ok(events().some((e) => e.event === 'failure' && /WriteOnceError|changed content/.test(e.message)), 'the refusal is announced as a failure');
     const [, count, digest] = /--accept-rewrites (\d+):([0-9a-f]{32})$/.exec(refused.message)!;
 
@@ -137,8 +138,8 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     await rewrite(join(source, sixth), false);
     const other = failureOf((await run({ acceptRewrites: { count: Number(count), digest } })).error);
     assert.equal(other.type, 'WriteOnceError');
-    assert.match(other.message, /^6 original\(s\).*the approval given \(5:[0-9a-f]{32}\) is for another set of files, nothing was copied/);
-    assert.deepEqual(await treeDigest(destination), before);
+    assert.match(other.message, /^6 original\(s\).*the approval given \(5:[0-9a-f]{32}\) is for another set of files; none was overwritten/);
+    assert.deepEqual(await treeDigest(destination), withNew);
 
     const [, count6, digest6] = /--accept-rewrites (\d+):([0-9a-f]{32})$/.exec(other.message)!;
     const { report, error } = await run({ acceptRewrites: { count: Number(count6), digest: digest6 } });
