@@ -1,47 +1,38 @@
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, lstatSync, readdirSync, readFileSync, type Dirent } from 'node:fs';
 import { lstat, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { isDumpName } from '../src/dump-names.js';
 import { versionSetTime } from '../src/library-layout.js';
 
-// The versioned mirror's bookkeeping: what a dry run of rsync says a run would change (new,
-// changed, deleted), which of the changed files really changed content (the write-once guard),
-// the dated version sets and their pruning, and the record of which dump a mirror pairs with.
+// The versioned mirror's bookkeeping: what a run's rsync (--out-format='%i %n': one line per
+// change, none on a no-change run) did, which files of a version set the run overwrote and
+// whether their content changed (the write-once guard), the dated sets and their pruning, and the
+// record of which dump a mirror pairs with.
 
-/**
- * What the first rsync pass (`--ignore-existing --info=skip2 --out-format='%i %n'`) did and found,
- * paths as rsync printed them (escaped).
- */
+/** What the run's rsync said it did, paths as rsync printed them (escaped): for the report's counts. */
 export interface MirrorPlan {
-  /** New files and directories, directories whose times changed: copied by the first pass. */
+  /** New files and directories, directories whose times changed. */
   created: string[];
-  /** Existing mirror files that differ from the library (size or mtime): left alone by the first pass; each one the second pass overwrites is versioned. */
+  /** Existing mirror files it transferred again (size or mtime differed): the old ones are in the version set. */
   changed: string[];
   /** What --delete removed (into the version set): a deleted directory's entries come with it. */
   deleted: string[];
-  /** Regular files among the deletions (those under deleted directories included): each one versioned. */
+  /** Regular files among the deletions. */
   deletedFiles: number;
 }
 
 // %i: YXcstpoguax. Y: < > c h . (sent, received, created, hard link, attributes only); X: f d L D S.
 const ITEM = /^([<>ch.])([fdLDS])([.+ cstpoguaxnbT?]{9}) (.+)$/;
 const DELETING = /^\*deleting +(.+)$/;
-// --info=skip2 with --ignore-existing: every existing file, up to date or not.
-const EXISTS = /^(.+) exists \(([a-z ]+)\)$/;
 
 export function emptyPlan(): MirrorPlan {
   return { created: [], changed: [], deleted: [], deletedFiles: 0 };
 }
 
-/** Adds rsync's itemized and skip lines to `plan` (other lines, the progress and --stats, are ignored). */
+/** Adds rsync's itemized lines to `plan` (other lines, the progress and --stats, are ignored). */
 export function parseItemized(lines: Iterable<string>, plan: MirrorPlan): MirrorPlan {
   for (const line of lines) {
-    const exists = EXISTS.exec(line);
-    if (exists) {
-      if (exists[2] !== 'uptodate') plan.changed.push(exists[1]!);
-      continue;
-    }
     const del = DELETING.exec(line);
     if (del) {
       const path = del[1]!;
@@ -77,14 +68,18 @@ export function parseAcceptance(text: string): { count: number; digest: string }
   return { count: Number(m[1]), digest: m[2]! };
 }
 
-/** True when two regular files hold the same bytes; reads both only as far as their first difference. */
+/** Below this, two files are compared with synchronous reads: a thread-pool round trip per call costs more than the read. */
+const SYNC_COMPARE_BYTES = 4 * 1024 * 1024;
+
+/** True when two regular files hold the same bytes (never through a symlink); large ones read only as far as their first difference. */
 export async function sameBytes(a: string, b: string): Promise<boolean> {
+  const [sa, sb] = [lstatSync(a), lstatSync(b)];
+  if (!sa.isFile() || !sb.isFile() || sa.size !== sb.size) return false;
+  // Both are regular files (lstat just above): a set and a mirror this run wrote.
+  if (sa.size <= SYNC_COMPARE_BYTES) return readFileSync(a).equals(readFileSync(b));
   const [fa, fb] = await Promise.all([open(a, constants.O_RDONLY | constants.O_NOFOLLOW), open(b, constants.O_RDONLY | constants.O_NOFOLLOW)]);
   try {
-    const [sa, sb] = await Promise.all([fa.stat(), fb.stat()]);
-    if (!sa.isFile() || !sb.isFile() || sa.size !== sb.size) return false;
-    // Photos are a few MB: one read each for most; never a 1 MiB buffer for a small file.
-    const size = Math.max(1, Math.min(sa.size + 1, 1024 * 1024));
+    const size = 1024 * 1024;
     const ba = Buffer.allocUnsafe(size);
     const bb = Buffer.allocUnsafe(size);
     for (let position = 0; ; position += size) {
@@ -99,14 +94,30 @@ export async function sameBytes(a: string, b: string): Promise<boolean> {
 
 /** Regular files under a version set (relative paths), and which of them the mirror holds again: those the run overwrote (the rest it deleted). */
 export async function versionSetContents(setDir: string, mirror: string): Promise<{ files: string[]; overwritten: string[] }> {
-  const entries = await readdir(setDir, { recursive: true, withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return [];
+  let entries: Dirent[];
+  try {
+    // Synchronous, like the lstats below: a set holds what changed in a week, a few thousand entries at most.
+    entries = readdirSync(setDir, { recursive: true, withFileTypes: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { files: [], overwritten: [] };
     throw err;
-  });
+  }
   const files = entries.filter((e) => e.isFile()).map((e) => relative(setDir, join(e.parentPath, e.name)));
-  const overwritten: string[] = [];
-  for (const rel of files) if ((await lstat(join(mirror, rel)).catch(() => undefined))?.isFile()) overwritten.push(rel);
+  // Synchronous: one lstat costs microseconds, a thread-pool round trip more.
+  const overwritten = files.filter((rel) => lstatSync(join(mirror, rel), { throwIfNoEntry: false })?.isFile() === true);
   return { files, overwritten };
+}
+
+/** fn over items, PARALLEL at a time: a few thousand small file operations each cost a thread-pool round trip, not a disk seek. */
+const PARALLEL = 16;
+export async function mapLimit<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
+  return out;
 }
 
 /** A version set whose overwritten files were not yet checked by the write-once guard (a run stopped between its copy and its check). */

@@ -5,7 +5,7 @@ import { versionsDirOf } from '../src/library-layout.js';
 import { readKey } from '../src/provenance.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
-import { acceptanceText, emptyPlan, parseItemized, pruneVersionSets, recordPairing, rewriteDigest, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult } from './library-versions.js';
+import { acceptanceText, emptyPlan, mapLimit, parseItemized, pruneVersionSets, recordPairing, rewriteDigest, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult } from './library-versions.js';
 import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
 import { latestUsable } from './trusted-dumps.js';
@@ -184,15 +184,19 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       throw err;
     });
 
+    const copiedAtMs = Date.now();
     // The write-once guard, over what the run (and any run stopped before its check) overwrote.
     const rewrites: Array<{ set: string; path: string }> = [];
     let touched = 0;
     let checked = 0;
+    let versioned = 0;
     await withHeartbeats((async () => {
       for (const set of sets) {
         const dir = join(versionsDir, set);
         if (set !== input.versionSet) await assertOnDrive(dir, 'the version set');
-        for (const path of (await versionSetContents(dir, lib.destination)).overwritten) {
+        const contents = await versionSetContents(dir, lib.destination);
+        if (set === input.versionSet) versioned = contents.files.length;
+        for (const path of contents.overwritten) {
           if (await sameBytes(join(dir, path), join(lib.destination, path)).catch(() => false)) touched++;
           else rewrites.push({ set, path });
           checked++;
@@ -207,7 +211,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     const approved = accepted !== undefined && accepted.count === rewrites.length && accepted.digest === digest;
     if (rewrites.length > limit && !approved) {
       // Each old version back in its place (a rename on the drive): the mirror keeps its originals.
-      await withHeartbeats(Promise.all(rewrites.map((r) => rename(join(versionsDir, r.set, r.path), join(lib.destination, r.path)))), () => ({ step: 'putting the originals back' }));
+      await withHeartbeats(mapLimit(rewrites, (r) => rename(join(versionsDir, r.set, r.path), join(lib.destination, r.path))), () => ({ step: 'putting the originals back' }));
       for (const set of sets) await rm(join(versionsDir, uncheckedMarker(set)), { force: true });
       const found = { count: rewrites.length, digest };
       const why = accepted ? `the approval given (${acceptanceText(accepted)}) is for another set of files; ` : '';
@@ -222,7 +226,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     if (rewrites.length) logger.warn({ rewrites: rewrites.length, first: shown, versionSet: input.versionSet }, 'originals changed content in the library: old versions kept in the version set');
     const versioning: MirrorVersioning = {
       versionSet: input.versionSet,
-      versioned: (await versionSetContents(setDir, lib.destination)).files.length,
+      versioned,
       differences: plan.created.length + plan.changed.length + plan.deleted.length,
       rewrites: { count: rewrites.length, first: shown, digest },
       touched,
@@ -231,7 +235,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     };
     await recordPairing(versionsDir, { versionSet: input.versionSet, mirroredAt: new Date(started).toISOString(), ...(pair ? { dump: pair.file, sha256: pair.sha256 } : {}) });
     const result: MirrorResult = { filesTransferred: copied.filesTransferred, bytesTransferred: copied.bytesTransferred, deleted: copied.deleted, sourceFiles: copied.regularFiles, durationMs: Date.now() - started };
-    logger.info({ ...result, ...versioning, destination: lib.destination }, 'library mirrored, versioned');
+    logger.info({ ...result, ...versioning, rsyncMs: copiedAtMs - started, destination: lib.destination }, 'library mirrored, versioned');
     return { ready: true, ...result, versioning };
   }
 

@@ -1,13 +1,13 @@
 // The versioned library mirror (issue 15: version sets, write-once guard) against plain rsync,
 // side by side in one run on one machine, on a generated library and two tmpfs "drives":
-//   (a) rsync -a, no-change rerun           vs (b) the versioned mirror, no-change rerun (target <= 1.1x)
-//   (c) rsync -a of a 1% change              vs (d) the versioned mirror of the same change (target <= 1.2x)
+//   no-change rerun:  rsync -a  vs  the versioned mirror (target <= 1.1x)
+//   a 1% change:      rsync -a  vs  the versioned mirror of the same change (target <= 1.2x)
 // The 1% change is what a week of Immich looks like plus the guard's worst case: half new files,
-// half existing files rewritten at the same size (the guard compares their bytes; each old
-// version goes into the version set). The mirror is the mirrorLibrary activity itself (the code
-// the workflow runs, outside Temporal: no server round trips counted), at the same CPU and I/O
-// priority as plain rsync (library.nice and ioniceClass 0 for both). Medians of --runs rounds,
-// the order alternating between rounds.
+// half existing files rewritten at the same size (the guard compares their bytes with the old
+// versions kept in the version set). The mirror is the mirrorLibrary activity itself (the code the
+// workflow runs, with its drive checks, pairing and guard; outside Temporal, so no server round
+// trips are counted), at the same CPU and I/O priority as plain rsync (library.nice and ioniceClass
+// 0). Medians of --runs rounds, the order alternating between rounds.
 // Usage: node dist/bench/library-mirror.js [--files 135000] [--runs 3]
 import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

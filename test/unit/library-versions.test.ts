@@ -38,13 +38,13 @@ describe('library versions', () => {
     assert.deepEqual(await treeDigest(dst), await treeDigest(src));
   });
 
-  test('itemized lines: existing files that differ are told from up-to-date ones, new files and deletions from both', () => {
+  test('itemized lines: files transferred again are told from new ones, attribute-only changes and deletions', () => {
     const plan = parseItemized(
-      ['*deleting   gone/dir/g1', '*deleting   gone/dir/', '*deleting   gone/', '*deleting   a/f3', '.d..t...... a/', 'a/f1 exists (file change)', 'a/f2 exists (uptodate)', 'b/x exists (type change)', 'cd+++++++++ n/', '>f+++++++++ n/new', 'Number of files: 8 (reg: 4, dir: 4)', '     1,234 100%  1.00MB/s  0:00:00 (xfr#1, to-chk=0/8)'],
+      ['*deleting   gone/dir/g1', '*deleting   gone/dir/', '*deleting   gone/', '*deleting   a/f3', '.d..t...... a/', '>f.st...... a/f1', '.f...p..... a/f2', 'cd+++++++++ n/', '>f+++++++++ n/new', 'Number of files: 8 (reg: 4, dir: 4)', '     1,234 100%  1.00MB/s  0:00:00 (xfr#1, to-chk=0/8)'],
       emptyPlan(),
     );
-    assert.deepEqual(plan.changed, ['a/f1', 'b/x']);
-    assert.deepEqual(plan.created, ['a/', 'n/', 'n/new']);
+    assert.deepEqual(plan.changed, ['a/f1']);
+    assert.deepEqual(plan.created, ['a/', 'a/f2', 'n/', 'n/new']);
     assert.equal(plan.deletedFiles, 2);
     assert.equal(plan.deleted.length, 4);
   });

@@ -105,6 +105,27 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     assert.match(alarms[0]!.message, new RegExp(`2 original\\(s\\) already on the mirror changed content in the library \\(${[a, b].sort().join(', ')}\\); their previous versions are in version set ${v.versionSet}`));
   });
 
+  test('a run stopped between its copy and its check (its marker left beside the set) has that set checked by the next run, which alarms on the rewrite', async () => {
+    const { source, destination, versions, run, events, paths } = await setup(100, { writeOnce: { maxFiles: 10, maxShare: 0.5 } });
+    assert.equal((await run()).error, undefined);
+    // What a run leaves when it dies right after rsync: the old version in its set, the new one on the mirror, the marker.
+    const path = (await paths())[7]!;
+    const stopped = '20261101T050000Z';
+    await mkdir(join(versions, stopped, path, '..'), { recursive: true });
+    await writeFile(join(versions, stopped, path), await readFile(join(destination, path)));
+    await rewrite(join(source, path), false);
+    await writeFile(join(destination, path), await readFile(join(source, path)));
+    await writeFile(join(versions, `.unchecked-${stopped}`), '');
+
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.equal(report!.versioning!.rewrites.count, 1);
+    assert.deepEqual(report!.versioning!.rewrites.first, [path]);
+    assert.ok(events().some((e) => e.event === 'alarm' && e.message.includes(path)));
+    assert.ok(!(await readdir(versions)).includes(`.unchecked-${stopped}`), 'checked once');
+    assert.equal((await run()).report!.versioning!.rewrites.count, 0);
+  });
+
   test('a no-change rerun copies nothing, versions nothing and reports no rewrite', async () => {
     const { run } = await setup(100);
     assert.equal((await run()).error, undefined);
