@@ -1,4 +1,4 @@
-import { ApplicationFailure, log, patched, sleep } from '@temporalio/workflow';
+import { ApplicationFailure, log, patched, sleep, workflowInfo } from '@temporalio/workflow';
 import type { LibraryOffsiteResult, MirrorVersioning, RewriteAcceptance } from '../activities/types.js';
 import { DriveNotMountedError } from '../src/errors.js';
 import { WORKFLOW_KINDS } from '../src/ids.js';
@@ -77,7 +77,8 @@ async function body(input: WeeklyLibraryMirrorInput): Promise<WeeklyLibraryMirro
 async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput, versioned: boolean): Promise<WeeklyLibraryMirrorReport> {
   const startedMs = Date.now();
   let attemptMs = startedMs;
-  const versionSet = versionSetName(new Date(startedMs));
+  // Named for the workflow's start (the shared layout): a run that waited for the lock or the drive keeps its name.
+  const versionSet = versionSetName(workflowInfo().startTime);
   const mirrorInput = versioned ? { versionSet, ...(input.acceptRewrites ? { acceptRewrites: input.acceptRewrites } : {}) } : undefined;
   const copy = () => (mirrorInput ? mirroring.mirrorLibrary(mirrorInput) : mirroring.mirrorLibrary());
   steps.set('mirroring library');
