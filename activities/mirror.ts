@@ -141,6 +141,23 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
   }
 
   /**
+   * A write to the drive outside rsync, bounded like rsync by library.stallSeconds: on a frozen or
+   * dying drive it would wait in the kernel for ever (the thread stays stuck there until the drive
+   * answers; the activity fails as stalled, and is not retried).
+   */
+  async function onDrive<T>(step: string, work: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StalledError(`the library mirror onto ${lib.mountPoint} stalled: ${step} did not finish within ${lib.stallSeconds} s (library.stallSeconds); check the drive (dmesg, fsfreeze --unfreeze), then run it again`)), lib.stallSeconds * 1000);
+    });
+    try {
+      return await withHeartbeats(Promise.race([work, stalled]), () => ({ step }));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
    * The versioned mirror, at the cost of plain rsync plus what changed: one `rsync -a --backup
    * --backup-dir=<this run's version set>` (with --delete when library.delete), so every file it
    * overwrites or deletes moves into the set. The write-once guard then looks only at the set:
@@ -156,10 +173,10 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     const setDir = join(versionsDir, input.versionSet);
     await assertOnDrive(setDir, 'the version set');
     const pair = await pairedDump();
-    await mkdir(versionsDir, { recursive: true });
+    await onDrive('creating the versions folder', mkdir(versionsDir, { recursive: true }));
     const markers = (await readdir(versionsDir)).flatMap((n) => UNCHECKED.exec(n)?.[1] ?? []);
     const sets = [...new Set([...markers, input.versionSet])];
-    await writeFile(join(versionsDir, uncheckedMarker(input.versionSet)), '', { flag: 'a' });
+    await onDrive('marking the version set unchecked', writeFile(join(versionsDir, uncheckedMarker(input.versionSet)), '', { flag: 'a' }));
     const stall = { what: `the library mirror onto ${lib.mountPoint}`, setting: 'library.stallSeconds', seconds: lib.stallSeconds, advice: 'check the drive (dmesg, fsfreeze --unfreeze), then run it again' };
     const plan: MirrorPlan = emptyPlan();
     const args = [
@@ -211,8 +228,8 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     const approved = accepted !== undefined && accepted.count === rewrites.length && accepted.digest === digest;
     if (rewrites.length > limit && !approved) {
       // Each old version back in its place (a rename on the drive): the mirror keeps its originals.
-      await withHeartbeats(mapLimit(rewrites, (r) => rename(join(versionsDir, r.set, r.path), join(lib.destination, r.path))), () => ({ step: 'putting the originals back' }));
-      for (const set of sets) await rm(join(versionsDir, uncheckedMarker(set)), { force: true });
+      await onDrive('putting the originals back', mapLimit(rewrites, (r) => rename(join(versionsDir, r.set, r.path), join(lib.destination, r.path))));
+      await onDrive('marking the version sets checked', Promise.all(sets.map((set) => rm(join(versionsDir, uncheckedMarker(set)), { force: true }))));
       const found = { count: rewrites.length, digest };
       const why = accepted ? `the approval given (${acceptanceText(accepted)}) is for another set of files; ` : '';
       logger.error({ rewrites: rewrites.length, first: shown, limit, digest }, 'write-once guard: mass rewrite refused, originals put back');
@@ -222,7 +239,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
           `check the library (ransomware, a failing disk, a tool that rewrote files), and if the change is intended run: immich-backup backup library --accept-rewrites ${acceptanceText(found)}`,
       );
     }
-    for (const set of sets) await rm(join(versionsDir, uncheckedMarker(set)), { force: true });
+    await onDrive('marking the version sets checked', Promise.all(sets.map((set) => rm(join(versionsDir, uncheckedMarker(set)), { force: true }))));
     if (rewrites.length) logger.warn({ rewrites: rewrites.length, first: shown, versionSet: input.versionSet }, 'originals changed content in the library: old versions kept in the version set');
     const versioning: MirrorVersioning = {
       versionSet: input.versionSet,
@@ -233,7 +250,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       ...(approved && rewrites.length > limit ? { accepted: true } : {}),
       ...(pair ? { pairedDump: pair.file } : {}),
     };
-    await recordPairing(versionsDir, { versionSet: input.versionSet, mirroredAt: new Date(started).toISOString(), ...(pair ? { dump: pair.file, sha256: pair.sha256 } : {}) });
+    await onDrive('recording the pairing', recordPairing(versionsDir, { versionSet: input.versionSet, mirroredAt: new Date(started).toISOString(), ...(pair ? { dump: pair.file, sha256: pair.sha256 } : {}) }));
     const result: MirrorResult = { filesTransferred: copied.filesTransferred, bytesTransferred: copied.bytesTransferred, deleted: copied.deleted, sourceFiles: copied.regularFiles, durationMs: Date.now() - started };
     logger.info({ ...result, ...versioning, rsyncMs: copiedAtMs - started, destination: lib.destination }, 'library mirrored, versioned');
     return { ready: true, ...result, versioning };
