@@ -11,7 +11,8 @@ import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
-import { tempDir, testConfig } from '../helpers/setup.js';
+import { cli } from '../helpers/cli.js';
+import { rawTestConfig, tempDir, testConfig, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 import { plantDump } from '../helpers/trust.js';
 
@@ -172,6 +173,16 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     const kept = await treeDigest(join(versions, v.versionSet));
     assert.deepEqual(Object.keys(kept).sort(), [...victims, sixth].sort());
     for (const p of [...victims, sixth]) assert.equal(kept[p], before[p]);
+  });
+
+  test('the CLI refuses a malformed approval in one line, before it connects or starts anything', async () => {
+    const dir = await tempDir('accept-cli');
+    const configFile = await writeConfigFile(dir, rawTestConfig({ backupDir: join(dir, 'dumps'), address: '127.0.0.1:1' }));
+    for (const bad of ['12', '12:abc', `-1:${'0'.repeat(32)}`]) {
+      const r = await cli(['-c', configFile, 'backup', 'library', '--accept-rewrites', bad]);
+      assert.equal(r.exitCode, 1);
+      assert.match(r.stderr, /^error: --accept-rewrites .*: expected COUNT:DIGEST as the refused run printed it .*nothing was started\n$/);
+    }
   });
 
   test('an approval without the CLI\'s start token is refused before anything is read or written', async () => {
