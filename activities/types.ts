@@ -164,9 +164,9 @@ export interface MirrorVersioning {
   versionSet: string;
   /** Mirror files moved into the version set (overwritten or deleted). */
   versioned: number;
-  /** Entries rsync's listing found different (new, changed, deleted, folders with new times): 0 on a no-change run, which then runs no second rsync. */
+  /** Lines rsync itemized (new, changed and deleted entries, folders with new times): 0 on a no-change run. */
   differences: number;
-  /** Existing originals whose content changed in the library (size, or bytes at the same size): an anomaly. */
+  /** Originals the run overwrote whose bytes differ from the version kept in the set: an anomaly (Immich never rewrites one). */
   rewrites: { count: number; first: string[]; digest: string };
   /** Existing files with a new mtime and the same bytes: copied (and versioned), not an anomaly. */
   touched: number;
