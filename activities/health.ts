@@ -124,7 +124,7 @@ async function nasRow(config: Config, now: number, signal: AbortSignal): Promise
 async function mirrorRow(config: Config, client: Client | undefined, now: number): Promise<StatusRow> {
   const lib = config.library;
   const last = client ? await lastRun(client, 'WeeklyLibraryMirror', true).catch(() => undefined) : undefined;
-  let lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : client ? 'never mirrored' : 'last run unknown (Temporal not reachable)';
+  const lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : client ? 'never mirrored' : 'last run unknown (Temporal not reachable)';
   const details: Record<string, unknown> = { mountPoint: lib.mountPoint, ...(last ? { lastSuccess: last.closedAt.toISOString(), workflowId: last.workflowId, report: last.result } : {}) };
   if (!(await isMountPoint(lib.mountPoint))) return row('library-mirror', 'unreachable', `drive not mounted at ${lib.mountPoint}; ${lastText}`, details);
   const fs = await statfs(lib.mountPoint);
@@ -133,12 +133,12 @@ async function mirrorRow(config: Config, client: Client | undefined, now: number
   // Which dump the mirror on the drive pairs with (recorded there by the run that made it): restore the two together.
   const paired = (await readPairings(versionsDirOf(lib)).catch(() => [])).at(-1);
   if (paired) details.pairing = paired;
-  lastText = [lastText, pairingText(paired)].filter(Boolean).join('; ');
+  const drive = `${formatBytes(used)} used on ${lib.mountPoint}${paired ? `; ${pairingText(paired)}` : ''}`;
   // Without Temporal the last run is unknown, not missing: the temporal row carries that problem.
-  if (!client) return row('library-mirror', 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}`, details, false);
-  if (!last) return row('library-mirror', 'missing', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}`, details);
+  if (!client) return row('library-mirror', 'ok', `${drive}; ${lastText}`, details, false);
+  if (!last) return row('library-mirror', 'missing', `${drive}; ${lastText}`, details);
   const stale = now - last.closedAt.getTime() > config.status.mirrorStaleDays * 24 * HOUR_MS;
-  return row('library-mirror', stale ? 'stale' : 'ok', `${formatBytes(used)} used on ${lib.mountPoint}; ${lastText}${stale ? ` (stale after ${config.status.mirrorStaleDays} days)` : ''}`, details);
+  return row('library-mirror', stale ? 'stale' : 'ok', `${drive}; ${lastText}${stale ? ` (stale after ${config.status.mirrorStaleDays} days)` : ''}`, details);
 }
 
 async function temporalRows(config: Config, client: Client, now: number): Promise<StatusRow[]> {
