@@ -4,6 +4,7 @@ import type { ActivityDeps } from './deps.js';
 import { createDrillActivities } from './drill.js';
 import { createDumpActivities } from './dump.js';
 import { createHealthActivities } from './health.js';
+import { createLibraryRestoreActivities } from './library-restore.js';
 import { createLockActivities } from './locks.js';
 import { createMirrorActivities } from './mirror.js';
 import { createNotifyActivities } from './notify.js';
@@ -23,6 +24,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createPruneActivities(deps),
     ...createOffsiteActivities(deps),
     ...createMirrorActivities(deps),
+    ...createLibraryRestoreActivities(deps),
     ...createRestoreActivities(deps),
     ...createDrillActivities(deps),
     ...createHealthActivities(deps),
