@@ -10,6 +10,7 @@ import { versionSetName } from '../../src/library-layout.js';
 import type { RestoreLibraryReport } from '../../workflows/index.js';
 import { cli } from '../helpers/cli.js';
 import { makeImmichLibrary, mountTmpfs, treeDigest, type ImmichAssetFixture } from '../helpers/library.js';
+import { recordFault } from '../helpers/fault-matrix.js';
 import { freePort } from '../helpers/net.js';
 import { startPingServer } from '../helpers/ping.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
@@ -138,6 +139,7 @@ describe('RestoreLibrary --missing', () => {
     assert.match(report!.message, /found intact NOWHERE/);
     assert.deepEqual(await readFile(join(w.library, fromSet!.relativePath)), good);
     assert.equal(existsSync(join(w.library, nowhere!.relativePath)), false, 'a damaged copy is never put in place of a lost original');
+    await recordFault('lost originals, one with bit rot on the mirror, one damaged everywhere', 'restore library --missing took the first from a version set (its SHA-1 matches Immich\'s), named the second as found nowhere, and put no damaged copy in place');
   });
 });
 
@@ -177,6 +179,7 @@ describe('RestoreLibrary --path and --as-of', () => {
     assert.equal((await readFile(join(w.library, untouched!.relativePath))).length > 0, true);
     assert.ok(!report!.selection!.versionSets.includes(older), 'a set made before the date is not used');
     assert.equal(existsSync(join(w.library, 'library', 'leak.jpg')), false, 'a link on the drive is never followed');
+    await recordFault('files rewritten since a date, a version set holding a link to /etc/hostname', 'restore library --as-of put back the content of the oldest version set after the date and brought no link back');
   });
 
   test('a bad --path, --as-of or combination is refused in one line before connecting (exit 2)', async () => {
