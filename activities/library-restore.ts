@@ -75,6 +75,19 @@ async function sha1OfPlainFile(root: string, rel: string): Promise<{ sha1: strin
   }
 }
 
+/**
+ * A --path on the drive must be plain directories all the way down: rsync and opendir follow a
+ * symlink in the middle of a path, and a link there (library -> /etc) would bring host files
+ * into the library.
+ */
+async function assertPlainPrefix(root: string, prefix: string | undefined, what: string): Promise<void> {
+  if (!prefix) return;
+  const real = await realpath(join(root, prefix)).catch(() => undefined);
+  if (real !== undefined && real !== join(await realpath(root), prefix)) {
+    throw new MirrorSafetyError(`${prefix} in ${what} leads to ${real} (a symlink on the drive): nothing was restored; remove the link`);
+  }
+}
+
 /** Regular files under root/prefix (library-relative names), never following symlinks. */
 async function* walkFiles(root: string, prefix: string | undefined): AsyncGenerator<string> {
   const stack = [prefix ?? ''];
@@ -226,6 +239,7 @@ export function createLibraryRestoreActivities({ config, logger }: ActivityDeps)
   /** --as-of: the mirror (under --path), then each file changed or deleted since from the oldest version set made after the date. */
   async function planAsOf(asOf: Date, prefix: string | undefined, beat: Beat): Promise<Group[]> {
     const sets = (await versionSets()).filter((s) => s.at.getTime() > asOf.getTime());
+    for (const set of sets) await assertPlainPrefix(join(versionsDir, set.name), prefix, `version set ${set.name}`);
     const chosen = new Set<string>();
     const groups: Group[] = [{ root: lib.destination, paths: [prefix ?? '.'], tree: true }];
     for (const set of sets) {
@@ -273,6 +287,7 @@ export function createLibraryRestoreActivities({ config, logger }: ActivityDeps)
       if (prefix && !(await lstat(join(lib.destination, prefix)).catch(() => undefined)) && !selection.missing && !selection.asOf) {
         throw new DumpNotFoundError(`the mirror holds nothing at ${prefix}: check the path (relative to the library, e.g. library/<user>/2024); nothing was restored`);
       }
+      await assertPlainPrefix(lib.destination, prefix, 'the mirror');
       const planned = groups.reduce((n, g) => n + (g.tree ? 0 : g.paths.length), 0);
       // The whole-tree part is counted by rsync; explicit lists are known now.
       const dry = await copyGroups(groups, true, dryRun ? 'dry run of the restore' : 'checking the restore');

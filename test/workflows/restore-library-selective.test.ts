@@ -14,6 +14,7 @@ import { recordFault } from '../helpers/fault-matrix.js';
 import { freePort } from '../helpers/net.js';
 import { startPingServer } from '../helpers/ping.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { failureType } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
@@ -154,6 +155,22 @@ describe('RestoreLibrary --path and --as-of', () => {
     assert.equal(report!.filesTransferred, 2);
     for (const a of inside) assert.ok(existsSync(join(w.library, a.relativePath)), a.relativePath);
     assert.equal(existsSync(join(w.library, outside.relativePath)), false, 'outside the path nothing came back');
+  });
+
+  test('--path through a symlink on the drive is refused before Immich stops, and nothing comes from the host', async () => {
+    const w = await world();
+    const host = await tempDir('host-secrets');
+    await writeFile(join(host, 'secret.jpg'), 'a host file');
+    await rm(join(w.mirror, 'library', 'user3'), { recursive: true });
+    await symlink(host, join(w.mirror, 'library', 'user3'));
+    await rm(join(w.library, 'library', 'user3'), { recursive: true });
+    await rm(dockerLog, { force: true });
+    const { error } = await w.restore({ path: 'library/user3', approved: true });
+    const refused = failureType(error);
+    assert.equal(refused.type, 'MirrorSafetyError');
+    assert.match(refused.message, /library\/user3 in the mirror leads to .*host-secrets.* \(a symlink on the drive\): nothing was restored/);
+    assert.equal(existsSync(join(w.library, 'library', 'user3', 'secret.jpg')), false);
+    assert.deepEqual(await dockerCalls(), [], 'refused in the dry run, before anything stopped');
   });
 
   test('--as-of brings back the older content from the oldest version set made after the date, and nothing from links on the drive', async () => {
