@@ -19,9 +19,13 @@ export function compressArgs({ compressor, compressionLevel }: Config['backup'])
   return compressor === 'zstd' ? ['-q', '-c', `-${compressionLevel}`] : ['-c', `-${compressionLevel}`];
 }
 
-/** argv for the compressor's own integrity test of a stream on stdin: decodes it to the end, checks the format's checksum, writes nothing. */
-export function testArgs(compressor: Config['backup']['compressor']): string[] {
-  return compressor === 'zstd' ? ['-t', '-q'] : ['-t'];
+/**
+ * argv for the compressor's own decoder of a stream on stdin to stdout: it decodes to the end and
+ * checks the format's checksum (gzip's CRC-32 and length, zstd's content checksum) as -t does,
+ * exiting non-zero on a stream that is damaged or cut short, and hands on the SQL it decoded.
+ */
+export function decodeArgs(compressor: Config['backup']['compressor']): string[] {
+  return compressor === 'zstd' ? ['-d', '-c', '-q'] : ['-d', '-c'];
 }
 
 /** A stream that turns a dump's compressed bytes (format by its name) back into SQL. */

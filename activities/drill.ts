@@ -2,6 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { execa, type ResultPromise } from 'execa';
 import type { Config } from '../src/config.js';
 import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
@@ -13,14 +14,17 @@ import { writeFileAtomic } from './fs-safe.js';
 import { readKey, tagRows } from '../src/provenance.js';
 import { authenticDumps, authenticRows, latestUsable, shrinkOf } from './trusted-dumps.js';
 import { checkRestorable, LOADING_DIR, loadDump } from './restore.js';
-import { runCommand, stderrTail, withHeartbeats } from './run-command.js';
+import { awaitCommand, runCommand, startCommand, stderrTail, stopCommand, throwIfCancelled, withHeartbeats } from './run-command.js';
 import type { DumpKind, PostgresTarget } from './types.js';
-import { compareRowCounts, type DrillResult, type RowCounts } from '../src/reports.js';
+import { compareRowCounts, CONTENT_NOT_COMPARED, MAX_CONTENT_DIFFERENCES, type DrillResult, type RowCounts, type TableDigests } from '../src/reports.js';
+import { formatBytes } from '../src/format.js';
+import { compareDigests, readDigestsFile, removeDigestsFile, TableDigester } from './table-digests.js';
 
 // The restore drill: proof that the newest dump restores. NightlyDbBackup records each table's
-// row count beside the dump; RestoreDrill loads the dump into a throwaway cluster (initdb from the
-// host's PostgreSQL binaries, on a free loopback port, never the live server), counts again,
-// compares, and removes the cluster.
+// row count beside the dump, and a digest of each table's data taken from the dump's own stream;
+// RestoreDrill loads the dump into a throwaway cluster (initdb from the host's PostgreSQL
+// binaries, on a Unix socket only, never the live server), counts again, re-dumps it through the
+// same digester, compares table by table, and removes the cluster.
 
 export interface RecordedRowCounts {
   file: string;
@@ -30,6 +34,8 @@ export interface RecordedRowCounts {
   immichVersion?: string;
   /** Set when the counts dropped sharply against the previous dump: the dump is kept but never "latest". */
   shrink?: string;
+  /** Each table's data digest, from the dump's own stream as it was written (activities/table-digests.ts). */
+  digests?: TableDigests;
 }
 
 const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
@@ -91,6 +97,8 @@ export interface Throwaway {
   query: (database: string, sql: string) => Promise<string>;
   /** psql reading SQL from stdin into the `postgres` database, without ON_ERROR_STOP. */
   loader: { file: string; args: string[]; env: Record<string, string> };
+  /** pg_dumpall of the whole throwaway cluster to stdout. */
+  dumper: { file: string; args: string[]; env: Record<string, string> };
   remove(): Promise<void>;
 }
 
@@ -149,6 +157,7 @@ export async function hostThrowaway(config: Config, bin: string): Promise<Throwa
       where,
     );
     const loader = as(join(bin, 'psql'), ['-X', '-q', '-h', base, '-p', '5432', '-U', user, '-d', 'postgres']);
+    const dumper = as(join(bin, 'pg_dumpall'), ['-h', base, '-p', '5432', '-U', user]);
     return {
       engine: 'host',
       where,
@@ -157,6 +166,7 @@ export async function hostThrowaway(config: Config, bin: string): Promise<Throwa
         return (await runCommand(q.file, q.args, { label: 'psql (drill)', env })).stdout;
       },
       loader: { ...loader, env },
+      dumper: { ...dumper, env },
       remove,
     };
   } catch (err) {
@@ -206,12 +216,28 @@ async function containerThrowaway(config: Config, live: () => Promise<PostgresTa
         return (await runCommand(c.file, c.args, { label: 'psql (drill)', env: c.env })).stdout;
       },
       loader: command(['-X', '-q', '-U', user, '-d', 'postgres']),
+      dumper: postgresCommand(local, target, 'pg_dumpall', ['-h', '127.0.0.1', '-U', user]),
       remove,
     };
   } catch (err) {
     await remove();
     throw err;
   }
+}
+
+/** The throwaway's whole cluster through pg_dumpall and the dump's digester: each table's data digest. */
+async function redumpDigests(server: Throwaway): Promise<TableDigests> {
+  const label = 'pg_dumpall (drill re-dump)';
+  const digester = new TableDigester();
+  const child = startCommand(server.dumper.file, server.dumper.args, { label, env: server.dumper.env, stdout: 'stream' });
+  const step = () => ({ step: "drill: re-dumping the throwaway to compare each table's data", read: formatBytes(digester.bytes) });
+  const [dumped, digested] = await withHeartbeats(Promise.allSettled([awaitCommand(child, label), pipeline(child.stdout!, digester)]), step);
+  throwIfCancelled();
+  if (dumped.status === 'rejected' || digested.status === 'rejected') {
+    stopCommand(child);
+    throw dumped.status === 'rejected' ? dumped.reason : (digested as PromiseRejectedResult).reason;
+  }
+  return digester.digests();
 }
 
 export function createDrillActivities({ config, logger }: ActivityDeps) {
@@ -260,13 +286,25 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       const key = await readKey(config.security.keyFile);
       // Compared with the dump before it: a database that lost its data still dumps "fine".
       const shrink = kind === 'backup' ? await shrinkAgainstPrevious(where, file, tables, key) : undefined;
-      const record: RecordedRowCounts = { file, recordedAt: new Date().toISOString(), tables, ...(version ? { immichVersion: version } : {}), ...(shrink ? { shrink } : {}) };
+      // The digests the dump activity took from the dump's stream; on a retry after they were
+      // moved in here, the ones already in the authentic .rows.json.
+      const digests = (await readDigestsFile(key, where, file)) ?? (await authenticRows(where, file, key))?.digests;
+      const record: RecordedRowCounts = {
+        file,
+        recordedAt: new Date().toISOString(),
+        tables,
+        ...(version ? { immichVersion: version } : {}),
+        ...(shrink ? { shrink } : {}),
+        ...(digests ? { digests } : {}),
+      };
       const text = JSON.stringify(record, null, 1) + '\n';
       await writeFileAtomic(join(where, rowCountsFileName(file)), join(where, partialFileName(rowCountsFileName(file))), text);
       await tagRows(key, where, file, text);
+      await removeDigestsFile(where, file);
+      if (!digests) logger.warn({ file }, 'no table digests beside the dump: the drill will compare its row counts only');
       const rows = Object.values(tables).reduce((a, b) => a + b, 0);
       if (shrink) logger.error({ file, shrink }, 'dump flagged: its row counts dropped sharply against the previous dump; kept, not used as the latest');
-      logger.info({ file, tables: Object.keys(tables).length, rows, immichVersion: version }, 'row counts recorded');
+      logger.info({ file, tables: Object.keys(tables).length, rows, immichVersion: version, tablesDigested: digests ? Object.keys(digests).length : 0 }, 'row counts recorded');
       return { tables: Object.keys(tables).length, rows, ...(version ? { immichVersion: version } : {}), ...(shrink ? { shrink } : {}) };
     },
 
@@ -277,7 +315,8 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
 
     /**
      * Restores the newest dump that has recorded row counts into a throwaway PostgreSQL, counts
-     * every table, compares, and removes the throwaway whatever happened.
+     * every table, re-dumps it and digests each table's data (when the dump recorded digests),
+     * compares both with what was recorded at dump time, and removes the throwaway whatever happened.
      */
     async restoreDrill({ stamp }: { stamp: string }): Promise<DrillResult> {
       const started = Date.now();
@@ -317,6 +356,10 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
         const missingExtension = server.engine === 'host' && loadErrors.some((e) => /extension ".*" is not available|could not open extension control file/.test(e));
         const restored = await withHeartbeats(countRows(server.query), () => ({ step: 'drill: counting rows' }));
         const differences = compareRowCounts(recorded, restored);
+        const recordedDigests = dump.rows.digests;
+        const redumpStarted = Date.now();
+        const changed = recordedDigests ? compareDigests(recordedDigests, await redumpDigests(server)) : [];
+        const redumpMs = Date.now() - redumpStarted;
         const result: DrillResult = {
           dump: dump.file,
           engine: server.engine,
@@ -327,12 +370,19 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
           differences,
           loadErrors,
           loadErrorCount: allErrors.length,
-          passed: differences.length === 0 && allErrors.length === 0,
+          contentCompared: recordedDigests ? Object.keys(recordedDigests).length : 0,
+          contentDifferences: changed.slice(0, MAX_CONTENT_DIFFERENCES),
+          contentDifferenceCount: changed.length,
+          ...(recordedDigests ? {} : { contentNote: CONTENT_NOT_COMPARED }),
+          passed: differences.length === 0 && allErrors.length === 0 && changed.length === 0,
           ...(missingExtension ? { hint: "the host's PostgreSQL lacks an extension the dump uses (Immich's vector extensions): set drill.engine: container" } : {}),
           loadMs,
+          ...(recordedDigests ? { redumpMs } : {}),
           durationMs: Date.now() - started,
         };
-        logger.info({ dump: dump.file, engine: server.engine, passed: result.passed, differences: differences.length, loadErrors: allErrors.length, tables: result.tables }, 'restore drill done');
+        if (!recordedDigests) logger.warn({ dump: dump.file }, `drill: ${CONTENT_NOT_COMPARED}; row counts only`);
+        if (changed.length) logger.error({ dump: dump.file, tables: changed.slice(0, MAX_CONTENT_DIFFERENCES), count: changed.length }, 'drill: tables restore with other data than the dump recorded');
+        logger.info({ dump: dump.file, engine: server.engine, passed: result.passed, differences: differences.length, contentDifferences: changed.length, contentCompared: result.contentCompared, loadErrors: allErrors.length, tables: result.tables }, 'restore drill done');
         return result;
       } finally {
         await server.remove();

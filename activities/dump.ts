@@ -5,15 +5,18 @@ import { finished, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Config } from '../src/config.js';
 import { checksumFileName, dumpFileName, partialFileName, RESTORE_POINTS_DIR, restorePointFileName, SALVAGE_DIR, salvageFileName } from '../src/dump-names.js';
-import { DatabaseUnreadableError, DumpNameTakenError } from '../src/errors.js';
+import { DatabaseUnreadableError, DumpIncompleteError, DumpNameTakenError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { formatBytes } from '../src/format.js';
 import { corruptDump, readChecksumFile, sha256OfFile } from './checksums.js';
-import { compressArgs, formatOf, testArgs } from './compression.js';
+import { compressArgs, decodeArgs, formatOf } from './compression.js';
 import { postgresCommand } from './container.js';
 import type { ActivityDeps } from './deps.js';
 import { diskError, fsyncDir, ownDir, writeFileAtomic } from './fs-safe.js';
 import { awaitCommand, startCommand, startPipedPair, stopCommand, throwIfCancelled, withHeartbeats } from './run-command.js';
+import { TableDigester, UnterminatedCopyError, writeDigestsFile } from './table-digests.js';
+import { ensureKey } from '../src/provenance.js';
+import type { TableDigests } from '../src/reports.js';
 import type { DumpDatabaseInput, DumpResult, PostgresTarget, SalvageResult } from './types.js';
 
 export interface WrittenDump {
@@ -21,13 +24,17 @@ export interface WrittenDump {
   path: string;
   bytes: number;
   sha256: string;
+  /** Each table's data digest, from the SQL the compressor's own decoder gave back (this attempt's). */
+  digests: TableDigests;
 }
 
 /**
  * `pg` (pg_dumpall or pg_dump) piped through the configured compressor into a hidden temporary
- * file in `dir`, hashed and tested by the compressor's own -t in the same pass, fsynced, then
+ * file in `dir`, hashed and decoded again by the compressor's own program (-dc, which checks the
+ * format's checksum as -t does) in the same pass, its SQL digested table by table, fsynced, then
  * renamed to `name` beside its .sha256. Memory stays flat: the bytes stream through. A partial
- * dump never appears under a final name, and an existing file is never replaced.
+ * dump never appears under a final name, and an existing file is never replaced. With
+ * `recordDigests`, the digests are written beside the dump (digestsFileName) before it appears.
  */
 export async function writeCompressedDump(
   config: Config,
@@ -36,6 +43,7 @@ export async function writeCompressedDump(
   dir: string,
   name: string,
   step: string,
+  { recordDigests = false, database }: { recordDigests?: boolean; database?: string } = {},
 ): Promise<WrittenDump> {
   const finalPath = join(dir, name);
   const tempPath = join(dir, partialFileName(name));
@@ -71,16 +79,19 @@ export async function writeCompressedDump(
       callback(null, chunk);
     },
   });
-  // The compressor's own program tests its output as it is written (the format's checksum over
-  // the whole stream): validation then needs no second pass over the file. That the dump got
-  // to its end is its exit status: its last write is the completion marker.
-  const testLabel = `${config.backup.compressor} -t`;
-  const tester = startCommand(config.backup.compressor, testArgs(config.backup.compressor), { label: testLabel, stdin: 'pipe', stdout: 'ignore' });
+  // The compressor's own program decodes its output as it is written (checking the format's
+  // checksum over the whole stream): validation then needs no second pass over the file. That
+  // the dump got to its end is its exit status: its last write is the completion marker. The SQL
+  // it gives back is what a restore will read: each table's data is digested from it here.
+  const testLabel = `${config.backup.compressor} -dc`;
+  const tester = startCommand(config.backup.compressor, decodeArgs(config.backup.compressor), { label: testLabel, stdin: 'pipe', stdout: 'stream' });
+  const digester = new TableDigester(database);
   try {
     const write = pipeline(compress.stdout!, counter, teeSink(file, tester.stdin!));
-    // Settle all four before deciding: a failing dump must not leave the compressor, the write or the test behind.
-    const [dumped, compressed, written, tested] = await withHeartbeats(
-      Promise.allSettled([awaitCommand(dump, label), awaitCommand(compress, config.backup.compressor), write, awaitCommand(tester, testLabel)]),
+    const digest = pipeline(tester.stdout!, digester);
+    // Settle all five before deciding: a failing dump must not leave the compressor, the write or the test behind.
+    const [dumped, compressed, written, tested, digested] = await withHeartbeats(
+      Promise.allSettled([awaitCommand(dump, label), awaitCommand(compress, config.backup.compressor), write, awaitCommand(tester, testLabel), digest]),
       progress,
     );
     throwIfCancelled(); // the killed commands broke the write: that is no disk error
@@ -91,6 +102,11 @@ export async function writeCompressedDump(
     if (dumped.status === 'rejected') throw unreadableDatabase(dumped.reason) ?? dumped.reason;
     if (compressed.status === 'rejected') throw compressed.reason;
     if (tested.status === 'rejected') throw corruptDump(name, tested.reason, `what ${config.backup.compressor} wrote does not decode; nothing was kept`);
+    if (digested.status === 'rejected') {
+      const reason = digested.reason as Error;
+      if (reason instanceof UnterminatedCopyError) throw new DumpIncompleteError(`dump ${name}: ${reason.message}; nothing was kept`);
+      throw reason;
+    }
     // fsync of a large file can take a while on a slow disk: keep heartbeating through it.
     await withHeartbeats(file.sync(), progress).catch((err: unknown) => {
       throw diskError(err, dir);
@@ -107,6 +123,7 @@ export async function writeCompressedDump(
   await file.close();
 
   const sha256 = hash.digest('hex');
+  const digests = digester.digests();
   // The name is this run's alone (its stamp is taken under the database lock): a file already under
   // it is an earlier attempt of this run whose result was lost. Kept as it is when its .sha256
   // vouches for it; anything else under the name is never replaced, its checksum included.
@@ -115,13 +132,15 @@ export async function writeCompressedDump(
     await rm(tempPath, { force: true });
     if (earlier.valid) {
       logger.info({ file: name }, 'an earlier attempt of this run already wrote this dump: kept');
-      return { file: name, path: finalPath, bytes: earlier.bytes, sha256: earlier.sha256 };
+      // Its digests are the earlier attempt's file beside it (written before it appeared), not this attempt's.
+      return { file: name, path: finalPath, bytes: earlier.bytes, sha256: earlier.sha256, digests: {} };
     }
     throw new DumpNameTakenError(`${finalPath} already exists and its .sha256 does not vouch for it: nothing was replaced; move it aside and run again`);
   }
   try {
-    // Checksum first, then the dump: a dump under its final name always has its .sha256 beside it.
-    // link, not rename: nothing under the final name is ever replaced.
+    // Digests and checksum first, then the dump: a dump under its final name always has its .sha256
+    // beside it. link, not rename: nothing under the final name is ever replaced.
+    if (recordDigests) await writeDigestsFile(await ensureKey(config.security.keyFile), dir, name, sha256, digests);
     await writeFileAtomic(join(dir, sumName), join(dir, partialFileName(sumName)), `${sha256}  ${name}\n`);
     await link(tempPath, finalPath);
     await rm(tempPath);
@@ -131,7 +150,7 @@ export async function writeCompressedDump(
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new DumpNameTakenError(`${finalPath} appeared while this dump was written: nothing was replaced`);
     throw diskError(err, dir);
   }
-  return { file: name, path: finalPath, bytes, sha256 };
+  return { file: name, path: finalPath, bytes, sha256, digests };
 }
 
 /** A dump already under `name`: its size and sha256, and whether its .sha256 records that sha256. */
@@ -180,9 +199,9 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
       const name = point ? restorePointFileName(stamp, format) : dumpFileName(stamp, format);
       const started = Date.now();
       const pg = postgresCommand(config, target, 'pg_dumpall', ['-U', config.postgres.user, '--clean', '--if-exists']);
-      const written = await writeCompressedDump(config, logger, pg, dir, name, point ? 'taking a restore point' : 'dumping');
+      const { digests, ...written } = await writeCompressedDump(config, logger, pg, dir, name, point ? 'taking a restore point' : 'dumping', { recordDigests: true });
       const durationMs = Date.now() - started;
-      logger.info({ file: name, bytes: written.bytes, sha256: written.sha256, durationMs, kind }, 'dump written');
+      logger.info({ file: name, bytes: written.bytes, sha256: written.sha256, durationMs, kind, tablesDigested: Object.keys(digests).length }, 'dump written');
       return { ...written, durationMs };
     },
 
@@ -199,7 +218,7 @@ export function createDumpActivities({ config, logger }: ActivityDeps) {
       for (;;) {
         const pg = postgresCommand(config, target, 'pg_dump', ['-U', config.postgres.user, '--clean', '--if-exists', ...skipped.map((t) => `--exclude-table-data=${t}`), '-d', database]);
         try {
-          const written = await writeCompressedDump(config, logger, pg, dir, name, `saving a partial salvage of ${database}`);
+          const written = await writeCompressedDump(config, logger, pg, dir, name, `saving a partial salvage of ${database}`, { database });
           logger.warn({ file: name, skipped }, 'partial salvage written');
           return { file: name, path: written.path, bytes: written.bytes, database, skippedTables: skipped };
         } catch (err) {

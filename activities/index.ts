@@ -5,6 +5,7 @@ import { createDrillActivities } from './drill.js';
 import { createDumpActivities } from './dump.js';
 import { createHealthActivities } from './health.js';
 import { createLibraryOffsiteActivities } from './library-offsite.js';
+import { createLibraryRestoreActivities } from './library-restore.js';
 import { createLockActivities } from './locks.js';
 import { createMirrorActivities } from './mirror.js';
 import { createNotifyActivities } from './notify.js';
@@ -24,6 +25,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createPruneActivities(deps),
     ...createOffsiteActivities(deps),
     ...createMirrorActivities(deps),
+    ...createLibraryRestoreActivities(deps),
     ...createRestoreActivities(deps),
     ...createDrillActivities(deps),
     ...createHealthActivities(deps),

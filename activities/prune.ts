@@ -4,12 +4,13 @@ import { checksumFileName, expiredDumps, isDumpName, isRestorePointName, RESTORE
 import { PruneRefusedError } from '../src/errors.js';
 import { readKey, tagFileName } from '../src/provenance.js';
 import { authenticDumps, authenticRows } from './trusted-dumps.js';
+import { digestsFileName } from './table-digests.js';
 import type { ActivityDeps } from './deps.js';
 import type { PruneDumpsInput, PruneResult } from './types.js';
 
 /** A dump and the files beside it: its tag and checksum first (without them it no longer counts as ours), the dump last. */
 async function removeDump(dir: string, name: string): Promise<void> {
-  for (const file of [tagFileName(name), checksumFileName(name), rowCountsFileName(name), name]) await rm(join(dir, file), { force: true });
+  for (const file of [tagFileName(name), checksumFileName(name), rowCountsFileName(name), digestsFileName(name), name]) await rm(join(dir, file), { force: true });
 }
 
 export function createPruneActivities({ config, logger }: ActivityDeps) {

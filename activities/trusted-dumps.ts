@@ -2,9 +2,10 @@ import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDumpName, rowCountsFileName, stampOfName } from '../src/dump-names.js';
 import { readRegular, rowsAuthentic, verifyDumpTag } from '../src/provenance.js';
-import type { RowCounts } from '../src/reports.js';
+import type { RowCounts, TableDigests } from '../src/reports.js';
 import { readChecksumFile } from './checksums.js';
 import { notRegular } from './fs-safe.js';
+import { validDigests } from './table-digests.js';
 
 // Which of the dumps in a folder are ours, and which one is "latest". The staging dir is trusted
 // only as far as its files prove themselves: a regular file (never a symlink, never a directory
@@ -52,6 +53,8 @@ export interface RecordedRows {
   immichVersion?: string;
   /** Set at backup time when the counts dropped sharply against the previous dump: kept, never "latest". */
   shrink?: string;
+  /** Each table's data digest, taken from the dump's own stream (absent for dumps made before digests). */
+  digests?: TableDigests;
 }
 
 const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
@@ -60,7 +63,7 @@ const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
 export async function authenticRows(dir: string, file: string, key: Buffer): Promise<RecordedRows | undefined> {
   const bytes = await readRegular(join(dir, rowCountsFileName(file)));
   if (!bytes || !(await rowsAuthentic(key, dir, file, bytes))) return undefined;
-  let parsed: { tables?: unknown; immichVersion?: unknown; shrink?: unknown };
+  let parsed: { tables?: unknown; immichVersion?: unknown; shrink?: unknown; digests?: unknown };
   try {
     parsed = JSON.parse(bytes.toString('utf8')) as typeof parsed;
   } catch {
@@ -69,8 +72,11 @@ export async function authenticRows(dir: string, file: string, key: Buffer): Pro
   if (typeof parsed.tables !== 'object' || parsed.tables === null) return undefined;
   const tables = Object.entries(parsed.tables as Record<string, unknown>);
   if (!tables.every(([t, n]) => /^[A-Za-z0-9_$.-]+: \S+$/.test(t) && Number.isSafeInteger(n) && (n as number) >= 0)) return undefined;
+  const digests = parsed.digests === undefined ? undefined : validDigests(parsed.digests);
+  if (parsed.digests !== undefined && !digests) return undefined;
   return {
     tables: Object.fromEntries(tables) as RowCounts,
+    ...(digests ? { digests } : {}),
     ...(typeof parsed.immichVersion === 'string' && IMMICH_VERSION_FORMAT.test(parsed.immichVersion) ? { immichVersion: parsed.immichVersion } : {}),
     ...(typeof parsed.shrink === 'string' ? { shrink: parsed.shrink.slice(0, 500) } : {}),
   };

@@ -6,6 +6,7 @@ import { decodeAndHash, readChecksumFile, sha256OfFile, sqlTailSink } from './ch
 import { ensureKey, tagDump } from '../src/provenance.js';
 import type { ActivityDeps } from './deps.js';
 import { ownDir } from './fs-safe.js';
+import { removeDigestsFile } from './table-digests.js';
 import type { ValidateDumpInput, ValidatedDump } from './types.js';
 
 /** pg_dumpall's last comment; its absence means the dump stopped early. */
@@ -37,6 +38,7 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
           await ownDir(aside);
           await rename(path, join(aside, file));
           await rename(join(dir, checksumFileName(file)), join(aside, checksumFileName(file))).catch(() => undefined);
+          await removeDigestsFile(dir, file); // digests of a dump that is no backup: nothing will compare them
           logger.error({ file, reason: err.message, movedTo: aside }, 'dump failed validation');
         }
         throw err;

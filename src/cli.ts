@@ -28,6 +28,7 @@ import { lstat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { redactSecrets } from './redact.js';
 import { formatBytes } from './format.js';
+import { asOfProblem, selectionPathProblem } from './library-layout.js';
 import { LOCK_WORKFLOW_PREFIX, runId, WORKFLOW_KINDS, type WorkflowType } from './ids.js';
 import { createLogger } from './logger.js';
 import { applySchedules, listSchedules, scheduleDefinition } from './schedules.js';
@@ -185,14 +186,34 @@ restore
   .command('library')
   .description('Run RestoreLibrary: the USB mirror back onto the library with Immich stopped; waits for approval unless --yes')
   .option('--dry-run', 'report what rsync would change; change nothing')
-  .option('--delete', 'also delete library files the mirror does not have')
+  .option('--delete', 'also delete library files the mirror does not have (whole-library restore only)')
+  .option('--missing', "only the originals Immich's database references and the library lacks: from the mirror, else from the newest version set holding them intact (checked against Immich's SHA-1)")
+  .option('--path <prefix>', 'only this subtree, relative to the library (e.g. library/<user-id>/2024)')
+  .option('--as-of <date>', 'the files as the mirror held them then (2026-11-01 or 2026-11-01T12:00:00Z), from the version sets weekly mirror runs keep')
   .option('--yes', 'approve now instead of waiting for `restore approve`')
   .option('--json', 'print the report as JSON')
-  .action(async (opts: { dryRun?: boolean; delete?: boolean; yes?: boolean; json?: boolean }, cmd: Command) => {
-    const input: RestoreLibraryInput = { dryRun: opts.dryRun === true, delete: opts.delete === true, approved: opts.yes === true };
-    const report = await runAndFollow<RestoreLibraryReport>(configOf(cmd), 'RestoreLibrary', input);
-    process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${report.message}\n`);
-    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
+  .action(async (opts: { dryRun?: boolean; delete?: boolean; missing?: boolean; path?: string; asOf?: string; yes?: boolean; json?: boolean }, cmd: Command) => {
+    // Refused before connecting, like a bad config: the option named, nothing started.
+    const problem = (opts.path !== undefined && selectionPathProblem(opts.path) && `--path ${JSON.stringify(opts.path)}: ${selectionPathProblem(opts.path)}`) ||
+      (opts.asOf !== undefined && asOfProblem(opts.asOf, Date.now()) && `--as-of ${JSON.stringify(opts.asOf)}: ${asOfProblem(opts.asOf, Date.now())}`) ||
+      (opts.delete && (opts.missing || opts.path !== undefined || opts.asOf !== undefined) && '--delete restores the whole library: it cannot be combined with --missing, --path or --as-of') ||
+      (opts.missing && opts.asOf !== undefined && '--missing cannot be combined with --as-of');
+    if (problem) throw new ConfigError(problem);
+    const config = configOf(cmd);
+    const input: RestoreLibraryInput = {
+      dryRun: opts.dryRun === true,
+      delete: opts.delete === true,
+      approved: opts.yes === true,
+      ...(opts.missing ? { missing: true } : {}),
+      ...(opts.path !== undefined ? { path: opts.path.replace(/\/+$/, '') } : {}),
+      ...(opts.asOf !== undefined ? { asOf: opts.asOf } : {}),
+    };
+    const report = await runAndFollow<RestoreLibraryReport>(config, 'RestoreLibrary', input);
+    const sel = report.selection;
+    const listed = sel && !opts.json ? sel.first.map((f) => `  ${f}\n`).join('') + (report.filesTransferred > sel.first.length ? `  … and ${report.filesTransferred - sel.first.length} more\n` : '') + sel.notFoundFirst.map((f) => `  NOT FOUND: ${f}\n`).join('') : '';
+    process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${report.message}\n${listed}`);
+    // Originals found nowhere are a loss, even when the rest came back.
+    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false || (sel?.notFound ?? 0) > 0) process.exitCode = 1;
   });
 
 /** The approval token for the run a handle points at: derived from the worker's key and the run's IDs. */

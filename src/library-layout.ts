@@ -44,3 +44,20 @@ export function libraryRelativePath(originalPath: string, containerPaths: readon
   }
   return undefined;
 }
+
+/** Why a `restore library --path` value is refused (undefined: fine): relative to the library, plain components. */
+export function selectionPathProblem(path: string): string | undefined {
+  if (!path || path.startsWith('/') || path.includes('\0') || path.includes('\n')) return 'must be a path relative to the library (e.g. library/<user>/2024)';
+  const parts = path.replace(/\/+$/, '').split('/');
+  if (parts.some((p) => p === '' || p === '.' || p === '..')) return 'must not contain empty, . or .. components';
+  return undefined;
+}
+
+/** Why a `restore library --as-of` value is refused (undefined: fine): a date, not in the future. */
+export function asOfProblem(asOf: string, now: number): string | undefined {
+  if (!/^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(asOf)) return 'expected a date, e.g. 2026-11-01 or 2026-11-01T12:00:00Z';
+  const at = new Date(asOf).getTime();
+  if (Number.isNaN(at)) return 'not a valid date';
+  if (at > now) return 'is in the future';
+  return undefined;
+}

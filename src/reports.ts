@@ -4,6 +4,12 @@
 /** "database: schema.table" → rows. */
 export type RowCounts = Record<string, number>;
 
+/** "database: schema.table" → sha256 (hex) of the table's rows as the dump's COPY block holds them. */
+export type TableDigests = Record<string, string>;
+
+/** What the drill says of a dump recorded before NightlyDbBackup took table digests. */
+export const CONTENT_NOT_COMPARED = 'content not compared: dump predates digests';
+
 export interface TableDifference {
   table: string;
   /** undefined: the table is missing on that side. */
@@ -24,12 +30,29 @@ export interface DrillResult {
   loadErrors: string[];
   /** ... of this many. */
   loadErrorCount: number;
+  /**
+   * Tables whose data was compared: the throwaway re-dumped, each table's rows digested and held
+   * against the digests recorded from the dump's own stream at dump time. 0 with `contentNote`
+   * when the dump has none. (Absent in reports of drills before digests.)
+   */
+  contentCompared?: number;
+  /** Every table whose re-dumped data differs from what the dump recorded (the first 100) ... */
+  contentDifferences?: string[];
+  /** ... of this many. */
+  contentDifferenceCount?: number;
+  /** Why content was not compared: CONTENT_NOT_COMPARED. */
+  contentNote?: string;
   /** What to change when the failure is the throwaway's, not the dump's (an extension the host lacks). */
   hint?: string;
   passed: boolean;
   loadMs: number;
+  /** The re-dump of the throwaway, digested (absent when content was not compared). */
+  redumpMs?: number;
   durationMs: number;
 }
+
+/** Tables named in a drill report (its history entry stays small whatever the database holds). */
+export const MAX_CONTENT_DIFFERENCES = 100;
 
 /** Tables whose counts differ, or that exist on one side only. */
 export function compareRowCounts(recorded: RowCounts, restored: RowCounts): TableDifference[] {
@@ -40,9 +63,15 @@ export function compareRowCounts(recorded: RowCounts, restored: RowCounts): Tabl
 }
 
 /** Why a drill failed, in one line: the differing tables, then the load errors. */
-export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors' | 'loadErrorCount' | 'hint'>): string {
+export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors' | 'loadErrorCount' | 'hint' | 'contentDifferences' | 'contentDifferenceCount'>): string {
   const parts: string[] = [];
   if (r.differences.length) parts.push(`${r.differences.length} table(s) differ from the counts recorded at dump time: ${describeDifferences(r.differences)}`);
+  const changed = r.contentDifferences ?? [];
+  const count = r.contentDifferenceCount ?? changed.length;
+  if (count) {
+    const more = count - changed.length;
+    parts.push(`${count} table(s) restore with other data than the dump recorded at dump time (their re-dumped rows differ): ${changed.join(', ')}${more > 0 ? `, and ${more} more` : ''}`);
+  }
   if (r.loadErrorCount) parts.push(`${r.loadErrorCount} statement(s) failed while loading, first: ${r.loadErrors[0]}`);
   if (r.hint) parts.push(r.hint);
   return parts.join('; ');

@@ -15,11 +15,12 @@ export type RestoreDrillReport = DrillResult & { trigger: string };
 
 /**
  * Proof that the newest backup restores: it is loaded into a throwaway PostgreSQL (never the live
- * one) and every table's row count compared with what NightlyDbBackup recorded at dump time.
- * Differing tables fail the run (DrillFailedError, the report in its details), which alerts.
+ * one), every table's row count compared with what NightlyDbBackup recorded at dump time, and the
+ * throwaway re-dumped so that each table's data is compared with the digest taken from the dump's
+ * own stream. Differing tables fail the run (DrillFailedError, the report in its details), which alerts.
  */
 export async function RestoreDrill(input: RestoreDrillInput = {}): Promise<RestoreDrillReport> {
-  return reported('RestoreDrill', () => body(input), (r) => `passed: ${r.dump} restored, ${r.tables} tables and ${r.rows} rows as recorded`);
+  return reported('RestoreDrill', () => body(input), (r) => `passed: ${r.dump} restored, ${r.tables} tables and ${r.rows} rows as recorded${r.contentNote ? `; ${r.contentNote}` : r.contentCompared ? `, the data of all ${r.contentCompared} tables as recorded` : ''}`);
 }
 
 async function body(input: RestoreDrillInput): Promise<RestoreDrillReport> {

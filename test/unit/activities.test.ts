@@ -11,9 +11,10 @@ import { execa } from 'execa';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities/index.js';
 import { teeSink, TesterStoppedError } from '../../activities/dump.js';
+import { digestsFileName, readDigestsFile, TableDigester } from '../../activities/table-digests.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { IMMICH_TABLES, loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/net.js';
 import { fixture } from '../helpers/paths.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
@@ -109,7 +110,7 @@ describe('dumpDatabase', () => {
     const dir = await tempDir('staging');
     await writeFile(join(dir, '.immich_20261126_030000.sql.gz.partial'), 'half a dump');
     const result = await run(() => activities(testConfig({ backupDir: dir, extra: { postgres: { runtime: 'none', binDir: pgBin } } })).dumpDatabase({ target: { runtime: 'none' }, stamp: '20261126_030000' }));
-    assert.deepEqual(await listDir(dir), [result.file, `${result.file}.sha256`]);
+    assert.deepEqual(await listDir(dir), [digestsFileName(result.file), result.file, `${result.file}.sha256`]);
   });
 });
 
@@ -165,7 +166,7 @@ describe('dumpDatabase with each compressor', () => {
       const config = testConfig({ backupDir: dir, extra: { backup: { compressor, compressionLevel: level } } });
       const result = await run(() => activities(config).dumpDatabase({ target: { runtime: 'docker', container: 'immich_postgres' }, stamp: '20261126_030000' }));
       assert.equal(result.file, compressor === 'zstd' ? 'immich_20261126_030000.sql.zst' : 'immich_20261126_030000.sql.gz');
-      assert.deepEqual(await listDir(dir), [result.file, `${result.file}.sha256`]);
+      assert.deepEqual(await listDir(dir), [digestsFileName(result.file), result.file, `${result.file}.sha256`]);
       const sql = Buffer.from((await execa(decode[0], [...decode.slice(1), result.path], { encoding: 'buffer', stripFinalNewline: false })).stdout);
       assert.match(sql.subarray(-200).toString(), /PostgreSQL database cluster dump complete/);
       const beats: unknown[] = [];
@@ -174,6 +175,12 @@ describe('dumpDatabase with each compressor', () => {
       assert.equal(beats.filter((b) => (b as { step?: string }).step === 'validating').length, 0);
       // Without the test's word, validation decodes the file itself and finds the same SQL.
       assert.equal((await run(() => activities(config).validateDump({ file: result.file }))).sqlBytes, sql.length);
+      // Beside it, the digests of every table's data in that SQL, tagged for this dump.
+      const digester = new TableDigester();
+      await pipeline(Readable.from([sql]), digester);
+      const recorded = await readDigestsFile(await ensureKey(config.security.keyFile), dir, result.file);
+      assert.deepEqual(recorded, digester.digests());
+      for (const table of IMMICH_TABLES) assert.match(recorded![`immich: public.${table}`] ?? '', /^[0-9a-f]{64}$/, table);
     });
   }
 

@@ -72,7 +72,7 @@ describe('config', () => {
 
   test('status thresholds, notifications and the drill: defaults, bad values named, URLs redacted when printed', () => {
     const config = parseConfig({});
-    assert.deepEqual(config.status, { dbStaleHours: 26, offsiteStaleHours: 26, mirrorStaleDays: 8, drillStaleDays: 8, rowTimeoutSeconds: 20 });
+    assert.deepEqual(config.status, { dbStaleHours: 26, offsiteStaleHours: 26, mirrorStaleDays: 8, drillStaleDays: 8, auditStaleDays: 35, rowTimeoutSeconds: 20 });
     assert.equal(config.schedules.backupHealth, '15 * * * *');
     assert.equal(config.drill.engine, 'auto');
     assert.throws(

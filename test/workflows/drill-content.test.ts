@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Client, Connection } from '@temporalio/client';
+import { createHash } from 'node:crypto';
+import { parseConfig, type Config } from '../../src/config.js';
+import { CONTENT_NOT_COMPARED } from '../../src/reports.js';
+import type { NightlyDbBackupReport, RestoreDrillReport } from '../../workflows/index.js';
+import { recordFault } from '../helpers/fault-matrix.js';
+import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { failureType, tamper } from '../helpers/restore-stack.js';
+import { runWorkflow } from '../helpers/run-workflow.js';
+import { fixtureEnv, listDir, rawTestConfig, tempDir } from '../helpers/setup.js';
+import { startTestTemporal } from '../helpers/temporal.js';
+import { tagPlanted } from '../helpers/trust.js';
+
+// The drill proves content: NightlyDbBackup digests each table's data from the dump's own stream,
+// RestoreDrill re-dumps its throwaway (host binaries, or the container engine: the fixture docker)
+// and compares table by table. Real Temporal dev server, PostgreSQL, pg_dumpall, igzip.
+
+const ASSETS = 1500;
+let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
+let pg: TestPostgres;
+let connection: Connection;
+let client: Client;
+
+before(async () => {
+  [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
+  await loadImmichLike(pg, ASSETS);
+  Object.assign(process.env, fixtureEnv(pg, { FIXTURE_PG_BIN: pgBin }));
+  connection = await Connection.connect({ address: temporal.address });
+  client = new Client({ connection });
+});
+after(async () => {
+  await connection?.close();
+  await Promise.all([temporal?.stop(), pg?.stop()]);
+});
+
+async function backedUp(extra: Record<string, Record<string, unknown>> = {}) {
+  const dir = await tempDir('drill-content');
+  const config = parseConfig(rawTestConfig({ backupDir: dir, extra }));
+  const { report, error } = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup');
+  assert.equal(error, undefined, String(error));
+  return { dir, config, file: report!.file, report: report! };
+}
+
+const drill = (config: Config) => runWorkflow<RestoreDrillReport>(client, temporal.address, config, 'RestoreDrill');
+
+/** Rewrites the dump's SQL and signs it and its (unchanged) row counts with the test key: only the content check can object. */
+async function alterAndResign(dir: string, file: string, config: Config, edit: (sql: string) => string): Promise<void> {
+  const rowsText = await readFile(join(dir, `${file}.rows.json`), 'utf8');
+  await tamper(dir, file, edit, file, config);
+  const sha256 = createHash('sha256').update(await readFile(join(dir, file))).digest('hex');
+  await tagPlanted(config, dir, file, sha256, rowsText);
+}
+
+/** One value in one COPY row of public.assets: an asset's path, same length, same row count. */
+const alterOnePath = (sql: string) => {
+  const block = sql.indexOf('COPY public.assets ');
+  const at = sql.indexOf('/IMG_000007.jpg', block);
+  assert.ok(block !== -1 && at !== -1 && at < sql.indexOf('\n\\.\n', block), 'the value is inside the assets COPY block');
+  return `${sql.slice(0, at)}/IMG_000070.jpg${sql.slice(at + '/IMG_000007.jpg'.length)}`;
+};
+
+describe('RestoreDrill compares each table\'s data', () => {
+  test('an honest dump passes with every table\'s data compared, and the digests sit in the tagged row counts', async () => {
+    const { dir, config, file, report: backup } = await backedUp();
+    // The hidden file that carried the digests from the dump activity is gone: they are in .rows.json.
+    assert.deepEqual(await listDir(dir), [file, `${file}.hmac`, `${file}.rows.json`, `${file}.sha256`]);
+    const rows = JSON.parse(await readFile(join(dir, `${file}.rows.json`), 'utf8')) as { tables: Record<string, number>; digests: Record<string, string> };
+    assert.deepEqual(Object.keys(rows.digests).sort(), Object.keys(rows.tables).sort());
+    const { report, error } = await drill(config);
+    assert.equal(error, undefined, String(error));
+    assert.equal(report!.passed, true);
+    assert.equal(report!.dump, file);
+    assert.equal(report!.contentCompared, backup.rowCounts.tables);
+    assert.deepEqual(report!.contentDifferences, []);
+    assert.equal(report!.contentDifferenceCount, 0);
+    assert.equal(report!.contentNote, undefined);
+    assert.ok(typeof report!.redumpMs === 'number');
+  });
+
+  test('a dump whose table data was altered, row counts equal and re-signed, fails the drill naming exactly that table', async () => {
+    const { dir, config, file } = await backedUp();
+    await alterAndResign(dir, file, config, alterOnePath);
+    const { error } = await drill(config);
+    const { type, message } = failureType(error);
+    assert.equal(type, 'DrillFailedError');
+    assert.equal(message, `restore drill of ${file} failed: 1 table(s) restore with other data than the dump recorded at dump time (their re-dumped rows differ): immich: public.assets`);
+    const report = (error as { cause: { details: unknown[] } }).cause.details[0] as RestoreDrillReport;
+    assert.deepEqual(report.differences, [], 'the row counts match');
+    assert.equal(report.loadErrorCount, 0);
+    assert.deepEqual(report.contentDifferences, ['immich: public.assets']);
+    assert.equal(report.contentDifferenceCount, 1);
+    await recordFault('a dump whose assets data was altered (one path in one COPY row), row counts equal, dump re-signed with the key', `RestoreDrill failed with DrillFailedError naming exactly immich: public.assets (${report.contentCompared} tables compared)`);
+  });
+
+  test('drill.engine container: the throwaway container is re-dumped through the container engine, and the altered table named', async () => {
+    const state = await tempDir('docker-state');
+    await chmod(state, 0o755); // the throwaway server runs as the postgres user
+    process.env.FIXTURE_DOCKER_STATE = state;
+    try {
+      const { dir, config, file } = await backedUp({ drill: { engine: 'container' } });
+      const honest = await drill(config);
+      assert.equal(honest.error, undefined, String(honest.error));
+      assert.equal(honest.report!.engine, 'container');
+      assert.equal(honest.report!.passed, true);
+      assert.equal(honest.report!.contentCompared, honest.report!.tables);
+      await alterAndResign(dir, file, config, alterOnePath);
+      const altered = await drill(config);
+      assert.equal(failureType(altered.error).type, 'DrillFailedError');
+      const report = (altered.error as { cause: { details: unknown[] } }).cause.details[0] as RestoreDrillReport;
+      assert.equal(report.engine, 'container');
+      assert.deepEqual(report.contentDifferences, ['immich: public.assets']);
+      assert.deepEqual(report.differences, []);
+    } finally {
+      delete process.env.FIXTURE_DOCKER_STATE;
+    }
+  });
+
+  test('a dump recorded before digests still drills on its row counts and says its content was not compared', async () => {
+    const { dir, config, file } = await backedUp();
+    // .rows.json as the code before digests wrote it, tagged with the key.
+    const rows = JSON.parse(await readFile(join(dir, `${file}.rows.json`), 'utf8')) as Record<string, unknown>;
+    delete rows.digests;
+    const text = JSON.stringify(rows, null, 1) + '\n';
+    await writeFile(join(dir, `${file}.rows.json`), text);
+    const sha256 = (await readFile(join(dir, `${file}.sha256`), 'utf8')).split(' ')[0]!;
+    await tagPlanted(config, dir, file, sha256, text);
+    const { report, error } = await drill(config);
+    assert.equal(error, undefined, String(error));
+    assert.equal(report!.passed, true);
+    assert.equal(report!.contentNote, CONTENT_NOT_COMPARED);
+    assert.equal(report!.contentNote, 'content not compared: dump predates digests');
+    assert.equal(report!.contentCompared, 0);
+    assert.equal(report!.redumpMs, undefined, 'no re-dump without digests to compare with');
+  });
+});
