@@ -7,7 +7,7 @@ import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
 import { parseConfig } from '../../src/config.js';
 import { versionSetName } from '../../src/library-layout.js';
-import type { RestoreLibraryReport } from '../../workflows/index.js';
+import type { RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { cli } from '../helpers/cli.js';
 import { makeImmichLibrary, mountTmpfs, treeDigest, type ImmichAssetFixture } from '../helpers/library.js';
 import { recordFault } from '../helpers/fault-matrix.js';
@@ -222,3 +222,35 @@ describe('RestoreLibrary --path and --as-of', () => {
   });
 });
 
+
+describe('RestoreLibrary from the version sets real mirror runs keep', () => {
+  test('a rewrite and a deletion the weekly mirror versioned: --as-of brings back the content before, --missing the deleted original', async () => {
+    const w = await world();
+    // Small test library: let the write-once guard pass one rewrite (its default share would refuse it).
+    const config = parseConfig({ ...w.raw, library: { ...w.raw.library, delete: true, writeOnce: { maxFiles: 5, maxShare: 1 } } });
+    const mirror = () => runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, config, 'WeeklyLibraryMirror');
+    assert.equal((await mirror()).error, undefined);
+    const [rewritten, deleted] = pick(w.assets, 8, 9);
+    const original = await readFile(join(w.library, rewritten!.relativePath));
+    const asOf = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    await new Promise((r) => setTimeout(r, 1100)); // version sets are named to the second
+    await writeFile(join(w.library, rewritten!.relativePath), 'ransomware was here');
+    await rm(join(w.library, deleted!.relativePath));
+    const second = await mirror();
+    assert.equal(second.error, undefined, String(second.error));
+    assert.equal(await readFile(join(w.mirror, rewritten!.relativePath), 'utf8'), 'ransomware was here', 'the mirror follows the library');
+    assert.equal(existsSync(join(w.mirror, deleted!.relativePath)), false, 'and deletes with it');
+
+    const back = await runWorkflow<RestoreLibraryReport>(client, temporal.address, config, 'RestoreLibrary', undefined, { asOf, path: 'library', approved: true });
+    assert.equal(back.error, undefined, String(back.error));
+    assert.deepEqual(await readFile(join(w.library, rewritten!.relativePath)), original, 'the content before the rewrite is back');
+    assert.equal(back.report!.selection!.fromVersions, 2);
+
+    await rm(join(w.library, deleted!.relativePath));
+    const missing = await runWorkflow<RestoreLibraryReport>(client, temporal.address, config, 'RestoreLibrary', undefined, { missing: true, approved: true });
+    assert.equal(missing.error, undefined, String(missing.error));
+    assert.equal(missing.report!.filesTransferred, 1);
+    assert.equal(missing.report!.selection!.fromVersions, 1, 'the mirror no longer has it: it came from the version set');
+    assert.equal(missing.report!.selection!.verified, 1);
+  });
+});
