@@ -4,6 +4,7 @@ import type { ActivityDeps } from './deps.js';
 import { createDrillActivities } from './drill.js';
 import { createDumpActivities } from './dump.js';
 import { createHealthActivities } from './health.js';
+import { createLibraryAuditActivities } from './library-audit.js';
 import { createLibraryRestoreActivities } from './library-restore.js';
 import { createLockActivities } from './locks.js';
 import { createMirrorActivities } from './mirror.js';
@@ -31,6 +32,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createNotifyActivities(deps),
     ...createLockActivities(deps),
     ...createAuthorizeActivities(deps),
+    ...createLibraryAuditActivities(deps),
   };
 }
 

@@ -168,3 +168,8 @@ export class StalledError extends Error {
 export class NasFullError extends Error {
   override name = 'NasFullError';
 }
+
+/** LibraryAudit found originals missing from, or damaged on, the library or its mirror. */
+export class LibraryDamagedError extends Error {
+  override name = 'LibraryDamagedError';
+}
