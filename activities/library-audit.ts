@@ -280,7 +280,7 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
       const beat = heartbeatSchema.safeParse(ctx.info.heartbeatDetails);
       if (beat.success && beat.data.state.run?.workflowId === input.workflowId) {
         state = beat.data.state;
-        resumedFrom = `attempt ${ctx.info.attempt - 1}'s last heartbeat`;
+        resumedFrom = `attempt ${ctx.info.attempt - 1}'s last heartbeat (after ${state.pass?.covered ?? 0} assets of the pass)`;
       }
       let invalidNote: string | undefined;
       if (!state) {
@@ -290,7 +290,7 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
           logger.warn({ reason: saved.invalid }, 'audit state not valid; starting a new pass');
         }
         state = saved.state ?? { version: 1 };
-        if (state.run?.workflowId === input.workflowId) resumedFrom = 'the state file';
+        if (state.run?.workflowId === input.workflowId) resumedFrom = `the state file (after ${state.pass?.covered ?? 0} assets of the pass)`;
       }
 
       const schema = await assetSchema(config, input.target);
