@@ -1,19 +1,20 @@
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, realpath, rename, stat, unlink } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { Context } from '@temporalio/activity';
-import { ExecaError } from 'execa';
 import { z } from 'zod';
 import type { Config } from '../src/config.js';
 import { SourceEmptyError, UnsafePathError } from '../src/errors.js';
 import { formatBytes } from '../src/format.js';
-import { auditQuota, describeAudit, emptySide, type LibraryAuditReport, type PassProgress, type SideReport } from '../src/library-audit-report.js';
+import { auditQuota, describeAudit, emptySide, type LibraryAuditReport, type PassProgress } from '../src/library-audit-report.js';
 import { redactDeep } from '../src/redact.js';
 import type { ActivityDeps } from './deps.js';
-import { assetSchema, readAssetPage, type ImmichAsset } from './immich-assets.js';
+import { assetSchema } from './immich-assets.js';
+import { mirrorProblemOf, type SliceEvent, type SliceParams } from './library-audit-slice.js';
 import { postgresCommand } from './container.js';
-import { hasFiles, isMountPoint } from './mirror.js';
-import { awaitCommand, commandError, startCommand, throwIfCancelled } from './run-command.js';
+import { hasFiles } from './mirror.js';
+import { awaitCommand, startCommand } from './run-command.js';
 import type { PostgresTarget } from './types.js';
 
 // LibraryAudit's work: every asset Immich's database lists, in id order, its file checked on the
@@ -23,10 +24,6 @@ import type { PostgresTarget } from './types.js';
 // worker's key (the next scheduled run goes on from it). Counts and the position always change
 // together, so a resumed pass counts every asset exactly once.
 
-const PAGE = 1000;
-/** A hash batch: this many files or bytes per side, whichever comes first (one sha1sum each side). */
-const BATCH_FILES = 512;
-const BATCH_BYTES = 128 * 1024 * 1024;
 const SAVE_EVERY_MS = 30_000;
 const HEARTBEAT_EVERY_MS = 1000;
 
@@ -34,6 +31,7 @@ export const AUDIT_STATE_FILE = 'library-audit.json';
 
 // --- the durable position --------------------------------------------------------------------
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const count = z.number().int().min(0);
 const name = z.string().min(1).max(4096);
 const when = z.string().datetime();
@@ -57,7 +55,7 @@ const passSchema = z.strictObject({
 const stateSchema = z.strictObject({
   version: z.literal(1),
   /** The pass in progress; undefined between a completed pass and the next run. */
-  pass: passSchema.extend({ after: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/).optional() }).optional(),
+  pass: passSchema.extend({ after: z.string().regex(UUID).optional() }).optional(),
   lastPass: passSchema.extend({ completedAt: when }).optional(),
   /** The start of the last scheduled run that completed: the interval slices are sized by. */
   lastScheduledRunAt: when.optional(),
@@ -158,59 +156,44 @@ export async function writeAuditState(config: Config, state: AuditState): Promis
 
 // --- reading Immich's assets and hashing files ----------------------------------------------------
 
-/** How many assets Immich's database lists (the pass's size). */
-async function assetCount(config: Config, target: PostgresTarget, table: string): Promise<number> {
-  const cmd = postgresCommand(config, target, 'psql', ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', config.postgres.user, '-d', config.immich.database, '-c', `SELECT count(*) FROM public.${table}`]);
+/** How many assets Immich's database lists (the pass's size), or how many lie after `after` in id order (what the pass has left). */
+async function assetCount(config: Config, target: PostgresTarget, table: string, after?: string): Promise<number> {
+  if (after !== undefined && !UUID.test(after)) throw new Error(`not an asset id: ${JSON.stringify(after)}`);
+  const sql = `SELECT count(*) FROM public.${table}${after ? ` WHERE id > '${after}'::uuid` : ''}`;
+  const cmd = postgresCommand(config, target, 'psql', ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', config.postgres.user, '-d', config.immich.database, '-c', sql]);
   const out = String((await awaitCommand(startCommand(cmd.file, cmd.args, { label: 'psql (asset count)', env: cmd.env }), 'psql (asset count)')).stdout ?? '').trim();
   if (!/^\d+$/.test(out)) throw new Error(`psql (asset count) answered ${JSON.stringify(out.slice(0, 80))}, not a number`);
   return Number(out);
 }
 
-/**
- * SHA-1 of each file (hex), or undefined for one sha1sum could not read; one sha1sum for the lot,
- * under `prefix` (ionice, nice). -z: names unescaped, records NUL-terminated, in argument order.
- */
-export async function sha1Files(paths: readonly string[], prefix: readonly string[]): Promise<Array<string | undefined>> {
-  if (!paths.length) return [];
-  const [file, ...args] = [...prefix, 'sha1sum', '-z', '--', ...paths];
-  const child = startCommand(file!, args, { label: 'sha1sum' });
-  let stdout: string;
+// The pass runs in a worker thread with a small heap of its own: its garbage (a page of rows, a
+// batch's file checks, sha1sum's output) is collected there, often, instead of growing the
+// worker's main heap, whose collector lets it grow by tens of MiB between full collections.
+const THREAD_LIMITS = { maxOldGenerationSizeMb: 24, maxYoungGenerationSizeMb: 2 };
+
+/** auditSlice in a worker thread; `onEvent` sees each commit. The activity's cancellation stops it (and its sha1sum). */
+async function auditInThread(params: SliceParams, onEvent: (e: SliceEvent) => void): Promise<{ state: AuditState; mirrorOff: string | undefined }> {
+  const thread = new Worker(new URL('./library-audit-thread.js', import.meta.url), { workerData: params, resourceLimits: THREAD_LIMITS, stdout: false, stderr: false });
+  const signal = Context.current().cancellationSignal;
+  const cancel = () => thread.postMessage({ type: 'cancel' });
+  signal.addEventListener('abort', cancel, { once: true });
   try {
-    stdout = String((await child).stdout ?? '');
-  } catch (err) {
-    // Exit 1: some file could not be read (the others were hashed); anything else is a failure.
-    if (!(err instanceof ExecaError) || err.exitCode !== 1) throw commandError(err, 'sha1sum');
-    throwIfCancelled();
-    stdout = String(err.stdout ?? '');
+    return await new Promise((resolvePromise, reject) => {
+      thread.on('message', (m: ThreadMessage) => {
+        if (m.type === 'done') resolvePromise({ state: m.state, mirrorOff: m.mirrorOff });
+        else if (m.type === 'error') reject(signal.aborted ? signal.reason : Object.assign(new Error(m.message), { name: m.name }));
+        else onEvent(m);
+      });
+      thread.on('error', reject);
+      thread.on('exit', (code) => reject(signal.aborted ? signal.reason : new Error(`the audit thread exited (code ${code}) before it finished`)));
+    });
+  } finally {
+    signal.removeEventListener('abort', cancel);
+    await thread.terminate();
   }
-  const records = stdout.split('\0');
-  const out: Array<string | undefined> = [];
-  let r = 0;
-  for (const path of paths) {
-    const record = records[r];
-    // "<40 hex> <' ' or '*'><name>"
-    if (record !== undefined && record.slice(42) === path && /^[0-9a-f]{40} [ *]/.test(record)) {
-      out.push(record.slice(0, 40));
-      r++;
-    } else out.push(undefined);
-  }
-  return out;
 }
 
-type FileCheck = { kind: 'missing' } | { kind: 'other'; why: string } | { kind: 'file'; size: number };
-type Skipped = { a: ImmichAsset; skip: 'notContent' | 'outsideLibrary' };
-type Audited = { a: ImmichAsset; skip?: undefined; rel: string; library: FileCheck; mirror: FileCheck | undefined };
-
-async function checkFile(path: string): Promise<FileCheck> {
-  try {
-    const st = await lstat(path);
-    return st.isFile() ? { kind: 'file', size: st.size } : { kind: 'other', why: 'not a regular file' };
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'missing' };
-    return { kind: 'other', why: code ?? 'unreadable' };
-  }
-}
+export type ThreadMessage = SliceEvent | { type: 'done'; state: AuditState; mirrorOff: string | undefined } | { type: 'error'; name: string; message: string };
 
 // --- the activity -----------------------------------------------------------------------------------
 
@@ -230,23 +213,8 @@ const heartbeatSchema = z.object({ state: stateSchema });
 
 export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;
-  const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
-  const keep = lib.audit.reportNames;
 
-  /** Why the mirror cannot be checked now (its files would all read as missing), or undefined. */
-  async function mirrorProblem(): Promise<string | undefined> {
-    if (!(await isMountPoint(lib.mountPoint))) return `drive not mounted at ${lib.mountPoint}`;
-    const mount = await realpath(lib.mountPoint);
-    const rel = relative(mount, resolve(lib.destination));
-    if (rel.startsWith('..') || rel.startsWith('/')) return `library.destination ${lib.destination} is not on the drive mounted at ${lib.mountPoint}`;
-    const real = await realpath(lib.destination).catch(() => undefined);
-    if (!real) return `the mirror ${lib.destination} does not exist on the drive`;
-    // A symlink on the drive could send the reads anywhere: the mirror must really lie on the drive.
-    const [a, b] = await Promise.all([stat(mount), stat(real)]);
-    const realRel = relative(mount, real);
-    if (a.dev !== b.dev || realRel.startsWith('..') || realRel.startsWith('/')) return `library.destination ${lib.destination} leads to ${real}, off the drive mounted at ${lib.mountPoint}`;
-    return undefined;
-  }
+  const mirrorProblem = () => mirrorProblemOf(lib);
 
   const freshPass = (number: number, at: string): NonNullable<AuditState['pass']> => ({
     number,
@@ -257,11 +225,6 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
     mirror: emptySide(),
     skipped: { notContent: 0, outsideLibrary: 0 },
   });
-
-  const note = (side: SideReport, kind: 'missing' | 'mismatched', path: string) => {
-    side[kind]++;
-    if (side.names[kind].length < keep) side.names[kind].push(path);
-  };
 
   return {
     /**
@@ -275,7 +238,7 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
       if (!(await hasFiles(lib.source))) throw new SourceEmptyError(`the library ${lib.source} is missing or holds no files: is it mounted? Nothing was audited`);
 
       // Where to go on from: this run's own heartbeat, else the state file.
-      let state: AuditState | undefined;
+      let state: AuditState = { version: 1 };
       let resumedFrom: string | undefined;
       const beat = heartbeatSchema.safeParse(ctx.info.heartbeatDetails);
       if (beat.success && beat.data.state.run?.workflowId === input.workflowId) {
@@ -283,7 +246,7 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
         resumedFrom = `attempt ${ctx.info.attempt - 1}'s last heartbeat (after ${state.pass?.covered ?? 0} assets of the pass)`;
       }
       let invalidNote: string | undefined;
-      if (!state) {
+      if (!resumedFrom) {
         const saved = await readAuditState(config);
         if (saved.invalid) {
           invalidNote = `the saved audit position was not used (${saved.invalid}): a new pass started`;
@@ -300,20 +263,21 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
       if (state.run?.workflowId !== input.workflowId) {
         // A new run: a new pass when none is under way (or --full), then this run's share of it.
         if (!state.pass || input.full) state.pass = freshPass((state.pass?.number ?? state.lastPass?.number ?? 0) + 1, nowIso);
-        const remaining = Math.max(0, total - state.pass.covered);
+        // Counted, not derived from the total: assets deleted since the pass began must not hide the rest.
+        const remaining = state.pass.after ? await assetCount(config, input.target, schema.table, state.pass.after) : total;
         const quota = input.scheduled && !input.full
           ? auditQuota({ remaining, passStartedMs: Date.parse(state.pass.startedAt), nowMs: input.startedMs, lastRunMs: state.lastScheduledRunAt ? Date.parse(state.lastScheduledRunAt) : undefined, passDays: lib.audit.passDays })
           : Number.MAX_SAFE_INTEGER;
         state.run = { workflowId: input.workflowId, startedAt: nowIso, scheduled: input.scheduled, quota, covered: 0, bytes: 0, passCompleted: false, ...(mirrorReason ? { mirrorReason } : {}) };
       }
-      const run = state.run!;
       // The mirror's reason, this attempt: it may have been plugged in or pulled since the last.
       let mirrorOff = mirrorReason;
-      if (mirrorOff) run.mirrorReason = mirrorOff;
+      if (mirrorOff) state.run!.mirrorReason = mirrorOff;
 
       let current = '';
       const progress = () => {
         const pass = state.pass ?? state.lastPass;
+        const run = state.run!;
         const secs = Math.max(1, (Date.now() - started) / 1000);
         return {
           step: 'auditing the library',
@@ -331,100 +295,19 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
       let savedAt = Date.now();
       try {
         await writeAuditState(config, state);
-        if (!run.passCompleted && state.pass) {
-          const pass = state.pass;
-          const fetch = (after: string | undefined, limit: number) => {
-            const rows: ImmichAsset[] = [];
-            const done = readAssetPage(config, input.target, schema, { after, limit }, (a) => void rows.push(a)).then(() => ({ rows, asked: limit }));
-            done.catch(() => undefined); // a prefetched page the loop never reaches
-            return done;
-          };
-          const ask = (left: number) => Math.min(PAGE, left + 1);
-          let left = run.quota - run.covered;
-          let pending = left > 0 ? fetch(pass.after, ask(left)) : undefined;
-          while (pending) {
-            const { rows, asked } = await pending;
-            pending = undefined;
-            const take = rows.slice(0, left);
-            const endOfPass = rows.length < asked;
-            if (!endOfPass && left - take.length > 0 && take.length) pending = fetch(take.at(-1)!.id, ask(left - take.length));
-            for (let i = 0; i < take.length; i += BATCH_FILES) {
-              const group = take.slice(i, i + BATCH_FILES);
-              const checks = await Promise.all(
-                group.map(async (a): Promise<Skipped | Audited> => {
-                  if (a.algorithm !== 'sha1') return { a, skip: 'notContent' as const };
-                  if (a.relativePath === undefined) return { a, skip: 'outsideLibrary' as const };
-                  const [library, mirror] = await Promise.all([checkFile(join(lib.source, a.relativePath)), mirrorOff ? undefined : checkFile(join(lib.destination, a.relativePath))]);
-                  return { a, rel: a.relativePath, library, mirror };
-                }),
-              );
-              // Cut the group into hash batches of at most BATCH_BYTES; each batch is committed whole.
-              let from = 0;
-              while (from < checks.length) {
-                let to = from;
-                let bytes = 0;
-                while (to < checks.length && (to === from || bytes < BATCH_BYTES)) {
-                  const c = checks[to]!;
-                  if (!c.skip && c.library.kind === 'file') bytes += c.library.size;
-                  to++;
-                }
-                const batch = checks.slice(from, to);
-                from = to;
-                const hashed = batch.filter((c): c is Audited => !c.skip);
-                const libFiles = hashed.filter((c) => c.library.kind === 'file');
-                const mirFiles = hashed.filter((c) => c.mirror?.kind === 'file');
-                current = hashed[0]?.rel ?? current;
-                const [libSums, mirSums] = await Promise.all([
-                  sha1Files(libFiles.map((c) => join(lib.source, c.rel)), priority),
-                  sha1Files(mirFiles.map((c) => join(lib.destination, c.rel)), priority),
-                ]);
-                // The drive may have gone while it was read: its files would read as missing.
-                if (!mirrorOff && hashed.length && (await mirrorProblem())) {
-                  mirrorOff = `the drive went away during the audit (${lib.mountPoint})`;
-                  run.mirrorReason = mirrorOff;
-                }
-                const libSum = new Map(libFiles.map((c, k) => [c, libSums[k]]));
-                const mirSum = new Map(mirFiles.map((c, k) => [c, mirSums[k]]));
-                // A file sha1sum could not read may have gone since it was looked at: missing, not damaged.
-                for (const c of libFiles) if (libSum.get(c) === undefined && (await checkFile(join(lib.source, c.rel))).kind === 'missing') c.library = { kind: 'missing' };
-                for (const c of mirFiles) if (mirSum.get(c) === undefined && (await checkFile(join(lib.destination, c.rel))).kind === 'missing') c.mirror = { kind: 'missing' };
-                // Commit: counts and the position move together, in id order.
-                for (const c of batch) {
-                  if (c.skip) pass.skipped[c.skip]++;
-                  else {
-                    const want = c.a.checksum.toLowerCase();
-                    if (c.library.kind === 'missing') note(pass.library, 'missing', c.rel);
-                    else if (c.library.kind === 'file' && libSum.get(c) === want) pass.library.ok++;
-                    else note(pass.library, 'mismatched', c.rel);
-                    if (mirrorOff || !c.mirror) {
-                      pass.mirror.notChecked++;
-                      pass.mirror.notCheckedReason = mirrorOff ?? pass.mirror.notCheckedReason;
-                    } else if (c.mirror.kind === 'missing') note(pass.mirror, 'missing', c.rel);
-                    else if (c.mirror.kind === 'file' && mirSum.get(c) === want) pass.mirror.ok++;
-                    else note(pass.mirror, 'mismatched', c.rel);
-                    const read = (c.library.kind === 'file' ? c.library.size : 0) + (!mirrorOff && c.mirror?.kind === 'file' ? c.mirror.size : 0);
-                    pass.bytes += read;
-                    run.bytes += read;
-                  }
-                  pass.covered++;
-                  run.covered++;
-                  pass.after = c.a.id;
-                }
-                if (Date.now() - savedAt > SAVE_EVERY_MS) {
-                  await writeAuditState(config, state);
-                  savedAt = Date.now();
-                }
-              }
+        if (!state.run!.passCompleted && state.pass) {
+          const result = await auditInThread({ config, target: input.target, schema, state, mirrorOff }, (e) => {
+            if (e.type === 'commit') state = e.state;
+            current = e.current;
+            if (Date.now() - savedAt > SAVE_EVERY_MS) {
+              savedAt = Date.now();
+              void writeAuditState(config, state).catch((err: Error) => logger.warn({ err: err.message }, 'audit position not saved; the run goes on'));
             }
-            left -= take.length;
-            if (endOfPass) {
-              run.passCompleted = true;
-              break;
-            }
-            if (left <= 0) break;
-          }
+          });
+          state = result.state;
+          mirrorOff = result.mirrorOff;
         }
-
+        const run = state.run!;
         // The run's end: a completed pass becomes the last pass; the next run starts a new one.
         const finishedAt = new Date().toISOString();
         const pass = state.pass ?? (state.lastPass as NonNullable<AuditState['pass']>);

@@ -63,7 +63,9 @@ const JITTER = 0.1;
  * cover the whole rest, so the default monthly run over a 30-day pass is always a whole pass.
  */
 export function auditQuota(o: { remaining: number; passStartedMs: number; nowMs: number; lastRunMs: number | undefined; passDays: number }): number {
-  if (o.lastRunMs === undefined || o.remaining <= 0) return Math.max(0, o.remaining);
+  // At least one: a pass with nothing left (its last assets deleted) completes by looking.
+  if (o.remaining <= 0) return 1;
+  if (o.lastRunMs === undefined) return o.remaining;
   const interval = o.nowMs - o.lastRunMs;
   const left = o.passStartedMs + o.passDays * DAY_MS - o.nowMs;
   if (interval <= 0) return o.remaining;

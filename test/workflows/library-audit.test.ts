@@ -201,6 +201,28 @@ describe('LibraryAudit', () => {
     assert.ok(next.report!.run.covered > 0 && next.report!.run.covered < 30, next.report!.message);
   });
 
+  test('a pass whose remaining assets were deleted from Immich completes at the next run instead of waiting forever', async () => {
+    const { run, config } = await setup(30, { audit: { passDays: 3 } });
+    const file = auditStatePath(config);
+    const backdate = async () => {
+      const state = JSON.parse(await readFile(file, 'utf8')) as AuditState;
+      state.lastScheduledRunAt = new Date(Date.parse(state.lastScheduledRunAt!) - 86_400_000).toISOString();
+      await writeFile(file, JSON.stringify(state));
+      return state;
+    };
+    await run({ trigger: 'schedule' });
+    await backdate();
+    const slice = await run({ trigger: 'schedule' });
+    assert.equal(slice.report!.run.covered, 10);
+    const { pass } = await backdate();
+    await pg.psql(`DELETE FROM asset WHERE id > '${pass!.after}'::uuid`, 'immich');
+    const last = await run({ trigger: 'schedule' });
+    assert.equal(last.error, undefined, String(last.error));
+    assert.equal(last.report!.pass.completed, true);
+    assert.equal(last.report!.pass.covered, 10);
+    assert.equal(last.report!.run.covered, 0);
+  });
+
   test('a run the operator starts finishes the pass under way; --full starts a new whole pass', async () => {
     const { run, config } = await setup(30, { audit: { passDays: 3 } });
     const file = auditStatePath(config);
