@@ -1,5 +1,6 @@
 import { constants } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { Context } from '@temporalio/activity';
@@ -136,16 +137,20 @@ export async function readAuditState(config: Config): Promise<{ state?: AuditSta
 /** Written whole or not at all: a temporary file beside it, synced, renamed over it. */
 export async function writeAuditState(config: Config, state: AuditState): Promise<void> {
   const file = await checkStateDir(config, true);
-  const tmp = `${file}.${process.pid}.tmp`;
-  await unlink(tmp).catch(() => undefined);
+  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
-    await fh.writeFile(JSON.stringify(stateSchema.parse(state)) + '\n');
-    await fh.sync();
-  } finally {
-    await fh.close();
+    try {
+      await fh.writeFile(JSON.stringify(stateSchema.parse(state)) + '\n');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
   }
-  await rename(tmp, file);
   const dir = await open(dirname(file), constants.O_RDONLY);
   try {
     await dir.sync();
@@ -293,6 +298,8 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
       beatNow();
       const timer = setInterval(beatNow, HEARTBEAT_EVERY_MS);
       let savedAt = Date.now();
+      // One save at a time, the last one after every periodic one.
+      let saving: Promise<void> = Promise.resolve();
       try {
         await writeAuditState(config, state);
         if (!state.run!.passCompleted && state.pass) {
@@ -301,7 +308,8 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
             current = e.current;
             if (Date.now() - savedAt > SAVE_EVERY_MS) {
               savedAt = Date.now();
-              void writeAuditState(config, state).catch((err: Error) => logger.warn({ err: err.message }, 'audit position not saved; the run goes on'));
+              const snapshot = state;
+              saving = saving.then(() => writeAuditState(config, snapshot)).catch((err: Error) => logger.warn({ err: err.message }, 'audit position not saved; the run goes on'));
             }
           });
           state = result.state;
@@ -328,6 +336,7 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
         state.lastRun = { workflowId: input.workflowId, startedAt: run.startedAt, finishedAt, covered: run.covered, passNumber: report.pass.number, passCompleted: run.passCompleted };
         if (run.scheduled) state.lastScheduledRunAt = run.startedAt;
         delete state.run;
+        await saving;
         await writeAuditState(config, state);
         logger.info({ covered: run.covered, bytes: run.bytes, pass: report.pass.number, completed: run.passCompleted, library: report.pass.library.ok, mirror: report.pass.mirror.ok }, 'library audit done');
         return report;

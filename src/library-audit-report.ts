@@ -52,9 +52,6 @@ export const emptySide = (): SideReport => ({ ok: 0, missing: 0, mismatched: 0, 
 export const problemsOf = (p: Pick<PassProgress, 'library' | 'mirror'>): number => p.library.missing + p.library.mismatched + p.mirror.missing + p.mirror.mismatched;
 
 const DAY_MS = 86_400_000;
-// Schedules fire a little late and runs take time: an interval may measure up to a tenth short
-// without costing the pass a run.
-const JITTER = 0.1;
 
 /**
  * How many assets this run covers: the rest of the pass, spread over the runs left before the
@@ -69,7 +66,9 @@ export function auditQuota(o: { remaining: number; passStartedMs: number; nowMs:
   const interval = o.nowMs - o.lastRunMs;
   const left = o.passStartedMs + o.passDays * DAY_MS - o.nowMs;
   if (interval <= 0) return o.remaining;
-  const runsLeft = Math.max(1, Math.floor(left / interval + JITTER));
+  // Rounded: a schedule that fires a little late still counts as its run, and a run with less than
+  // half an interval left before the deadline finishes the pass.
+  const runsLeft = Math.max(1, Math.round(left / interval));
   return Math.ceil(o.remaining / runsLeft);
 }
 
