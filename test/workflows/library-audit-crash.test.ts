@@ -57,10 +57,11 @@ describe('a worker killed mid-audit', () => {
       const position = await waitFor(
         'a heartbeat after the first page',
         async () => {
-          const payload = (await handle.describe()).raw.pendingActivities?.[0]?.heartbeatDetails?.payloads?.[0];
-          const details = payload ? defaultPayloadConverter.fromPayload<{ state: AuditState }>(payload) : undefined;
-          const covered = details?.state.pass?.covered ?? 0;
-          return covered > 0 ? details!.state.pass! : undefined;
+          const audit = (await handle.describe()).raw.pendingActivities?.find((a) => a.activityType?.name === 'auditLibrary');
+          const payload = audit?.heartbeatDetails?.payloads?.[0];
+          const details = payload ? defaultPayloadConverter.fromPayload<{ state?: AuditState }>(payload) : undefined;
+          const covered = details?.state?.pass?.covered ?? 0;
+          return covered > 0 ? details!.state!.pass! : undefined;
         },
         60_000,
         200,
