@@ -15,6 +15,8 @@ import type { SideReport } from '../src/library-audit-report.js';
 /** A hash batch: this many files or bytes per side, whichever comes first (one sha1sum each side). */
 const BATCH_FILES = 512;
 const BATCH_BYTES = 128 * 1024 * 1024;
+/** lstat calls in flight at once. */
+const STAT_AT_ONCE = 128;
 const PAGE = 1000;
 
 /**
@@ -123,71 +125,93 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
     const take = rows.slice(0, left);
     const endOfPass = rows.length < asked;
     if (!endOfPass && left - take.length > 0 && take.length) pending = fetch(take.at(-1)!.id, ask(left - take.length));
-    for (let i = 0; i < take.length; i += BATCH_FILES) {
-      const group = take.slice(i, i + BATCH_FILES);
-      const checks = await Promise.all(
-        group.map(async (a): Promise<Skipped | Audited> => {
-          if (a.algorithm !== 'sha1') return { a, skip: 'notContent' as const };
-          if (a.relativePath === undefined) return { a, skip: 'outsideLibrary' as const };
-          const [library, mirror] = await Promise.all([checkFile(join(lib.source, a.relativePath)), mirrorOff ? undefined : checkFile(join(lib.destination, a.relativePath))]);
-          return { a, rel: a.relativePath, library, mirror };
-        }),
+    // Every file of the page looked at first (a few at a time), then cut into hash batches.
+    const checks: Array<Skipped | Audited> = [];
+    for (let i = 0; i < take.length; i += STAT_AT_ONCE) {
+      checks.push(
+        ...(await Promise.all(
+          take.slice(i, i + STAT_AT_ONCE).map(async (a): Promise<Skipped | Audited> => {
+            if (a.algorithm !== 'sha1') return { a, skip: 'notContent' as const };
+            if (a.relativePath === undefined) return { a, skip: 'outsideLibrary' as const };
+            const [library, mirror] = await Promise.all([checkFile(join(lib.source, a.relativePath)), mirrorOff ? undefined : checkFile(join(lib.destination, a.relativePath))]);
+            return { a, rel: a.relativePath, library, mirror };
+          }),
+        )),
       );
-      // Cut the group into hash batches of at most BATCH_BYTES; each batch is committed whole.
-      let from = 0;
-      while (from < checks.length) {
-        let to = from;
-        let bytes = 0;
-        while (to < checks.length && (to === from || bytes < BATCH_BYTES)) {
-          const c = checks[to]!;
-          if (!c.skip && c.library.kind === 'file') bytes += c.library.size;
-          to++;
+    }
+    const batches: Array<Array<Skipped | Audited>> = [];
+    for (let from = 0; from < checks.length; ) {
+      let to = from;
+      let bytes = 0;
+      let files = 0;
+      while (to < checks.length && (to === from || (bytes < BATCH_BYTES && files < BATCH_FILES))) {
+        const c = checks[to]!;
+        if (!c.skip && c.library.kind === 'file') {
+          bytes += c.library.size;
+          files++;
         }
-        const batch = checks.slice(from, to);
-        from = to;
-        const hashed = batch.filter((c): c is Audited => !c.skip);
-        const libFiles = hashed.filter((c) => c.library.kind === 'file');
-        const mirFiles = hashed.filter((c) => c.mirror?.kind === 'file');
-        current = hashed[0]?.rel ?? current;
-        emit({ type: 'current', current });
-        const [libSums, mirSums] = await Promise.all([
-          sha1Files(libFiles.map((c) => join(lib.source, c.rel)), priority, signal),
-          sha1Files(mirFiles.map((c) => join(lib.destination, c.rel)), priority, signal),
-        ]);
-        // The drive may have gone while it was read: its files would read as missing.
-        if (!mirrorOff && hashed.length && (await mirrorProblemOf(lib))) {
-          mirrorOff = `the drive went away during the audit (${lib.mountPoint})`;
-          run.mirrorReason = mirrorOff;
-        }
-        const libSum = new Map(libFiles.map((c, k) => [c, libSums[k]]));
-        const mirSum = new Map(mirFiles.map((c, k) => [c, mirSums[k]]));
-        // A file sha1sum could not read may have gone since it was looked at: missing, not damaged.
-        for (const c of libFiles) if (libSum.get(c) === undefined && (await checkFile(join(lib.source, c.rel))).kind === 'missing') c.library = { kind: 'missing' };
-        for (const c of mirFiles) if (mirSum.get(c) === undefined && (await checkFile(join(lib.destination, c.rel))).kind === 'missing') c.mirror = { kind: 'missing' };
-        // Commit: counts and the position move together, in id order.
-        for (const c of batch) {
-          if (c.skip) pass.skipped[c.skip]++;
-          else {
-            const want = c.a.checksum.toLowerCase();
-            if (c.library.kind === 'missing') note(pass.library, 'missing', c.rel);
-            else if (c.library.kind === 'file' && libSum.get(c) === want) pass.library.ok++;
-            else note(pass.library, 'mismatched', c.rel);
-            if (mirrorOff || !c.mirror) {
-              pass.mirror.notChecked++;
-              pass.mirror.notCheckedReason = mirrorOff ?? pass.mirror.notCheckedReason;
-            } else if (c.mirror.kind === 'missing') note(pass.mirror, 'missing', c.rel);
-            else if (c.mirror.kind === 'file' && mirSum.get(c) === want) pass.mirror.ok++;
-            else note(pass.mirror, 'mismatched', c.rel);
-            const read = (c.library.kind === 'file' ? c.library.size : 0) + (!mirrorOff && c.mirror?.kind === 'file' ? c.mirror.size : 0);
-            pass.bytes += read;
-            run.bytes += read;
-          }
-          pass.covered++;
-          run.covered++;
-          pass.after = c.a.id;
-        }
-        emit({ type: 'commit', state, current });
+        to++;
       }
+      batches.push(checks.slice(from, to));
+      from = to;
+    }
+    const audited = (batch: Array<Skipped | Audited>) => batch.filter((c): c is Audited => !c.skip);
+    const libFilesOf = batches.map((b) => audited(b).filter((c) => c.library.kind === 'file'));
+    const mirFilesOf = batches.map((b) => audited(b).filter((c) => c.mirror?.kind === 'file'));
+    // Each side hashes its batches one after the other, never waiting for the other side: one
+    // sha1sum per side at a time (one reader per disk), both disks kept busy.
+    const chain = (lists: Audited[][], root: string) => {
+      let previous: Promise<unknown> = Promise.resolve();
+      return lists.map((list) => {
+        const sums = previous.then(() => sha1Files(list.map((c) => join(root, c.rel)), priority, signal));
+        sums.catch(() => undefined); // awaited below, in order; a batch after a failure is never reached
+        previous = sums;
+        return sums;
+      });
+    };
+    const libHashes = chain(libFilesOf, lib.source);
+    const mirHashes = mirrorOff ? libFilesOf.map(() => Promise.resolve([] as Array<string | undefined>)) : chain(mirFilesOf, lib.destination);
+    for (let k = 0; k < batches.length; k++) {
+      const batch = batches[k]!;
+      const hashed = audited(batch);
+      const libFiles = libFilesOf[k]!;
+      const mirFiles = mirrorOff ? [] : mirFilesOf[k]!;
+      current = hashed[0]?.rel ?? current;
+      emit({ type: 'current', current });
+      const [libSums, mirSums] = await Promise.all([libHashes[k]!, mirHashes[k]!]);
+      // The drive may have gone while it was read: its files would read as missing.
+      if (!mirrorOff && hashed.length && (await mirrorProblemOf(lib))) {
+        mirrorOff = `the drive went away during the audit (${lib.mountPoint})`;
+        run.mirrorReason = mirrorOff;
+      }
+      const libSum = new Map(libFiles.map((c, j) => [c, libSums[j]]));
+      const mirSum = new Map(mirFiles.map((c, j) => [c, mirSums[j]]));
+      // A file sha1sum could not read may have gone since it was looked at: missing, not damaged.
+      for (const c of libFiles) if (libSum.get(c) === undefined && (await checkFile(join(lib.source, c.rel))).kind === 'missing') c.library = { kind: 'missing' };
+      for (const c of mirFiles) if (mirSum.get(c) === undefined && (await checkFile(join(lib.destination, c.rel))).kind === 'missing') c.mirror = { kind: 'missing' };
+      // Commit: counts and the position move together, in id order.
+      for (const c of batch) {
+        if (c.skip) pass.skipped[c.skip]++;
+        else {
+          const want = c.a.checksum.toLowerCase();
+          if (c.library.kind === 'missing') note(pass.library, 'missing', c.rel);
+          else if (c.library.kind === 'file' && libSum.get(c) === want) pass.library.ok++;
+          else note(pass.library, 'mismatched', c.rel);
+          if (mirrorOff || !c.mirror) {
+            pass.mirror.notChecked++;
+            pass.mirror.notCheckedReason = mirrorOff ?? pass.mirror.notCheckedReason;
+          } else if (c.mirror.kind === 'missing') note(pass.mirror, 'missing', c.rel);
+          else if (c.mirror.kind === 'file' && mirSum.get(c) === want) pass.mirror.ok++;
+          else note(pass.mirror, 'mismatched', c.rel);
+          const read = (c.library.kind === 'file' ? c.library.size : 0) + (!mirrorOff && c.mirror?.kind === 'file' ? c.mirror.size : 0);
+          pass.bytes += read;
+          run.bytes += read;
+        }
+        pass.covered++;
+        run.covered++;
+        pass.after = c.a.id;
+      }
+      emit({ type: 'commit', state, current });
     }
     left -= take.length;
     if (endOfPass) {
