@@ -16,6 +16,8 @@ import { PROBLEM_STATES, type DrillResult, type RowState, type StatusReport, typ
 import { isMountPoint } from './mirror.js';
 import { pairingText, readPairings } from './library-versions.js';
 import { versionsDirOf } from '../src/library-layout.js';
+import { auditStatus } from './library-audit.js';
+import { describeAudit, problemsOf } from '../src/library-audit-report.js';
 import { remoteDumpNames } from './offsite.js';
 import { nasLabel, runRemote } from './ssh.js';
 
@@ -28,7 +30,7 @@ import { nasLabel, runRemote } from './ssh.js';
 const HOUR_MS = 3_600_000;
 export const FAILED_STATUSES: ReadonlySet<string> = new Set(['FAILED', 'TIMED_OUT', 'TERMINATED', 'CANCELED']);
 /** Workflows whose failed last run is a problem; a failed restore is history an operator already saw. */
-const WATCHED: readonly WorkflowType[] = ['NightlyDbBackup', 'OffsiteSync', 'WeeklyLibraryMirror', 'RestoreDrill'];
+const WATCHED: readonly WorkflowType[] = ['NightlyDbBackup', 'OffsiteSync', 'WeeklyLibraryMirror', 'RestoreDrill', 'LibraryAudit'];
 const SHOWN: readonly WorkflowType[] = [...WATCHED, 'BackupHealth', 'RestoreDatabase', 'RestoreLibrary'];
 
 const ageText = (ms: number) => (ms < 48 * HOUR_MS ? `${(ms / HOUR_MS).toFixed(1)} h` : `${(ms / (24 * HOUR_MS)).toFixed(1)} days`);
@@ -141,6 +143,28 @@ async function mirrorRow(config: Config, client: Client | undefined, now: number
   return row('library-mirror', stale ? 'stale' : 'ok', `${drive}; ${lastText}${stale ? ` (stale after ${config.status.mirrorStaleDays} days)` : ''}`, details);
 }
 
+/**
+ * The last library audit, from its state file: when, what the last complete pass and the pass
+ * under way found, stale after status.auditStaleDays without a complete pass. Never audited is
+ * not yet a problem (its schedule runs monthly); a failed audit run is, in last-run:library-audit.
+ */
+async function auditRow(config: Config, now: number): Promise<StatusRow> {
+  const { state, invalid, file } = await auditStatus(config).catch((err: Error) => ({ state: undefined, invalid: err.message, file: '' }));
+  if (invalid) return row('library-audit', 'failed', `audit position not readable: ${invalid}; the next audit starts a new pass`);
+  if (!state?.lastRun) return row('library-audit', 'never', state?.run ? `first audit under way (${state.run.workflowId})` : 'never audited: the library-audit schedule runs it, or: immich-backup audit library', { file });
+  const last = state.lastRun;
+  const ago = (iso: string) => ageText(now - Date.parse(iso));
+  const parts = [`last audit ${ago(last.finishedAt)} ago (${last.workflowId}, ${last.covered} assets)`];
+  if (state.lastPass) parts.push(`last complete pass ${ago(state.lastPass.completedAt)} ago: ${describeAudit({ pass: { ...state.lastPass, completed: true } })}`);
+  if (state.pass) parts.push(`under way: ${describeAudit({ pass: { ...state.pass, completed: false } })}`);
+  const details = { file, lastRun: last, ...(state.lastPass ? { lastPass: state.lastPass } : {}), ...(state.pass ? { pass: state.pass } : {}) };
+  const damaged = [state.lastPass, state.pass].filter((p) => p && problemsOf(p) > 0);
+  if (damaged.length) return row('library-audit', 'failed', `originals missing or damaged: ${parts.join('; ')}`, details);
+  const since = state.lastPass?.completedAt ?? state.pass?.startedAt;
+  const stale = since !== undefined && now - Date.parse(since) > config.status.auditStaleDays * 24 * HOUR_MS;
+  return row('library-audit', stale ? 'stale' : 'ok', `${parts.join('; ')}${stale ? ` (stale: no complete pass for ${config.status.auditStaleDays} days)` : ''}`, details);
+}
+
 async function temporalRows(config: Config, client: Client, now: number): Promise<StatusRow[]> {
   const rows: StatusRow[] = [];
   for (const s of await listSchedules(client)) {
@@ -207,17 +231,18 @@ async function bounded<T>(config: Config, parent: AbortSignal | undefined, late:
 
 /** Every check, each row on its own; `client` undefined: Temporal could not be reached (`reason`); `signal`: stop every check (status interrupted). */
 export async function collectStatus(config: Config, client: Client | undefined, now = Date.now(), temporalError?: string, signal?: AbortSignal): Promise<StatusReport> {
-  const [local, nas, mirror, temporal] = await Promise.all([
+  const [local, nas, mirror, audit, temporal] = await Promise.all([
     bounded(config, signal, (why) => row('local-dump', 'unreachable', `${config.backup.dir} not checked: ${why}`), () => localDumpRow(config, now)),
     bounded(config, signal, (why) => row('nas-copy', 'unreachable', `NAS ${nasLabel(config.offsite)} not checked: ${why}`, { destination: nasLabel(config.offsite) }), (s) => nasRow(config, now, s)),
     bounded(config, signal, (why) => row('library-mirror', 'unreachable', `drive at ${config.library.mountPoint} not checked: ${why}`, { mountPoint: config.library.mountPoint }), () => mirrorRow(config, client, now)),
+    bounded(config, signal, (why) => row('library-audit', 'unreachable', `audit state not checked: ${why}`), () => auditRow(config, now)),
     client
       ? bounded(config, signal, (why) => [row('temporal', 'unreachable', `Temporal not checked: ${why}`)], () =>
           temporalRows(config, client, now).catch((err: Error) => [row('temporal', 'unreachable', `Temporal not checked: ${err.message.split('\n')[0]}`)]),
         )
       : Promise.resolve([row('temporal', 'unreachable', temporalError ?? 'Temporal not reachable')]),
   ]);
-  const rows = [local, nas, mirror, ...temporal];
+  const rows = [local, nas, mirror, audit, ...temporal];
   const problems = rows.filter((r) => r.problem).map((r) => `${r.id} ${r.state}: ${r.summary}`);
   return { checkedAt: new Date(now).toISOString(), ok: problems.length === 0, problems, rows };
 }

@@ -5,6 +5,7 @@ import { createDrillActivities } from './drill.js';
 import { createDumpActivities } from './dump.js';
 import { createHealthActivities } from './health.js';
 import { createLibraryOffsiteActivities } from './library-offsite.js';
+import { createLibraryAuditActivities } from './library-audit.js';
 import { createLibraryRestoreActivities } from './library-restore.js';
 import { createLockActivities } from './locks.js';
 import { createMirrorActivities } from './mirror.js';
@@ -33,6 +34,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createLockActivities(deps),
     ...createAuthorizeActivities(deps),
     ...createLibraryOffsiteActivities(deps),
+    ...createLibraryAuditActivities(deps),
   };
 }
 

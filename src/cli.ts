@@ -7,7 +7,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { Command, Option } from 'commander';
 import { collectStatus } from '../activities/health.js';
 import { runBackupWorker } from '../workers/worker.js';
-import type { RestoreDrillReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
+import type { LibraryAuditReport, RestoreDrillReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { createInterface, type Interface } from 'node:readline/promises';
 import { listDumps } from '../activities/catalog.js';
@@ -356,7 +356,7 @@ program
     });
   });
 
-const schedules = program.command('schedules').description('The Temporal Schedules that replace cron: nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill');
+const schedules = program.command('schedules').description('The Temporal Schedules that replace cron: nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill, library-audit');
 
 schedules
   .command('apply')
@@ -418,6 +418,18 @@ schedules
       await client.schedule.getHandle(id).trigger();
       process.stdout.write(`${id} triggered\n`);
     });
+  });
+
+program
+  .command('audit')
+  .description('Library checks')
+  .command('library')
+  .description('Run LibraryAudit now: each original Immich\'s database lists, checked on the library and the mirror against Immich\'s SHA-1; goes on with the pass under way (--full: a new whole pass); exits 1 naming missing or damaged files')
+  .option('--full', 'start a new pass and check every asset')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { full?: boolean; json?: boolean }, cmd: Command) => {
+    const r = await runAndFollow<LibraryAuditReport>(configOf(cmd), 'LibraryAudit', opts.full ? { full: true } : {});
+    process.stdout.write(opts.json ? JSON.stringify(r, null, 2) + '\n' : `library audit: ${r.message}\n  this run: ${r.run.covered} assets, ${formatBytes(r.run.bytes)} read in ${(r.run.durationMs / 1000).toFixed(1)} s\n`);
   });
 
 program
@@ -610,7 +622,8 @@ function progressPrinter(client: Client, workflowId: string, onApproval: (plan: 
           process.stderr.write(`… ${p.activity}: attempt ${p.attempt - 1}${of} failed: ${p.lastFailure.split('\n')[0]}; ${next}\n`);
         }
       }
-      const details = p.details && typeof p.details === 'object' ? Object.entries(p.details).filter(([k]) => k !== 'step').map(([k, v]) => `${k}=${String(v)}`).join(' ') : '';
+      // Nested objects (an audit's resume position) are for the retry, not for a person.
+      const details = p.details && typeof p.details === 'object' ? Object.entries(p.details).filter(([k, v]) => k !== 'step' && (v === null || typeof v !== 'object')).map(([k, v]) => `${k}=${String(v)}`).join(' ') : '';
       if (details && shown.get(p.activity) !== details) {
         shown.set(p.activity, details);
         process.stderr.write(`… ${p.activity} ${details}\n`);

@@ -173,3 +173,8 @@ export class NasFullError extends Error {
 export class WriteOnceError extends Error {
   override name = 'WriteOnceError';
 }
+
+/** LibraryAudit found originals missing from, or damaged on, the library or its mirror. */
+export class LibraryDamagedError extends Error {
+  override name = 'LibraryDamagedError';
+}

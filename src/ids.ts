@@ -9,6 +9,7 @@ export const WORKFLOW_KINDS = {
   RestoreLibrary: 'restore-library',
   RestoreDrill: 'restore-drill',
   BackupHealth: 'backup-health',
+  LibraryAudit: 'library-audit',
 } as const;
 
 export type WorkflowType = keyof typeof WORKFLOW_KINDS;

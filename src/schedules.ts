@@ -17,6 +17,7 @@ export const SCHEDULES: readonly ScheduleDefinition[] = [
   { id: WORKFLOW_KINDS.WeeklyLibraryMirror, workflowType: 'WeeklyLibraryMirror', cron: (c) => c.schedules.weeklyLibraryMirror },
   { id: WORKFLOW_KINDS.BackupHealth, workflowType: 'BackupHealth', cron: (c) => c.schedules.backupHealth },
   { id: WORKFLOW_KINDS.RestoreDrill, workflowType: 'RestoreDrill', cron: (c) => c.schedules.restoreDrill },
+  { id: WORKFLOW_KINDS.LibraryAudit, workflowType: 'LibraryAudit', cron: (c) => c.schedules.libraryAudit },
 ];
 
 export function scheduleDefinition(id: string): ScheduleDefinition {

@@ -239,3 +239,15 @@ export const libraryOffsite = proxyActivities<Activities>({
     nonRetryableErrorTypes: [...needsOperator, HostKeyVerificationError.name, NasAuthError.name, StalledError.name],
   },
 });
+
+/**
+ * LibraryAudit: a whole pass over ~3 TB at idle I/O priority may take a day. Heartbeats each
+ * second (20 s: a lost worker is noticed soon and the retry resumes from the last heartbeat's
+ * position); a library that is not there needs a person.
+ */
+export const auditing = proxyActivities<Activities>({
+  startToCloseTimeout: '48 hours',
+  heartbeatTimeout: '20s',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [...needsOperator, SourceEmptyError.name] },
+});

@@ -17,3 +17,5 @@ export { RestoreDrill } from './restore-drill.js';
 export type { RestoreDrillInput, RestoreDrillReport } from './restore-drill.js';
 export { BackupHealth } from './backup-health.js';
 export type { BackupHealthInput, BackupHealthReport } from './backup-health.js';
+export { LibraryAudit } from './library-audit.js';
+export type { LibraryAuditInput, LibraryAuditReport } from './library-audit.js';

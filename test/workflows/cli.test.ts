@@ -63,6 +63,7 @@ describe('immich-backup CLI', () => {
       ['weekly-library-mirror', true],
       ['backup-health', true],
       ['restore-drill', true],
+      ['library-audit', true],
     ]);
   });
 

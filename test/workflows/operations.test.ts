@@ -100,7 +100,7 @@ before(async () => {
     extra: {
       offsite: { ...sshd.offsite, remoteDir: join(base, 'nas', 'postgres') },
       library: { source, destination: join(wd, 'immich'), mountPoint: wd },
-      schedules: { nightlyDbBackup: NEVER, offsiteSync: NEVER, weeklyLibraryMirror: NEVER, backupHealth: NEVER, restoreDrill: NEVER },
+      schedules: { nightlyDbBackup: NEVER, offsiteSync: NEVER, weeklyLibraryMirror: NEVER, backupHealth: NEVER, restoreDrill: NEVER, libraryAudit: NEVER },
       notifications: {
         webhooks: [`${receiver.url}/hook`],
         ntfy: [`${receiver.url}/ntfy/immich-alerts`],

@@ -44,7 +44,7 @@ describe('schedules', () => {
   test('before apply, list says each schedule is not registered', async () => {
     const r = await cli(['-c', configFile, 'schedules', 'list']);
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.equal(r.stdout.match(/not registered/g)?.length, 5);
+    assert.equal(r.stdout.match(/not registered/g)?.length, 6);
   });
 
   test('apply twice leaves one schedule each, with the configured cron, time zone and policies', async () => {
@@ -53,11 +53,11 @@ describe('schedules', () => {
     assert.equal(
       first.stdout,
       'created nightly-db-backup: 15 2 * * * (Europe/Berlin)\ncreated offsite-sync: 30 4 * * * (Europe/Berlin)\ncreated weekly-library-mirror: 0 5 * * 0 (Europe/Berlin)\n' +
-        'created backup-health: 15 * * * * (Europe/Berlin)\ncreated restore-drill: 0 6 * * 1 (Europe/Berlin)\n',
+        'created backup-health: 15 * * * * (Europe/Berlin)\ncreated restore-drill: 0 6 * * 1 (Europe/Berlin)\ncreated library-audit: 0 2 1 * * (Europe/Berlin)\n',
     );
     const second = await cli(['-c', configFile, 'schedules', 'apply']);
     assert.equal(second.exitCode, 0, second.stderr);
-    assert.match(second.stdout, /^updated nightly-db-backup: .*\nupdated offsite-sync: .*\nupdated weekly-library-mirror: .*\nupdated backup-health: .*\nupdated restore-drill: .*\n$/);
+    assert.match(second.stdout, /^updated nightly-db-backup: .*\nupdated offsite-sync: .*\nupdated weekly-library-mirror: .*\nupdated backup-health: .*\nupdated restore-drill: .*\nupdated library-audit: .*\n$/);
 
     const rows = await list();
     assert.deepEqual(rows.map((r) => [r.id, r.cron, r.timeZone, r.paused]), [
@@ -66,6 +66,7 @@ describe('schedules', () => {
       ['weekly-library-mirror', '0 5 * * 0', 'Europe/Berlin', false],
       ['backup-health', '15 * * * *', 'Europe/Berlin', false],
       ['restore-drill', '0 6 * * 1', 'Europe/Berlin', false],
+      ['library-audit', '0 2 1 * *', 'Europe/Berlin', false],
     ]);
     for (const r of rows) assert.equal(r.nextRuns?.length, 3);
     // The next nightly run is at 02:15 Berlin time.
@@ -81,7 +82,7 @@ describe('schedules', () => {
     // The temporal CLI (and so the Web UI's Schedules page) sees exactly these.
     const { stdout } = await execa(temporalBinary, ['schedule', 'list', '--address', temporal.address, '-o', 'json']);
     const ids = (JSON.parse(stdout) as Array<{ scheduleId: string }>).map((s) => s.scheduleId).sort();
-    assert.deepEqual(ids, ['backup-health', 'nightly-db-backup', 'offsite-sync', 'restore-drill', 'weekly-library-mirror']);
+    assert.deepEqual(ids, ['backup-health', 'library-audit', 'nightly-db-backup', 'offsite-sync', 'restore-drill', 'weekly-library-mirror']);
   });
 
   test('a paused schedule stays paused when apply replaces its spec', async () => {
@@ -124,6 +125,6 @@ describe('schedules', () => {
   test('an unknown schedule id is refused', async () => {
     const r = await cli(['-c', configFile, 'schedules', 'trigger', 'rm -rf']);
     assert.equal(r.exitCode, 1);
-    assert.match(r.stderr, /^error: unknown schedule "rm -rf": expected one of nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill\n$/);
+    assert.match(r.stderr, /^error: unknown schedule "rm -rf": expected one of nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill, library-audit\n$/);
   });
 });

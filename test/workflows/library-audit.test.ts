@@ -1,0 +1,295 @@
+import assert from 'node:assert/strict';
+import { chmod, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { execa } from 'execa';
+import { collectStatus } from '../../activities/health.js';
+import { auditStatePath, type AuditState } from '../../activities/library-audit.js';
+import type { LibraryAuditReport } from '../../workflows/index.js';
+import { makeImmichLibrary, mountTmpfs, type ImmichAssetFixture } from '../helpers/library.js';
+import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { runWorkflow } from '../helpers/run-workflow.js';
+import { fixtureEnv, tempDir, testConfig } from '../helpers/setup.js';
+import { startTestTemporal } from '../helpers/temporal.js';
+
+// LibraryAudit against a real PostgreSQL holding Immich's asset table (real SHA-1s of generated
+// files), the library mirrored with real rsync -a onto a real tmpfs standing in for the drive,
+// on a real Temporal dev server with the real worker and activities.
+
+let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
+let pg: TestPostgres;
+let connection: Connection;
+let client: Client;
+let receiver: Receiver;
+const mounts: Array<{ unmount(): Promise<void> }> = [];
+
+before(async () => {
+  [temporal, pg, receiver] = await Promise.all([startTestTemporal(), startPostgres(), startReceiver()]);
+  Object.assign(process.env, fixtureEnv(pg));
+  connection = await Connection.connect({ address: temporal.address });
+  client = new Client({ connection });
+});
+after(async () => {
+  for (const m of mounts) await m.unmount();
+  await connection?.close();
+  await Promise.all([temporal?.stop(), pg?.stop(), receiver?.close()]);
+});
+
+/** A fresh Immich: its asset table holds exactly this library's rows; the library mirrored onto a mounted tmpfs (or not). */
+async function setup(count: number, options: { externalCount?: number; mounted?: boolean; audit?: Record<string, unknown> } = {}) {
+  const root = await tempDir('audit');
+  const source = join(root, 'upload');
+  await pg.psql('DROP TABLE IF EXISTS asset', 'immich').catch(() => undefined);
+  const assets = await makeImmichLibrary(pg, source, count, { externalCount: options.externalCount ?? 0 });
+  const mountPoint = join(root, 'wd-backup');
+  const destination = join(mountPoint, 'immich');
+  if (options.mounted !== false) {
+    mounts.push(await mountTmpfs(mountPoint));
+    await execa('rsync', ['-a', `${source}/`, `${destination}/`]);
+  } else await execa('mkdir', ['-p', mountPoint]);
+  const hook = `/hook-${Math.random().toString(36).slice(2)}`;
+  const config = testConfig({
+    backupDir: join(root, 'dumps'),
+    extra: {
+      library: { source, destination, mountPoint, audit: { reportNames: 3, ...options.audit } },
+      notifications: { webhooks: [`${receiver.url}${hook}`] },
+    },
+  });
+  const run = (input: Record<string, unknown> = {}) => runWorkflow<LibraryAuditReport>(client, temporal.address, config, 'LibraryAudit', undefined, input);
+  const alarms = () => receiver.delivered(hook).map((r) => JSON.parse(r.body) as { kind: string; event: string; message: string });
+  return { root, source, destination, mountPoint, assets, config, run, alarms };
+}
+
+/** The report a failed audit carries in its failure's details. */
+function damaged(error: unknown): { failure: ApplicationFailure; report: LibraryAuditReport } {
+  assert.ok(error instanceof WorkflowFailedError, `a failed run, got ${String(error)}`);
+  const failure = error.cause;
+  assert.ok(failure instanceof ApplicationFailure);
+  assert.equal(failure.type, 'LibraryDamagedError');
+  return { failure, report: failure.details?.[0] as LibraryAuditReport };
+}
+
+/** Flips one bit in the middle of a file, keeping its size and mtime (bit rot rsync -a never sees). */
+async function flipBit(path: string): Promise<void> {
+  const ref = `${path}.ref`;
+  await execa('touch', ['-r', path, ref]);
+  const fh = await open(path, 'r+');
+  const { size } = await fh.stat();
+  const byte = Buffer.alloc(1);
+  await fh.read(byte, 0, 1, Math.floor(size / 2));
+  byte[0] = byte[0]! ^ 0x10;
+  await fh.write(byte, 0, 1, Math.floor(size / 2));
+  await fh.close();
+  await execa('touch', ['-r', ref, path]);
+  await rm(ref);
+}
+
+const sum = (s: { ok: number; missing: number; mismatched: number; notChecked: number }) => s.ok + s.missing + s.mismatched + s.notChecked;
+
+describe('LibraryAudit', () => {
+  test('a clean library and mirror: every asset ok on both sides, sha1-path rows of an external library counted as skipped', async () => {
+    const { run, config } = await setup(40, { externalCount: 7 });
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    const p = report!.pass;
+    assert.equal(report!.totalAssets, 47);
+    assert.equal(p.completed, true);
+    assert.equal(p.covered, 47);
+    assert.deepEqual([p.library.ok, p.library.missing, p.library.mismatched, p.library.notChecked], [40, 0, 0, 0]);
+    assert.deepEqual([p.mirror.ok, p.mirror.missing, p.mirror.mismatched, p.mirror.notChecked], [40, 0, 0, 0]);
+    assert.deepEqual(p.skipped, { notContent: 7, outsideLibrary: 0 });
+    assert.match(report!.message, /^pass 1 complete \(47 assets\): library 40 ok, 0 missing, 0 mismatched; mirror 40 ok, 0 missing, 0 mismatched; skipped 7 without a content SHA-1/);
+    // The state file: owner-only, beside the key, never in backup.dir.
+    const file = auditStatePath(config);
+    assert.equal(file, join(config.security.keyFile, '..', 'library-audit.json'));
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+  });
+
+  test('one flipped bit on the mirror (same size and mtime) is named as mismatched on the mirror, the library side ok; the run fails and alarms', async () => {
+    const { run, destination, assets, alarms } = await setup(30);
+    const victim = assets[17]!;
+    await flipBit(join(destination, victim.relativePath));
+    const { error } = await run();
+    const { failure, report } = damaged(error);
+    const p = report.pass;
+    assert.deepEqual([p.library.ok, p.library.missing, p.library.mismatched], [30, 0, 0]);
+    assert.deepEqual([p.mirror.ok, p.mirror.missing, p.mirror.mismatched], [29, 0, 1]);
+    assert.deepEqual(p.mirror.names, { missing: [], mismatched: [victim.relativePath] });
+    assert.match(failure.message, new RegExp(`damaged on the mirror \\(SHA-1 differs from Immich's\\): ${victim.relativePath.replace(/\./g, '\\.')}`));
+    assert.match(failure.message, /delete the damaged copies from the drive, then run immich-backup backup library/);
+    const alarm = alarms().find((a) => a.event === 'failure');
+    assert.ok(alarm, 'a failure notification was sent');
+    assert.equal(alarm.kind, 'library-audit');
+    assert.ok(alarm.message.includes(victim.relativePath), alarm.message);
+  });
+
+  test('a file missing from the library is named as missing on the library side; the mirror still has it', async () => {
+    const { run, source, assets } = await setup(30);
+    const gone: ImmichAssetFixture[] = [assets[3]!, assets[25]!];
+    for (const a of gone) await rm(join(source, a.relativePath));
+    const { error } = await run();
+    const { failure, report } = damaged(error);
+    const p = report.pass;
+    assert.deepEqual([p.library.ok, p.library.missing, p.library.mismatched], [28, 2, 0]);
+    assert.deepEqual(p.library.names.missing.sort(), gone.map((a) => a.relativePath).sort());
+    assert.deepEqual([p.mirror.ok, p.mirror.missing, p.mirror.mismatched], [30, 0, 0]);
+    assert.match(failure.message, /restore library --missing/);
+  });
+
+  test('names are capped at library.audit.reportNames; the counts are whole', async () => {
+    const { run, source, assets } = await setup(20);
+    for (const a of assets.slice(0, 8)) await writeFile(join(source, a.relativePath), 'rewritten');
+    const { error } = await run();
+    const { failure, report } = damaged(error);
+    assert.equal(report.pass.library.mismatched, 8);
+    assert.equal(report.pass.library.names.mismatched.length, 3);
+    assert.match(failure.message, / and 5 more/);
+  });
+
+  test('with the drive not mounted the library is still checked and the mirror is reported not checked: drive not mounted', async () => {
+    const { run, mountPoint } = await setup(12, { mounted: false });
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    const p = report!.pass;
+    assert.equal(p.library.ok, 12);
+    assert.deepEqual([p.mirror.ok, p.mirror.missing, p.mirror.mismatched, p.mirror.notChecked], [0, 0, 0, 12]);
+    assert.equal(p.mirror.notCheckedReason, `drive not mounted at ${mountPoint}`);
+    assert.match(report!.message, new RegExp(`mirror not checked: drive not mounted at ${mountPoint}`));
+  });
+
+  test('scheduled runs split a pass by passDays: each covers its share, every asset counted once, then the next run starts over', async () => {
+    const { run, config } = await setup(30, { audit: { passDays: 3 } });
+    const file = auditStatePath(config);
+    const first = await run({ trigger: 'schedule' });
+    assert.equal(first.error, undefined, String(first.error));
+    // The first run has no interval to go by: a whole pass.
+    assert.equal(first.report!.pass.completed, true);
+    assert.equal(first.report!.run.covered, 30);
+    // A day passes between scheduled runs: the next pass (3 days) is spread over three runs.
+    const passDay = async () => {
+      const state = JSON.parse(await readFile(file, 'utf8')) as AuditState;
+      const back = (iso: string | undefined) => iso && new Date(Date.parse(iso) - 86_400_000).toISOString();
+      if (state.pass) state.pass.startedAt = back(state.pass.startedAt)!;
+      state.lastScheduledRunAt = back(state.lastScheduledRunAt);
+      await writeFile(file, JSON.stringify(state));
+    };
+    const covered: number[] = [];
+    let last: LibraryAuditReport | undefined;
+    for (let day = 1; day <= 3; day++) {
+      await passDay();
+      const r = await run({ trigger: 'schedule' });
+      assert.equal(r.error, undefined, String(r.error));
+      last = r.report!;
+      covered.push(last.run.covered);
+      assert.equal(last.pass.number, 2);
+      assert.equal(last.pass.completed, day === 3, `day ${day}: ${last.message}`);
+      assert.equal(last.pass.covered, covered.reduce((a, b) => a + b, 0));
+    }
+    assert.deepEqual(covered, [10, 10, 10]);
+    assert.equal(sum(last!.pass.library), 30);
+    assert.equal(last!.pass.library.ok, 30);
+    assert.equal(last!.pass.mirror.ok, 30);
+    // The pass is done: the next scheduled run starts pass 3 from the first asset.
+    await passDay();
+    const next = await run({ trigger: 'schedule' });
+    assert.equal(next.error, undefined, String(next.error));
+    assert.equal(next.report!.pass.number, 3);
+    assert.equal(next.report!.pass.covered, next.report!.run.covered);
+    assert.ok(next.report!.run.covered > 0 && next.report!.run.covered < 30, next.report!.message);
+  });
+
+  test('a pass whose remaining assets were deleted from Immich completes at the next run instead of waiting forever', async () => {
+    const { run, config } = await setup(30, { audit: { passDays: 3 } });
+    const file = auditStatePath(config);
+    const backdate = async () => {
+      const state = JSON.parse(await readFile(file, 'utf8')) as AuditState;
+      state.lastScheduledRunAt = new Date(Date.parse(state.lastScheduledRunAt!) - 86_400_000).toISOString();
+      await writeFile(file, JSON.stringify(state));
+      return state;
+    };
+    await run({ trigger: 'schedule' });
+    await backdate();
+    const slice = await run({ trigger: 'schedule' });
+    assert.equal(slice.report!.run.covered, 10);
+    const { pass } = await backdate();
+    await pg.psql(`DELETE FROM asset WHERE id > '${pass!.after}'::uuid`, 'immich');
+    const last = await run({ trigger: 'schedule' });
+    assert.equal(last.error, undefined, String(last.error));
+    assert.equal(last.report!.pass.completed, true);
+    assert.equal(last.report!.pass.covered, 10);
+    assert.equal(last.report!.run.covered, 0);
+  });
+
+  test('a run the operator starts finishes the pass under way; --full starts a new whole pass', async () => {
+    const { run, config } = await setup(30, { audit: { passDays: 3 } });
+    const file = auditStatePath(config);
+    await run({ trigger: 'schedule' });
+    const state = JSON.parse(await readFile(file, 'utf8')) as AuditState;
+    state.lastScheduledRunAt = new Date(Date.parse(state.lastScheduledRunAt!) - 86_400_000).toISOString();
+    await writeFile(file, JSON.stringify(state));
+    const slice = await run({ trigger: 'schedule' });
+    assert.equal(slice.report!.run.covered, 10);
+    const rest = await run({ trigger: 'cli' });
+    assert.equal(rest.report!.run.covered, 20);
+    assert.equal(rest.report!.pass.completed, true);
+    assert.equal(rest.report!.pass.number, 2);
+    const full = await run({ trigger: 'cli', full: true });
+    assert.deepEqual([full.report!.pass.number, full.report!.run.covered, full.report!.pass.completed], [3, 30, true]);
+  });
+
+  test('a state file that is not valid is not trusted: a new pass starts, and the report says why', async () => {
+    const { run, config } = await setup(10);
+    await writeFile(auditStatePath(config), JSON.stringify({ version: 1, pass: { number: 1, startedAt: 'yesterday', covered: -5 } }), { mode: 0o600 });
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.equal(report!.pass.covered, 10);
+    assert.equal(report!.pass.completed, true);
+    assert.match(report!.message, /the saved audit position was not used \(\S+library-audit\.json: pass\.startedAt: .*\): a new pass started/);
+  });
+
+  test('a key directory others can read is refused with a one-line reason, nothing audited', async () => {
+    const { run, config } = await setup(5);
+    const dir = join(config.security.keyFile, '..');
+    await chmod(dir, 0o755);
+    try {
+      const { error } = await run();
+      assert.ok(error instanceof WorkflowFailedError);
+      let cause: unknown = error.cause;
+      while (!(cause instanceof ApplicationFailure) && cause instanceof Error && cause.cause) cause = cause.cause;
+      assert.ok(cause instanceof ApplicationFailure);
+      assert.equal(cause.type, 'UnsafePathError');
+      assert.match(cause.message, /is not owner-only \(mode 755, owner 0\): chmod 700 it$/);
+    } finally {
+      await chmod(dir, 0o700);
+    }
+  });
+
+  test('status shows the last audit: when, what it found, the pass; a damaged file makes the row failed', async () => {
+    const { run, config, destination, assets } = await setup(15);
+    const clean = await run();
+    assert.equal(clean.error, undefined, String(clean.error));
+    let row = (await collectStatus(config, undefined)).rows.find((r) => r.id === 'library-audit')!;
+    assert.equal(row.state, 'ok', row.summary);
+    assert.match(row.summary, new RegExp(`^last audit 0\\.0 h ago \\(${clean.workflowId}, 15 assets\\); last complete pass 0\\.0 h ago: pass 1 complete \\(15 assets\\): library 15 ok, 0 missing, 0 mismatched; mirror 15 ok`));
+
+    await flipBit(join(destination, assets[2]!.relativePath));
+    await run({ full: true });
+    row = (await collectStatus(config, undefined)).rows.find((r) => r.id === 'library-audit')!;
+    assert.equal(row.state, 'failed');
+    assert.equal(row.problem, true);
+    assert.match(row.summary, /^originals missing or damaged: .*pass 2 complete \(15 assets\): library 15 ok, 0 missing, 0 mismatched; mirror 14 ok, 0 missing, 1 mismatched/);
+
+    // Stale: no complete pass within status.auditStaleDays.
+    const file = auditStatePath(config);
+    const state = JSON.parse(await readFile(file, 'utf8')) as AuditState;
+    const old = new Date(Date.now() - 40 * 86_400_000).toISOString();
+    state.lastPass = { ...state.lastPass!, completedAt: old, mirror: { ...state.lastPass!.mirror, ok: 15, mismatched: 0, names: { missing: [], mismatched: [] } } };
+    await writeFile(file, JSON.stringify(state));
+    row = (await collectStatus(config, undefined)).rows.find((r) => r.id === 'library-audit')!;
+    assert.equal(row.state, 'stale', row.summary);
+    assert.match(row.summary, /\(stale: no complete pass for 35 days\)$/);
+  });
+});
