@@ -1,5 +1,5 @@
 import { Context, getClient } from '@temporalio/activity';
-import { acceptStartToken, approvalCommitment, approvalToken, grantRun, requireGrant } from '../src/authorization.js';
+import { acceptStartToken, approvalCommitment, approvalToken, canonicalInput, grantRun, requireGrant } from '../src/authorization.js';
 import { UnauthorizedError } from '../src/errors.js';
 import { readKey } from '../src/provenance.js';
 import type { ActivityDeps } from './deps.js';
@@ -36,7 +36,13 @@ export function createAuthorizeActivities({ config, logger }: ActivityDeps) {
       const { workflowId, runId } = run;
       const key = await readKey(config.security.keyFile);
       const approval = approvalCommitment(approvalToken(key, workflowId, runId));
-      if ((token === undefined || token === '') && scheduleId) {
+      // A schedule authorizes only the input the tool gives it ({ trigger: 'schedule' }): its arguments
+      // can be edited by anyone who reaches the frontend (an approval of rewrites put there, say).
+      const scheduleInput = canonicalInput(input) === '{}' && (input as { trigger?: unknown } | undefined)?.trigger === 'schedule';
+      if ((token === undefined || token === '') && scheduleId && !scheduleInput) {
+        logger.error({ workflowType, workflowId, scheduleId }, 'destructive run refused: a schedule run with other input than the schedule\'s own');
+      }
+      if ((token === undefined || token === '') && scheduleId && scheduleInput) {
         const { info } = await getClient().schedule.getHandle(scheduleId).describe().catch(() => ({ info: { runningActions: [] } }));
         if (info.runningActions.some((a) => a.workflow.workflowId === workflowId && a.workflow.firstExecutionRunId === runId)) {
           await grantRun(config.security.keyFile, { workflowType, workflowId, runId });

@@ -282,7 +282,8 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
       let current = '';
       const progress = () => {
         const pass = state.pass ?? state.lastPass;
-        const run = state.run!;
+        // The run's part is gone once the run is recorded as finished; a heartbeat may still fire then.
+        const run = state.run ?? { covered: 0, bytes: 0, quota: 0 };
         const secs = Math.max(1, (Date.now() - started) / 1000);
         return {
           step: 'auditing the library',

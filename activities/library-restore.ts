@@ -53,6 +53,7 @@ export interface SelectionResult {
 }
 
 const SHOWN = 20;
+const WEEK_MS = 7 * 24 * 3600_000;
 const PAGE = 5000;
 
 const under = (rel: string, prefix: string | undefined) => !prefix || rel === prefix || rel.startsWith(`${prefix}/`);
@@ -219,7 +220,9 @@ export function createLibraryRestoreActivities({ config, logger }: ActivityDeps)
         let found = false;
         for (const set of sets) {
           if ((await sha1OfPlainFile(join(versionsDir, set.name), rel))?.sha1 === sha1) {
-            bySet.set(set.name, [...(bySet.get(set.name) ?? []), rel]);
+            const list = bySet.get(set.name);
+            if (list) list.push(rel);
+            else bySet.set(set.name, [rel]);
             checks.set(rel, sha1);
             found = true;
             break;
@@ -238,7 +241,16 @@ export function createLibraryRestoreActivities({ config, logger }: ActivityDeps)
 
   /** --as-of: the mirror (under --path), then each file changed or deleted since from the oldest version set made after the date. */
   async function planAsOf(asOf: Date, prefix: string | undefined, beat: Beat): Promise<Group[]> {
-    const sets = (await versionSets()).filter((s) => s.at.getTime() > asOf.getTime());
+    // A set named in the future (a clock that ran ahead) says nothing of when its files changed.
+    const all = (await versionSets()).filter((s) => s.at.getTime() <= Date.now() + config.backup.maxFutureMinutes * 60_000);
+    const oldest = all[0];
+    if (!oldest) throw new MirrorSafetyError(`no version sets on the drive (${versionsDir}): nothing older than the mirror itself is kept, so the files as of ${asOf.toISOString()} cannot be known; restore without --as-of`);
+    // Older than the oldest kept set by more than a week (one mirror interval), changes in between
+    // may have been pruned: a restore would mix versions of other times without saying so.
+    if (asOf.getTime() < oldest.at.getTime() - WEEK_MS) {
+      throw new MirrorSafetyError(`the version sets go back to ${oldest.at.toISOString()} only (library.keepVersionsWeeks ${lib.keepVersionsWeeks}): the files as of ${asOf.toISOString()} cannot be known; choose a date after ${new Date(oldest.at.getTime() - WEEK_MS).toISOString()}`);
+    }
+    const sets = all.filter((s) => s.at.getTime() > asOf.getTime());
     for (const set of sets) await assertPlainPrefix(join(versionsDir, set.name), prefix, `version set ${set.name}`);
     const chosen = new Set<string>();
     const groups: Group[] = [{ root: lib.destination, paths: [prefix ?? '.'], tree: true }];

@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { collectStatus } from '../activities/health.js';
 import { runBackupWorker } from '../workers/worker.js';
 import type { LibraryAuditReport, RestoreDrillReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import { ScheduleOverlapPolicy, type Client, type WorkflowHandle } from '@temporalio/client';
 import { createInterface, type Interface } from 'node:readline/promises';
 import { listDumps } from '../activities/catalog.js';
 import { connectClient, ensureWorker, follow, temporalAddress, type Progress } from './client.js';
@@ -415,7 +415,8 @@ schedules
   .action(async (id: string, _opts, cmd: Command) => {
     scheduleDefinition(id);
     await withClient(configOf(cmd), async (client) => {
-      await client.schedule.getHandle(id).trigger();
+      // The SDK's default is ALLOW_ALL: a run alongside the running one, which the schedule then does not list as its own (a deleting mirror is refused).
+      await client.schedule.getHandle(id).trigger(ScheduleOverlapPolicy.SKIP);
       process.stdout.write(`${id} triggered\n`);
     });
   });

@@ -30,8 +30,8 @@ export const SEARCH_ATTRIBUTES = {
 
 export type Outcome = 'running' | 'awaiting-approval' | 'success' | 'failure' | 'healthy' | 'alarm';
 
-/** What a run may hold alone: the database (backups, restores, the drill) or the library and its mirror. */
-export type LockedResource = 'database' | 'library';
+/** What a run may hold alone: the database (backups, restores, the drill), the library and its mirror, or the library audit's position (one pass at a time). */
+export type LockedResource = 'database' | 'library' | 'library-audit';
 
 export const LOCK_WORKFLOW_PREFIX = 'immich-backup-lock-';
 

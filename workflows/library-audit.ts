@@ -4,6 +4,7 @@ import { describeAudit, describeDamage, problemsOf, type LibraryAuditReport } fr
 import { auditing, discovery } from './activity-options.js';
 import { trackSteps } from './progress.js';
 import { reported } from './reporting.js';
+import { withLock } from './resource-lock.js';
 
 export interface LibraryAuditInput {
   /** "schedule" sizes the run as a slice of the pass (library.audit.passDays); any other trigger covers the rest of the pass. */
@@ -29,16 +30,20 @@ async function body(input: LibraryAuditInput): Promise<LibraryAuditReport> {
   const trigger = input.trigger ?? 'manual';
   steps.set('finding the database container');
   const target = await discovery.discoverPostgresContainer();
-  // No lock: the audit only reads, and the mirror and restores replace files by rename, so a file
-  // is read whole, old or new. It may take hours: a mirror run must not wait on it.
-  steps.set('auditing the library');
-  const report = await auditing.auditLibrary({
-    target,
-    workflowId: workflowInfo().workflowId,
-    startedMs: Date.now(),
-    scheduled: trigger === 'schedule',
-    full: input.full === true,
-    trigger,
+  // Not the library's lock: the audit only reads, and the mirror and restores replace files by
+  // rename, so a file is read whole, old or new; it may take hours, and a mirror run must not wait
+  // on it. Its own lock: two audits at once would count the same assets and overwrite each
+  // other's position.
+  const report = await withLock('library-audit', steps, () => {
+    steps.set('auditing the library');
+    return auditing.auditLibrary({
+      target,
+      workflowId: workflowInfo().workflowId,
+      startedMs: Date.now(),
+      scheduled: trigger === 'schedule',
+      full: input.full === true,
+      trigger,
+    });
   });
   steps.set('done');
   if (problemsOf(report.pass)) {

@@ -199,6 +199,24 @@ describe('RestoreLibrary --path and --as-of', () => {
     await recordFault('files rewritten since a date, a version set holding a link to /etc/hostname', 'restore library --as-of put back the content of the oldest version set after the date and brought no link back');
   });
 
+  test('--as-of before the oldest kept version set is refused, and a set named in the future is never used', async () => {
+    const w = await world();
+    const [a] = pick(w.assets, 4);
+    await writeFile(join(w.library, a!.relativePath), 'current');
+    await w.versionSet(30, { [a!.relativePath]: 'thirty days ago' });
+    await w.versionSet(-400, { [a!.relativePath]: 'from a clock a year ahead' });
+    await rm(dockerLog, { force: true });
+    const old = await w.restore({ asOf: new Date(Date.now() - 60 * DAY).toISOString().slice(0, 10), approved: true });
+    const refused = failureType(old.error);
+    assert.equal(refused.type, 'MirrorSafetyError');
+    assert.match(refused.message, /the version sets go back to .* only \(library\.keepVersionsWeeks 8\): the files as of .* cannot be known; choose a date after/);
+    assert.deepEqual(await dockerCalls(), [], 'refused in the dry run, before Immich stopped');
+    const { report, error } = await w.restore({ asOf: new Date(Date.now() - 31 * DAY).toISOString().slice(0, 10), path: a!.relativePath.split('/').slice(0, 2).join('/'), approved: true });
+    assert.equal(error, undefined, String(error));
+    assert.equal(await readFile(join(w.library, a!.relativePath), 'utf8'), 'thirty days ago');
+    assert.equal(report!.selection!.versionSets.length, 1, 'the future-named set was not used');
+  });
+
   test('a bad --path, --as-of or combination is refused in one line before connecting (exit 2)', async () => {
     const w = await world();
     const dead = await freePort();
