@@ -10,6 +10,7 @@ import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { SCHEDULES } from '../../src/schedules.js';
 
 // A remote Temporal behind TLS, for real: a TLS-terminating proxy (node:tls, ALPN h2, a CA made
 // here with openssl) in front of the test dev server's plain port. The worker and the CLI reach it
@@ -146,7 +147,7 @@ describe('a remote Temporal over TLS', () => {
     assert.ok(!withKey.stderr.includes('k-test'));
     const r = await cli(['-c', file, 'schedules', 'list', '--json'], { IMMICH_BACKUP_TEMPORAL_API_KEY: 'k-test' });
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.equal((JSON.parse(r.stdout) as unknown[]).length, 5);
+    assert.equal((JSON.parse(r.stdout) as unknown[]).length, SCHEDULES.length);
   });
 
   test('a missing PEM file is a config error naming its key (exit 2), before connecting', async () => {
