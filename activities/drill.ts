@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { execa, type ResultPromise } from 'execa';
 import type { Config } from '../src/config.js';
 import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
-import { CommandNotFoundError, ConfigError, DumpNotFoundError } from '../src/errors.js';
+import { CommandNotFoundError, ConfigError, DigestsMissingError, DumpNotFoundError } from '../src/errors.js';
 import { privateCopy } from './checksums.js';
 import { createContainerActivities, postgresCommand } from './container.js';
 import type { ActivityDeps } from './deps.js';
@@ -16,9 +16,9 @@ import { authenticDumps, authenticRows, latestUsable, shrinkOf } from './trusted
 import { checkRestorable, LOADING_DIR, loadDump } from './restore.js';
 import { awaitCommand, runCommand, startCommand, stderrTail, stopCommand, throwIfCancelled, withHeartbeats } from './run-command.js';
 import type { DumpKind, PostgresTarget } from './types.js';
-import { compareRowCounts, CONTENT_NOT_COMPARED, MAX_CONTENT_DIFFERENCES, type DrillResult, type RowCounts, type TableDigests } from '../src/reports.js';
+import { compareRowCounts, CONTENT_DIGESTS_MISSING, CONTENT_NOT_COMPARED, MAX_CONTENT_DIFFERENCES, type DrillResult, type RowCounts, type TableDigests } from '../src/reports.js';
 import { formatBytes } from '../src/format.js';
-import { compareDigests, readDigestsFile, removeDigestsFile, TableDigester } from './table-digests.js';
+import { compareDigests, digestsFileName, readDigestsFile, removeDigestsFile, TableDigester } from './table-digests.js';
 
 // The restore drill: proof that the newest dump restores. NightlyDbBackup records each table's
 // row count beside the dump, and a digest of each table's data taken from the dump's own stream;
@@ -36,6 +36,8 @@ export interface RecordedRowCounts {
   shrink?: string;
   /** Each table's data digest, from the dump's own stream as it was written (activities/table-digests.ts). */
   digests?: TableDigests;
+  /** Always true now: the dump activity took digests, so a record without them is a loss, not an old dump. */
+  digestsExpected: true;
 }
 
 const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
@@ -296,14 +298,23 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
         ...(version ? { immichVersion: version } : {}),
         ...(shrink ? { shrink } : {}),
         ...(digests ? { digests } : {}),
+        digestsExpected: true,
       };
       const text = JSON.stringify(record, null, 1) + '\n';
       await writeFileAtomic(join(where, rowCountsFileName(file)), join(where, partialFileName(rowCountsFileName(file))), text);
       await tagRows(key, where, file, text);
       await removeDigestsFile(where, file);
-      if (!digests) logger.warn({ file }, 'no table digests beside the dump: the drill will compare its row counts only');
-      const rows = Object.values(tables).reduce((a, b) => a + b, 0);
       if (shrink) logger.error({ file, shrink }, 'dump flagged: its row counts dropped sharply against the previous dump; kept, not used as the latest');
+      // Every dump this version writes gets digests (dumpDatabase writes them before the dump
+      // appears): none now means they were removed or altered since. The counts stay recorded
+      // (with digestsExpected, so the drill fails on this dump instead of calling it old), and the run alarms.
+      if (!digests) {
+        logger.error({ file, digestsFile: digestsFileName(file) }, 'table digests of the dump missing or altered: its data cannot be compared');
+        throw new DigestsMissingError(
+          `the table digests taken while ${file} was written are missing or do not verify (${join(where, digestsFileName(file))} was removed or altered before its row counts were recorded): its row counts are recorded, but no drill can compare its data and the drill will fail on it. Find what else writes in ${where}, then run immich-backup backup db`,
+        );
+      }
+      const rows = Object.values(tables).reduce((a, b) => a + b, 0);
       logger.info({ file, tables: Object.keys(tables).length, rows, immichVersion: version, tablesDigested: digests ? Object.keys(digests).length : 0 }, 'row counts recorded');
       return { tables: Object.keys(tables).length, rows, ...(version ? { immichVersion: version } : {}), ...(shrink ? { shrink } : {}) };
     },
@@ -357,6 +368,8 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
         const restored = await withHeartbeats(countRows(server.query), () => ({ step: 'drill: counting rows' }));
         const differences = compareRowCounts(recorded, restored);
         const recordedDigests = dump.rows.digests;
+        // Taken at dump time but not in the record: a loss to report, not a dump from before digests.
+        const digestsMissing = !recordedDigests && dump.rows.digestsExpected === true;
         const redumpStarted = Date.now();
         const changed = recordedDigests ? compareDigests(recordedDigests, await redumpDigests(server)) : [];
         const redumpMs = Date.now() - redumpStarted;
@@ -373,14 +386,15 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
           contentCompared: recordedDigests ? Object.keys(recordedDigests).length : 0,
           contentDifferences: changed.slice(0, MAX_CONTENT_DIFFERENCES),
           contentDifferenceCount: changed.length,
-          ...(recordedDigests ? {} : { contentNote: CONTENT_NOT_COMPARED }),
-          passed: differences.length === 0 && allErrors.length === 0 && changed.length === 0,
+          ...(recordedDigests ? {} : { contentNote: digestsMissing ? CONTENT_DIGESTS_MISSING : CONTENT_NOT_COMPARED }),
+          passed: differences.length === 0 && allErrors.length === 0 && changed.length === 0 && !digestsMissing,
           ...(missingExtension ? { hint: "the host's PostgreSQL lacks an extension the dump uses (Immich's vector extensions): set drill.engine: container" } : {}),
           loadMs,
           ...(recordedDigests ? { redumpMs } : {}),
           durationMs: Date.now() - started,
         };
-        if (!recordedDigests) logger.warn({ dump: dump.file }, `drill: ${CONTENT_NOT_COMPARED}; row counts only`);
+        if (digestsMissing) logger.error({ dump: dump.file }, `drill: ${CONTENT_DIGESTS_MISSING}: the dump's row counts say digests were taken`);
+        else if (!recordedDigests) logger.warn({ dump: dump.file }, `drill: ${CONTENT_NOT_COMPARED}; row counts only`);
         if (changed.length) logger.error({ dump: dump.file, tables: changed.slice(0, MAX_CONTENT_DIFFERENCES), count: changed.length }, 'drill: tables restore with other data than the dump recorded');
         logger.info({ dump: dump.file, engine: server.engine, passed: result.passed, differences: differences.length, contentDifferences: changed.length, contentCompared: result.contentCompared, loadErrors: allErrors.length, tables: result.tables }, 'restore drill done');
         return result;

@@ -1,5 +1,5 @@
 import { lstat, realpath, stat } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { ExecaError } from 'execa';
 import type { Config } from '../src/config.js';
 import type { AuditState } from './library-audit.js';
@@ -18,6 +18,8 @@ const BATCH_BYTES = 128 * 1024 * 1024;
 /** lstat calls in flight at once. */
 const STAT_AT_ONCE = 128;
 const PAGE = 1000;
+/** Directories whose place on the drive is remembered before hashing (re-checked after, uncached). */
+const DIRS_REMEMBERED = 10_000;
 
 /**
  * SHA-1 of each file (hex), or undefined for one sha1sum could not read; one sha1sum for the lot,
@@ -66,6 +68,29 @@ export async function checkFile(path: string): Promise<FileCheck> {
 }
 
 
+/** Where a mirror directory leads: on the drive where it says, missing, or somewhere else. */
+type DirPlace = 'onDrive' | 'missing' | 'offDrive';
+
+/**
+ * Whether the directory `relDir` of the mirror is itself: its real path is the mirror's real path
+ * joined with it, on the drive's device. A symlinked directory on the drive (immich/library/<user>
+ * -> the live library) would otherwise have lstat and sha1sum read the live files and call the
+ * mirror's copy good. Checked per directory, not per file: one realpath for all its files.
+ */
+export async function mirrorDirPlace(destination: string, root: { real: string; dev: number }, relDir: string): Promise<DirPlace> {
+  try {
+    const real = await realpath(join(destination, relDir));
+    if (real !== join(root.real, relDir)) return 'offDrive';
+    return (await stat(real)).dev === root.dev ? 'onDrive' : 'offDrive';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ENOTDIR' ? 'missing' : 'offDrive';
+  }
+}
+
+/** What a mirror file off the drive counts as: mismatched (the drive holds no copy of it there). */
+const OFF_DRIVE: FileCheck = { kind: 'other', why: 'not on the drive (a directory on its path leads off it)' };
+
 /** Why the mirror cannot be checked now (its files would all read as missing), or undefined. */
 export async function mirrorProblemOf(lib: Config['library']): Promise<string | undefined> {
   if (!(await isMountPoint(lib.mountPoint))) return `drive not mounted at ${lib.mountPoint}`;
@@ -106,6 +131,27 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
   const pass = state.pass!;
   let mirrorOff = p.mirrorOff;
   let current = '';
+  // The mirror's real root and device: every mirror file read must lie under it (see mirrorDirPlace).
+  const root = mirrorOff ? undefined : await realpath(lib.destination).then(async (real) => ({ real, dev: (await stat(real)).dev }), () => undefined);
+  if (!mirrorOff && !root) {
+    mirrorOff = `the mirror ${lib.destination} could not be resolved on the drive`;
+    run.mirrorReason = mirrorOff;
+  }
+  let dirs = new Map<string, Promise<DirPlace>>();
+  const dirPlace = (rel: string) => {
+    const dir = dirname(rel);
+    let place = dirs.get(dir);
+    if (!place) {
+      if (dirs.size >= DIRS_REMEMBERED) dirs = new Map();
+      place = mirrorDirPlace(lib.destination, root!, dir);
+      dirs.set(dir, place);
+    }
+    return place;
+  };
+  const checkMirror = async (rel: string): Promise<FileCheck> => {
+    const place = await dirPlace(rel);
+    return place === 'onDrive' ? checkFile(join(lib.destination, rel)) : place === 'missing' ? { kind: 'missing' } : OFF_DRIVE;
+  };
   const note = (side: SideReport, kind: 'missing' | 'mismatched', path: string) => {
     side[kind]++;
     if (side.names[kind].length < keep) side.names[kind].push(path);
@@ -133,7 +179,7 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
           take.slice(i, i + STAT_AT_ONCE).map(async (a): Promise<Skipped | Audited> => {
             if (a.algorithm !== 'sha1') return { a, skip: 'notContent' as const };
             if (a.relativePath === undefined) return { a, skip: 'outsideLibrary' as const };
-            const [library, mirror] = await Promise.all([checkFile(join(lib.source, a.relativePath)), mirrorOff ? undefined : checkFile(join(lib.destination, a.relativePath))]);
+            const [library, mirror] = await Promise.all([checkFile(join(lib.source, a.relativePath)), mirrorOff ? undefined : checkMirror(a.relativePath)]);
             return { a, rel: a.relativePath, library, mirror };
           }),
         )),
@@ -184,11 +230,20 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
         mirrorOff = `the drive went away during the audit (${lib.mountPoint})`;
         run.mirrorReason = mirrorOff;
       }
+      // A directory swapped for a symlink while the batch was hashed: its files were read off the drive.
+      if (!mirrorOff && mirFiles.length) {
+        const now = new Map<string, Promise<DirPlace>>();
+        for (const c of mirFiles) {
+          const dir = dirname(c.rel);
+          if (!now.has(dir)) now.set(dir, mirrorDirPlace(lib.destination, root!, dir));
+        }
+        for (const c of mirFiles) if ((await now.get(dirname(c.rel))!) === 'offDrive') c.mirror = OFF_DRIVE;
+      }
       const libSum = new Map(libFiles.map((c, j) => [c, libSums[j]]));
       const mirSum = new Map(mirFiles.map((c, j) => [c, mirSums[j]]));
       // A file sha1sum could not read may have gone since it was looked at: missing, not damaged.
       for (const c of libFiles) if (libSum.get(c) === undefined && (await checkFile(join(lib.source, c.rel))).kind === 'missing') c.library = { kind: 'missing' };
-      for (const c of mirFiles) if (mirSum.get(c) === undefined && (await checkFile(join(lib.destination, c.rel))).kind === 'missing') c.mirror = { kind: 'missing' };
+      for (const c of mirFiles) if (c.mirror?.kind === 'file' && mirSum.get(c) === undefined && (await checkFile(join(lib.destination, c.rel))).kind === 'missing') c.mirror = { kind: 'missing' };
       // Commit: counts and the position move together, in id order.
       for (const c of batch) {
         if (c.skip) pass.skipped[c.skip]++;

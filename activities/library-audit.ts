@@ -316,6 +316,9 @@ export function createLibraryAuditActivities({ config, logger }: ActivityDeps) {
           state = result.state;
           mirrorOff = result.mirrorOff;
         }
+        // No heartbeat from here on: the state is rewritten below (state.run goes), and a beat
+        // in between would read a run that is no longer there.
+        clearInterval(timer);
         const run = state.run!;
         // The run's end: a completed pass becomes the last pass; the next run starts a new one.
         const finishedAt = new Date().toISOString();

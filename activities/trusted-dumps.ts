@@ -55,6 +55,8 @@ export interface RecordedRows {
   shrink?: string;
   /** Each table's data digest, taken from the dump's own stream (absent for dumps made before digests). */
   digests?: TableDigests;
+  /** Recorded by a version that always takes digests: without `digests`, they went missing (the drill fails). */
+  digestsExpected?: true;
 }
 
 const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
@@ -63,7 +65,7 @@ const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
 export async function authenticRows(dir: string, file: string, key: Buffer): Promise<RecordedRows | undefined> {
   const bytes = await readRegular(join(dir, rowCountsFileName(file)));
   if (!bytes || !(await rowsAuthentic(key, dir, file, bytes))) return undefined;
-  let parsed: { tables?: unknown; immichVersion?: unknown; shrink?: unknown; digests?: unknown };
+  let parsed: { tables?: unknown; immichVersion?: unknown; shrink?: unknown; digests?: unknown; digestsExpected?: unknown };
   try {
     parsed = JSON.parse(bytes.toString('utf8')) as typeof parsed;
   } catch {
@@ -77,6 +79,7 @@ export async function authenticRows(dir: string, file: string, key: Buffer): Pro
   return {
     tables: Object.fromEntries(tables) as RowCounts,
     ...(digests ? { digests } : {}),
+    ...(parsed.digestsExpected === true ? { digestsExpected: true as const } : {}),
     ...(typeof parsed.immichVersion === 'string' && IMMICH_VERSION_FORMAT.test(parsed.immichVersion) ? { immichVersion: parsed.immichVersion } : {}),
     ...(typeof parsed.shrink === 'string' ? { shrink: parsed.shrink.slice(0, 500) } : {}),
   };

@@ -178,3 +178,8 @@ export class WriteOnceError extends Error {
 export class LibraryDamagedError extends Error {
   override name = 'LibraryDamagedError';
 }
+
+/** The table digests a dump's own activity took were gone or altered when its row counts were recorded: no drill can compare its data. */
+export class DigestsMissingError extends Error {
+  override name = 'DigestsMissingError';
+}

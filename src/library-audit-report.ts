@@ -5,7 +5,7 @@
 export interface SideCounts {
   ok: number;
   missing: number;
-  /** The file's SHA-1 is not Immich's checksum (or it could not be read, or is not a regular file). */
+  /** The file's SHA-1 is not Immich's checksum (or it could not be read, is not a regular file, or lies off the drive). */
   mismatched: number;
   /** The side was not looked at (the drive was not mounted). */
   notChecked: number;

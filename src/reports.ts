@@ -10,6 +10,9 @@ export type TableDigests = Record<string, string>;
 /** What the drill says of a dump recorded before NightlyDbBackup took table digests. */
 export const CONTENT_NOT_COMPARED = 'content not compared: dump predates digests';
 
+/** What the drill says of a dump whose row counts say digests were taken but hold none: a failure. */
+export const CONTENT_DIGESTS_MISSING = 'content not compared: digests missing';
+
 export interface TableDifference {
   table: string;
   /** undefined: the table is missing on that side. */
@@ -40,7 +43,7 @@ export interface DrillResult {
   contentDifferences?: string[];
   /** ... of this many. */
   contentDifferenceCount?: number;
-  /** Why content was not compared: CONTENT_NOT_COMPARED. */
+  /** Why content was not compared: CONTENT_NOT_COMPARED, or CONTENT_DIGESTS_MISSING (the drill fails). */
   contentNote?: string;
   /** What to change when the failure is the throwaway's, not the dump's (an extension the host lacks). */
   hint?: string;
@@ -63,7 +66,7 @@ export function compareRowCounts(recorded: RowCounts, restored: RowCounts): Tabl
 }
 
 /** Why a drill failed, in one line: the differing tables, then the load errors. */
-export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors' | 'loadErrorCount' | 'hint' | 'contentDifferences' | 'contentDifferenceCount'>): string {
+export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadErrors' | 'loadErrorCount' | 'hint' | 'contentDifferences' | 'contentDifferenceCount' | 'contentNote'>): string {
   const parts: string[] = [];
   if (r.differences.length) parts.push(`${r.differences.length} table(s) differ from the counts recorded at dump time: ${describeDifferences(r.differences)}`);
   const changed = r.contentDifferences ?? [];
@@ -71,6 +74,9 @@ export function describeDrillFailure(r: Pick<DrillResult, 'differences' | 'loadE
   if (count) {
     const more = count - changed.length;
     parts.push(`${count} table(s) restore with other data than the dump recorded at dump time (their re-dumped rows differ): ${changed.join(', ')}${more > 0 ? `, and ${more} more` : ''}`);
+  }
+  if (r.contentNote === CONTENT_DIGESTS_MISSING) {
+    parts.push(`its table digests were taken at dump time but are missing from its row counts (removed or altered before they were recorded), so its data could not be compared: run immich-backup backup db, then drill the new dump`);
   }
   if (r.loadErrorCount) parts.push(`${r.loadErrorCount} statement(s) failed while loading, first: ${r.loadErrors[0]}`);
   if (r.hint) parts.push(r.hint);

@@ -6,6 +6,7 @@ import {
   CommandNotFoundError,
   ConfigError,
   DatabaseUnreadableError,
+  DigestsMissingError,
   DumpConflictError,
   DumpNameTakenError,
   ContainerNotFoundError,
@@ -83,6 +84,7 @@ export const validation = proxyActivities<Activities>({
       DumpCorruptError.name,
       DumpIncompleteError.name,
       ChecksumMismatchError.name,
+      DigestsMissingError.name,
     ],
   },
 });

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { createHash } from 'node:crypto';
 import { parseConfig, type Config } from '../../src/config.js';
-import { CONTENT_NOT_COMPARED } from '../../src/reports.js';
+import { CONTENT_DIGESTS_MISSING, CONTENT_NOT_COMPARED } from '../../src/reports.js';
 import type { NightlyDbBackupReport, RestoreDrillReport } from '../../workflows/index.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
@@ -124,6 +125,7 @@ describe('RestoreDrill compares each table\'s data', () => {
     // .rows.json as the code before digests wrote it, tagged with the key.
     const rows = JSON.parse(await readFile(join(dir, `${file}.rows.json`), 'utf8')) as Record<string, unknown>;
     delete rows.digests;
+    delete rows.digestsExpected;
     const text = JSON.stringify(rows, null, 1) + '\n';
     await writeFile(join(dir, `${file}.rows.json`), text);
     const sha256 = (await readFile(join(dir, `${file}.sha256`), 'utf8')).split(' ')[0]!;
@@ -135,5 +137,43 @@ describe('RestoreDrill compares each table\'s data', () => {
     assert.equal(report!.contentNote, 'content not compared: dump predates digests');
     assert.equal(report!.contentCompared, 0);
     assert.equal(report!.redumpMs, undefined, 'no re-dump without digests to compare with');
+  });
+
+  test('digests removed before the row counts are recorded: the backup fails with DigestsMissingError, and the drill fails saying they are missing, not that the dump predates them', async () => {
+    const dir = await tempDir('drill-content');
+    const config = parseConfig(rawTestConfig({ backupDir: dir }));
+    // Someone else writing in backup.dir: the hidden digests file goes as soon as the dump activity writes it.
+    let removed = '';
+    const removeDigests = async () => {
+      for (const deadline = Date.now() + 120_000; Date.now() < deadline; await sleep(2)) {
+        const hidden = (await readdir(dir).catch(() => [] as string[])).find((n) => n.startsWith('.') && n.endsWith('.digests'));
+        if (hidden) {
+          await rm(join(dir, hidden));
+          removed = hidden;
+          return;
+        }
+      }
+      throw new Error('no digests file appeared beside the dump');
+    };
+    const backup = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup', removeDigests);
+    const { type, message } = failureType(backup.error);
+    assert.equal(type, 'DigestsMissingError');
+    const file = removed.slice(1, -'.digests'.length);
+    assert.match(file, /^immich_\S+\.sql\.(gz|zst)$/);
+    assert.equal(message, `the table digests taken while ${file} was written are missing or do not verify (${join(dir, removed)} was removed or altered before its row counts were recorded): its row counts are recorded, but no drill can compare its data and the drill will fail on it. Find what else writes in ${dir}, then run immich-backup backup db`);
+    // The counts are recorded, tagged, saying digests were taken: the drill cannot mistake the dump for an old one.
+    const rows = JSON.parse(await readFile(join(dir, `${file}.rows.json`), 'utf8')) as { digests?: unknown; digestsExpected?: unknown };
+    assert.equal(rows.digests, undefined);
+    assert.equal(rows.digestsExpected, true);
+    const { error } = await drill(config);
+    const failed = failureType(error);
+    assert.equal(failed.type, 'DrillFailedError');
+    assert.equal(failed.message, `restore drill of ${file} failed: its table digests were taken at dump time but are missing from its row counts (removed or altered before they were recorded), so its data could not be compared: run immich-backup backup db, then drill the new dump`);
+    const report = (error as { cause: { details: unknown[] } }).cause.details[0] as RestoreDrillReport;
+    assert.equal(report.contentNote, CONTENT_DIGESTS_MISSING);
+    assert.equal(report.contentNote, 'content not compared: digests missing');
+    assert.equal(report.passed, false);
+    assert.deepEqual(report.differences, [], 'the row counts match');
+    assert.equal(report.contentCompared, 0);
   });
 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
@@ -124,6 +124,22 @@ describe('LibraryAudit', () => {
     assert.ok(alarm, 'a failure notification was sent');
     assert.equal(alarm.kind, 'library-audit');
     assert.ok(alarm.message.includes(victim.relativePath), alarm.message);
+  });
+
+  test('a mirror directory that is a symlink to the live library counts its files as mismatched on the mirror, not ok: they are not on the drive', async () => {
+    const { run, source, destination, assets } = await setup(24);
+    // The drive's immich/library/user1 replaced by a symlink into the live library: same bytes, no copy on the drive.
+    await rm(join(destination, 'library', 'user1'), { recursive: true });
+    await symlink(join(source, 'library', 'user1'), join(destination, 'library', 'user1'));
+    const offDrive = assets.filter((a) => a.relativePath.startsWith('library/user1/')).map((a) => a.relativePath);
+    assert.equal(offDrive.length, 6);
+    const { error } = await run();
+    const { report } = damaged(error);
+    const p = report.pass;
+    assert.deepEqual([p.library.ok, p.library.missing, p.library.mismatched], [24, 0, 0]);
+    assert.deepEqual([p.mirror.ok, p.mirror.missing, p.mirror.mismatched], [18, 0, 6]);
+    assert.equal(p.mirror.names.mismatched.length, 3);
+    for (const name of p.mirror.names.mismatched) assert.ok(offDrive.includes(name), name);
   });
 
   test('a file missing from the library is named as missing on the library side; the mirror still has it', async () => {
