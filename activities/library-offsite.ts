@@ -1,9 +1,11 @@
 import { resolve } from 'node:path';
-import { CommandFailedError, StalledError } from '../src/errors.js';
-import { remoteVersionsDirOf } from '../src/library-layout.js';
+import { CommandFailedError, MirrorSafetyError, SourceEmptyError, StalledError } from '../src/errors.js';
+import { remoteVersionsDirOf, versionSetProblem } from '../src/library-layout.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
-import { expiredVersionSets } from './library-versions.js';
+import { planVersionPrune } from './library-versions.js';
+import { countFiles, hasFiles } from './mirror.js';
+import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
 import { runRemote, sshCommandString, sshError, sshTarget } from './ssh.js';
 import type { LibraryOffsiteResult } from './types.js';
@@ -20,13 +22,36 @@ export function createLibraryOffsiteActivities({ config, logger }: ActivityDeps)
   const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
 
   return {
-    /** rsync -a of the library to library.offsite.remoteDir with --backup-dir, then the NAS's expired version sets removed. */
-    async mirrorLibraryOffsite({ versionSet, nowMs }: { versionSet: string; nowMs: number }): Promise<LibraryOffsiteResult> {
+    /**
+     * rsync -a of the library to library.offsite.remoteDir with --backup-dir, then the NAS's expired
+     * version sets removed. The drive's checks again, right before this copy (the library may have
+     * gone since): the library holds files and, with deletion on, at least library.minSourceFraction
+     * of the NAS copy's. Pruning is by the worker's clock, never a caller's (older workflows send
+     * nowMs: ignored), keeps the newest keepVersionsWeeks sets and stops while a set is named in the future.
+     */
+    async mirrorLibraryOffsite({ versionSet }: { versionSet: string; nowMs?: number }): Promise<LibraryOffsiteResult> {
+      const setProblem = versionSetProblem(versionSet, Date.now());
+      if (setProblem) throw new MirrorSafetyError(`version set ${JSON.stringify(versionSet).slice(0, 40)} ${setProblem}: nothing was copied to the NAS`);
       if (lib.delete) await requireAuthorizedRun(config.security.keyFile, 'mirror the library to the NAS with deletion');
       const remoteDir = lib.offsite.remoteDir.replace(/\/+$/, '');
       const versions = remoteVersionsDirOf(remoteDir);
       const destination = `${sshTarget(offsite)}:${offsite.port}:${remoteDir}`;
+      if (!(await hasFiles(lib.source))) {
+        throw new SourceEmptyError(`the library ${lib.source} is missing or holds no files: is it mounted? Nothing was copied to the NAS (${destination})`);
+      }
       await runRemote(offsite, ['mkdir', '-p', '--', remoteDir, versions], { label: 'ssh mkdir' });
+      if (lib.delete) {
+        const [sourceFiles, nasFiles] = await withHeartbeats(
+          Promise.all([countFiles(lib.source), runRemote(offsite, ['find', remoteDir, '-type', 'f'], { label: 'ssh find' }).then(({ stdout }) => stdout.split('\n').filter(Boolean).length)]),
+          () => ({ step: 'counting files on the library and the NAS' }),
+        );
+        if (sourceFiles < lib.minSourceFraction * nasFiles) {
+          throw new MirrorSafetyError(
+            `refusing to copy the library to the NAS with deletion: the library holds ${sourceFiles} files, the NAS copy ${nasFiles} ` +
+              `(below library.minSourceFraction ${lib.minSourceFraction}); nothing was copied or deleted there; check the library before it erases its backup`,
+          );
+        }
+      }
       const stall = { what: `the library copy to ${destination}`, setting: 'offsite.stallSeconds', seconds: offsite.stallSeconds, advice: 'check the NAS (its disk and its ssh server)' };
       const args = [
         '-a',
@@ -48,11 +73,15 @@ export function createLibraryOffsiteActivities({ config, logger }: ActivityDeps)
         }
         throw sshError(err, offsite);
       });
-      const { stdout } = await runRemote(offsite, ['ls', '-1A', '--', versions], { label: 'ssh ls' });
-      const expired = expiredVersionSets(stdout.split('\n').map((l) => l.trim()), nowMs, lib.keepVersionsWeeks, versionSet);
+      // -p marks real directories with a slash (a symlink named like a set gets none): only those count among the newest kept.
+      const { stdout } = await runRemote(offsite, ['ls', '-1Ap', '--', versions], { label: 'ssh ls' });
+      const entries = stdout.split('\n').map((l) => l.trim());
+      const directories = new Set(entries.filter((l) => l.endsWith('/')).map((l) => l.slice(0, -1)));
+      const plan = planVersionPrune(entries.map((l) => l.replace(/\/$/, '')), Date.now(), lib.keepVersionsWeeks, versionSet, (n) => directories.has(n));
+      if (plan.future.length) logger.warn({ future: plan.future, versions }, 'NAS version sets named in the future (the clock ran ahead, or runs behind now): nothing pruned there; check the clock, then remove or rename those sets');
       // Oldest first, one at a time: an interrupted prune leaves the newest sets.
-      for (const name of expired) await runRemote(offsite, ['rm', '-rf', '--', `${versions}/${name}`], { label: 'ssh rm' });
-      const result = { destination, filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, prunedVersionSets: expired };
+      for (const name of plan.expired) await runRemote(offsite, ['rm', '-rf', '--', `${versions}/${name}`], { label: 'ssh rm' });
+      const result = { destination, filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, prunedVersionSets: plan.expired, ...(plan.future.length ? { futureVersionSets: plan.future } : {}) };
       logger.info({ ...result, versionSet }, 'library copied to the NAS, versioned');
       return result;
     },

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { constants, lstatSync, readdirSync, readFileSync, type Dirent } from 'node:fs';
-import { lstat, open, readdir, readFile, rename, rm } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { constants, lstatSync, readFileSync } from 'node:fs';
+import { lstat, open, opendir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { isDumpName } from '../src/dump-names.js';
-import { versionSetTime } from '../src/library-layout.js';
+import { MirrorSafetyError } from '../src/errors.js';
+import { FUTURE_SLACK_MS, versionSetTime } from '../src/library-layout.js';
 
 // The versioned mirror's bookkeeping: what a run's rsync (--out-format='%i %n': one line per
 // change, none on a no-change run) did, which files of a version set the run overwrote and
@@ -92,20 +93,89 @@ export async function sameBytes(a: string, b: string): Promise<boolean> {
   }
 }
 
-/** Regular files under a version set (relative paths), and which of them the mirror holds again: those the run overwrote (the rest it deleted). */
-export async function versionSetContents(setDir: string, mirror: string): Promise<{ files: string[]; overwritten: string[] }> {
-  let entries: Dirent[];
-  try {
-    // Synchronous, like the lstats below: a set holds what changed in a week, a few thousand entries at most.
-    entries = readdirSync(setDir, { recursive: true, withFileTypes: true });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { files: [], overwritten: [] };
-    throw err;
+/** Entries read between two turns of the event loop while a version set is walked: heartbeats keep going. */
+const WALK_SLICE = 512;
+
+/**
+ * Regular files under a version set (relative paths), and which of them the mirror holds again:
+ * those the run overwrote (the rest it deleted). Walked a slice at a time (a set planted on the
+ * drive may be huge) and never past `maxEntries` entries: then it throws rather than read on.
+ */
+export async function versionSetContents(setDir: string, mirror: string, { maxEntries = Number.MAX_SAFE_INTEGER }: { maxEntries?: number } = {}): Promise<{ files: string[]; overwritten: string[] }> {
+  const files: string[] = [];
+  const overwritten: string[] = [];
+  let seen = 0;
+  const stack = [''];
+  while (stack.length) {
+    const rel = stack.pop()!;
+    const handle = await opendir(join(setDir, rel)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' && rel === '') return undefined;
+      throw err;
+    });
+    if (!handle) break;
+    for await (const entry of handle) {
+      if (++seen > maxEntries) {
+        throw new MirrorSafetyError(`the version set ${setDir} holds more than ${maxEntries} entries, more than a mirror run can have moved there (planted on the drive?): the write-once check stopped; look at that folder, remove what does not belong, then run the mirror again`);
+      }
+      const path = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) stack.push(path);
+      else if (entry.isFile()) {
+        files.push(path);
+        // Synchronous: one lstat costs microseconds, a thread-pool round trip more.
+        if (lstatSync(join(mirror, path), { throwIfNoEntry: false })?.isFile() === true) overwritten.push(path);
+      }
+      if (seen % WALK_SLICE === 0) await new Promise((r) => setImmediate(r));
+    }
   }
-  const files = entries.filter((e) => e.isFile()).map((e) => relative(setDir, join(e.parentPath, e.name)));
-  // Synchronous: one lstat costs microseconds, a thread-pool round trip more.
-  const overwritten = files.filter((rel) => lstatSync(join(mirror, rel), { throwIfNoEntry: false })?.isFile() === true);
   return { files, overwritten };
+}
+
+/**
+ * Which files of library.writeOnce.derived's patterns a path matches: Immich's own derived files
+ * (thumbnails, transcodes, profile pictures, its database backups, XMP sidecars), which Immich
+ * rewrites and deletes itself. `dir/` is a folder at the top of the library; any other pattern is
+ * a file name, `*` standing for any run of characters, compared without regard to case.
+ */
+export function derivedMatcher(patterns: readonly string[]): (path: string) => boolean {
+  const folders = patterns.filter((p) => p.endsWith('/')).map((p) => p.replace(/^\/+/, ''));
+  const names = patterns
+    .filter((p) => !p.endsWith('/'))
+    .map((p) => new RegExp(`^${p.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 'is'));
+  return (path) => {
+    if (folders.some((f) => path.startsWith(f))) return true;
+    const base = path.slice(path.lastIndexOf('/') + 1);
+    return names.some((re) => re.test(base));
+  };
+}
+
+/** What one version set holds for the guard: the files the run overwrote, and those it deleted (no longer on the mirror). */
+export interface SetFinding {
+  set: string;
+  path: string;
+  onMirror: boolean;
+}
+
+/**
+ * One entry per path, from the OLDEST set that holds it: a run stopped before its check leaves
+ * the original in its set, a later run moves the next version into its own; only the oldest is
+ * the original the mirror must get back, and two versions must never be put onto one path.
+ */
+export function oldestVersions(found: readonly SetFinding[]): SetFinding[] {
+  const byPath = new Map<string, SetFinding>();
+  for (const f of found) {
+    const had = byPath.get(f.path);
+    // Set names are fixed-width UTC times: their order is their age.
+    if (!had || f.set < had.set) byPath.set(f.path, f);
+  }
+  return [...byPath.values()];
+}
+
+/**
+ * The guard's fingerprint of what an approval covers: rewritten paths as they are, deleted ones
+ * tagged with a NUL (no path holds one), so a deletion and a rewrite of one path never match.
+ */
+export function changeDigest(rewrites: readonly string[], deletions: readonly string[]): string {
+  return rewriteDigest([...rewrites, ...deletions.map((p) => `\0deleted ${p}`)]);
 }
 
 /** fn over items, PARALLEL at a time: a few thousand small file operations each cost a thread-pool round trip, not a disk seek. */
@@ -124,15 +194,29 @@ export async function mapLimit<T, R>(items: readonly T[], fn: (item: T) => Promi
 export const uncheckedMarker = (set: string) => `.unchecked-${set}`;
 export const UNCHECKED = /^\.unchecked-(\d{8}T\d{6}Z)$/;
 
-/** Version sets in dir older than keepWeeks before nowMs, oldest first; never `keep`, never a name that is not a version set's. */
-export function expiredVersionSets(names: readonly string[], nowMs: number, keepWeeks: number, keep: string): string[] {
+export interface PrunePlan {
+  /** Version sets to remove, oldest first. */
+  expired: string[];
+  /** Sets named in the future: while one exists, nothing is pruned (the clock cannot be trusted to tell old from new). */
+  future: string[];
+}
+
+/**
+ * Which version sets go: older than keepWeeks before nowMs, oldest first, but never `keep`, never
+ * a name that is not a version set's, never one of the newest keepWeeks directories (whatever the
+ * clock says: a clock that jumped ahead must not empty the folder), and none at all while a set
+ * is named in the future. `isDirectory`: only real directories count towards the kept newest.
+ */
+export function planVersionPrune(names: readonly string[], nowMs: number, keepWeeks: number, keep: string, isDirectory: (name: string) => boolean = () => true): PrunePlan {
+  const sets = names
+    .map((n) => ({ n, at: versionSetTime(n)?.getTime() }))
+    .filter((e): e is { n: string; at: number } => e.at !== undefined)
+    .sort((a, b) => a.at - b.at);
+  const future = sets.filter((e) => e.at > nowMs + FUTURE_SLACK_MS).map((e) => e.n);
+  if (future.length) return { expired: [], future };
+  const newest = new Set(sets.filter((e) => isDirectory(e.n)).slice(-keepWeeks).map((e) => e.n));
   const cutoff = nowMs - keepWeeks * 7 * 86_400_000;
-  return names
-    .filter((n) => n !== keep)
-    .map((n) => ({ n, at: versionSetTime(n) }))
-    .filter((e): e is { n: string; at: Date } => e.at !== undefined && e.at.getTime() < cutoff)
-    .sort((a, b) => a.at.getTime() - b.at.getTime())
-    .map((e) => e.n);
+  return { expired: sets.filter((e) => e.at < cutoff && e.n !== keep && !newest.has(e.n)).map((e) => e.n), future };
 }
 
 export interface PruneVersionsResult {
@@ -140,6 +224,8 @@ export interface PruneVersionsResult {
   kept: number;
   /** Names like a version set's that are not directories (a symlink planted on the drive): left alone. */
   ignored: string[];
+  /** Sets named in the future (the clock ran ahead, or runs behind now): nothing was pruned. */
+  future?: string[];
 }
 
 /** Removes the expired version sets under dir (real directories only, never through a symlink). */
@@ -149,11 +235,13 @@ export async function pruneVersionSets(dir: string, nowMs: number, keepWeeks: nu
     throw err;
   });
   const sets = names.filter((n) => versionSetTime(n) !== undefined);
+  const directories = new Set<string>();
+  for (const name of sets) if ((await lstat(join(dir, name))).isDirectory()) directories.add(name);
+  const plan = planVersionPrune(sets, nowMs, keepWeeks, keep, (n) => directories.has(n));
   const pruned: string[] = [];
   const ignored: string[] = [];
-  for (const name of expiredVersionSets(sets, nowMs, keepWeeks, keep)) {
-    const st = await lstat(join(dir, name));
-    if (!st.isDirectory()) {
+  for (const name of plan.expired) {
+    if (!directories.has(name)) {
       ignored.push(name);
       continue;
     }
@@ -161,7 +249,7 @@ export async function pruneVersionSets(dir: string, nowMs: number, keepWeeks: nu
     await rm(join(dir, name), { recursive: true, force: true });
     pruned.push(name);
   }
-  return { pruned, kept: sets.length - pruned.length - ignored.length, ignored };
+  return { pruned, kept: sets.length - pruned.length - ignored.length, ignored, ...(plan.future.length ? { future: plan.future } : {}) };
 }
 
 /** Which dump a mirror run pairs with: the newest valid dump when it started. */

@@ -1,11 +1,12 @@
-import { lstat, mkdir, opendir, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError, WriteOnceError } from '../src/errors.js';
-import { versionsDirOf } from '../src/library-layout.js';
+import { versionSetName, versionSetProblem, versionSetTime, versionsDirOf } from '../src/library-layout.js';
 import { readKey } from '../src/provenance.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
-import { acceptanceText, emptyPlan, mapLimit, parseItemized, pruneVersionSets, recordPairing, rewriteDigest, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult } from './library-versions.js';
+import { acceptanceText, changeDigest, derivedMatcher, emptyPlan, mapLimit, oldestVersions, parseItemized, pruneVersionSets, recordPairing, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult, type SetFinding } from './library-versions.js';
 import { withHeartbeats } from './run-command.js';
 import { runRsync } from './rsync.js';
 import { latestUsable } from './trusted-dumps.js';
@@ -158,13 +159,41 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
   }
 
   /**
+   * The marker beside a set until the guard has checked it. The drive is not trusted: a marker that
+   * is not a regular file (a symlink planted to make root write elsewhere) stops the run before
+   * anything is written, and a new one is created afresh, never through a link.
+   */
+  async function markUnchecked(versionsDir: string, set: string): Promise<void> {
+    const path = join(versionsDir, uncheckedMarker(set));
+    await rm(path, { force: true });
+    const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+    await fh.close();
+  }
+
+  /** The sets whose markers were left by runs stopped before their check; tampered markers refuse the run. */
+  async function uncheckedSets(versionsDir: string): Promise<string[]> {
+    const sets: string[] = [];
+    for (const name of await readdir(versionsDir)) {
+      const set = UNCHECKED.exec(name)?.[1];
+      if (!set) continue;
+      const st = await lstat(join(versionsDir, name));
+      if (!st.isFile()) {
+        throw new MirrorSafetyError(`${join(versionsDir, name)} is not a regular file (a symlink or folder planted on the drive?): nothing was copied or deleted; remove it, then run the mirror again`);
+      }
+      if (versionSetTime(set)) sets.push(set);
+    }
+    return sets;
+  }
+
+  /**
    * The versioned mirror, at the cost of plain rsync plus what changed: one `rsync -a --backup
    * --backup-dir=<this run's version set>` (with --delete when library.delete), so every file it
    * overwrites or deletes moves into the set. The write-once guard then looks only at the set:
    * a file the mirror holds again was overwritten; its old and new bytes differ (a rewrite, which
-   * Immich never does) or not (a new mtime). Above library.writeOnce, unless the operator approved
-   * exactly these, the old versions go straight back onto the mirror and the run fails: no
-   * original stays overwritten. A marker beside the set until the check is done: a run stopped in
+   * Immich never does) or not (a new mtime); a file it no longer holds was deleted. Rewrites and
+   * deletions of originals (not Immich's derived files) above library.writeOnce, unless the operator
+   * approved exactly these, go straight back onto the mirror and the run fails: no original stays
+   * overwritten or deleted. A marker beside the set until the check is done: a run stopped in
    * between has its set checked by the next run.
    */
   async function versionedMirror(input: MirrorLibraryInput): Promise<MirrorOutcome> {
@@ -174,9 +203,10 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     await assertOnDrive(setDir, 'the version set');
     const pair = await pairedDump();
     await onDrive('creating the versions folder', mkdir(versionsDir, { recursive: true }));
-    const markers = (await readdir(versionsDir)).flatMap((n) => UNCHECKED.exec(n)?.[1] ?? []);
-    const sets = [...new Set([...markers, input.versionSet])];
-    await onDrive('marking the version set unchecked', writeFile(join(versionsDir, uncheckedMarker(input.versionSet)), '', { flag: 'a' }));
+    const markers = await uncheckedSets(versionsDir);
+    // Oldest first: what the guard puts back comes from the oldest set holding it.
+    const sets = [...new Set([...markers, input.versionSet])].sort();
+    await onDrive('marking the version set unchecked', markUnchecked(versionsDir, input.versionSet));
     const stall = { what: `the library mirror onto ${lib.mountPoint}`, setting: 'library.stallSeconds', seconds: lib.stallSeconds, advice: 'check the drive (dmesg, fsfreeze --unfreeze), then run it again' };
     const plan: MirrorPlan = emptyPlan();
     const args = [
@@ -202,52 +232,77 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     });
 
     const copiedAtMs = Date.now();
-    // The write-once guard, over what the run (and any run stopped before its check) overwrote.
-    const rewrites: Array<{ set: string; path: string }> = [];
-    let touched = 0;
+    // The write-once guard, over what the run (and any run stopped before its check) overwrote or deleted.
+    const derived = derivedMatcher(lib.writeOnce.derived);
+    // A set holds at most what the mirror held: anything far beyond was not put there by a run.
+    const maxEntries = 2 * Math.max(copied.regularFiles, 5_000) + 100_000;
+    const found: SetFinding[] = [];
     let checked = 0;
     let versioned = 0;
+    const rewrites: SetFinding[] = [];
+    const deletions: SetFinding[] = [];
+    let touched = 0;
     await withHeartbeats((async () => {
       for (const set of sets) {
         const dir = join(versionsDir, set);
         if (set !== input.versionSet) await assertOnDrive(dir, 'the version set');
-        const contents = await versionSetContents(dir, lib.destination);
+        const contents = await versionSetContents(dir, lib.destination, { maxEntries });
         if (set === input.versionSet) versioned = contents.files.length;
-        for (const path of contents.overwritten) {
-          if (await sameBytes(join(dir, path), join(lib.destination, path)).catch(() => false)) touched++;
-          else rewrites.push({ set, path });
-          checked++;
-        }
+        const overwritten = new Set(contents.overwritten);
+        for (const path of contents.files) if (!derived(path)) found.push({ set, path, onMirror: overwritten.has(path) });
       }
-    })(), () => ({ step: 'checking overwritten originals', checked }));
+      for (const f of oldestVersions(found)) {
+        if (!f.onMirror) deletions.push(f);
+        else if (await sameBytes(join(versionsDir, f.set, f.path), join(lib.destination, f.path)).catch(() => false)) touched++;
+        else rewrites.push(f);
+        checked++;
+      }
+    })(), () => ({ step: 'checking overwritten and deleted originals', checked }));
     const names = rewrites.map((r) => r.path);
-    const digest = rewriteDigest(names);
+    const deleted = deletions.map((d) => d.path);
+    const digest = changeDigest(names, deleted);
+    const changes = names.length + deleted.length;
     const shown = [...names].sort().slice(0, REWRITES_SHOWN);
+    const deletedShown = [...deleted].sort().slice(0, REWRITES_SHOWN);
     const limit = Math.min(lib.writeOnce.maxFiles, Math.floor(lib.writeOnce.maxShare * copied.regularFiles));
     const accepted = input.acceptRewrites;
-    const approved = accepted !== undefined && accepted.count === rewrites.length && accepted.digest === digest;
-    if (rewrites.length > limit && !approved) {
-      // Each old version back in its place (a rename on the drive): the mirror keeps its originals.
-      await onDrive('putting the originals back', mapLimit(rewrites, (r) => rename(join(versionsDir, r.set, r.path), join(lib.destination, r.path))));
+    const approved = accepted !== undefined && accepted.count === changes && accepted.digest === digest;
+    if (changes > limit && !approved) {
+      // Each original back in its place (a rename on the drive), from the oldest set holding it: the mirror keeps its originals.
+      await onDrive(
+        'putting the originals back',
+        mapLimit([...rewrites, ...deletions], async (r) => {
+          const target = join(lib.destination, r.path);
+          // Never through a folder the drive turned into a symlink since rsync ran.
+          await assertOnDrive(dirname(target), 'a folder on the mirror');
+          if (!r.onMirror) await mkdir(dirname(target), { recursive: true });
+          await rename(join(versionsDir, r.set, r.path), target);
+        }),
+      );
       await onDrive('marking the version sets checked', Promise.all(sets.map((set) => rm(join(versionsDir, uncheckedMarker(set)), { force: true }))));
-      const found = { count: rewrites.length, digest };
+      const refused = { count: changes, digest };
       const why = accepted ? `the approval given (${acceptanceText(accepted)}) is for another set of files; ` : '';
-      logger.error({ rewrites: rewrites.length, first: shown, limit, digest }, 'write-once guard: mass rewrite refused, originals put back');
+      logger.error({ rewrites: names.length, first: shown, deletions: deleted.length, firstDeleted: deletedShown, limit, digest }, 'write-once guard: mass rewrite or deletion refused, originals put back');
+      const what = [
+        ...(names.length ? [`${names.length} original(s) already on the mirror changed content in the library (first: ${shown.join(', ')})`] : []),
+        ...(deleted.length ? [`${deleted.length} original(s) on the mirror were deleted from the library (first: ${deletedShown.join(', ')})`] : []),
+      ].join(' and ');
       throw new WriteOnceError(
-        `${rewrites.length} original(s) already on the mirror changed content in the library (first: ${shown.join(', ')}), above library.writeOnce ` +
-          `(${lib.writeOnce.maxFiles} files, ${lib.writeOnce.maxShare} of ${copied.regularFiles}): ${why}none was overwritten (new files were copied${lib.delete ? ', deleted ones moved into the version set' : ''}); ` +
-          `check the library (ransomware, a failing disk, a tool that rewrote files), and if the change is intended run: immich-backup backup library --accept-rewrites ${acceptanceText(found)}`,
+        `${what}, above library.writeOnce ` +
+          `(${lib.writeOnce.maxFiles} files, ${lib.writeOnce.maxShare} of ${copied.regularFiles}): ${why}none was overwritten${lib.delete ? ' or deleted' : ''} (new files were copied); ` +
+          `check the library (ransomware, a failing disk, a tool that rewrote, renamed or deleted files), and if the change is intended run: immich-backup backup library --accept-rewrites ${acceptanceText(refused)}`,
       );
     }
     await onDrive('marking the version sets checked', Promise.all(sets.map((set) => rm(join(versionsDir, uncheckedMarker(set)), { force: true }))));
-    if (rewrites.length) logger.warn({ rewrites: rewrites.length, first: shown, versionSet: input.versionSet }, 'originals changed content in the library: old versions kept in the version set');
+    if (names.length) logger.warn({ rewrites: names.length, first: shown, versionSet: input.versionSet }, 'originals changed content in the library: old versions kept in the version set');
     const versioning: MirrorVersioning = {
       versionSet: input.versionSet,
       versioned,
       differences: plan.created.length + plan.changed.length + plan.deleted.length,
-      rewrites: { count: rewrites.length, first: shown, digest },
+      rewrites: { count: names.length, first: shown, digest },
       touched,
-      ...(approved && rewrites.length > limit ? { accepted: true } : {}),
+      ...(deleted.length ? { deletions: { count: deleted.length, first: deletedShown } } : {}),
+      ...(approved && changes > limit ? { accepted: true } : {}),
       ...(pair ? { pairedDump: pair.file } : {}),
     };
     await onDrive('recording the pairing', recordPairing(versionsDir, { versionSet: input.versionSet, mirroredAt: new Date(started).toISOString(), ...(pair ? { dump: pair.file, sha256: pair.sha256 } : {}) }));
@@ -261,13 +316,18 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       return { mountWaitMs: lib.mountWaitMinutes * 60_000, mountPollMs: lib.mountPollSeconds * 1000, mountPoint: lib.mountPoint, delete: lib.delete, offsite: lib.offsite.enabled };
     },
 
-    /** After a successful run: version sets older than library.keepVersionsWeeks go, oldest first; never this run's. */
-    async pruneLibraryVersions({ nowMs, keep }: { nowMs: number; keep: string }): Promise<PruneVersionsResult> {
+    /**
+     * After a successful run: version sets older than library.keepVersionsWeeks go, oldest first;
+     * never this run's, never the newest keepVersionsWeeks, nothing while a set is named in the
+     * future. The time is the worker's own: whatever a caller passes (older workflows send nowMs) is ignored.
+     */
+    async pruneLibraryVersions({ keep }: { keep: string; nowMs?: number }): Promise<PruneVersionsResult> {
       const problem = await driveProblem();
       if (problem) throw new DriveNotMountedError(`${problem}: no version set was pruned`);
       const dir = versionsDirOf(lib);
       await assertOnDrive(dir, 'library.versionsDir');
-      const result = await withHeartbeats(pruneVersionSets(dir, nowMs, lib.keepVersionsWeeks, keep), () => ({ step: 'pruning old version sets' }));
+      const result = await withHeartbeats(pruneVersionSets(dir, Date.now(), lib.keepVersionsWeeks, keep), () => ({ step: 'pruning old version sets' }));
+      if (result.future) logger.warn({ future: result.future, dir }, 'version sets named in the future (the clock ran ahead, or runs behind now): nothing pruned; check the clock (timedatectl), then remove or rename those sets');
       if (result.ignored.length) logger.warn({ ignored: result.ignored, dir }, 'entries named like version sets that are not directories: left alone');
       if (result.pruned.length) logger.info({ pruned: result.pruned, keepVersionsWeeks: lib.keepVersionsWeeks }, 'old library version sets pruned');
       return result;
@@ -281,6 +341,10 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
      * copy is rsync -a at idle I/O priority, and a retry resumes, as rsync skips what is done.
      */
     async mirrorLibrary(input?: MirrorLibraryInput): Promise<MirrorOutcome> {
+      // Every run is versioned and guarded: a caller without a set (an older workflow) gets one named for now.
+      const versionSet = input?.versionSet ?? versionSetName(new Date());
+      const problemOfSet = versionSetProblem(versionSet, Date.now());
+      if (problemOfSet) throw new MirrorSafetyError(`version set ${JSON.stringify(versionSet).slice(0, 40)} ${problemOfSet}: nothing was copied`);
       // Deleting from the mirror is destructive: only a run that was authorized (its schedule, or a start token).
       if (lib.delete) await requireAuthorizedRun(config.security.keyFile, 'mirror with deletion');
       // Approving rewrites is the operator's: only with the start token made for exactly this approval.
@@ -303,10 +367,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       // Checked again here: the drive may have gone while the library was counted.
       const gone = await driveProblem();
       if (gone) throw new DriveNotMountedError(`${gone}: nothing was written`);
-      if (input?.versionSet) return versionedMirror(input);
-      const result = await copyTree(lib.source, lib.destination, { delete: lib.delete, dryRun: false, step: 'mirroring library', what: `the library mirror onto ${lib.mountPoint}` });
-      logger.info({ ...result, destination: lib.destination }, 'library mirrored');
-      return { ready: true, ...result };
+      return versionedMirror({ ...input, versionSet });
     },
 
     /** Before RestoreLibrary touches anything: the drive is mounted and its mirror holds files. */

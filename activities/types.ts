@@ -170,6 +170,8 @@ export interface MirrorVersioning {
   rewrites: { count: number; first: string[]; digest: string };
   /** Existing files with a new mtime and the same bytes: copied (and versioned), not an anomaly. */
   touched: number;
+  /** Originals (not Immich's derived files) the run deleted from the mirror (library.delete): moved into the version set. */
+  deletions?: { count: number; first: string[] };
   /** Set when the rewrites were above library.writeOnce and the operator's approval matched them. */
   accepted?: boolean;
   /** The newest valid dump when the run started: restore the two together. */
@@ -182,4 +184,6 @@ export interface LibraryOffsiteResult {
   bytesTransferred: number;
   deleted: number;
   prunedVersionSets: string[];
+  /** NAS version sets named in the future: while there are any, nothing is pruned there. */
+  futureVersionSets?: string[];
 }

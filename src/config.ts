@@ -169,14 +169,22 @@ const librarySchema = z.strictObject({
   /** Version sets older than this are removed, oldest first, after a successful run. */
   keepVersionsWeeks: z.number().int().min(1).default(8),
   /**
-   * Immich never rewrites an original: an existing file whose content changed is an anomaly. A run
-   * that finds more than maxFiles of them, or more than maxShare of the library, overwrites nothing
-   * and fails until the operator approves that one run.
+   * Immich never rewrites an original: an existing file whose content changed is an anomaly, and
+   * (with delete on) so is a mass deletion. A run that finds more than maxFiles originals rewritten
+   * or deleted, or more than maxShare of the library, overwrites and deletes none of them and fails
+   * until the operator approves that one run.
    */
   writeOnce: z
     .strictObject({
       maxFiles: z.number().int().min(0).default(100),
       maxShare: z.number().min(0).max(1).default(0.01),
+      /**
+       * Immich's derived files, which Immich itself rewrites and deletes: mirrored and versioned,
+       * never counted by the guard. `dir/`: a folder at the top of library.source; anything else: a
+       * file name (`*` for any characters, case ignored). Immich's defaults: thumbnails, transcoded
+       * videos, profile pictures, its database backups, XMP sidecars, its folder check files.
+       */
+      derived: z.array(z.string().min(1).regex(/^[^\0\n]+$/, 'a folder (ending in /) or a file name pattern')).default(['thumbs/', 'encoded-video/', 'profile/', 'backups/', '*.xmp', '.immich']),
     })
     .prefault({}),
   /**

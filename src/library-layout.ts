@@ -61,3 +61,14 @@ export function asOfProblem(asOf: string, now: number): string | undefined {
   if (at > now) return 'is in the future';
   return undefined;
 }
+
+/** A version set named this far past the clock is "in the future": the clock ran ahead when it was made, or runs behind now. */
+export const FUTURE_SLACK_MS = 3_600_000;
+
+/** Why a version set name handed to a mirror run is refused (undefined: fine): a run's start in UTC, not in the future. */
+export function versionSetProblem(name: string, nowMs: number): string | undefined {
+  const at = versionSetTime(name);
+  if (!at) return 'is not a run\'s start time (expected e.g. 20261129T050000Z)';
+  if (at.getTime() > nowMs + FUTURE_SLACK_MS) return `is named in the future (the clock here reads ${new Date(nowMs).toISOString()})`;
+  return undefined;
+}

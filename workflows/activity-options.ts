@@ -238,7 +238,8 @@ export const libraryOffsite = proxyActivities<Activities>({
     initialInterval: '1 minute',
     backoffCoefficient: 2,
     maximumAttempts: 3,
-    nonRetryableErrorTypes: [...needsOperator, HostKeyVerificationError.name, NasAuthError.name, StalledError.name],
+    // An emptied library (or one far below the NAS copy) needs a person, as on the drive.
+    nonRetryableErrorTypes: [...needsOperator, HostKeyVerificationError.name, NasAuthError.name, StalledError.name, SourceEmptyError.name, MirrorSafetyError.name],
   },
 });
 

@@ -37,6 +37,8 @@ export interface WeeklyLibraryMirrorReport {
   versioning?: MirrorVersioning;
   /** Version sets older than library.keepVersionsWeeks removed after this run. */
   prunedVersionSets?: string[];
+  /** Version sets on the drive named in the future (the clock ran ahead, or runs behind now): nothing was pruned. */
+  futureVersionSets?: string[];
   /** library.offsite.enabled: the copy on the NAS. */
   offsite?: LibraryOffsiteResult;
 }
@@ -53,6 +55,8 @@ function summary(r: WeeklyLibraryMirrorReport): string {
   return (
     `${base}; ${v.versioned} file(s) versioned in ${v.versionSet}` +
     (v.rewrites.count ? `; ALARM: ${rewritesText(v)}` : '') +
+    (v.deletions ? `; ${v.deletions.count} original(s) deleted from the library moved into ${v.versionSet}${v.accepted ? ' (approved by the operator)' : ''}` : '') +
+    (r.futureVersionSets ? `; NOT PRUNED: version set(s) named in the future (${r.futureVersionSets.join(', ')}): check the clock` : '') +
     `; ${v.pairedDump ? `pairs with ${v.pairedDump}` : 'no valid dump to pair with'}` +
     (r.offsite ? `; NAS copy: ${r.offsite.filesTransferred} file(s) to ${r.offsite.destination}` : '')
   );
@@ -99,7 +103,7 @@ async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput, versioned: 
       run = await copy();
     }
   }
-  const extra: Pick<WeeklyLibraryMirrorReport, 'versioning' | 'prunedVersionSets' | 'offsite'> = {};
+  const extra: Pick<WeeklyLibraryMirrorReport, 'versioning' | 'prunedVersionSets' | 'futureVersionSets' | 'offsite'> = {};
   if (versioned && run.versioning) {
     const v = run.versioning;
     extra.versioning = v;
@@ -108,10 +112,16 @@ async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput, versioned: 
       await announce('WeeklyLibraryMirror', 'alarm', `weekly-library-mirror: ${rewritesText(v)}`);
     }
     steps.set('pruning old version sets');
-    extra.prunedVersionSets = (await mirroring.pruneLibraryVersions({ nowMs: startedMs, keep: versionSet })).pruned;
+    // The activity prunes by the worker's clock (never a time handed to it), keeping the newest sets whatever it reads.
+    const pruned = await mirroring.pruneLibraryVersions({ keep: versionSet });
+    extra.prunedVersionSets = pruned.pruned;
+    if (pruned.future) {
+      extra.futureVersionSets = pruned.future;
+      log.warn('version sets named in the future: nothing pruned', { future: pruned.future });
+    }
     if ((await settings.mirrorSettings()).offsite) {
       steps.set('copying the library to the NAS');
-      extra.offsite = await libraryOffsite.mirrorLibraryOffsite({ versionSet, nowMs: startedMs });
+      extra.offsite = await libraryOffsite.mirrorLibraryOffsite({ versionSet });
     }
   }
   steps.set('done');

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { MirrorSafetyError } from '../../src/errors.js';
 import { execa } from 'execa';
-import { emptyPlan, expiredVersionSets, parseAcceptance, parseItemized, readPairings, recordPairing, rewriteDigest, sameBytes, versionSetContents } from '../../activities/library-versions.js';
+import { derivedMatcher, emptyPlan, oldestVersions, parseAcceptance, planVersionPrune, parseItemized, readPairings, recordPairing, rewriteDigest, sameBytes, versionSetContents } from '../../activities/library-versions.js';
 import { versionSetName } from '../../src/library-layout.js';
 import { treeDigest } from '../helpers/library.js';
 import { tempDir } from '../helpers/setup.js';
@@ -69,13 +70,67 @@ describe('library versions', () => {
     assert.equal(await sameBytes(join(root, 'a'), join(root, 'c')), false);
   });
 
-  test('expired version sets: older than the window, oldest first, never the current run\'s, never another name', () => {
+  test('expired version sets: older than the window, oldest first, never the current run\'s, never the newest keepWeeks, never another name', () => {
     const now = Date.UTC(2026, 10, 27, 5);
     const day = 86_400_000;
     const name = (days: number) => versionSetName(new Date(now - days * day));
-    const names = [name(3), name(70), name(15), 'notes', '20261301T000000Z', name(100), `${name(90)}.old`];
-    assert.deepEqual(expiredVersionSets(names, now, 2, name(3)), [name(100), name(70), name(15)]);
-    assert.deepEqual(expiredVersionSets([name(100)], now, 2, name(100)), []);
+    const names = [name(3), name(70), name(15), 'notes', '20261301T000000Z', name(100), `${name(90)}.old`, name(20)];
+    assert.deepEqual(planVersionPrune(names, now, 2, name(3)), { expired: [name(100), name(70), name(20)], future: [] });
+    assert.deepEqual(planVersionPrune([name(100)], now, 2, name(100)).expired, []);
+    // A name that is not a directory (a planted symlink) does not hold a place among the newest kept.
+    assert.deepEqual(planVersionPrune([name(100), name(90), name(80)], now, 2, 'x', (n) => n !== name(80)).expired, [name(80)]);
+  });
+
+  test('a clock far ahead still leaves the newest keepWeeks version sets; a set named in the future stops all pruning and is named', () => {
+    const day = 86_400_000;
+    const now = Date.UTC(2026, 10, 27, 5);
+    const weekly = Array.from({ length: 12 }, (_, i) => versionSetName(new Date(now - i * 7 * day)));
+    // The clock jumped ahead by years: every set looks expired, the newest 8 stay.
+    const ahead = planVersionPrune(weekly, now + 5 * 365 * day, 8, 'none');
+    assert.deepEqual(ahead.expired, weekly.slice(8).reverse());
+    assert.deepEqual(planVersionPrune(weekly, 1e15, 8, 'none').expired.length, 4);
+    // A set named in the future (made while the clock ran ahead): nothing is pruned, whatever else is old.
+    const future = versionSetName(new Date(now + 30 * day));
+    assert.deepEqual(planVersionPrune([...weekly, future], now, 2, 'none'), { expired: [], future: [future] });
+    // Within the hour's slack (a server clock a little ahead of the worker's): not the future.
+    assert.deepEqual(planVersionPrune([...weekly, versionSetName(new Date(now + 60_000))], now, 8, 'none').future, []);
+  });
+
+  test('a path held by two version sets (a run stopped before its check, then a later run) yields only the oldest, the original', () => {
+    const found = [
+      { set: '20261115T050000Z', path: 'a.jpg', onMirror: true },
+      { set: '20261108T050000Z', path: 'a.jpg', onMirror: true },
+      { set: '20261115T050000Z', path: 'b.jpg', onMirror: false },
+    ];
+    assert.deepEqual(oldestVersions(found), [
+      { set: '20261108T050000Z', path: 'a.jpg', onMirror: true },
+      { set: '20261115T050000Z', path: 'b.jpg', onMirror: false },
+    ]);
+  });
+
+  test('Immich\'s derived files are told from originals: top folders, sidecars in any case, folder check files', () => {
+    const derived = derivedMatcher(['thumbs/', 'encoded-video/', 'profile/', 'backups/', '*.xmp', '.immich']);
+    for (const p of ['thumbs/u1/ab/cd/x-preview.jpeg', 'encoded-video/u1/x.mp4', 'profile/u1/p.jpg', 'backups/immich-db-backup-1.sql.gz', 'library/u1/2024/IMG_1.jpg.xmp', 'upload/u1/IMG_2.XMP', 'library/.immich']) assert.equal(derived(p), true, p);
+    for (const p of ['library/u1/2024/IMG_1.jpg', 'upload/u1/IMG_2.heic', 'library/thumbs/x.jpg', 'library/u1/xmp.jpg', 'library/u1/a.xmp.jpg']) assert.equal(derived(p), false, p);
+  });
+
+  test('a version set is walked without holding the event loop, and one holding more entries than a run can have moved is refused', async () => {
+    const root = await tempDir('walk');
+    const set = join(root, 'set');
+    for (let d = 0; d < 20; d++) {
+      await mkdir(join(set, `d${d}`), { recursive: true });
+      await Promise.all(Array.from({ length: 1000 }, (_, i) => writeFile(join(set, `d${d}`, `f${i}`), '')));
+    }
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    try {
+      const contents = await versionSetContents(set, join(root, 'mirror'));
+      assert.equal(contents.files.length, 20_000);
+    } finally {
+      clearInterval(timer);
+    }
+    assert.ok(ticks > 0, 'timers (heartbeats) ran while the set was walked');
+    await assert.rejects(versionSetContents(set, join(root, 'mirror'), { maxEntries: 5_000 }), (err: Error) => err instanceof MirrorSafetyError && /holds more than 5000 entries/.test(err.message) && !err.message.includes('\n'));
   });
 
   test('the pairing record keeps one entry per run, and a hand-edited or hostile file yields nothing it cannot vouch for', async () => {
