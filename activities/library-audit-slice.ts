@@ -6,6 +6,7 @@ import type { AuditState } from './library-audit.js';
 import { readAssetPage, type AssetSchema, type ImmichAsset } from './immich-assets.js';
 import { isMountPoint } from './mirror.js';
 import { commandError, startCommand, throwIfCancelled } from './run-command.js';
+import { ioPriority } from './rsync.js';
 import type { PostgresTarget } from './types.js';
 import type { SideReport } from '../src/library-audit-report.js';
 
@@ -125,7 +126,7 @@ export type SliceEvent = { type: 'commit'; state: AuditState; current: string } 
 export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, signal?: AbortSignal): Promise<{ state: AuditState; mirrorOff: string | undefined }> {
   const { config, schema, state } = p;
   const lib = config.library;
-  const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
+  const priority = ioPriority(lib);
   const keep = lib.audit.reportNames;
   const run = state.run!;
   const pass = state.pass!;

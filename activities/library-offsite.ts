@@ -6,7 +6,7 @@ import type { ActivityDeps } from './deps.js';
 import { planVersionPrune } from './library-versions.js';
 import { countFiles, hasFiles } from './mirror.js';
 import { withHeartbeats } from './run-command.js';
-import { runRsync } from './rsync.js';
+import { ioPriority, runRsync } from './rsync.js';
 import { runRemote, sshCommandString, sshError, sshTarget } from './ssh.js';
 import type { LibraryOffsiteResult } from './types.js';
 
@@ -19,7 +19,7 @@ import type { LibraryOffsiteResult } from './types.js';
 export function createLibraryOffsiteActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;
   const offsite = config.offsite;
-  const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
+  const priority = ioPriority(lib);
 
   return {
     /**

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { lstat, mkdtemp, open, opendir, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, open, opendir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { CommandFailedError, DumpNotFoundError, MirrorSafetyError, StalledError } from '../src/errors.js';
 import { versionsDirOf, versionSetTime } from '../src/library-layout.js';
@@ -11,7 +11,8 @@ import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
 import { assetSchema, readAssetPage } from './immich-assets.js';
 import { withHeartbeats } from './run-command.js';
-import { runRsync, type RsyncSkipped } from './rsync.js';
+import { assertOnDrive } from './mirror.js';
+import { FROM_UNTRUSTED_TREE, ioPriority, runRsync, type RsyncSkipped } from './rsync.js';
 import type { PostgresTarget } from './types.js';
 
 // A library restore of less than the whole tree: the originals Immich's database references and the
@@ -109,7 +110,7 @@ async function* walkFiles(root: string, prefix: string | undefined): AsyncGenera
 
 export function createLibraryRestoreActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;
-  const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
+  const priority = ioPriority(lib);
   const versionsDir = versionsDirOf(lib);
 
   type Beat = (details: Record<string, unknown>) => void;
@@ -120,14 +121,7 @@ export function createLibraryRestoreActivities({ config, logger }: ActivityDeps)
       if (err.code === 'ENOENT') return [];
       throw err;
     });
-    if (entries.length) {
-      const mount = await realpath(lib.mountPoint);
-      const real = await realpath(versionsDir);
-      const rel = relative(mount, real);
-      if (rel.startsWith('..') || rel.startsWith('/') || (await stat(real)).dev !== (await stat(mount)).dev) {
-        throw new MirrorSafetyError(`the version sets ${versionsDir} lead to ${real}, off the drive mounted at ${lib.mountPoint} (a symlink on the drive?): nothing was restored`);
-      }
-    }
+    if (entries.length) await assertOnDrive(lib, versionsDir, 'library.versionsDir', 'nothing was restored; remove the link');
     return entries
       .filter((e) => e.isDirectory())
       .map((e) => ({ name: e.name, at: versionSetTime(e.name) }))
@@ -158,7 +152,7 @@ export function createLibraryRestoreActivities({ config, logger }: ActivityDeps)
         const args = [
           '-a',
           ...(group.tree ? ['-r'] : []),
-          '--no-devices', '--no-specials', '--safe-links', '--chmod=ug-s', '--info=nonreg,name1',
+          ...FROM_UNTRUSTED_TREE,
           // A version's content may differ from the library's in content alone: compare, never trust size and time.
           ...(group.set ? ['--ignore-times'] : []),
           `--timeout=${lib.stallSeconds}`,

@@ -8,7 +8,7 @@ import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
 import { acceptanceText, changeDigest, derivedMatcher, emptyPlan, mapLimit, oldestVersions, parseItemized, pruneVersionSets, recordPairing, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult, type SetFinding } from './library-versions.js';
 import { withHeartbeats } from './run-command.js';
-import { runRsync } from './rsync.js';
+import { FROM_UNTRUSTED_TREE, ioPriority, runRsync } from './rsync.js';
 import { latestUsable } from './trusted-dumps.js';
 import type { MirrorLibraryInput, MirrorOutcome, MirrorResult, MirrorSettings, MirrorVersioning } from './types.js';
 
@@ -52,9 +52,32 @@ export async function hasFiles(dir: string): Promise<boolean> {
   return false;
 }
 
+/**
+ * The drive is someone else's disk: a symlink on it (the destination, or a folder on the way)
+ * could send `rsync --delete` into a host directory, or a restore copy one into the library.
+ * What `path` really is (its nearest existing part, resolved) must lie on the drive.
+ */
+export async function assertOnDrive(
+  lib: { mountPoint: string },
+  path: string,
+  what: string,
+  outcome = 'nothing was copied or deleted; remove the link',
+): Promise<void> {
+  const mount = await realpath(lib.mountPoint);
+  const { dev } = await stat(mount);
+  let existing = resolve(path);
+  while (!(await lstat(existing).catch(() => undefined)) && existing !== mount) existing = dirname(existing);
+  const real = await realpath(existing);
+  const rel = relative(mount, real);
+  const st = await stat(real);
+  if (rel.startsWith('..') || rel.startsWith('/') || st.dev !== dev) {
+    throw new MirrorSafetyError(`${what} ${path} leads to ${real}, off the drive mounted at ${lib.mountPoint} (a symlink on the drive?): ${outcome}`);
+  }
+}
+
 export function createMirrorActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;
-  const priority = [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
+  const priority = ioPriority(lib);
 
   /**
    * rsync -a of one tree onto another under library.ioniceClass / nice, with the configured
@@ -65,9 +88,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
    */
   async function copyTree(from: string, to: string, options: { delete: boolean; dryRun: boolean; step: string; what: string; maxDelete?: number; fromDrive?: boolean }): Promise<MirrorResult> {
     const started = Date.now();
-    const untrusted = options.fromDrive
-      ? ['--no-devices', '--no-specials', '--safe-links', '--chmod=ug-s', '--info=nonreg,name1']
-      : [];
+    const untrusted = options.fromDrive ? FROM_UNTRUSTED_TREE : [];
     const args = [
       '-a',
       ...untrusted,
@@ -107,26 +128,8 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     if (inside.startsWith('..') || resolve(lib.mountPoint, inside) !== resolve(lib.destination)) {
       return `library.destination ${lib.destination} is not on the drive mounted at ${lib.mountPoint}`;
     }
-    await assertOnDrive();
+    await assertOnDrive(lib, lib.destination, 'library.destination');
     return undefined;
-  }
-
-  /**
-   * The drive is someone else's disk: a symlink on it (the destination, or a folder on the way)
-   * could send `rsync --delete` into a host directory, or a restore copy one into the library.
-   * What the destination really is (its nearest existing part, resolved) must lie on the drive.
-   */
-  async function assertOnDrive(path = lib.destination, what = 'library.destination'): Promise<void> {
-    const mount = await realpath(lib.mountPoint);
-    const { dev } = await stat(mount);
-    let existing = resolve(path);
-    while (!(await lstat(existing).catch(() => undefined)) && existing !== mount) existing = dirname(existing);
-    const real = await realpath(existing);
-    const rel = relative(mount, real);
-    const st = await stat(real);
-    if (rel.startsWith('..') || rel.startsWith('/') || st.dev !== dev) {
-      throw new MirrorSafetyError(`${what} ${path} leads to ${real}, off the drive mounted at ${lib.mountPoint} (a symlink on the drive?): nothing was copied or deleted; remove the link`);
-    }
   }
 
   /** The newest valid dump now (authenticated, not future-stamped, not flagged): what this mirror pairs with. */
@@ -200,7 +203,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     const started = Date.now();
     const versionsDir = resolve(versionsDirOf(lib));
     const setDir = join(versionsDir, input.versionSet);
-    await assertOnDrive(setDir, 'the version set');
+    await assertOnDrive(lib, setDir, 'the version set');
     const pair = await pairedDump();
     await onDrive('creating the versions folder', mkdir(versionsDir, { recursive: true }));
     const markers = await uncheckedSets(versionsDir);
@@ -245,7 +248,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
     await withHeartbeats((async () => {
       for (const set of sets) {
         const dir = join(versionsDir, set);
-        if (set !== input.versionSet) await assertOnDrive(dir, 'the version set');
+        if (set !== input.versionSet) await assertOnDrive(lib, dir, 'the version set');
         const contents = await versionSetContents(dir, lib.destination, { maxEntries });
         if (set === input.versionSet) versioned = contents.files.length;
         const overwritten = new Set(contents.overwritten);
@@ -274,7 +277,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
         mapLimit([...rewrites, ...deletions], async (r) => {
           const target = join(lib.destination, r.path);
           // Never through a folder the drive turned into a symlink since rsync ran.
-          await assertOnDrive(dirname(target), 'a folder on the mirror');
+          await assertOnDrive(lib, dirname(target), 'a folder on the mirror');
           if (!r.onMirror) await mkdir(dirname(target), { recursive: true });
           await rename(join(versionsDir, r.set, r.path), target);
         }),
@@ -325,7 +328,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
       const problem = await driveProblem();
       if (problem) throw new DriveNotMountedError(`${problem}: no version set was pruned`);
       const dir = versionsDirOf(lib);
-      await assertOnDrive(dir, 'library.versionsDir');
+      await assertOnDrive(lib, dir, 'library.versionsDir');
       const result = await withHeartbeats(pruneVersionSets(dir, Date.now(), lib.keepVersionsWeeks, keep), () => ({ step: 'pruning old version sets' }));
       if (result.future) logger.warn({ future: result.future, dir }, 'version sets named in the future (the clock ran ahead, or runs behind now): nothing pruned; check the clock (timedatectl), then remove or rename those sets');
       if (result.ignored.length) logger.warn({ ignored: result.ignored, dir }, 'entries named like version sets that are not directories: left alone');

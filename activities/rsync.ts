@@ -35,6 +35,18 @@ export interface RsyncSkipped {
 }
 
 const SKIPPED_SHOWN = 10;
+
+/** The runbook's `ionice -c3 nice -n19` for the library's transfers and reads (library.ioniceClass / nice; 0 turns either off). */
+export function ioPriority(lib: { ioniceClass: number; nice: number }): string[] {
+  return [...(lib.ioniceClass ? ['ionice', '-c', String(lib.ioniceClass)] : []), ...(lib.nice ? ['nice', '-n', String(lib.nice)] : [])];
+}
+
+/**
+ * rsync flags for a copy out of a tree someone else can write (the drive): nothing comes back that a
+ * library never holds (no setuid/setgid bits, devices, FIFOs, sockets, symlinks leading out), and
+ * rsync names what it skipped (for parseSkipped).
+ */
+export const FROM_UNTRUSTED_TREE = ['--no-devices', '--no-specials', '--safe-links', '--chmod=ug-s', '--info=nonreg,name1'] as const;
 const SKIP_LINE = /^(?:skipping non-regular file "(.*)"|ignoring unsafe symlink "(.*)" -> "(.*)")$/;
 
 /** rsync's "skipping non-regular file" (--info=nonreg) and "ignoring unsafe symlink" (--info=name1 with --safe-links) lines. */
