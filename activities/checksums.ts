@@ -80,9 +80,10 @@ export function corruptDump(file: string, err: unknown, consequence: string): Du
  * never through a symlink, and returns the copy's path only when they hash to `sha256`: what is
  * loaded afterwards is exactly what was verified and approved, whatever happens to the original
  * (a swap in the staging dir, an in-place write in Immich's backups folder). A mismatch removes
- * the copy and is a ChecksumMismatchError.
+ * the copy and is a ChecksumMismatchError. `sync: false` skips the fsync: for a copy that is removed
+ * once used (the drill's), whose loss in a crash costs nothing.
  */
-export async function privateCopy(source: string, file: string, dir: string, sha256: string, step: string): Promise<string> {
+export async function privateCopy(source: string, file: string, dir: string, sha256: string, step: string, options: { sync?: boolean } = {}): Promise<string> {
   await ownDir(dir);
   const target = join(dir, `${file}.${randomBytes(6).toString('hex')}`);
   const input = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
@@ -108,7 +109,7 @@ export async function privateCopy(source: string, file: string, dir: string, sha
         }
       };
       await withHeartbeats(copy(), () => ({ step, copied: `${formatBytes(copied)} of ${formatBytes(size)}` }));
-      await output.sync();
+      if (options.sync !== false) await output.sync();
     } finally {
       await output.close();
     }

@@ -7,13 +7,14 @@ import { execa, type ResultPromise } from 'execa';
 import type { Config } from '../src/config.js';
 import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
 import { CommandNotFoundError, ConfigError, DigestsMissingError, DumpNotFoundError } from '../src/errors.js';
-import { privateCopy } from './checksums.js';
+import { corruptDump, privateCopy } from './checksums.js';
+import { isCorruptStreamError } from './compression.js';
 import { createContainerActivities, postgresCommand } from './container.js';
 import type { ActivityDeps } from './deps.js';
 import { writeFileAtomic } from './fs-safe.js';
 import { readKey, tagRows } from '../src/provenance.js';
 import { authenticDumps, authenticRows, latestUsable, shrinkOf } from './trusted-dumps.js';
-import { checkRestorable, LOADING_DIR, loadDump } from './restore.js';
+import { LOADING_DIR, loadDump } from './restore.js';
 import { awaitCommand, runCommand, startCommand, stderrTail, stopCommand, throwIfCancelled, withHeartbeats } from './run-command.js';
 import type { DumpKind, PostgresTarget } from './types.js';
 import { compareRowCounts, CONTENT_DIGESTS_MISSING, CONTENT_NOT_COMPARED, MAX_CONTENT_DIFFERENCES, type DrillResult, type RowCounts, type TableDigests } from '../src/reports.js';
@@ -56,24 +57,52 @@ export async function immichVersion(psql: Psql, database: string): Promise<strin
 const MAX_LOAD_ERRORS = 20;
 
 const DATABASES = 'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1';
+// Ordinary tables outside the catalogs, named "schema.table" with quote_ident's quoting.
+const TABLES = `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+ORDER BY 1`;
+// Each one's name, and whether it belongs to an extension (its data is the extension's to dump, in part or not at all).
+const TABLE_NAMES = `SELECT format('%I.%I', n.nspname, c.relname),
+  EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+${TABLES}`;
 // Exact counts (statistics are estimates), one query per database.
 const TABLE_COUNTS = `SELECT format('%I.%I', n.nspname, c.relname),
   (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-ORDER BY 1`;
+${TABLES}`;
 
 type Psql = (database: string, sql: string) => Promise<string>;
+
+const databasesOf = async (psql: Psql) => (await psql('postgres', DATABASES)).split('\n').map((l) => l.trim()).filter(Boolean);
+
+/** Each table's exact row count (count(*)) in one database, into `counts`. */
+async function countTables(psql: Psql, db: string, counts: RowCounts): Promise<void> {
+  for (const line of (await psql(db, TABLE_COUNTS)).split('\n')) {
+    const [table, count] = line.split('\t');
+    if (table && count !== undefined) counts[`${db}: ${table}`] = Number(count);
+  }
+}
 
 /** Every table's exact row count in every database that accepts connections. */
 export async function countRows(psql: Psql): Promise<RowCounts> {
   const counts: RowCounts = {};
-  const databases = (await psql('postgres', DATABASES)).split('\n').map((l) => l.trim()).filter(Boolean);
-  for (const db of databases) {
-    for (const line of (await psql(db, TABLE_COUNTS)).split('\n')) {
-      const [table, count] = line.split('\t');
-      if (table && count !== undefined) counts[`${db}: ${table}`] = Number(count);
-    }
+  for (const db of await databasesOf(psql)) await countTables(psql, db, counts);
+  return counts;
+}
+
+/**
+ * Every table's row count, as countRows gives it, taken from a pg_dumpall of the same cluster
+ * (`dumped`: TableDigester's counts, each table's COPY lines) where the dump holds every table of
+ * a database; a database with a table that belongs to an extension (whose data pg_dump leaves out,
+ * or dumps in part: pg_extension_config_dump's filter) or one the dump lacks is counted with
+ * count(*). Otherwise only the catalog is read: no table is scanned a second time.
+ */
+export async function countRowsFromDump(psql: Psql, dumped: RowCounts): Promise<RowCounts> {
+  const counts: RowCounts = {};
+  for (const db of await databasesOf(psql)) {
+    const rows = (await psql(db, TABLE_NAMES)).split('\n').filter(Boolean).map((line) => line.split('\t'));
+    const tables = rows.map(([name]) => `${db}: ${name}`);
+    if (rows.every(([, extension]) => extension === 'f') && tables.every((t) => t in dumped)) for (const t of tables) counts[t] = dumped[t]!;
+    else await countTables(psql, db, counts);
   }
   return counts;
 }
@@ -227,8 +256,8 @@ async function containerThrowaway(config: Config, live: () => Promise<PostgresTa
   }
 }
 
-/** The throwaway's whole cluster through pg_dumpall and the dump's digester: each table's data digest. */
-async function redumpDigests(server: Throwaway): Promise<TableDigests> {
+/** The throwaway's whole cluster through pg_dumpall and the dump's digester: each table's data digest and row count. */
+async function redumpDigests(server: Throwaway): Promise<{ digests: TableDigests; rows: RowCounts }> {
   const label = 'pg_dumpall (drill re-dump)';
   const digester = new TableDigester();
   const child = startCommand(server.dumper.file, server.dumper.args, { label, env: server.dumper.env, stdout: 'stream' });
@@ -239,7 +268,7 @@ async function redumpDigests(server: Throwaway): Promise<TableDigests> {
     stopCommand(child);
     throw dumped.status === 'rejected' ? dumped.reason : (digested as PromiseRejectedResult).reason;
   }
-  return digester.digests();
+  return { digests: digester.digests(), rows: digester.rowCounts() };
 }
 
 export function createDrillActivities({ config, logger }: ActivityDeps) {
@@ -338,25 +367,29 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       const dump = latest.dump;
       if (!dump?.rows) throw new DumpNotFoundError(`no authenticated dump with recorded row counts in ${dir}: run a backup first (\`immich-backup backup db\`)`);
       const recorded = dump.rows.tables;
-      // Loaded from a private copy whose bytes hashed to the recorded sha256 as they were copied.
-      const path = await privateCopy(join(dir, dump.file), dump.file, join(dir, LOADING_DIR), dump.sha256, `drill: copying ${dump.file} aside`);
-
-      // The whole dump through the strict filter before any server starts: a line that would run a
-      // program is refused here, not halfway through the load.
-      await checkRestorable({ file: dump.file, path, format: 'cluster', checksum: dump.sha256 }).catch(async (err: unknown) => {
-        await rm(path, { force: true });
-        throw err;
-      });
-      const server = await withHeartbeats(throwaway(stamp), () => ({ step: 'drill: starting a throwaway PostgreSQL' })).catch(async (err: unknown) => {
-        await rm(path, { force: true });
-        throw err;
-      });
+      // Loaded from a private copy whose bytes hashed to the recorded sha256 as they were copied
+      // (made while the throwaway starts). The load streams it through the strict filter: a line
+      // that would run a program is refused before psql reads it, and the throwaway, which ran
+      // only lines the filter had passed, is removed. (A restore of the live database filters the
+      // whole dump before anything stops; a throwaway half-loaded costs nothing.)
+      const copying = privateCopy(join(dir, dump.file), dump.file, join(dir, LOADING_DIR), dump.sha256, `drill: copying ${dump.file} aside`, { sync: false });
+      const starting = throwaway(stamp);
+      const [copyDone, serverDone] = await withHeartbeats(Promise.allSettled([copying, starting]), () => ({ step: `drill: copying ${dump.file} aside while a throwaway PostgreSQL starts` }));
+      if (copyDone.status === 'rejected' || serverDone.status === 'rejected') {
+        if (copyDone.status === 'fulfilled') await rm(copyDone.value, { force: true });
+        if (serverDone.status === 'fulfilled') await serverDone.value.remove();
+        throw copyDone.status === 'rejected' ? copyDone.reason : (serverDone as PromiseRejectedResult).reason;
+      }
+      const path = copyDone.value;
+      const server = serverDone.value;
       try {
         const postgresVersion = (await server.query('postgres', 'SHOW server_version')).trim();
         const loadStarted = Date.now();
         // Without ON_ERROR_STOP: a statement that fails (a constraint the data breaks, an extension
         // the server lacks) is reported with the tables it leaves short, not instead of them.
-        const { stderr } = await loadDump({ file: dump.file, path }, user, server.loader, `drill: restoring into ${server.where}`);
+        const { stderr } = await loadDump({ file: dump.file, path }, user, server.loader, `drill: restoring ${dump.file} into ${server.where}`).catch((err: unknown) => {
+          throw isCorruptStreamError(err) ? corruptDump(dump.file, err, 'the drill could not load it') : err;
+        });
         // A table that could not be created turns its COPY data into one error per row: keep a few.
         const allErrors = stderr.split('\n').flatMap((line) => {
           const m = /ERROR:\s+(.*)$/.exec(line);
@@ -365,14 +398,16 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
         const loadErrors = allErrors.slice(0, MAX_LOAD_ERRORS);
         const loadMs = Date.now() - loadStarted;
         const missingExtension = server.engine === 'host' && loadErrors.some((e) => /extension ".*" is not available|could not open extension control file/.test(e));
-        const restored = await withHeartbeats(countRows(server.query), () => ({ step: 'drill: counting rows' }));
-        const differences = compareRowCounts(recorded, restored);
         const recordedDigests = dump.rows.digests;
         // Taken at dump time but not in the record: a loss to report, not a dump from before digests.
         const digestsMissing = !recordedDigests && dump.rows.digestsExpected === true;
+        // With digests, one re-dump gives both each table's digest and its row count; without, count(*) every table.
         const redumpStarted = Date.now();
-        const changed = recordedDigests ? compareDigests(recordedDigests, await redumpDigests(server)) : [];
+        const redump = recordedDigests ? await redumpDigests(server) : undefined;
         const redumpMs = Date.now() - redumpStarted;
+        const changed = redump ? compareDigests(recordedDigests!, redump.digests) : [];
+        const restored = await withHeartbeats(redump ? countRowsFromDump(server.query, redump.rows) : countRows(server.query), () => ({ step: 'drill: counting rows' }));
+        const differences = compareRowCounts(recorded, restored);
         const result: DrillResult = {
           dump: dump.file,
           engine: server.engine,

@@ -1,57 +1,28 @@
 import { lstat, realpath, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
-import { ExecaError } from 'execa';
 import type { Config } from '../src/config.js';
 import type { AuditState } from './library-audit.js';
 import { readAssetPage, type AssetSchema, type ImmichAsset } from './immich-assets.js';
 import { isMountPoint } from './mirror.js';
-import { commandError, startCommand, throwIfCancelled } from './run-command.js';
-import { ioPriority } from './rsync.js';
+import { startReader, type Reader, type Sha1Read } from './library-audit-reader.js';
 import type { PostgresTarget } from './types.js';
 import type { SideReport } from '../src/library-audit-report.js';
 
 // LibraryAudit's pass itself: the part that runs in its own worker thread (library-audit-thread.ts),
 // so it imports little. Pages of assets in id order, files checked and hashed on both sides.
 
-/** A hash batch: this many files or bytes per side, whichever comes first (one sha1sum each side). */
+/** A hash batch: this many files or bytes per side, whichever comes first (one request to each side's reader). */
 const BATCH_FILES = 512;
 const BATCH_BYTES = 128 * 1024 * 1024;
+/** And at most this many assets in all (skipped ones and missing files included), so that a run of them is never held at once. */
+const BATCH_ASSETS = 1000;
 /** lstat calls in flight at once. */
 const STAT_AT_ONCE = 128;
 const PAGE = 1000;
+/** Hash batches formed (and queued on each side) ahead of the one being committed. */
+const BATCHES_AHEAD = 3;
 /** Directories whose place on the drive is remembered before hashing (re-checked after, uncached). */
 const DIRS_REMEMBERED = 10_000;
-
-/**
- * SHA-1 of each file (hex), or undefined for one sha1sum could not read; one sha1sum for the lot,
- * under `prefix` (ionice, nice). -z: names unescaped, records NUL-terminated, in argument order.
- */
-export async function sha1Files(paths: readonly string[], prefix: readonly string[], signal?: AbortSignal): Promise<Array<string | undefined>> {
-  if (!paths.length) return [];
-  const [file, ...args] = [...prefix, 'sha1sum', '-z', '--', ...paths];
-  const child = startCommand(file!, args, { label: 'sha1sum', ...(signal ? { signal } : {}) });
-  let stdout: string;
-  try {
-    stdout = String((await child).stdout ?? '');
-  } catch (err) {
-    // Exit 1: some file could not be read (the others were hashed); anything else is a failure.
-    if (!(err instanceof ExecaError) || err.exitCode !== 1 || signal?.aborted) throw commandError(err, 'sha1sum');
-    throwIfCancelled();
-    stdout = String(err.stdout ?? '');
-  }
-  const records = stdout.split('\0');
-  const out: Array<string | undefined> = [];
-  let r = 0;
-  for (const path of paths) {
-    const record = records[r];
-    // "<40 hex> <' ' or '*'><name>"
-    if (record !== undefined && record.slice(42) === path && /^[0-9a-f]{40} [ *]/.test(record)) {
-      out.push(record.slice(0, 40));
-      r++;
-    } else out.push(undefined);
-  }
-  return out;
-}
 
 type FileCheck = { kind: 'missing' } | { kind: 'other'; why: string } | { kind: 'file'; size: number };
 type Skipped = { a: ImmichAsset; skip: 'notContent' | 'outsideLibrary' };
@@ -75,7 +46,7 @@ type DirPlace = 'onDrive' | 'missing' | 'offDrive';
 /**
  * Whether the directory `relDir` of the mirror is itself: its real path is the mirror's real path
  * joined with it, on the drive's device. A symlinked directory on the drive (immich/library/<user>
- * -> the live library) would otherwise have lstat and sha1sum read the live files and call the
+ * -> the live library) would otherwise have lstat and the reader read the live files and call the
  * mirror's copy good. Checked per directory, not per file: one realpath for all its files.
  */
 export async function mirrorDirPlace(destination: string, root: { real: string; dev: number }, relDir: string): Promise<DirPlace> {
@@ -126,7 +97,6 @@ export type SliceEvent = { type: 'commit'; state: AuditState; current: string } 
 export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, signal?: AbortSignal): Promise<{ state: AuditState; mirrorOff: string | undefined }> {
   const { config, schema, state } = p;
   const lib = config.library;
-  const priority = ioPriority(lib);
   const keep = lib.audit.reportNames;
   const run = state.run!;
   const pass = state.pass!;
@@ -164,118 +134,152 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
     return done;
   };
   const ask = (left: number) => Math.min(PAGE, left + 1);
-  let left = run.quota - run.covered;
-  let pending = left > 0 ? fetch(pass.after, ask(left)) : undefined;
-  while (pending) {
-    const { rows, asked } = await pending;
-    pending = undefined;
-    const take = rows.slice(0, left);
-    const endOfPass = rows.length < asked;
-    if (!endOfPass && left - take.length > 0 && take.length) pending = fetch(take.at(-1)!.id, ask(left - take.length));
-    // Every file of the page looked at first (a few at a time), then cut into hash batches.
-    const checks: Array<Skipped | Audited> = [];
-    for (let i = 0; i < take.length; i += STAT_AT_ONCE) {
-      checks.push(
-        ...(await Promise.all(
-          take.slice(i, i + STAT_AT_ONCE).map(async (a): Promise<Skipped | Audited> => {
-            if (a.algorithm !== 'sha1') return { a, skip: 'notContent' as const };
-            if (a.relativePath === undefined) return { a, skip: 'outsideLibrary' as const };
-            const [library, mirror] = await Promise.all([checkFile(join(lib.source, a.relativePath)), mirrorOff ? undefined : checkMirror(a.relativePath)]);
-            return { a, rel: a.relativePath, library, mirror };
-          }),
-        )),
-      );
-    }
-    const batches: Array<Array<Skipped | Audited>> = [];
-    for (let from = 0; from < checks.length; ) {
-      let to = from;
-      let bytes = 0;
-      let files = 0;
-      while (to < checks.length && (to === from || (bytes < BATCH_BYTES && files < BATCH_FILES))) {
-        const c = checks[to]!;
-        if (!c.skip && c.library.kind === 'file') {
-          bytes += c.library.size;
-          files++;
+  const lookAt = async (a: ImmichAsset): Promise<Skipped | Audited> => {
+    if (a.algorithm !== 'sha1') return { a, skip: 'notContent' as const };
+    if (a.relativePath === undefined) return { a, skip: 'outsideLibrary' as const };
+    const [library, mirror] = await Promise.all([checkFile(join(lib.source, a.relativePath)), mirrorOff ? undefined : checkMirror(a.relativePath)]);
+    return { a, rel: a.relativePath, library, mirror };
+  };
+  /** Whether the pass's last page was read (a page shorter than asked): set once the batches run out. */
+  let endOfPass = false;
+  /**
+   * The slice's assets in hash batches, in id order: pages read ahead one at a time, each page's
+   * files looked at a few at a time, a batch handed out as soon as it is full, so that hashing
+   * starts after the first batch's lstat calls, not after a whole page's.
+   */
+  async function* batches(): AsyncGenerator<Array<Skipped | Audited>> {
+    let left = run.quota - run.covered;
+    let pending = left > 0 ? fetch(pass.after, ask(left)) : undefined;
+    let batch: Array<Skipped | Audited> = [];
+    let bytes = 0;
+    let files = 0;
+    while (pending) {
+      const { rows, asked } = await pending;
+      pending = undefined;
+      const take = rows.slice(0, left);
+      endOfPass = rows.length < asked;
+      left -= take.length;
+      if (!endOfPass && left > 0 && take.length) pending = fetch(take.at(-1)!.id, ask(left));
+      for (let i = 0; i < take.length; i += STAT_AT_ONCE) {
+        for (const c of await Promise.all(take.slice(i, i + STAT_AT_ONCE).map(lookAt))) {
+          if (batch.length && (bytes >= BATCH_BYTES || files >= BATCH_FILES || batch.length >= BATCH_ASSETS)) {
+            yield batch;
+            batch = [];
+            bytes = files = 0;
+          }
+          batch.push(c);
+          if (!c.skip && c.library.kind === 'file') {
+            bytes += c.library.size;
+            files++;
+          }
         }
-        to++;
       }
-      batches.push(checks.slice(from, to));
-      from = to;
     }
-    const audited = (batch: Array<Skipped | Audited>) => batch.filter((c): c is Audited => !c.skip);
-    const libFilesOf = batches.map((b) => audited(b).filter((c) => c.library.kind === 'file'));
-    const mirFilesOf = batches.map((b) => audited(b).filter((c) => c.mirror?.kind === 'file'));
-    // Each side hashes its batches one after the other, never waiting for the other side: one
-    // sha1sum per side at a time (one reader per disk), both disks kept busy.
-    const chain = (lists: Audited[][], root: string) => {
-      let previous: Promise<unknown> = Promise.resolve();
-      return lists.map((list) => {
-        const sums = previous.then(() => sha1Files(list.map((c) => join(root, c.rel)), priority, signal));
-        sums.catch(() => undefined); // awaited below, in order; a batch after a failure is never reached
-        previous = sums;
-        return sums;
-      });
-    };
-    const libHashes = chain(libFilesOf, lib.source);
-    const mirHashes = mirrorOff ? libFilesOf.map(() => Promise.resolve([] as Array<string | undefined>)) : chain(mirFilesOf, lib.destination);
-    for (let k = 0; k < batches.length; k++) {
-      const batch = batches[k]!;
-      const hashed = audited(batch);
-      const libFiles = libFilesOf[k]!;
-      const mirFiles = mirrorOff ? [] : mirFilesOf[k]!;
-      current = hashed[0]?.rel ?? current;
-      emit({ type: 'current', current });
-      const [libSums, mirSums] = await Promise.all([libHashes[k]!, mirHashes[k]!]);
-      // The drive may have gone while it was read: its files would read as missing.
-      if (!mirrorOff && hashed.length && (await mirrorProblemOf(lib))) {
-        mirrorOff = `the drive went away during the audit (${lib.mountPoint})`;
+    if (batch.length) yield batch;
+  }
+  // Each side's reader hashes its batches one after the other, never waiting for the other side:
+  // one reader per disk, both disks kept busy. A few batches are queued ahead, so that a reader
+  // starts the next batch as soon as it ends one.
+  const hashOn = (reader: Reader, files: Array<{ path: string; size: number }>) => {
+    const sums = reader.hash(files);
+    sums.catch(() => undefined); // awaited in order below; a batch after a failure is never reached
+    return sums;
+  };
+  // A file is read up to the size it had when looked at: one that grew since (a huge sparse file
+  // planted in its place) is not read to its end, and counts as mismatched.
+  const sizeOf = (check: FileCheck) => (check.kind === 'file' ? check.size : 0);
+  type InFlight = { batch: Array<Skipped | Audited>; libFiles: Audited[]; mirFiles: Audited[]; libSums: Promise<Array<Sha1Read | undefined>>; mirSums: Promise<Array<Sha1Read | undefined>> };
+  const inFlight: InFlight[] = [];
+  const hashBatch = (batch: Array<Skipped | Audited>) => {
+    const hashed = batch.filter((c): c is Audited => !c.skip);
+    const libFiles = hashed.filter((c) => c.library.kind === 'file');
+    const mirFiles = mirrorOff ? [] : hashed.filter((c) => c.mirror?.kind === 'file');
+    inFlight.push({
+      batch,
+      libFiles,
+      mirFiles,
+      libSums: hashOn(libReader, libFiles.map((c) => ({ path: join(lib.source, c.rel), size: sizeOf(c.library) }))),
+      mirSums: mirFiles.length && mirReader ? hashOn(mirReader, mirFiles.map((c) => ({ path: join(lib.destination, c.rel), size: sizeOf(c.mirror!) }))) : Promise.resolve([]),
+    });
+  };
+  const commitFirst = async () => {
+    const { batch, libFiles, mirFiles } = inFlight[0]!;
+    const hashed = batch.filter((c): c is Audited => !c.skip);
+    current = hashed[0]?.rel ?? current;
+    emit({ type: 'current', current });
+    const [libSums, mirSums] = await Promise.all([inFlight[0]!.libSums, inFlight[0]!.mirSums]);
+    inFlight.shift();
+    // The drive may have gone while it was read: its files would read as missing. Or been
+    // unplugged and mounted again, on another device: its files would read as off the drive.
+    if (!mirrorOff && hashed.length) {
+      const rootNow = await realpath(lib.destination).then(async (real) => ({ real, dev: (await stat(real)).dev }), () => undefined);
+      if ((await mirrorProblemOf(lib)) || !rootNow || rootNow.real !== root!.real || rootNow.dev !== root!.dev) {
+        mirrorOff = `the drive went away or was mounted again during the audit (${lib.mountPoint})`;
         run.mirrorReason = mirrorOff;
       }
-      // A directory swapped for a symlink while the batch was hashed: its files were read off the drive.
-      if (!mirrorOff && mirFiles.length) {
-        const now = new Map<string, Promise<DirPlace>>();
-        for (const c of mirFiles) {
-          const dir = dirname(c.rel);
-          if (!now.has(dir)) now.set(dir, mirrorDirPlace(lib.destination, root!, dir));
-        }
-        for (const c of mirFiles) if ((await now.get(dirname(c.rel))!) === 'offDrive') c.mirror = OFF_DRIVE;
-      }
-      const libSum = new Map(libFiles.map((c, j) => [c, libSums[j]]));
-      const mirSum = new Map(mirFiles.map((c, j) => [c, mirSums[j]]));
-      // A file sha1sum could not read may have gone since it was looked at: missing, not damaged.
-      for (const c of libFiles) if (libSum.get(c) === undefined && (await checkFile(join(lib.source, c.rel))).kind === 'missing') c.library = { kind: 'missing' };
-      for (const c of mirFiles) if (c.mirror?.kind === 'file' && mirSum.get(c) === undefined && (await checkFile(join(lib.destination, c.rel))).kind === 'missing') c.mirror = { kind: 'missing' };
-      // Commit: counts and the position move together, in id order.
-      for (const c of batch) {
-        if (c.skip) pass.skipped[c.skip]++;
-        else {
-          const want = c.a.checksum.toLowerCase();
-          if (c.library.kind === 'missing') note(pass.library, 'missing', c.rel);
-          else if (c.library.kind === 'file' && libSum.get(c) === want) pass.library.ok++;
-          else note(pass.library, 'mismatched', c.rel);
-          if (mirrorOff || !c.mirror) {
-            pass.mirror.notChecked++;
-            pass.mirror.notCheckedReason = mirrorOff ?? pass.mirror.notCheckedReason;
-          } else if (c.mirror.kind === 'missing') note(pass.mirror, 'missing', c.rel);
-          else if (c.mirror.kind === 'file' && mirSum.get(c) === want) pass.mirror.ok++;
-          else note(pass.mirror, 'mismatched', c.rel);
-          const read = (c.library.kind === 'file' ? c.library.size : 0) + (!mirrorOff && c.mirror?.kind === 'file' ? c.mirror.size : 0);
-          pass.bytes += read;
-          run.bytes += read;
-        }
-        pass.covered++;
-        run.covered++;
-        pass.after = c.a.id;
-      }
-      emit({ type: 'commit', state, current });
     }
-    left -= take.length;
-    if (endOfPass) {
-      run.passCompleted = true;
-      break;
+    // A directory swapped for a symlink while the batch was hashed: its files were read off the drive.
+    if (!mirrorOff && mirFiles.length) {
+      const now = new Map<string, Promise<DirPlace>>();
+      for (const c of mirFiles) {
+        const dir = dirname(c.rel);
+        if (!now.has(dir)) now.set(dir, mirrorDirPlace(lib.destination, root!, dir));
+      }
+      for (const c of mirFiles) if ((await now.get(dirname(c.rel))!) === 'offDrive') c.mirror = OFF_DRIVE;
+      // And the file the reader opened must lie on the drive's device: a directory swapped for a
+      // symlink and back around the read would pass the check above, not this one.
+      mirFiles.forEach((c, j) => {
+        if (mirSums[j] && mirSums[j].dev !== root!.dev) c.mirror = OFF_DRIVE;
+      });
     }
-    if (left <= 0) break;
+    const libSum = new Map(libFiles.map((c, j) => [c, libSums[j]?.sha1]));
+    const mirSum = new Map(mirFiles.map((c, j) => [c, mirSums[j]?.sha1]));
+    // A file the reader could not read may have gone since it was looked at: missing, not damaged.
+    for (const c of libFiles) if (libSum.get(c) === undefined && (await checkFile(join(lib.source, c.rel))).kind === 'missing') c.library = { kind: 'missing' };
+    for (const c of mirFiles) if (c.mirror?.kind === 'file' && mirSum.get(c) === undefined && (await checkFile(join(lib.destination, c.rel))).kind === 'missing') c.mirror = { kind: 'missing' };
+    // Commit: counts and the position move together, in id order.
+    for (const c of batch) {
+      if (c.skip) pass.skipped[c.skip]++;
+      else {
+        const want = c.a.checksum.toLowerCase();
+        if (c.library.kind === 'missing') note(pass.library, 'missing', c.rel);
+        else if (c.library.kind === 'file' && libSum.get(c) === want) pass.library.ok++;
+        else note(pass.library, 'mismatched', c.rel);
+        if (mirrorOff || !c.mirror) {
+          pass.mirror.notChecked++;
+          pass.mirror.notCheckedReason = mirrorOff ?? pass.mirror.notCheckedReason;
+        } else if (c.mirror.kind === 'missing') note(pass.mirror, 'missing', c.rel);
+        else if (c.mirror.kind === 'file' && mirSum.get(c) === want) pass.mirror.ok++;
+        else note(pass.mirror, 'mismatched', c.rel);
+        const read = (c.library.kind === 'file' ? c.library.size : 0) + (!mirrorOff && c.mirror?.kind === 'file' ? c.mirror.size : 0);
+        pass.bytes += read;
+        run.bytes += read;
+      }
+      pass.covered++;
+      run.covered++;
+      pass.after = c.a.id;
+    }
+    emit({ type: 'commit', state, current });
+  };
+  // One reader per side, at the library's idle priority; killed when the slice ends or is cancelled.
+  const priority = { ioniceClass: lib.ioniceClass, nice: lib.nice };
+  const libReader = startReader(priority, signal);
+  const mirReader = mirrorOff ? undefined : startReader(priority, signal);
+  try {
+    if (!signal?.aborted) {
+      for await (const batch of batches()) {
+        hashBatch(batch);
+        while (inFlight.length >= BATCHES_AHEAD) await commitFirst();
+        if (signal?.aborted) break;
+      }
+      while (inFlight.length && !signal?.aborted) await commitFirst();
+    }
+  } finally {
+    libReader.close();
+    mirReader?.close();
   }
+  if (signal?.aborted) throw signal.reason;
+  if (endOfPass) run.passCompleted = true;
   return { state, mirrorOff };
 }
 

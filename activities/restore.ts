@@ -58,11 +58,15 @@ export async function loadDump(
     read: `${formatBytes(read)} of ${formatBytes(size)}`,
     percent: Math.floor((read / size) * 100),
   }));
-  if (loaded.status === 'rejected') throw loaded.reason;
-  if (fed.status === 'rejected') {
+  // The feed's failure is the cause (a line the filter refused, a stream that does not decode),
+  // and psql's the consequence of its input ending in error; unless psql went away first and the
+  // feed only hit the closed pipe.
+  const pipeClosed = (err: unknown) => ['EPIPE', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_PREMATURE_CLOSE'].includes((err as NodeJS.ErrnoException).code ?? '');
+  if (fed.status === 'rejected' && !(loaded.status === 'rejected' && pipeClosed(fed.reason))) {
     stopCommand(child);
     throw fed.reason;
   }
+  if (loaded.status === 'rejected') throw loaded.reason;
   return { stderr: String(loaded.value.stderr ?? '') };
 }
 

@@ -56,6 +56,7 @@ export class TableDigester extends Writable {
   /** Bytes of SQL seen. */
   bytes = 0;
   private readonly result: TableDigests = {};
+  private readonly counts: Record<string, number> = {};
   private database: string;
   // Outside the data: 'start' at a line start, 'keep' collecting a line that may matter, 'skip' the rest of one that does not.
   private mode: 'start' | 'keep' | 'skip' | 'data' = 'start';
@@ -75,6 +76,11 @@ export class TableDigester extends Writable {
 
   digests(): TableDigests {
     return { ...this.result };
+  }
+
+  /** Each table's row count: the lines of its data (COPY's text format escapes a newline in a value). */
+  rowCounts(): Record<string, number> {
+    return { ...this.counts };
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -137,6 +143,7 @@ export class TableDigester extends Writable {
     for (let n = 2; table in this.result; n++) table = `${this.database}: ${copy[1]!} (${n})`;
     this.table = table;
     this.result[table] = ''; // claimed now, its digest set at the end of the block
+    this.counts[table] = 0;
     this.hash = createHash('sha256');
     this.mode = 'data';
     // The end line is "\n\.\n": a newline is assumed before the first row (not hashed), so an
@@ -146,7 +153,12 @@ export class TableDigester extends Writable {
   }
 
   private digest(buf: Buffer, from: number, to: number): void {
-    if (to > from) this.hash!.update(buf.subarray(from, to));
+    if (to <= from) return;
+    const data = buf.subarray(from, to);
+    this.hash!.update(data);
+    let rows = 0;
+    for (let at = data.indexOf(NL); at !== -1; at = data.indexOf(NL, at + 1)) rows++;
+    this.counts[this.table]! += rows;
   }
 
   private endBlock(): void {

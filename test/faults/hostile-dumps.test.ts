@@ -15,14 +15,14 @@ import { startTokenFor, tagPlanted } from '../helpers/trust.js';
 // Finding 2 end to end: every hostile line of the corpus (each proven to do harm through a raw
 // psql in hostile-sql.test.ts) pushed through the real RestoreDatabase (as one of Immich's own,
 // unauthenticated backups) and the real RestoreDrill (as a dump of ours, tagged with the key, so
-// that only the strict filter stands in the way). None runs; each is refused before anything stops
-// or any throwaway server starts.
+// that only the strict filter stands in the way). None runs: the restore refuses each before
+// anything stops; the drill's load refuses it before psql reads the line, and removes its throwaway.
 
 const stack = useRestoreStack(50);
 const { world, dockerCalls } = stack;
 
 describe('hostile dumps through the workflows', () => {
-  test('finding 2: each hostile line is refused by a restore (Immich\'s own backup) and by the drill (a tagged dump of ours), before anything stops; none runs', async () => {
+  test('finding 2: each hostile line is refused by a restore (Immich\'s own backup) before anything stops, and by the drill (a tagged dump of ours) before psql reads it; none runs', async () => {
     const w = await world();
     const ctx = await hostileContext((sql) => stack.pg.psql(sql));
     const queue = w.config.temporal.taskQueue;
@@ -72,6 +72,6 @@ describe('hostile dumps through the workflows', () => {
       await ctx.close();
     }
     assert.equal(refusedRestore.length, HOSTILE_SNIPPETS.length);
-    await recordFault(`${HOSTILE_SNIPPETS.length} hostile dump lines (\\!, \\o |, \\g |, backquotes in \\connect/\\restrict, conninfo \\connect, fake COPY in a literal or comment, CRLF COPY framing, COPY … PROGRAM, DO, ALTER SYSTEM, pg_read_file, …)`, `each refused (UnsafeDumpError) by RestoreDatabase as Immich's own backup before anything stopped, and by RestoreDrill as a tagged dump before any throwaway started; none ran`);
+    await recordFault(`${HOSTILE_SNIPPETS.length} hostile dump lines (\\!, \\o |, \\g |, backquotes in \\connect/\\restrict, conninfo \\connect, fake COPY in a literal or comment, CRLF COPY framing, COPY … PROGRAM, DO, ALTER SYSTEM, pg_read_file, …)`, `each refused (UnsafeDumpError) by RestoreDatabase as Immich's own backup before anything stopped, and by RestoreDrill as a tagged dump in its load, before psql read the line (the throwaway removed); none ran`);
   });
 });

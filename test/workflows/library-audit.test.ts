@@ -11,6 +11,7 @@ import type { LibraryAuditReport } from '../../workflows/index.js';
 import { makeImmichLibrary, mountTmpfs, type ImmichAssetFixture } from '../helpers/library.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { waitFor } from '../helpers/net.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { fixtureEnv, tempDir, testConfig } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
@@ -58,7 +59,7 @@ async function setup(count: number, options: { externalCount?: number; mounted?:
       notifications: { webhooks: [`${receiver.url}${hook}`] },
     },
   });
-  const run = (input: Record<string, unknown> = {}) => runWorkflow<LibraryAuditReport>(client, temporal.address, config, 'LibraryAudit', undefined, input);
+  const run = (input: Record<string, unknown> = {}, during?: (workflowId: string) => Promise<void>) => runWorkflow<LibraryAuditReport>(client, temporal.address, config, 'LibraryAudit', during, input);
   const alarms = () => receiver.delivered(hook).map((r) => JSON.parse(r.body) as { kind: string; event: string; message: string });
   return { root, source, destination, mountPoint, assets, config, run, alarms };
 }
@@ -140,6 +141,46 @@ describe('LibraryAudit', () => {
     assert.deepEqual([p.mirror.ok, p.mirror.missing, p.mirror.mismatched], [18, 0, 6]);
     assert.equal(p.mirror.names.mismatched.length, 3);
     for (const name of p.mirror.names.mismatched) assert.ok(offDrive.includes(name), name);
+  });
+
+  test('each side is read by a process of its own at nice 19 and idle I/O class; a mirror file that is a symlink is not followed', async () => {
+    const { destination, source, assets, run } = await setup(1200);
+    // The mirror's copy replaced by a symlink to the library's (same bytes): read through, it would pass.
+    const linked = assets[7]!.relativePath;
+    await rm(join(destination, linked));
+    await symlink(join(source, linked), join(destination, linked));
+    const readers = new Map<string, string>();
+    process.env.FIXTURE_DOCKER_DELAY = 'assets=2'; // each page of assets held back: the readers wait, alive, meanwhile
+    let outcome: Awaited<ReturnType<typeof run>>;
+    try {
+      outcome = await run({}, async () => {
+        await waitFor('two readers', async () => {
+          const pids = (await execa('pgrep', ['-f', 'sha1-reader\\.js$'], { reject: false })).stdout.split('\n').filter(Boolean);
+          for (const pid of pids) {
+            const nice = (await execa('ps', ['-o', 'ni=', '-p', pid], { reject: false })).stdout.trim();
+            readers.set(pid, `${nice} ${(await execa('ionice', ['-p', pid], { reject: false })).stdout.trim()}`);
+          }
+          return readers.size >= 2 ? true : undefined;
+        }, 30_000, 50);
+      });
+    } finally {
+      delete process.env.FIXTURE_DOCKER_DELAY;
+    }
+    assert.equal(outcome.error instanceof WorkflowFailedError, true, 'the symlinked copy fails the run');
+    const { report } = damaged(outcome.error);
+    assert.deepEqual([...readers.values()], ['19 idle', '19 idle'], `readers: ${JSON.stringify([...readers])}`);
+    assert.deepEqual([report.pass.mirror.mismatched, report.pass.mirror.names.mismatched], [1, [linked]]);
+    assert.equal(report.pass.library.ok, 1200);
+    // Nothing else was lowered: the worker (this process) keeps its priority, and the readers are gone.
+    assert.equal((await execa('ps', ['-o', 'ni=', '-p', String(process.pid)])).stdout.trim(), '0');
+    assert.equal((await execa('pgrep', ['-f', 'sha1-reader\\.js$'], { reject: false })).stdout, '');
+  });
+
+  test('a long run of assets with nothing to read (an external library of 80000) is audited in bounded batches, every one counted as skipped', async () => {
+    const { run } = await setup(20, { externalCount: 80_000 });
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.deepEqual([report!.pass.covered, report!.pass.skipped.notContent, report!.pass.library.ok, report!.pass.mirror.ok], [80_020, 80_000, 20, 20]);
   });
 
   test('a file missing from the library is named as missing on the library side; the mirror still has it', async () => {

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { mkdir, stat, symlink, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { execa } from 'execa';
+import { sha1OfFile } from '../../activities/file-sha1.js';
+import { startReader } from '../../activities/library-audit-reader.js';
+import { tempDir } from '../helpers/setup.js';
+
+// LibraryAudit's reader on real files: what it reads and refuses, its protocol through a real
+// `ionice -c3 nice -n19 node sha1-reader.js`, and that stopping it never waits on the process.
+
+const sha1sum = async (path: string) => (await execa('sha1sum', ['-z', '--', path])).stdout.slice(0, 40); // -z: a name with a newline is not escaped
+const buffer = Buffer.allocUnsafe(1 << 18);
+
+describe('LibraryAudit reader', () => {
+  test('a regular file hashes as sha1sum does, with its device; a symlink, FIFO, directory, device node or missing file is not read', async () => {
+    const dir = await tempDir('reader-files');
+    const file = join(dir, 'IMG_0001.jpg');
+    await writeFile(file, Buffer.alloc(700_000, 7));
+    assert.deepEqual(sha1OfFile(file, buffer), { sha1: await sha1sum(file), dev: (await stat(file)).dev });
+    await symlink(file, join(dir, 'link.jpg'));
+    await execa('mkfifo', [join(dir, 'fifo.jpg')]);
+    await mkdir(join(dir, 'dir.jpg'));
+    for (const path of [join(dir, 'link.jpg'), join(dir, 'fifo.jpg'), join(dir, 'dir.jpg'), '/dev/zero', join(dir, 'missing.jpg')]) {
+      assert.equal(sha1OfFile(path, buffer), undefined, path);
+    }
+  });
+
+  test('a file longer than the size it had when looked at is not read to its end', async () => {
+    const dir = await tempDir('reader-size');
+    const file = join(dir, 'IMG_0002.jpg');
+    await writeFile(file, Buffer.alloc(1000, 1));
+    assert.equal(sha1OfFile(file, buffer, 1000)?.sha1, await sha1sum(file));
+    assert.equal(sha1OfFile(file, buffer, 999), undefined);
+    // A 1 TiB sparse file in its place: refused after the first read, not after a TiB of zeros.
+    await truncate(file, 2 ** 40);
+    const started = performance.now();
+    assert.equal(sha1OfFile(file, buffer, 1000), undefined);
+    assert.ok(performance.now() - started < 1000);
+  });
+
+  test('the reader process answers in order, names with spaces and newlines included, at nice 19 and idle I/O class', async () => {
+    const dir = await tempDir('reader-protocol');
+    const names = ['a.jpg', 'with space.jpg', 'new\nline.jpg', 'ünï.jpg'];
+    for (const [i, name] of names.entries()) await writeFile(join(dir, name), `content ${i}`);
+    const reader = startReader({ ioniceClass: 3, nice: 19 });
+    try {
+      const files = await Promise.all([...names, 'missing.jpg'].map(async (n) => ({ path: join(dir, n), size: (await stat(join(dir, n)).catch(() => ({ size: 0 }))).size })));
+      const [first, second] = await Promise.all([reader.hash(files), reader.hash(files.slice(0, 2))]);
+      assert.deepEqual(first.map((r) => r?.sha1), [...(await Promise.all(names.map((n) => sha1sum(join(dir, n))))), undefined]);
+      assert.deepEqual(second.map((r) => r?.sha1), first.slice(0, 2).map((r) => r?.sha1));
+      const pid = (await execa('pgrep', ['-f', 'sha1-reader\\.js$'])).stdout.trim();
+      assert.equal(`${(await execa('ps', ['-o', 'ni=', '-p', pid])).stdout.trim()} ${(await execa('ionice', ['-p', pid])).stdout.trim()}`, '19 idle');
+    } finally {
+      reader.close();
+    }
+  });
+
+  test('stopping a busy reader fails what was asked at once, without waiting for it, and the process goes', async () => {
+    const dir = await tempDir('reader-stop');
+    const huge = join(dir, 'huge.mp4');
+    await writeFile(huge, '');
+    await truncate(huge, 2 ** 40); // a TiB of zeros to read: busy for minutes
+    const reader = startReader({ ioniceClass: 3, nice: 19 });
+    const pending = reader.hash([{ path: huge, size: 2 ** 40 }]);
+    await new Promise((r) => setTimeout(r, 300));
+    const stopped = performance.now();
+    reader.close();
+    await assert.rejects(pending, /the sha1 reader was stopped/);
+    assert.ok(performance.now() - stopped < 100, 'rejected at once');
+    for (let i = 0; i < 50 && (await execa('pgrep', ['-f', 'sha1-reader\\.js$'], { reject: false })).stdout; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await execa('pgrep', ['-f', 'sha1-reader\\.js$'], { reject: false })).stdout, '');
+    const aborted = new AbortController();
+    const second = startReader({ ioniceClass: 3, nice: 19 }, aborted.signal);
+    const busy = second.hash([{ path: huge, size: 2 ** 40 }]);
+    await new Promise((r) => setTimeout(r, 300));
+    aborted.abort();
+    await assert.rejects(busy, /the sha1 reader was stopped/);
+    second.close();
+  });
+});
