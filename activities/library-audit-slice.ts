@@ -188,7 +188,7 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
   // A file is read up to the size it had when looked at: one that grew since (a huge sparse file
   // planted in its place) is not read to its end, and counts as mismatched.
   const sizeOf = (check: FileCheck) => (check.kind === 'file' ? check.size : 0);
-  type InFlight = { batch: Array<Skipped | Audited>; libFiles: Audited[]; mirFiles: Audited[]; libSums: Promise<Array<Sha1Read | undefined>>; mirSums: Promise<Array<Sha1Read | undefined>> };
+  type InFlight = { batch: Array<Skipped | Audited>; hashed: Audited[]; libFiles: Audited[]; mirFiles: Audited[]; libSums: Promise<Array<Sha1Read | undefined>>; mirSums: Promise<Array<Sha1Read | undefined>> };
   const inFlight: InFlight[] = [];
   const hashBatch = (batch: Array<Skipped | Audited>) => {
     const hashed = batch.filter((c): c is Audited => !c.skip);
@@ -196,6 +196,7 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
     const mirFiles = mirrorOff ? [] : hashed.filter((c) => c.mirror?.kind === 'file');
     inFlight.push({
       batch,
+      hashed,
       libFiles,
       mirFiles,
       libSums: hashOn(libReader, libFiles.map((c) => ({ path: join(lib.source, c.rel), size: sizeOf(c.library) }))),
@@ -203,8 +204,7 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
     });
   };
   const commitFirst = async () => {
-    const { batch, libFiles, mirFiles } = inFlight[0]!;
-    const hashed = batch.filter((c): c is Audited => !c.skip);
+    const { batch, hashed, libFiles, mirFiles } = inFlight[0]!;
     current = hashed[0]?.rel ?? current;
     emit({ type: 'current', current });
     const [libSums, mirSums] = await Promise.all([inFlight[0]!.libSums, inFlight[0]!.mirSums]);
