@@ -1,7 +1,7 @@
 import { Context, getClient } from '@temporalio/activity';
-import { acceptStartToken, approvalCommitment, approvalToken, canonicalInput, grantRun, requireGrant } from '../src/authorization.js';
-import { UnauthorizedError } from '../src/errors.js';
-import { readKey } from '../src/provenance.js';
+import { acceptStartToken, approvalCommitment, approvalToken, canonicalInput, grantRun, requireGrant } from '../adapters/files/authorization.js';
+import { UnauthorizedError } from '../core/errors.js';
+import { readKey } from '../adapters/files/provenance.js';
 import type { ActivityDeps } from './deps.js';
 
 export interface AuthorizeRunInput {

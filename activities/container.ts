@@ -1,9 +1,7 @@
-import { join } from 'node:path';
-import type { Config } from '../src/config.js';
-import { AmbiguousContainerError, ContainerNotFoundError } from '../src/errors.js';
+import { AmbiguousContainerError, ContainerNotFoundError } from '../core/errors.js';
 import type { ActivityDeps } from './deps.js';
-import { runCommand } from './run-command.js';
-import type { PostgresTarget } from './types.js';
+import { runCommand } from '../adapters/commands/run-command.js';
+import type { PostgresTarget } from '../core/types.js';
 
 // Docker container names: anything else from `docker ps` is refused rather than passed on.
 const CONTAINER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
@@ -41,24 +39,4 @@ export function createContainerActivities({ config, logger }: ActivityDeps) {
       return { runtime: 'docker', container };
     },
   };
-}
-
-/**
- * How to run one PostgreSQL client tool against the database: through `docker exec -i` (never
- * -t: a TTY would mangle the binary stream) or on the host. The password travels in the
- * environment; `-e PGPASSWORD` without a value makes the docker CLI forward it from its own.
- */
-export function postgresCommand(
-  config: Config,
-  target: PostgresTarget,
-  tool: string,
-  toolArgs: readonly string[],
-): { file: string; args: string[]; env: Record<string, string> } {
-  const env: Record<string, string> = config.postgres.password ? { PGPASSWORD: config.postgres.password } : {};
-  if (target.runtime === 'docker') {
-    const passEnv = config.postgres.password ? ['-e', 'PGPASSWORD'] : [];
-    return { file: config.docker.command, args: ['exec', '-i', ...passEnv, target.container, tool, ...toolArgs], env };
-  }
-  const file = config.postgres.binDir ? join(config.postgres.binDir, tool) : tool;
-  return { file, args: [...toolArgs], env };
 }

@@ -1,14 +1,14 @@
 import { resolve } from 'node:path';
-import { CommandFailedError, MirrorSafetyError, SourceEmptyError, StalledError } from '../src/errors.js';
-import { remoteVersionsDirOf, versionSetProblem } from '../src/library-layout.js';
+import { CommandFailedError, MirrorSafetyError, SourceEmptyError, StalledError } from '../core/errors.js';
+import { remoteVersionsDirOf, versionSetProblem } from '../core/library-layout.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
-import { planVersionPrune } from './library-versions.js';
-import { countFiles, hasFiles } from './mirror.js';
-import { withHeartbeats } from './run-command.js';
-import { ioPriority, runRsync } from './rsync.js';
-import { runRemote, sshCommandString, sshError, sshTarget } from './ssh.js';
-import type { LibraryOffsiteResult } from './types.js';
+import { planVersionPrune } from '../adapters/mirror/library-versions.js';
+import { countFiles, hasFiles } from '../adapters/mirror/drive.js';
+import { withHeartbeats } from '../adapters/commands/run-command.js';
+import { ioPriority, runRsync } from '../adapters/commands/rsync.js';
+import { runRemote, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
+import type { LibraryOffsiteResult } from '../core/types.js';
 
 // library.offsite: the library's third copy, on the NAS, over the same batch-mode ssh as the dumps
 // (offsite.host, user, port, identityFile, knownHostsFile), versioned like the drive: what a run

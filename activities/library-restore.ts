@@ -4,16 +4,16 @@ import { lstat, mkdtemp, open, opendir, readdir, realpath, rm, writeFile } from 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { CommandFailedError, DumpNotFoundError, MirrorSafetyError, StalledError } from '../src/errors.js';
-import { versionsDirOf, versionSetTime } from '../src/library-layout.js';
-export { selectionPathProblem } from '../src/library-layout.js';
+import { CommandFailedError, DumpNotFoundError, MirrorSafetyError, StalledError } from '../core/errors.js';
+import { versionsDirOf, versionSetTime } from '../core/library-layout.js';
+export { selectionPathProblem } from '../core/library-layout.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
-import { assetSchema, readAssetPage } from './immich-assets.js';
-import { withHeartbeats } from './run-command.js';
-import { assertOnDrive } from './mirror.js';
-import { FROM_UNTRUSTED_TREE, ioPriority, runRsync, type RsyncSkipped } from './rsync.js';
-import type { PostgresTarget } from './types.js';
+import { assetSchema, readAssetPage } from '../adapters/immich/immich-assets.js';
+import { withHeartbeats } from '../adapters/commands/run-command.js';
+import { assertOnDrive } from '../adapters/mirror/drive.js';
+import { FROM_UNTRUSTED_TREE, ioPriority, runRsync, type RsyncSkipped } from '../adapters/commands/rsync.js';
+import type { PostgresTarget } from '../core/types.js';
 
 // A library restore of less than the whole tree: the originals Immich's database references and the
 // library lacks (--missing), one subtree (--path), or the files as they were at a date, from the

@@ -1,6 +1,7 @@
 import { Context, getClient } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import type { LockedResource } from '../src/ids.js';
+import type { LockedResource } from '../core/ids.js';
+import { acquireSignal } from '../core/messages.js';
 import type { ActivityDeps } from './deps.js';
 
 // The activity side of ResourceLock (workflows/resource-lock.ts): a workflow cannot start another
@@ -27,7 +28,7 @@ export function createLockActivities({ config }: ActivityDeps) {
         workflowId: lockId,
         taskQueue: Context.current().info.taskQueue,
         args: [{ resource }],
-        signal: 'acquire',
+        signal: acquireSignal,
         signalArgs: [{ requester }],
       });
     },

@@ -1,79 +1,20 @@
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
-import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError, WriteOnceError } from '../src/errors.js';
-import { versionSetName, versionSetProblem, versionSetTime, versionsDirOf } from '../src/library-layout.js';
-import { readKey } from '../src/provenance.js';
+import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError, WriteOnceError } from '../core/errors.js';
+import { versionSetName, versionSetProblem, versionSetTime, versionsDirOf } from '../core/library-layout.js';
+import { readKey } from '../adapters/files/provenance.js';
 import { requireAuthorizedRun } from './authorize.js';
+import { assertOnDrive, countFiles, hasFiles, isMountPoint } from '../adapters/mirror/drive.js';
 import type { ActivityDeps } from './deps.js';
-import { acceptanceText, changeDigest, derivedMatcher, emptyPlan, mapLimit, oldestVersions, parseItemized, pruneVersionSets, recordPairing, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult, type SetFinding } from './library-versions.js';
-import { withHeartbeats } from './run-command.js';
-import { FROM_UNTRUSTED_TREE, ioPriority, runRsync } from './rsync.js';
-import { latestUsable } from './trusted-dumps.js';
-import type { MirrorLibraryInput, MirrorOutcome, MirrorResult, MirrorSettings, MirrorVersioning } from './types.js';
+import { acceptanceText, changeDigest, derivedMatcher, emptyPlan, mapLimit, oldestVersions, parseItemized, pruneVersionSets, recordPairing, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult, type SetFinding } from '../adapters/mirror/library-versions.js';
+import { withHeartbeats } from '../adapters/commands/run-command.js';
+import { FROM_UNTRUSTED_TREE, ioPriority, runRsync } from '../adapters/commands/rsync.js';
+import { latestUsable } from '../adapters/files/trusted-dumps.js';
+import type { MirrorLibraryInput, MirrorOutcome, MirrorResult, MirrorSettings, MirrorVersioning } from '../core/types.js';
 
 /** Rewritten files named in the report, the alarm and the refusal. */
 const REWRITES_SHOWN = 5;
-
-/** True when `path` is itself a mount point (per /proc/self/mountinfo), not a directory on its parent's filesystem. */
-export async function isMountPoint(path: string): Promise<boolean> {
-  const real = await realpath(path).catch(() => undefined);
-  if (!real) return false;
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  // Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return mountinfo.split('\n').some((line) => unescape(line.split(' ')[4] ?? '') === real);
-}
-
-/** Regular files under dir (0 when it does not exist). */
-export async function countFiles(dir: string): Promise<number> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return [];
-    throw err;
-  });
-  return entries.filter((e) => e.isFile()).length;
-}
-
-/** True as soon as one regular file is found under dir: cheap even for a 135k-file library. */
-export async function hasFiles(dir: string): Promise<boolean> {
-  const stack = [dir];
-  while (stack.length) {
-    const current = stack.pop()!;
-    const handle = await opendir(current).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
-      throw err;
-    });
-    if (!handle) continue;
-    for await (const entry of handle) {
-      if (entry.isFile()) return true; // leaving the loop closes the handle
-      if (entry.isDirectory()) stack.push(join(current, entry.name));
-    }
-  }
-  return false;
-}
-
-/**
- * The drive is someone else's disk: a symlink on it (the destination, or a folder on the way)
- * could send `rsync --delete` into a host directory, or a restore copy one into the library.
- * What `path` really is (its nearest existing part, resolved) must lie on the drive.
- */
-export async function assertOnDrive(
-  lib: { mountPoint: string },
-  path: string,
-  what: string,
-  outcome = 'nothing was copied or deleted; remove the link',
-): Promise<void> {
-  const mount = await realpath(lib.mountPoint);
-  const { dev } = await stat(mount);
-  let existing = resolve(path);
-  while (!(await lstat(existing).catch(() => undefined)) && existing !== mount) existing = dirname(existing);
-  const real = await realpath(existing);
-  const rel = relative(mount, real);
-  const st = await stat(real);
-  if (rel.startsWith('..') || rel.startsWith('/') || st.dev !== dev) {
-    throw new MirrorSafetyError(`${what} ${path} leads to ${real}, off the drive mounted at ${lib.mountPoint} (a symlink on the drive?): ${outcome}`);
-  }
-}
 
 export function createMirrorActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;

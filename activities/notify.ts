@@ -1,7 +1,7 @@
 import { getClient } from '@temporalio/activity';
-import { redactUrl } from '../src/config.js';
-import { WORKFLOW_KINDS, type WorkflowType } from '../src/ids.js';
-import { redactSecrets, splitCredentials } from '../src/redact.js';
+import { redactUrl } from '../config/config.js';
+import { WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
+import { redactSecrets, splitCredentials } from '../core/redact.js';
 import type { ActivityDeps } from './deps.js';
 import { FAILED_STATUSES, newestClosedRun } from './health.js';
 
@@ -31,7 +31,7 @@ export interface AnnounceResult {
 const ATTEMPTS = 5;
 const FIRST_RETRY_MS = 2000;
 
-const PING_KEYS: Record<string, keyof import('../src/config.js').Config['notifications']['pings']> = {
+const PING_KEYS: Record<string, keyof import('../config/config.js').Config['notifications']['pings']> = {
   [WORKFLOW_KINDS.NightlyDbBackup]: 'nightlyDbBackup',
   [WORKFLOW_KINDS.OffsiteSync]: 'offsiteSync',
   [WORKFLOW_KINDS.WeeklyLibraryMirror]: 'weeklyLibraryMirror',

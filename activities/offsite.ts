@@ -1,19 +1,19 @@
 import { readFileSync } from 'node:fs';
 import { readdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../src/config.js';
-import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../src/dump-names.js';
-import { ChecksumMismatchError, CommandFailedError, NotOurDumpError, StalledError } from '../src/errors.js';
-import { formatBytes } from '../src/format.js';
-import { sha256OfFile } from './checksums.js';
-import { readKey, tagFileName, verifyDumpTag } from '../src/provenance.js';
-import { authenticDumps } from './trusted-dumps.js';
+import type { Config } from '../config/config.js';
+import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../core/dump-names.js';
+import { ChecksumMismatchError, CommandFailedError, NotOurDumpError, StalledError } from '../core/errors.js';
+import { formatBytes } from '../core/format.js';
+import { sha256OfFile } from '../adapters/files/checksums.js';
+import { readKey, tagFileName, verifyDumpTag } from '../adapters/files/provenance.js';
+import { authenticDumps } from '../adapters/files/trusted-dumps.js';
 import type { ActivityDeps } from './deps.js';
-import { ownDir } from './fs-safe.js';
-import { awaitWithStallGuard, startCommand, withHeartbeats } from './run-command.js';
-import { runRsync } from './rsync.js';
-import { connectionOptions, nasLabel, runRemote, sshCommandString, sshError, sshTarget } from './ssh.js';
-import type { CopiedDump, DumpToCopy, OffsitePlan, OffsiteSettings, PruneResult } from './types.js';
+import { ownDir } from '../adapters/files/fs-safe.js';
+import { awaitWithStallGuard, startCommand, withHeartbeats } from '../adapters/commands/run-command.js';
+import { runRsync } from '../adapters/commands/rsync.js';
+import { connectionOptions, nasLabel, runRemote, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
+import type { CopiedDump, DumpToCopy, OffsitePlan, OffsiteSettings, PruneResult } from '../core/types.js';
 import { REJECTED_DIR } from './validate.js';
 
 /** rsync's --partial-dir for uploads, inside offsite.remoteDir: what an interrupted upload leaves. */

@@ -1,12 +1,12 @@
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checksumFileName, expiredDumps, isDumpName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName } from '../src/dump-names.js';
-import { PruneRefusedError } from '../src/errors.js';
-import { readKey, tagFileName } from '../src/provenance.js';
-import { authenticDumps, authenticRows } from './trusted-dumps.js';
-import { digestsFileName } from './table-digests.js';
+import { checksumFileName, expiredDumps, isDumpName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName } from '../core/dump-names.js';
+import { PruneRefusedError } from '../core/errors.js';
+import { readKey, tagFileName } from '../adapters/files/provenance.js';
+import { authenticDumps, authenticRows } from '../adapters/files/trusted-dumps.js';
+import { digestsFileName } from '../adapters/postgres/table-digests.js';
 import type { ActivityDeps } from './deps.js';
-import type { PruneDumpsInput, PruneResult } from './types.js';
+import type { PruneDumpsInput, PruneResult } from '../core/types.js';
 
 /** A dump and the files beside it: its tag and checksum first (without them it no longer counts as ours), the dump last. */
 async function removeDump(dir: string, name: string): Promise<void> {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
-import { TableDigester } from '../activities/table-digests.js';
+import { TableDigester } from '../adapters/postgres/table-digests.js';
 import { loadImmichLike, pgBin, startPostgres } from '../test/helpers/postgres.js';
 
 const { values } = parseArgs({ options: { assets: { type: 'string', default: '33750' }, runs: { type: 'string', default: '3' } } });

@@ -14,10 +14,10 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { createMirrorActivities } from '../activities/mirror.js';
-import type { MirrorOutcome } from '../activities/types.js';
-import { parseConfig } from '../src/config.js';
-import { versionSetName } from '../src/library-layout.js';
-import { createLogger } from '../src/logger.js';
+import type { MirrorOutcome } from '../core/types.js';
+import { parseConfig } from '../config/config.js';
+import { versionSetName } from '../core/library-layout.js';
+import { createLogger } from '../config/logger.js';
 import { makeLibrary, mountTmpfs } from '../test/helpers/library.js';
 import { rawTestConfig, tempDir } from '../test/helpers/setup.js';
 

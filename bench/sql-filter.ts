@@ -2,7 +2,7 @@
 // scanner it replaced (copied below, for comparison only), side by side in one run, over a
 // generated pg_dump-shaped SQL text held in memory (no disk, no gzip: the filter alone).
 import { StringDecoder } from 'node:string_decoder';
-import { DumpFilter } from '../activities/sql-stream.js';
+import { DumpFilter } from '../adapters/postgres/sql-stream.js';
 
 const mb = Number(process.argv[2] ?? 256);
 

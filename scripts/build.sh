@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf dist
 npx tsc -p tsconfig.json
-chmod +x dist/src/cli.js
+chmod +x dist/cli/cli.js
 node dist/workers/bundle.js

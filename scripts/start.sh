@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh runtime
 export PATH="$PWD/.venv/bin:$PATH"
-exec dist/src/cli.js start "$@"
+exec dist/cli/cli.js start "$@"

@@ -1,5 +1,5 @@
 import type { ActivityInboundCallsInterceptor, ActivityInterceptorsFactory } from '@temporalio/worker';
-import { redactDeep, redactSecrets } from '../src/redact.js';
+import { redactDeep, redactSecrets } from '../core/redact.js';
 
 // The one door between activities and workflow history: whatever an activity returns or throws
 // (a library's error text quoting a URL, a report holding one) leaves without URL credentials.

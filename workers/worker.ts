@@ -3,11 +3,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
-import { connectHint, connectionSecurity } from '../src/client.js';
-import type { Config } from '../src/config.js';
-import type { Logger } from '../src/logger.js';
-import { registerSearchAttributes } from '../src/search-attributes.js';
-import { trustedSetup } from '../src/trust.js';
+import { connectHint, connectionSecurity } from '../temporal/client.js';
+import type { Config } from '../config/config.js';
+import type { Logger } from '../config/logger.js';
+import { registerSearchAttributes } from '../temporal/search-attributes.js';
+import { trustedSetup } from '../adapters/files/trust.js';
 import { redactingActivityInterceptors } from './redact-interceptor.js';
 import { installRuntime } from './runtime.js';
 

@@ -30,7 +30,7 @@ import {
   NasFullError,
   StalledError,
   WriteOnceError,
-} from '../src/errors.js';
+} from '../core/errors.js';
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
 // tool, full disk, a bad dump) are non-retryable: retrying would only delay the alarm.

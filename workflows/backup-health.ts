@@ -1,5 +1,5 @@
 import { log } from '@temporalio/workflow';
-import { problemKey, type StatusReport } from '../src/reports.js';
+import { problemKey, type StatusReport } from '../core/reports.js';
 import { checks } from './activity-options.js';
 import { announce, reported, setOutcome } from './reporting.js';
 

@@ -9,8 +9,6 @@ export { RestoreDatabase } from './restore-database.js';
 export type { RestoreDatabaseInput, RestoreDatabaseReport } from './restore-database.js';
 export { RestoreLibrary } from './restore-library.js';
 export type { RestoreLibraryInput, RestoreLibraryReport } from './restore-library.js';
-export { approveUpdate, rejectUpdate, restorePlanQuery, legacyApproveSignal } from './restore-steps.js';
-export { currentStepQuery } from './progress.js';
 export { ResourceLock } from './resource-lock.js';
 export type { ResourceLockInput } from './resource-lock.js';
 export { RestoreDrill } from './restore-drill.js';

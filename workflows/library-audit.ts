@@ -1,6 +1,6 @@
 import { ApplicationFailure, workflowInfo } from '@temporalio/workflow';
-import { LibraryDamagedError } from '../src/errors.js';
-import { describeAudit, describeDamage, problemsOf, type LibraryAuditReport } from '../src/library-audit-report.js';
+import { LibraryDamagedError } from '../core/errors.js';
+import { describeAudit, describeDamage, problemsOf, type LibraryAuditReport } from '../core/library-audit-report.js';
 import { auditing, discovery } from './activity-options.js';
 import { trackSteps } from './progress.js';
 import { reported } from './reporting.js';
@@ -13,7 +13,7 @@ export interface LibraryAuditInput {
   full?: boolean;
 }
 
-export type { LibraryAuditReport } from '../src/library-audit-report.js';
+export type { LibraryAuditReport } from '../core/library-audit-report.js';
 
 /**
  * Every original Immich's database lists, checked on the library and on the mirror against

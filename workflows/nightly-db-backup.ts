@@ -1,5 +1,5 @@
 import { log } from '@temporalio/workflow';
-import { formatStamp } from '../src/dump-names.js';
+import { formatStamp } from '../core/dump-names.js';
 import { discovery, dumping, housekeeping, validation } from './activity-options.js';
 import { trackSteps, type Steps } from './progress.js';
 import { withLock } from './resource-lock.js';

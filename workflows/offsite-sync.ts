@@ -1,5 +1,5 @@
 import { ActivityFailure, ApplicationFailure, log, sleep } from '@temporalio/workflow';
-import { NasUnreachableError, StalledError } from '../src/errors.js';
+import { NasUnreachableError, StalledError } from '../core/errors.js';
 import { nas, settings } from './activity-options.js';
 import { at, trackSteps } from './progress.js';
 import { reported } from './reporting.js';

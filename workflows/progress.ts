@@ -1,10 +1,8 @@
-import { defineQuery, setCurrentDetails, setHandler } from '@temporalio/workflow';
-import { RESTORE_MESSAGES } from '../src/restore-plan.js';
+import { setCurrentDetails, setHandler } from '@temporalio/workflow';
+import { currentStepQuery } from '../core/messages.js';
 
 // What a run is doing now, for the CLI (the currentStep query) and the Web UI (the run's current
 // details): every workflow says its step, and every wait says what it waits for and until when.
-
-export const currentStepQuery = defineQuery<string>(RESTORE_MESSAGES.step);
 
 export interface Steps {
   /** The step shown from now on; `details` (default: the step) is what the Web UI shows. */

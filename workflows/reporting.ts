@@ -1,8 +1,8 @@
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { CancellationScope, isCancellation, log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { NotificationEvent } from '../activities/notify.js';
-import { innermostMessage } from '../src/failure.js';
-import { SEARCH_ATTRIBUTES, WORKFLOW_KINDS, type Outcome, type WorkflowType } from '../src/ids.js';
+import { innermostMessage } from '../core/failure.js';
+import { SEARCH_ATTRIBUTES, WORKFLOW_KINDS, type Outcome, type WorkflowType } from '../core/ids.js';
 import { notifying } from './activity-options.js';
 
 // What every scheduled workflow shares: its kind and outcome as search attributes (filterable in

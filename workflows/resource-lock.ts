@@ -3,15 +3,15 @@ import {
   CancellationScope,
   condition,
   continueAsNew,
-  defineSignal,
   getExternalWorkflowHandle,
   log,
   setHandler,
   sleep,
   workflowInfo,
 } from '@temporalio/workflow';
-import { ResourceBusyError } from '../src/errors.js';
-import { lockWorkflowId, type LockedResource } from '../src/ids.js';
+import { ResourceBusyError } from '../core/errors.js';
+import { lockWorkflowId, type LockedResource } from '../core/ids.js';
+import { acquireSignal, lockGrantedSignal, lockHeldSignal, releaseSignal } from '../core/messages.js';
 import { locking, settings } from './activity-options.js';
 import { at, type Steps } from './progress.js';
 
@@ -21,11 +21,6 @@ import { at, type Steps } from './progress.js';
 // reach). A holder that closes without releasing (terminated, timed out) loses the lock within
 // HOLDER_CHECK. Every grant falls in a later second than the last release: dump names carry the
 // second, so two runs never write the same file.
-
-export const acquireSignal = defineSignal<[{ requester: string }]>('acquire');
-export const releaseSignal = defineSignal<[{ requester: string }]>('release');
-export const lockGrantedSignal = defineSignal<[{ resource: LockedResource }]>('lockGranted');
-export const lockHeldSignal = defineSignal<[{ resource: LockedResource; holder: string }]>('lockHeld');
 
 export interface ResourceLockInput {
   resource: LockedResource;

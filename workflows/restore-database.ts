@@ -1,9 +1,9 @@
 import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, log, workflowInfo } from '@temporalio/workflow';
-import type { DumpFormat, DumpResult, PostgresTarget, ResolvedDump, SalvageResult, VerifiedDump } from '../activities/types.js';
-import { formatStamp } from '../src/dump-names.js';
-import { DatabaseUnreadableError, ImmichVersionMismatchError, RestoreCancelledError, RestoreFailedError, RestorePointFailedError } from '../src/errors.js';
-import { innermostCause, innermostMessage } from '../src/failure.js';
-import type { DumpFacts, RestorePlan } from '../src/restore-plan.js';
+import type { DumpFormat, DumpResult, PostgresTarget, ResolvedDump, SalvageResult, VerifiedDump } from '../core/types.js';
+import { formatStamp } from '../core/dump-names.js';
+import { DatabaseUnreadableError, ImmichVersionMismatchError, RestoreCancelledError, RestoreFailedError, RestorePointFailedError } from '../core/errors.js';
+import { innermostCause, innermostMessage } from '../core/failure.js';
+import type { DumpFacts, RestorePlan } from '../core/restore-plan.js';
 import { discovery, dumping, health, housekeeping, immichControl, loading, restorePrep, rollingBack, settings, validation } from './activity-options.js';
 import { at } from './progress.js';
 import { withLock } from './resource-lock.js';
@@ -22,7 +22,7 @@ export interface RestoreDatabaseInput {
   noRestorePoint?: boolean;
   /** The dump was made by another Immich version than the one running, and that is intended. */
   acceptVersionChange?: boolean;
-  /** The start token the CLI derives from the worker's key (src/authorization.ts): without it the run fails at once. */
+  /** The start token the CLI derives from the worker's key (adapters/files/authorization.ts): without it the run fails at once. */
   authorization?: string;
   trigger?: string;
 }

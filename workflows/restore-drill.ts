@@ -1,7 +1,7 @@
 import { ApplicationFailure, log } from '@temporalio/workflow';
-import { describeDrillFailure, type DrillResult } from '../src/reports.js';
-import { DrillFailedError } from '../src/errors.js';
-import { formatStamp } from '../src/dump-names.js';
+import { describeDrillFailure, type DrillResult } from '../core/reports.js';
+import { DrillFailedError } from '../core/errors.js';
+import { formatStamp } from '../core/dump-names.js';
 import { drilling } from './activity-options.js';
 import { trackSteps } from './progress.js';
 import { withLock } from './resource-lock.js';

@@ -1,10 +1,10 @@
 import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, workflowInfo } from '@temporalio/workflow';
 import type { LibrarySelection, SelectionResult } from '../activities/library-restore.js';
-import type { MirrorResult, PostgresTarget } from '../activities/types.js';
-import { ConfigError, RestoreCancelledError, RestoreFailedError } from '../src/errors.js';
-import { asOfProblem, selectionPathProblem } from '../src/library-layout.js';
-import { innermostMessage } from '../src/failure.js';
-import type { RestorePlan } from '../src/restore-plan.js';
+import type { MirrorResult, PostgresTarget } from '../core/types.js';
+import { ConfigError, RestoreCancelledError, RestoreFailedError } from '../core/errors.js';
+import { asOfProblem, selectionPathProblem } from '../core/library-layout.js';
+import { innermostMessage } from '../core/failure.js';
+import type { RestorePlan } from '../core/restore-plan.js';
 import { discovery, health, immichControl, mirrorChecks, mirroring, settings } from './activity-options.js';
 import { at } from './progress.js';
 import { withLock } from './resource-lock.js';
@@ -24,7 +24,7 @@ export interface RestoreLibraryInput {
   path?: string;
   /** The files as the mirror held them at this date (ISO), from the version sets the mirror runs keep. */
   asOf?: string;
-  /** The start token the CLI derives from the worker's key (src/authorization.ts): without it the run fails at once. */
+  /** The start token the CLI derives from the worker's key (adapters/files/authorization.ts): without it the run fails at once. */
   authorization?: string;
   trigger?: string;
 }

@@ -1,7 +1,8 @@
-import { condition, defineQuery, defineSignal, defineUpdate, log, patched, setHandler, workflowInfo } from '@temporalio/workflow';
-import type { WorkflowType } from '../src/ids.js';
-import { sha256Text } from '../src/sha256.js';
-import { approvalProblem, APPROVER, AWAITING_APPROVAL, describePlan, RESTORE_MESSAGES, type ApproveRequest, type RejectRequest, type RestorePlan } from '../src/restore-plan.js';
+import { condition, log, patched, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { WorkflowType } from '../core/ids.js';
+import { sha256Text } from '../core/sha256.js';
+import { approvalProblem, APPROVER, AWAITING_APPROVAL, describePlan, type RejectRequest, type RestorePlan } from '../core/restore-plan.js';
+import { approveUpdate, legacyApproveSignal, rejectUpdate, restorePlanQuery } from '../core/messages.js';
 import { authorize } from './activity-options.js';
 import { trackSteps, type Steps } from './progress.js';
 import { setOutcome } from './reporting.js';
@@ -10,11 +11,6 @@ import { setOutcome } from './reporting.js';
 // whose validator accepts it only while the run waits, and only for the dump the operator was
 // shown), the plan the approval is about, and per-step durations for the report.
 
-export const approveUpdate = defineUpdate<string, [ApproveRequest]>(RESTORE_MESSAGES.approve);
-export const rejectUpdate = defineUpdate<string, [RejectRequest]>(RESTORE_MESSAGES.reject);
-export const restorePlanQuery = defineQuery<RestorePlan | undefined>(RESTORE_MESSAGES.plan);
-/** The signal older versions approved with (and the Web UI's "Send a signal" can send, empty): logged, never an approval. */
-export const legacyApproveSignal = defineSignal<unknown[]>(RESTORE_MESSAGES.legacySignal);
 
 /** patched() ID of the authorization step added to RestoreDatabase, RestoreLibrary and WeeklyLibraryMirror. */
 export const AUTHORIZATION_PATCH = 'authorize-destructive-runs';

@@ -1,8 +1,8 @@
 import { ApplicationFailure, log, patched, sleep, workflowInfo } from '@temporalio/workflow';
-import type { LibraryOffsiteResult, MirrorVersioning, RewriteAcceptance } from '../activities/types.js';
-import { DriveNotMountedError } from '../src/errors.js';
-import { WORKFLOW_KINDS } from '../src/ids.js';
-import { versionSetName } from '../src/library-layout.js';
+import type { LibraryOffsiteResult, MirrorVersioning, RewriteAcceptance } from '../core/types.js';
+import { DriveNotMountedError } from '../core/errors.js';
+import { WORKFLOW_KINDS } from '../core/ids.js';
+import { versionSetName } from '../core/library-layout.js';
 import { authorize, libraryOffsite, mirroring, settings } from './activity-options.js';
 import { at, trackSteps, type Steps } from './progress.js';
 import { withLock } from './resource-lock.js';
@@ -13,7 +13,7 @@ import { AUTHORIZATION_PATCH } from './restore-steps.js';
 export const LIBRARY_VERSIONS_PATCH = 'library-versions';
 
 export interface WeeklyLibraryMirrorInput {
-  /** With library.delete on, a run its schedule did not start needs the CLI's start token (src/authorization.ts). */
+  /** With library.delete on, a run its schedule did not start needs the CLI's start token (adapters/files/authorization.ts). */
   authorization?: string;
   trigger?: string;
   /**

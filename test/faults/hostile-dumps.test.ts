@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { WorkflowFailedError } from '@temporalio/client';
-import { dumpFileName, formatStamp } from '../../src/dump-names.js';
+import { dumpFileName, formatStamp } from '../../core/dump-names.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { hostileContext, hostileDump, HOSTILE_SNIPPETS } from '../helpers/hostile-sql.js';
 import { failureType, useRestoreStack } from '../helpers/restore-stack.js';

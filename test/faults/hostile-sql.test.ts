@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { DumpFilter, restoreFilter } from '../../activities/sql-stream.js';
+import { DumpFilter, restoreFilter } from '../../adapters/postgres/sql-stream.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { HOSTILE_FIRST_LINE, HOSTILE_SNIPPETS, hostileContext, hostileDump } from '../helpers/hostile-sql.js';
 import { pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';

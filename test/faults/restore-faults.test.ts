@@ -4,7 +4,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig } from '../../config/config.js';
 import type { NightlyDbBackupReport } from '../../workflows/index.js';
 import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';

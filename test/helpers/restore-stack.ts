@@ -7,7 +7,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { after, before } from 'node:test';
 import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { parseConfig, type Config } from '../../src/config.js';
+import { parseConfig, type Config } from '../../config/config.js';
 import { tagPlanted } from './trust.js';
 import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../../workflows/index.js';
 import { waitFor } from './net.js';

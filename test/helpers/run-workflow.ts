@@ -1,6 +1,6 @@
 import type { Client } from '@temporalio/client';
-import type { Config } from '../../src/config.js';
-import { createLogger } from '../../src/logger.js';
+import type { Config } from '../../config/config.js';
+import { createLogger } from '../../config/logger.js';
 import { createBackupWorker } from '../../workers/worker.js';
 import { startTokenFor } from './trust.js';
 

@@ -2,7 +2,7 @@ import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { parseConfig, type Config } from '../../src/config.js';
+import { parseConfig, type Config } from '../../config/config.js';
 import { fixture } from './paths.js';
 import type { TestPostgres } from './postgres.js';
 

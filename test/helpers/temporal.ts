@@ -1,8 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startDevServer, type DevServer } from '../../src/dev-server.js';
-import { createLogger } from '../../src/logger.js';
+import { startDevServer, type DevServer } from '../../temporal/dev-server.js';
+import { createLogger } from '../../config/logger.js';
 import { freePorts } from './net.js';
 import { temporalBinary } from './paths.js';
 

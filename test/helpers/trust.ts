@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Client, WorkflowHandle } from '@temporalio/client';
-import { approvalToken, startToken } from '../../src/authorization.js';
-import type { Config } from '../../src/config.js';
-import { ensureKey, tagDump, tagRows } from '../../src/provenance.js';
+import { approvalToken, startToken } from '../../adapters/files/authorization.js';
+import type { Config } from '../../config/config.js';
+import { ensureKey, tagDump, tagRows } from '../../adapters/files/provenance.js';
 
 // What the CLI does for an operator, for tests that talk to Temporal directly: tags a planted dump
 // with the worker's key (as if this tool had written it), makes start tokens and approval tokens.

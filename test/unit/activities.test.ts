@@ -11,14 +11,14 @@ import { execa } from 'execa';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities/index.js';
 import { teeSink, TesterStoppedError } from '../../activities/dump.js';
-import { digestsFileName, readDigestsFile, TableDigester } from '../../activities/table-digests.js';
-import type { Config } from '../../src/config.js';
-import { createLogger } from '../../src/logger.js';
+import { digestsFileName, readDigestsFile, TableDigester } from '../../adapters/postgres/table-digests.js';
+import type { Config } from '../../config/config.js';
+import { createLogger } from '../../config/logger.js';
 import { IMMICH_TABLES, loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/net.js';
 import { fixture } from '../helpers/paths.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
-import { ensureKey } from '../../src/provenance.js';
+import { ensureKey } from '../../adapters/files/provenance.js';
 import { tagPlanted } from '../helpers/trust.js';
 
 // Activities called directly, outside a worker, against real PostgreSQL, compressors and files.

@@ -3,9 +3,9 @@ import { writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { loadConfig, parseConfig, redactConfig } from '../../src/config.js';
-import { cronProblem } from '../../src/cron.js';
-import { ConfigError } from '../../src/errors.js';
+import { loadConfig, parseConfig, redactConfig } from '../../config/config.js';
+import { cronProblem } from '../../core/cron.js';
+import { ConfigError } from '../../core/errors.js';
 import { tempDir } from '../helpers/setup.js';
 
 describe('config', () => {

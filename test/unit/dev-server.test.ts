@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { findTemporalBinary } from '../../src/dev-server.js';
+import { findTemporalBinary } from '../../temporal/dev-server.js';
 import { fixture, temporalBinary } from '../helpers/paths.js';
 import { tempDir } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';

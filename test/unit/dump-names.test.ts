@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { checksumFileName, dumpFileName, dumpFormat, formatStamp, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, parseDumpName, partialFileName, restorePointFileName, salvageFileName, stampOfName } from '../../src/dump-names.js';
+import { checksumFileName, dumpFileName, dumpFormat, formatStamp, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, parseDumpName, partialFileName, restorePointFileName, salvageFileName, stampOfName } from '../../core/dump-names.js';
 
 describe('dump names', () => {
   test('a stamp is the UTC time and round-trips through the file name', () => {

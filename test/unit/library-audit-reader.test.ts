@@ -3,8 +3,8 @@ import { mkdir, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
-import { sha1OfFile } from '../../activities/file-sha1.js';
-import { startReader } from '../../activities/library-audit-reader.js';
+import { sha1OfFile } from '../../adapters/mirror/file-sha1.js';
+import { startReader } from '../../adapters/mirror/library-audit-reader.js';
 import { tempDir } from '../helpers/setup.js';
 
 // LibraryAudit's reader on real files: what it reads and refuses, its protocol through a real

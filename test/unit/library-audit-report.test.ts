@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { auditQuota } from '../../src/library-audit-report.js';
+import { auditQuota } from '../../core/library-audit-report.js';
 
 const DAY = 86_400_000;
 const now = Date.UTC(2026, 2, 1, 2, 0);

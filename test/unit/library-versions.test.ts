@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { MirrorSafetyError } from '../../src/errors.js';
+import { MirrorSafetyError } from '../../core/errors.js';
 import { execa } from 'execa';
-import { derivedMatcher, emptyPlan, oldestVersions, parseAcceptance, planVersionPrune, parseItemized, readPairings, recordPairing, rewriteDigest, sameBytes, versionSetContents } from '../../activities/library-versions.js';
-import { versionSetName } from '../../src/library-layout.js';
+import { derivedMatcher, emptyPlan, oldestVersions, parseAcceptance, planVersionPrune, parseItemized, readPairings, recordPairing, rewriteDigest, sameBytes, versionSetContents } from '../../adapters/mirror/library-versions.js';
+import { versionSetName } from '../../core/library-layout.js';
 import { treeDigest } from '../helpers/library.js';
 import { tempDir } from '../helpers/setup.js';
 

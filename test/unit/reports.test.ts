@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { compareRowCounts, describeDrillFailure, problemKey } from '../../src/reports.js';
+import { compareRowCounts, describeDrillFailure, problemKey } from '../../core/reports.js';
 
 describe('reports', () => {
   test('row counts: equal counts pass; a short, missing or extra table is named with both sides', () => {

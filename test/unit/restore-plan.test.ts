@@ -3,14 +3,14 @@ import { describe, test } from 'node:test';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { authenticRows, rowFacts } from '../../activities/trusted-dumps.js';
-import { approvalCommitment, approvalToken } from '../../src/authorization.js';
-import { ensureKey, tagRows } from '../../src/provenance.js';
-import { sha256Text } from '../../src/sha256.js';
+import { authenticRows, rowFacts } from '../../adapters/files/trusted-dumps.js';
+import { approvalCommitment, approvalToken } from '../../adapters/files/authorization.js';
+import { ensureKey, tagRows } from '../../adapters/files/provenance.js';
+import { sha256Text } from '../../core/sha256.js';
 import { createHash } from 'node:crypto';
 import { unreadableDatabase, unreadableTable } from '../../activities/dump.js';
-import { CommandFailedError } from '../../src/errors.js';
-import { approvalProblem, describePlan, type RestorePlan } from '../../src/restore-plan.js';
+import { CommandFailedError } from '../../core/errors.js';
+import { approvalProblem, describePlan, type RestorePlan } from '../../core/restore-plan.js';
 
 const plan: RestorePlan = {
   workflowId: 'restore-database-cli-20261127T031200Z',

@@ -7,8 +7,8 @@ import { describe, test } from 'node:test';
 import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { execa } from 'execa';
-import { awaitCommand, runCommand, startPipedPair } from '../../activities/run-command.js';
-import { CommandFailedError, CommandNotFoundError } from '../../src/errors.js';
+import { awaitCommand, runCommand, startPipedPair } from '../../adapters/commands/run-command.js';
+import { CommandFailedError, CommandNotFoundError } from '../../core/errors.js';
 import { waitFor } from '../helpers/net.js';
 import { tempDir } from '../helpers/setup.js';
 

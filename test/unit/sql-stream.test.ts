@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { DumpFilter, restoreFilter, safetyScanner } from '../../activities/sql-stream.js';
+import { DumpFilter, restoreFilter, safetyScanner } from '../../adapters/postgres/sql-stream.js';
 import { HOSTILE_FIRST_LINE, HOSTILE_SNIPPETS, hostileDump, type HostileContext } from '../helpers/hostile-sql.js';
 import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 

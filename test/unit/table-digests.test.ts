@@ -6,8 +6,8 @@ import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { countRows, countRowsFromDump } from '../../activities/drill.js';
-import { compareDigests, connectTarget, TableDigester, UnterminatedCopyError } from '../../activities/table-digests.js';
-import type { TableDigests } from '../../src/reports.js';
+import { compareDigests, connectTarget, TableDigester, UnterminatedCopyError } from '../../adapters/postgres/table-digests.js';
+import type { TableDigests } from '../../core/reports.js';
 import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 
 // The per-table digester against real pg_dumpall output: a live server whose heap order was

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { execa } from 'execa';
-import type { AuditState } from '../../activities/library-audit.js';
+import type { AuditState } from '../../adapters/mirror/audit-state.js';
 import type { LibraryAuditReport } from '../../workflows/index.js';
 import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';

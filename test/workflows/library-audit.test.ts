@@ -6,7 +6,7 @@ import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { execa } from 'execa';
 import { collectStatus } from '../../activities/health.js';
-import { auditStatePath, type AuditState } from '../../activities/library-audit.js';
+import { auditStatePath, type AuditState } from '../../adapters/mirror/audit-state.js';
 import type { LibraryAuditReport } from '../../workflows/index.js';
 import { makeImmichLibrary, mountTmpfs, type ImmichAssetFixture } from '../helpers/library.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';

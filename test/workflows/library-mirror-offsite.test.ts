@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:f
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
-import { remoteVersionsDirOf, versionSetName } from '../../src/library-layout.js';
+import { remoteVersionsDirOf, versionSetName } from '../../core/library-layout.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { runWorkflow } from '../helpers/run-workflow.js';

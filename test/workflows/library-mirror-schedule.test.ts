@@ -9,9 +9,9 @@ import { failureType } from '../helpers/restore-stack.js';
 import { runWorkflow, withWorker } from '../helpers/run-workflow.js';
 import { cli } from '../helpers/cli.js';
 import { rawTestConfig, tempDir, testConfig, writeConfigFile } from '../helpers/setup.js';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig } from '../../config/config.js';
 import { startTestTemporal } from '../helpers/temporal.js';
-import { applySchedules } from '../../src/schedules.js';
+import { applySchedules } from '../../temporal/schedules.js';
 
 // The schedule authorizes its own runs (no start token), but only with the input the tool gives it:
 // anyone who reaches the frontend can edit a schedule's arguments. A real dev server, a real tmpfs

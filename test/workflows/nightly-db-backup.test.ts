@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure, CancelledFailure, RetryState } from '@temporalio/common';
 import { execa } from 'execa';
-import type { Config } from '../../src/config.js';
+import type { Config } from '../../config/config.js';
 import type { NightlyDbBackupReport } from '../../workflows/index.js';
 import { waitFor } from '../helpers/net.js';
 import { holdLock, loadImmichLike, pgBin, rowCounts, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';

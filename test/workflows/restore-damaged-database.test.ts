@@ -5,7 +5,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
-import { describePlan, type RestorePlan } from '../../src/restore-plan.js';
+import { describePlan, type RestorePlan } from '../../core/restore-plan.js';
 import { pgBin, type TestPostgres } from '../helpers/postgres.js';
 import { dockerCalls, failureType, restoreWorld, stepReached, useRestoreStack } from '../helpers/restore-stack.js';
 import { decisionFields } from '../helpers/trust.js';

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { execa } from 'execa';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig } from '../../config/config.js';
 import type { RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
 import { execa } from 'execa';
-import type { ScheduleRow } from '../../src/schedules.js';
+import type { ScheduleRow } from '../../temporal/schedules.js';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { waitFor } from '../helpers/net.js';
 import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';

@@ -10,7 +10,7 @@ import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
-import { SCHEDULES } from '../../src/schedules.js';
+import { SCHEDULES } from '../../temporal/schedules.js';
 
 // A remote Temporal behind TLS, for real: a TLS-terminating proxy (node:tls, ALPN h2, a CA made
 // here with openssl) in front of the test dev server's plain port. The worker and the CLI reach it

@@ -7,10 +7,10 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger } from '@temporalio/worker';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities/index.js';
-import type { HealthResult } from '../../activities/types.js';
-import { parseConfig } from '../../src/config.js';
-import { createLogger } from '../../src/logger.js';
-import { redactSecrets } from '../../src/redact.js';
+import type { HealthResult } from '../../core/types.js';
+import { parseConfig } from '../../config/config.js';
+import { createLogger } from '../../config/logger.js';
+import { redactSecrets } from '../../core/redact.js';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { freePort } from '../helpers/net.js';
 import { repoRoot } from '../helpers/paths.js';
@@ -64,7 +64,7 @@ describe('URL credentials are redacted at every exit', () => {
   });
 
   test('the log redacts URL credentials in every field: message, nested fields, err.message and err.stack', async () => {
-    const logger = join(repoRoot, 'dist', 'src', 'logger.js');
+    const logger = join(repoRoot, 'dist', 'config', 'logger.js');
     const script = `const { createLogger } = await import(${JSON.stringify(logger)});
       const url = 'http://u:${SECRET}@nas.lan/hook';
       createLogger().error({ err: new Error('fetch failed: ' + url), target: { url }, list: [url] }, 'posting to ' + url);`;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
-import { formatStamp } from '../../src/dump-names.js';
+import { formatStamp } from '../../core/dump-names.js';
 import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { waitFor } from '../helpers/net.js';
 import { holdLock, loadImmichLike, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';

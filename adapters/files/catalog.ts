@@ -1,0 +1,117 @@
+import { lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../../config/config.js';
+import { checksumFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, stampOfName } from '../../core/dump-names.js';
+import type { DumpOrigin } from '../../core/restore-plan.js';
+import { readKey, verifyDumpTag } from './provenance.js';
+import { readChecksumFile } from './checksums.js';
+import { authenticRows, futureStamped, rowFacts } from './trusted-dumps.js';
+import { runRemote } from '../nas/ssh.js';
+import { notRegular } from './fs-safe.js';
+
+// `immich-backup dumps`: everything a restore can load, wherever it is, with what is known of each
+// without reading it whole (age, size, whether a checksum was recorded, the row counts recorded).
+
+export interface CatalogEntry {
+  file: string;
+  /** local, offsite (on the NAS), restore-point or immich (Immich's own backups). */
+  origin: DumpOrigin;
+  stamp?: string;
+  ageHours?: number;
+  bytes?: number;
+  /** What vouches for it: a validated dump's recorded sha256, or nothing (Immich's own). */
+  verified: string;
+  tables?: number;
+  rows?: number;
+  immichVersion?: string;
+  /** What to pass to `restore db`. */
+  restore: string;
+}
+
+export interface Catalog {
+  entries: CatalogEntry[];
+  /** Places that could not be read (the NAS unreachable, a folder missing). */
+  problems: string[];
+}
+
+function timing(file: string, nowMs: number): Pick<CatalogEntry, 'stamp' | 'ageHours'> {
+  const stamp = stampOfName(file);
+  return stamp ? { stamp: stamp.toISOString(), ageHours: +((nowMs - stamp.getTime()) / 3_600_000).toFixed(2) } : {};
+}
+
+/** Our dumps (or restore points) in one folder: regular files only; a symlink or directory named like one is a problem. */
+async function localEntries(config: Config, dir: string, origin: 'local' | 'restore-point', isName: (n: string) => boolean, nowMs: number, problems: string[]): Promise<CatalogEntry[]> {
+  const names = (await readdir(dir).catch(() => [] as string[])).filter(isName).sort();
+  const key = await readKey(config.security.keyFile).catch((err: Error) => {
+    if (names.length) problems.push(`provenance not checked: ${err.message}`);
+    return undefined;
+  });
+  const entries: CatalogEntry[] = [];
+  for (const file of names) {
+    const st = await lstat(join(dir, file)).catch(() => undefined);
+    if (!st) continue;
+    if (!st.isFile()) {
+      problems.push(`${join(dir, file)} is ${notRegular(st)} named like a dump: ignored, never followed; remove it`);
+      continue;
+    }
+    const sha256 = await readChecksumFile(join(dir, checksumFileName(file)));
+    const validated = /^[0-9a-f]{64}$/.test(sha256);
+    const tagProblem = !key ? 'provenance not checked' : validated ? await verifyDumpTag(key, dir, file, sha256, 'a restore refuses it').then(() => undefined, (err: Error) => err.message) : undefined;
+    const rows = key && validated && !tagProblem ? await authenticRows(dir, file, key) : undefined;
+    const { tables, rows: rowCount, immichVersion } = rowFacts(rows);
+    const flags = [
+      ...(futureStamped(file, nowMs, config.backup.maxFutureMinutes) ? ['STAMPED IN THE FUTURE (a clock ran ahead): never "latest"'] : []),
+      ...(rows?.shrink ? [`FLAGGED (${rows.shrink}): kept, never "latest"`] : []),
+    ];
+    entries.push({
+      file,
+      origin,
+      ...timing(file, nowMs),
+      bytes: st.size,
+      verified: !validated ? 'NOT validated (no .sha256): a restore refuses it' : tagProblem ? `NOT AUTHENTIC: ${tagProblem}` : `validated and tagged, sha256 ${sha256.slice(0, 12)}… recorded${flags.length ? `; ${flags.join('; ')}` : ''}`,
+      ...(tables !== undefined ? { tables, rows: rowCount } : {}),
+      ...(immichVersion ? { immichVersion } : {}),
+      restore: `restore db --dump ${file}`,
+    });
+  }
+  return entries;
+}
+
+/** Every restorable dump: the staging dir, restore points, the NAS, Immich's own backups, newest first within each. */
+export async function listDumps(config: Config, nowMs = Date.now()): Promise<Catalog> {
+  const dir = config.backup.dir;
+  const problems: string[] = [];
+  const entries = [
+    ...(await localEntries(config, dir, 'local', isDumpName, nowMs, problems)).reverse(),
+    ...(await localEntries(config, join(dir, RESTORE_POINTS_DIR), 'restore-point', isRestorePointName, nowMs, problems)).reverse(),
+  ];
+  try {
+    // One listing: names and sizes (`ls -ln` is there on every NAS, busybox included).
+    const { stdout } = await runRemote(config.offsite, ['ls', '-ln', '--', config.offsite.remoteDir], { label: 'ssh ls' });
+    const sizes = new Map<string, number>();
+    for (const line of stdout.split('\n')) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length >= 9 && fields[0]?.startsWith('-')) sizes.set(fields.slice(8).join(' '), Number(fields[4]));
+    }
+    const remote = [...sizes.keys()].filter((n) => isDumpName(n) && sizes.has(checksumFileName(n))).sort().reverse();
+    for (const file of remote) {
+      entries.push({ file, origin: 'offsite', ...timing(file, nowMs), bytes: sizes.get(file)!, verified: 'sha256 checked on the NAS when uploaded; checked again when fetched', restore: `restore db --dump ${file} --from offsite` });
+    }
+  } catch (err) {
+    problems.push(`NAS not listed: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (config.immich.backupsDir) {
+    const names = await readdir(config.immich.backupsDir).catch((err: Error) => {
+      problems.push(`immich.backupsDir ${config.immich.backupsDir} not listed: ${err.message}`);
+      return [] as string[];
+    });
+    const immich = names.filter(isImmichBackupName).sort((a, b) => (stampOfName(b)?.getTime() ?? 0) - (stampOfName(a)?.getTime() ?? 0));
+    for (const file of immich) {
+      const st = await lstat(join(config.immich.backupsDir, file)).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      const version = immichVersionOfBackupName(file);
+      entries.push({ file, origin: 'immich', ...timing(file, nowMs), bytes: st.size, verified: "Immich's own: UNAUTHENTICATED (no tag); checked for completeness and by the strict filter before a restore", ...(version ? { immichVersion: version } : {}), restore: `restore db --dump ${file}` });
+    }
+  }
+  return { entries, problems };
+}

@@ -1,0 +1,28 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { relative, resolve } from 'node:path';
+import type { Config } from '../../config/config.js';
+import { UnsafePathError } from '../../core/errors.js';
+import { assertNotWritableByOthers, ensureKey } from './provenance.js';
+
+const inside = (path: string, dir: string) => {
+  const rel = relative(resolve(dir), resolve(path));
+  return rel === '' || (!rel.startsWith('..') && !rel.startsWith('/'));
+};
+
+/**
+ * What the worker checks before it connects: the key is outside the staging dir, exists (made on
+ * the first start: true is returned then) and is owner-only; the key, the config file and the
+ * staging dir cannot be changed by anyone but root and this user. Each failure is one line.
+ */
+export async function trustedSetup(config: Config, configFile?: string): Promise<boolean> {
+  const key = config.security.keyFile;
+  if (inside(key, config.backup.dir)) throw new UnsafePathError(`security.keyFile ${key} is inside backup.dir ${config.backup.dir}: the key must live apart from the dumps it vouches for (and off the NAS)`);
+  if (configFile) await assertNotWritableByOthers(configFile, 'the config file');
+  await mkdir(config.backup.dir, { recursive: true, mode: 0o700 });
+  await assertNotWritableByOthers(config.backup.dir, 'backup.dir');
+  const made = !existsSync(key);
+  await ensureKey(key);
+  await assertNotWritableByOthers(key, 'security.keyFile');
+  return made;
+}

