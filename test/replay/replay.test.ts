@@ -17,6 +17,8 @@ import { HISTORIES_DIR, historyFromJson } from './history-json.js';
 const BUNDLE = join(repoRoot, 'dist', 'workflow-bundle.js');
 const files = readdirSync(HISTORIES_DIR).filter((f) => f.endsWith('.json')).sort();
 const load = (file: string) => historyFromJson(JSON.parse(readFileSync(join(HISTORIES_DIR, file), 'utf8')));
+/** replay-<kind>[.before-<patch>].json: the run's workflow ID, then which patch it predates. */
+const workflowIdOf = (file: string) => file.split('.')[0]!;
 const typeOf = (file: string) => load(file).events![0]!.workflowExecutionStartedEventAttributes?.workflowType?.name;
 
 installRuntime(createLogger({ level: 'warn', fd: 2 }));
@@ -36,7 +38,7 @@ describe('replay of recorded histories', () => {
 
   for (const file of files) {
     test(`${file} replays on the current workflow bundle without a nondeterminism error`, async () => {
-      await Worker.runReplayHistory({ workflowBundle: { codePath: BUNDLE } }, load(file), file.replace(/\.json$/, ''));
+      await Worker.runReplayHistory({ workflowBundle: { codePath: BUNDLE } }, load(file), workflowIdOf(file));
     });
   }
 });
