@@ -7,12 +7,12 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { lockWorkflowId, type WorkflowType } from '../../src/ids.js';
-import { RESTORE_MESSAGES, type RestorePlan } from '../../src/restore-plan.js';
+import { AWAITING_APPROVAL, RESTORE_MESSAGES, type RestorePlan } from '../../src/restore-plan.js';
 import { makeImmichLibrary, mountTmpfs } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
 import { startPingServer } from '../helpers/ping.js';
 import { loadImmichLike, pgBin, startPostgres } from '../helpers/postgres.js';
-import { withWorker } from '../helpers/run-workflow.js';
+import { DESTRUCTIVE, withWorker } from '../helpers/run-workflow.js';
 import { fixtureEnv, tempDir, testConfig } from '../helpers/setup.js';
 import { startSshd } from '../helpers/sshd.js';
 import { startTestTemporal } from '../helpers/temporal.js';
@@ -47,8 +47,7 @@ try {
   /** Runs one workflow to its end; `during` acts on it while it runs (the approval). */
   const run = async (type: WorkflowType, name: string, input: Record<string, unknown> = {}, during?: (h: WorkflowHandle) => Promise<void>) => {
     const workflowId = `replay-${name}`;
-    const destructive = type === 'RestoreDatabase' || type === 'RestoreLibrary' || type === 'WeeklyLibraryMirror';
-    const handle = destructive
+    const handle = DESTRUCTIVE.has(type)
       ? await startAuthorized(client, config, type, workflowId, { trigger: 'test', ...input })
       : await client.workflow.start(type, { taskQueue: TASK_QUEUE, workflowId, args: [{ trigger: 'test', ...input }] });
     await during?.(handle);
@@ -58,7 +57,7 @@ try {
   };
   /** Approves a restore as `immich-backup restore approve` does: by the approveRestore Update, naming the dump shown. */
   const approve = async (handle: WorkflowHandle) => {
-    const plan = await waitFor('the restore to wait for approval', async () => ((await handle.query<string>(RESTORE_MESSAGES.step)) === 'awaiting approval' ? handle.query<RestorePlan | undefined>(RESTORE_MESSAGES.plan) : undefined), 60_000);
+    const plan = await waitFor('the restore to wait for approval', async () => ((await handle.query<string>(RESTORE_MESSAGES.step)) === AWAITING_APPROVAL ? handle.query<RestorePlan | undefined>(RESTORE_MESSAGES.plan) : undefined), 60_000);
     await handle.executeUpdate(RESTORE_MESSAGES.approve, { args: [{ ...(plan.dump ? { sha256: plan.dump.sha256 } : {}), ...(await decisionFields(config, handle)) }] });
   };
 
