@@ -41,11 +41,16 @@ function row(id: string, state: RowState, summary: string, details?: Record<stri
 
 interface LastRun {
   workflowId: string;
+  runId: string;
   status: string;
   closedAt: Date;
+  /** Read for this row's summary; never put into a row: BackupHealth's own result would then nest every earlier one. */
   result?: unknown;
   failure?: string;
 }
+
+/** What a row says of a run: IDs, status, close time, its failure in one line. */
+const runDetails = (last: LastRun) => ({ workflowId: last.workflowId, runId: last.runId, status: last.status, closedAt: last.closedAt.toISOString(), ...(last.failure ? { failure: last.failure } : {}) });
 
 /** The newest closed run of a workflow type (visibility lists newest first; the first page is searched). */
 export async function newestClosedRun(client: Client, type: WorkflowType, onlyCompleted = false): Promise<{ workflowId: string; runId: string; status: string; closedAt: Date } | undefined> {
@@ -127,7 +132,7 @@ async function mirrorRow(config: Config, client: Client | undefined, now: number
   const lib = config.library;
   const last = client ? await lastRun(client, 'WeeklyLibraryMirror', true).catch(() => undefined) : undefined;
   const lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : client ? 'never mirrored' : 'last run unknown (Temporal not reachable)';
-  const details: Record<string, unknown> = { mountPoint: lib.mountPoint, ...(last ? { lastSuccess: last.closedAt.toISOString(), workflowId: last.workflowId, report: last.result } : {}) };
+  const details: Record<string, unknown> = { mountPoint: lib.mountPoint, ...(last ? { lastSuccess: last.closedAt.toISOString(), workflowId: last.workflowId, runId: last.runId } : {}) };
   if (!(await isMountPoint(lib.mountPoint))) return row('library-mirror', 'unreachable', `drive not mounted at ${lib.mountPoint}; ${lastText}`, details);
   const fs = await statfs(lib.mountPoint);
   const used = (fs.blocks - fs.bfree) * fs.bsize;
@@ -182,7 +187,7 @@ async function temporalRows(config: Config, client: Client, now: number): Promis
       continue;
     }
     const ago = `${ageText(now - last.closedAt.getTime())} ago`;
-    const details = { workflowId: last.workflowId, status: last.status, closedAt: last.closedAt.toISOString(), ...(last.result !== undefined ? { result: last.result } : {}), ...(last.failure ? { failure: last.failure } : {}) };
+    const details = runDetails(last);
     if (FAILED_STATUSES.has(last.status)) {
       rows.push(row(`last-run:${kind}`, 'failed', `${last.status} ${ago} (${last.workflowId}): ${last.failure ?? ''}${now_}`, details, WATCHED.includes(type)));
       continue;

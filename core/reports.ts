@@ -99,6 +99,7 @@ export interface StatusRow {
   state: RowState;
   problem: boolean;
   summary: string;
+  /** Facts and IDs (workflow and run ID, status, close time), never a run's result: BackupHealth returns these rows every hour. */
   details?: Record<string, unknown>;
 }
 

@@ -5,7 +5,7 @@ import { createBackupWorker } from '../../workers/worker.js';
 import { startTokenFor } from './trust.js';
 
 /** Runs that need a start token (the CLI adds one): runWorkflow does too, unless the input sets `authorization` itself. */
-const DESTRUCTIVE = new Set(['RestoreDatabase', 'RestoreLibrary', 'WeeklyLibraryMirror']);
+export const DESTRUCTIVE = new Set(['RestoreDatabase', 'RestoreLibrary', 'WeeklyLibraryMirror']);
 
 const logger = createLogger({ level: 'fatal', fd: 2 });
 
