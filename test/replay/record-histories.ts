@@ -6,8 +6,9 @@
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { lockWorkflowId, type WorkflowType } from '../../src/ids.js';
-import { AWAITING_APPROVAL, RESTORE_MESSAGES, type RestorePlan } from '../../src/restore-plan.js';
+import { lockWorkflowId, type WorkflowType } from '../../core/ids.js';
+import { AWAITING_APPROVAL } from '../../core/restore-plan.js';
+import { approveUpdate, currentStepQuery, restorePlanQuery } from '../../core/messages.js';
 import { makeImmichLibrary, mountTmpfs } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
 import { startPingServer } from '../helpers/ping.js';
@@ -57,8 +58,8 @@ try {
   };
   /** Approves a restore as `immich-backup restore approve` does: by the approveRestore Update, naming the dump shown. */
   const approve = async (handle: WorkflowHandle) => {
-    const plan = await waitFor('the restore to wait for approval', async () => ((await handle.query<string>(RESTORE_MESSAGES.step)) === AWAITING_APPROVAL ? handle.query<RestorePlan | undefined>(RESTORE_MESSAGES.plan) : undefined), 60_000);
-    await handle.executeUpdate(RESTORE_MESSAGES.approve, { args: [{ ...(plan.dump ? { sha256: plan.dump.sha256 } : {}), ...(await decisionFields(config, handle)) }] });
+    const plan = await waitFor('the restore to wait for approval', async () => ((await handle.query(currentStepQuery)) === AWAITING_APPROVAL ? handle.query(restorePlanQuery) : undefined), 60_000);
+    await handle.executeUpdate(approveUpdate, { args: [{ ...(plan.dump ? { sha256: plan.dump.sha256 } : {}), ...(await decisionFields(config, handle)) }] });
   };
 
   await withWorker(temporal.address, config, async () => {

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Worker } from '@temporalio/worker';
-import { createLogger } from '../../src/logger.js';
+import { createLogger } from '../../config/logger.js';
 import * as workflows from '../../workflows/index.js';
 import { installRuntime } from '../../workers/runtime.js';
 import { repoRoot } from '../helpers/paths.js';
