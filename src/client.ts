@@ -3,7 +3,7 @@ import { Client, Connection, WorkflowFailedError, type TLSConfig, type WorkflowH
 import { defaultPayloadConverter } from '@temporalio/common';
 import proto from '@temporalio/proto';
 import type { Config } from './config.js';
-import { ConfigError, NoWorkerError } from './errors.js';
+import { ConfigError, NoWorkerError, RunFailedError, TemporalUnreachableError } from './errors.js';
 import { innermostCause, innermostMessage } from './failure.js';
 import { RESTORE_MESSAGES } from './restore-plan.js';
 
@@ -54,7 +54,7 @@ export async function connectClient(config: Config, address = temporalAddress(co
   try {
     connection = await Connection.connect({ address, connectTimeout: 5000, ...security });
   } catch (err) {
-    throw new Error(`cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${(err as Error).message.split('\n')[0]}): ${connectHint(config)}`);
+    throw new TemporalUnreachableError(`cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${(err as Error).message.split('\n')[0]}): ${connectHint(config)}`);
   }
   return { client: new Client({ connection, namespace: config.temporal.namespace }), connection };
 }
@@ -113,7 +113,7 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress
   try {
     return (await handle.result()) as T;
   } catch (err) {
-    throw new Error(failureReason(err));
+    throw new RunFailedError(failureReason(err));
   } finally {
     done = true;
     await polling;
