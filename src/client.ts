@@ -93,7 +93,7 @@ export async function currentProgress(handle: WorkflowHandle, withStep = true): 
  * Waits for the result, calling `onProgress` whenever the run's progress changes. A failed run
  * rejects with an Error whose message is one line: the innermost cause, with its failure type.
  */
-export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void, { everyMs = 1000 } = {}): Promise<T> {
+export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void | Promise<void>, { everyMs = 1000 } = {}): Promise<T> {
   let last = '';
   let done = false;
   const poll = async () => {
@@ -101,7 +101,8 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress
       try {
         const progress = await currentProgress(handle);
         const key = JSON.stringify(progress);
-        if (key !== last && progress.length && !done) onProgress(progress);
+        // Awaited: one printing at a time, in order, and a printer that fails is caught below.
+        if (key !== last && progress.length && !done) await onProgress(progress);
         last = key;
       } catch {
         // progress is best effort; the result below is what counts

@@ -1,0 +1,90 @@
+// @ts-check
+// `npm run lint` (and the first step of `npm test`): the rules a reviewer would otherwise repeat.
+// Each block is path-based, so a folder's rules read off its `files`.
+import { builtinModules } from 'node:module';
+import tseslint from 'typescript-eslint';
+
+const PRODUCTION = ['src/**/*.ts', 'activities/**/*.ts', 'workflows/**/*.ts', 'workers/**/*.ts'];
+const WORKFLOWS = ['workflows/**/*.ts'];
+const RUNNER = 'activities/run-command.ts';
+
+// Selectors for no-restricted-syntax. The rule's options are replaced, not merged, by a later
+// block for the same files: the workflow block repeats NAMED_ERRORS.
+const NAMED_ERRORS = [
+  {
+    selector: "ThrowStatement > NewExpression[callee.name='Error']",
+    message: 'throw a named error class from src/errors.ts (its name is the Temporal failure type; listed in NON_RETRYABLE or RETRYABLE there)',
+  },
+  {
+    selector: "CallExpression[callee.object.name='Promise'][callee.property.name='reject'] > NewExpression[callee.name='Error']",
+    message: 'reject with a named error class from src/errors.ts',
+  },
+];
+const ONE_RETRY_DECLARATION = [
+  {
+    selector: "Property[key.name='nonRetryableErrorTypes'] > ArrayExpression",
+    message: 'build nonRetryableErrorTypes from NON_RETRYABLE / nonRetryableExcept (src/errors.ts): one declaration of what is not retried',
+  },
+  {
+    selector: "MemberExpression[object.name='ApplicationFailure'][property.name='nonRetryable']",
+    message: "fail with failWith(ErrorClass, message) from workflows/failures.ts: whether it is retryable comes from src/errors.ts",
+  },
+  {
+    selector: "Property[key.name='nonRetryable']",
+    message: "fail with failWith(ErrorClass, message) from workflows/failures.ts: whether it is retryable comes from src/errors.ts",
+  },
+];
+
+const WORKFLOW_SAFE = 'workflow code is replayed in a sandbox: it imports only @temporalio/workflow, pure shared modules, and `import type` from activities';
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', '.venv/**'] },
+  {
+    files: ['**/*.ts'],
+    languageOptions: {
+      parser: tseslint.parser,
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    plugins: { '@typescript-eslint': tseslint.plugin },
+    linterOptions: { reportUnusedDisableDirectives: 'error' },
+    rules: {
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        // node:test's test()/describe() return promises the runner itself awaits.
+        { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'it', 'describe', 'suite', 'before', 'after', 'beforeEach', 'afterEach'] }] },
+      ],
+      '@typescript-eslint/no-misused-promises': 'error',
+    },
+  },
+  {
+    files: PRODUCTION,
+    ignores: [RUNNER],
+    rules: {
+      'no-restricted-imports': ['error', { paths: [{ name: 'execa', message: `every subprocess goes through the one runner, ${RUNNER} (extend it if a call needs more)` }] }],
+    },
+  },
+  {
+    files: PRODUCTION,
+    rules: { 'no-restricted-syntax': ['error', ...NAMED_ERRORS] },
+  },
+  {
+    files: WORKFLOWS,
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            ...builtinModules.map((name) => ({ name, message: `a Node built-in: ${WORKFLOW_SAFE}` })),
+            ...['execa', 'pino', 'zod', '@temporalio/activity', '@temporalio/client', '@temporalio/worker'].map((name) => ({ name, message: WORKFLOW_SAFE })),
+          ],
+          patterns: [
+            { group: ['node:*'], message: `a Node built-in: ${WORKFLOW_SAFE}` },
+            { regex: '(^|/)activities/', allowTypeImports: true, message: WORKFLOW_SAFE },
+          ],
+        },
+      ],
+      'no-restricted-globals': ['error', { name: 'process', message: `no process.env or process.*: ${WORKFLOW_SAFE}; read settings through an activity` }],
+      'no-restricted-syntax': ['error', ...NAMED_ERRORS, ...ONE_RETRY_DECLARATION],
+    },
+  },
+);
