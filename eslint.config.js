@@ -2,6 +2,7 @@
 // `npm run lint` (and the first step of `npm test`): the rules a reviewer would otherwise repeat.
 // Each block is path-based, so a folder's rules read off its `files`.
 import { builtinModules } from 'node:module';
+import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 const PRODUCTION = ['src/**/*.ts', 'activities/**/*.ts', 'workflows/**/*.ts', 'workers/**/*.ts'];
@@ -39,6 +40,9 @@ const WORKFLOW_SAFE = 'workflow code is replayed in a sandbox: it imports only @
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', '.venv/**'] },
+  { files: ['**/*.ts'], ...js.configs.recommended },
+  // Turns off the recommended rules that TypeScript itself checks (no-undef, no-redeclare, ...).
+  tseslint.configs.eslintRecommended,
   {
     files: ['**/*.ts'],
     languageOptions: {
@@ -54,6 +58,8 @@ export default tseslint.config(
         { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'it', 'describe', 'suite', 'before', 'after', 'beforeEach', 'afterEach'] }] },
       ],
       '@typescript-eslint/no-misused-promises': 'error',
+      // tsc --noUnusedLocals checks this, knowing types; the JS rule counts type-only uses as unused.
+      'no-unused-vars': 'off',
     },
   },
   {
