@@ -3,10 +3,9 @@ import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { execa, type ResultPromise } from 'execa';
 import type { Config } from '../config/config.js';
 import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../core/dump-names.js';
-import { CommandNotFoundError, ConfigError, DigestsMissingError, DumpNotFoundError } from '../core/errors.js';
+import { CommandNotFoundError, ConfigError, DigestsMissingError, DumpNotFoundError, ThrowawayFailedError } from '../core/errors.js';
 import { corruptDump, privateCopy } from '../adapters/files/checksums.js';
 import { isCorruptStreamError } from '../adapters/commands/compression.js';
 import { createContainerActivities } from './container.js';
@@ -16,7 +15,7 @@ import { writeFileAtomic } from '../adapters/files/fs-safe.js';
 import { readKey, tagRows } from '../adapters/files/provenance.js';
 import { authenticDumps, authenticRows, latestUsable, shrinkOf } from '../adapters/files/trusted-dumps.js';
 import { LOADING_DIR, loadDump } from './restore.js';
-import { awaitCommand, runCommand, startCommand, stderrTail, stopCommand, throwIfCancelled, withHeartbeats } from '../adapters/commands/run-command.js';
+import { awaitCommand, probeCommand, runCommand, startCommand, stderrTail, stopCommand, throwIfCancelled, withHeartbeats, type Subprocess } from '../adapters/commands/run-command.js';
 import type { DumpKind, PostgresTarget } from '../core/types.js';
 import { compareRowCounts, CONTENT_DIGESTS_MISSING, CONTENT_NOT_COMPARED, MAX_CONTENT_DIFFERENCES, type DrillResult, type RowCounts, type TableDigests } from '../core/reports.js';
 import { formatBytes } from '../core/format.js';
@@ -138,9 +137,9 @@ async function waitUntilReady(probe: () => Promise<boolean>, gone: () => Promise
   const deadline = Date.now() + 120_000;
   for (;;) {
     const exited = await gone();
-    if (exited !== undefined) throw new Error(`the throwaway PostgreSQL (${what}) stopped: ${exited}`);
+    if (exited !== undefined) throw new ThrowawayFailedError(`the throwaway PostgreSQL (${what}) stopped before it accepted connections (its log: ${exited}): fix what the log names (drill.binDir, drill.runAs, space in drill.workDir), then run the drill again`);
     if (await probe()) return;
-    if (Date.now() > deadline) throw new Error(`the throwaway PostgreSQL (${what}) did not accept connections within 120 s`);
+    if (Date.now() > deadline) throw new ThrowawayFailedError(`the throwaway PostgreSQL (${what}) did not accept connections within 120 s: expected pg_isready to answer; check the host's load and the drill's work directory`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -154,17 +153,18 @@ async function waitUntilReady(probe: () => Promise<boolean>, gone: () => Promise
 export async function hostThrowaway(config: Config, bin: string): Promise<Throwaway> {
   const user = config.postgres.user;
   const runAs = process.getuid?.() === 0 ? config.drill.runAs : undefined;
-  const ids = runAs ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await execa('id', [flag, runAs])).stdout))) : undefined;
+  const ids = runAs ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await runCommand('id', [flag, runAs], { label: `id ${flag} (drill.runAs)`, progress: false })).stdout))) : undefined;
   if (ids && ids[0] === 0) throw new ConfigError(`drill.runAs ${runAs} is root: the throwaway PostgreSQL must run as an unprivileged user`);
   const owner = ids ? { uid: ids[0]!, gid: ids[1]! } : {};
   const base = await mkdtemp(join(config.drill.workDir ?? tmpdir(), 'immich-backup-drill-'));
   // As root, a client runs as runAs too: `runuser -u runAs -- psql …` (the socket directory admits only it).
   const as = (file: string, args: string[]) => (runAs ? { file: 'runuser', args: ['-u', runAs, '--', file, ...args] } : { file, args });
-  let server: ResultPromise | undefined;
+  let server: Subprocess | undefined;
   const remove = async () => {
     if (server && server.exitCode === null) {
-      server.kill('SIGINT'); // fast shutdown
-      const timer = setTimeout(() => server?.kill('SIGKILL'), 30_000);
+      const running = server;
+      stopCommand(running, 'SIGINT'); // fast shutdown
+      const timer = setTimeout(() => stopCommand(running, 'SIGKILL'), 30_000);
       await server;
       clearTimeout(timer);
     }
@@ -174,16 +174,16 @@ export async function hostThrowaway(config: Config, bin: string): Promise<Throwa
     await chmod(base, 0o700);
     if (ids) await chown(base, ids[0]!, ids[1]!);
     const data = join(base, 'data');
-    await execa(join(bin, 'initdb'), ['-D', data, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...owner, cwd: base });
+    await runCommand(join(bin, 'initdb'), ['-D', data, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { label: 'initdb (drill)', ...owner, cwd: base, progress: false });
     const settings = ["listen_addresses=", 'unix_socket_permissions=0700', 'fsync=off', 'full_page_writes=off', 'synchronous_commit=off'].flatMap((c) => ['-c', c]);
-    server = execa(join(bin, 'postgres'), ['-D', data, '-p', '5432', '-k', base, ...settings], { ...owner, cwd: base, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true });
+    server = startCommand(join(bin, 'postgres'), ['-D', data, '-p', '5432', '-k', base, ...settings], { label: 'postgres (drill)', ...owner, cwd: base, stdout: 'ignore', server: true });
     const running = server;
     const env = { PGHOST: base, PGPORT: '5432', PGUSER: user };
     const where = `Unix socket in ${base} only (no TCP), running as ${runAs ?? 'this user'}, initdb from ${bin}`;
     await waitUntilReady(
       async () => {
         const ready = as(join(bin, 'pg_isready'), ['-q', '-h', base, '-p', '5432']);
-        return (await execa(ready.file, ready.args, { env, reject: false, cwd: base })).exitCode === 0;
+        return (await probeCommand(ready.file, ready.args, { label: 'pg_isready (drill)', env, cwd: base })).exitCode === 0;
       },
       async () => (running.exitCode !== null ? stderrTail((await running).stderr) : undefined),
       where,
@@ -232,10 +232,10 @@ async function containerThrowaway(config: Config, live: () => Promise<PostgresTa
     await waitUntilReady(
       async () => {
         const ready = postgresCommand(local, target, 'pg_isready', ['-q', '-h', '127.0.0.1', '-U', user]);
-        return (await execa(ready.file, ready.args, { reject: false })).exitCode === 0;
+        return (await probeCommand(ready.file, ready.args, { label: 'pg_isready (drill)', env: ready.env })).exitCode === 0;
       },
       async () => {
-        const r = await execa(docker, ['inspect', '--format', '{{.State.Running}}', name], { reject: false });
+        const r = await probeCommand(docker, ['inspect', '--format', '{{.State.Running}}', name], { label: `${docker} inspect` });
         return r.exitCode === 0 && r.stdout.trim() === 'true' ? undefined : r.stderr.trim() || 'the container is not running';
       },
       where,

@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { Context } from '@temporalio/activity';
 import { z } from 'zod';
 import type { Config } from '../config/config.js';
-import { SourceEmptyError } from '../core/errors.js';
+import { AuditReaderError, CommandFailedError, SourceEmptyError } from '../core/errors.js';
 import { formatBytes } from '../core/format.js';
 import { auditQuota, describeAudit, emptySide, type LibraryAuditReport, type PassProgress } from '../core/library-audit-report.js';
 import { redactDeep } from '../core/redact.js';
@@ -29,11 +29,11 @@ const HEARTBEAT_EVERY_MS = 1000;
 
 /** How many assets Immich's database lists (the pass's size), or how many lie after `after` in id order (what the pass has left). */
 async function assetCount(config: Config, target: PostgresTarget, table: string, after?: string): Promise<number> {
-  if (after !== undefined && !ASSET_ID.test(after)) throw new Error(`not an asset id: ${JSON.stringify(after)}`);
+  if (after !== undefined && !ASSET_ID.test(after)) throw new AuditReaderError(`expected an asset id (a uuid) to count from, found ${JSON.stringify(after)}`);
   const sql = `SELECT count(*) FROM public.${table}${after ? ` WHERE id > '${after}'::uuid` : ''}`;
   const cmd = postgresCommand(config, target, 'psql', ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', config.postgres.user, '-d', config.immich.database, '-c', sql]);
   const out = String((await awaitCommand(startCommand(cmd.file, cmd.args, { label: 'psql (asset count)', env: cmd.env }), 'psql (asset count)')).stdout ?? '').trim();
-  if (!/^\d+$/.test(out)) throw new Error(`psql (asset count) answered ${JSON.stringify(out.slice(0, 80))}, not a number`);
+  if (!/^\d+$/.test(out)) throw new CommandFailedError(`psql (asset count) answered ${JSON.stringify(out.slice(0, 80))}, not a number`);
   return Number(out);
 }
 

@@ -4,7 +4,7 @@ import { lstat, mkdtemp, open, opendir, readdir, realpath, rm, writeFile } from 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { CommandFailedError, DumpNotFoundError, MirrorSafetyError, StalledError } from '../core/errors.js';
+import { CommandFailedError, ConfigError, DumpNotFoundError, MirrorSafetyError, StalledError } from '../core/errors.js';
 import { versionsDirOf, versionSetTime } from '../core/library-layout.js';
 export { selectionPathProblem } from '../core/library-layout.js';
 import { requireAuthorizedRun } from './authorize.js';
@@ -279,7 +279,7 @@ export function createLibraryRestoreActivities({ config, logger }: ActivityDeps)
       let notChecked = 0;
       let checks: Map<string, string> | undefined;
       if (selection.missing) {
-        if (!target) throw new Error('restore --missing needs the database: no target given');
+        if (!target) throw new ConfigError('restore --missing needs the database to list what is missing: no database target was given; nothing was changed');
         ({ groups, notFound, notChecked, checks } = await withHeartbeats(planMissing(target, prefix, beat), () => progress));
       } else if (selection.asOf) {
         const at = new Date(selection.asOf);
@@ -288,7 +288,7 @@ export function createLibraryRestoreActivities({ config, logger }: ActivityDeps)
       } else if (prefix) {
         groups = [{ root: lib.destination, paths: [prefix], tree: true }];
       } else {
-        throw new Error('a selective restore needs --missing, --path or --as-of');
+        throw new ConfigError('a selective restore needs --missing, --path or --as-of: none was given; nothing was changed');
       }
       if (prefix && !(await lstat(join(lib.destination, prefix)).catch(() => undefined)) && !selection.missing && !selection.asOf) {
         throw new DumpNotFoundError(`the mirror holds nothing at ${prefix}: check the path (relative to the library, e.g. library/<user>/2024); nothing was restored`);

@@ -18,7 +18,7 @@ import { approveUpdate, currentStepQuery, rejectUpdate, restorePlanQuery } from 
 import { loadConfig, redactConfig, type Config } from '../config/config.js';
 import { findTemporalBinary, startDevServer } from '../temporal/dev-server.js';
 import { approvalToken, osUser, startToken } from '../adapters/files/authorization.js';
-import { ConfigError, UnsafePathError } from '../core/errors.js';
+import { ApprovalRefusedError, ChecksumMismatchError, ConfigError, DumpNotFoundError, RunNotFoundError, RunRefusedError, UnsafePathError } from '../core/errors.js';
 import { readKey, tagDump } from '../adapters/files/provenance.js';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName } from '../core/dump-names.js';
 import { checkRestorable } from '../activities/restore.js';
@@ -228,23 +228,23 @@ async function decisionToken(handle: WorkflowHandle, keyFile: string): Promise<s
 async function approve(handle: WorkflowHandle, keyFile: string, plan: RestorePlan, opts: { sha256?: string; acceptVersionChange: boolean }): Promise<string> {
   const request: ApproveRequest = { token: await decisionToken(handle, keyFile), by: osUser(), ...(plan.dump ? { sha256: opts.sha256 ?? plan.dump.sha256 } : {}), ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}) };
   return handle.executeUpdate(approveUpdate, { args: [request] }).catch((err: Error) => {
-    throw new Error(`not approved: ${innermostMessage(err)}`);
+    throw new ApprovalRefusedError(`not approved: ${innermostMessage(err)}`);
   });
 }
 
 async function reject(handle: WorkflowHandle, keyFile: string, reason?: string): Promise<string> {
   const request: RejectRequest = { token: await decisionToken(handle, keyFile), by: osUser(), ...(reason ? { reason } : {}) };
   return handle.executeUpdate(rejectUpdate, { args: [request] }).catch((err: Error) => {
-    throw new Error(`not rejected: ${innermostMessage(err)}`);
+    throw new ApprovalRefusedError(`not rejected: ${innermostMessage(err)}`);
   });
 }
 
 /** The plan a restore waits on, or a one-line error saying why there is none. */
 async function waitingPlan(handle: WorkflowHandle, verb: string): Promise<RestorePlan> {
   const [step, plan] = await Promise.all([handle.query(currentStepQuery), handle.query(restorePlanQuery)]).catch((err: Error) => {
-    throw new Error(`cannot ${verb} ${handle.workflowId}: ${err.message.split('\n')[0]}`);
+    throw new RunNotFoundError(`cannot ${verb} ${handle.workflowId}: ${err.message.split('\n')[0]} (\`immich-backup status\` lists the runs)`);
   });
-  if (step !== AWAITING_APPROVAL || !plan) throw new Error(`${handle.workflowId} is not waiting for approval (its step: ${step})`);
+  if (step !== AWAITING_APPROVAL || !plan) throw new ApprovalRefusedError(`${handle.workflowId} is not waiting for approval (its step: ${step}): only a restore that waits for approval can be ${verb === 'approve' ? 'approved' : 'rejected'}`);
   return plan;
 }
 
@@ -304,11 +304,11 @@ program
     const key = await readKey(config.security.keyFile);
     const path = join(dir, file);
     const st = await lstat(path).catch(() => undefined);
-    if (!st?.isFile()) throw new Error(`${path} is ${st ? 'not a regular file (never followed)' : 'missing'}: nothing adopted`);
+    if (!st?.isFile()) throw new DumpNotFoundError(`${path} is ${st ? 'not a regular file (never followed)' : 'missing'}: expected a dump file in ${dir}; nothing adopted`);
     process.stderr.write(`checking ${file} in full (decode, completion marker, strict filter) …\n`);
     const verified = await checkRestorable({ file, path, format: 'cluster' });
     const recorded = await readChecksumFile(join(dir, checksumFileName(file)));
-    if (recorded && recorded !== verified.sha256) throw new Error(`${file} hashes to ${verified.sha256} but its .sha256 records ${recorded}: it changed after it was written; nothing adopted`);
+    if (recorded && recorded !== verified.sha256) throw new ChecksumMismatchError(`${file} hashes to ${verified.sha256} but its .sha256 records ${recorded}: it changed after it was written; nothing adopted`);
     // Never through whatever sits under that name (a symlink planted there): created afresh, or refused.
     if (!recorded) await writeFile(join(dir, checksumFileName(file)), `${verified.sha256}  ${file}\n`, { mode: 0o600, flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW });
     await tagDump(key, dir, file, verified.sha256);
@@ -324,7 +324,7 @@ program
     await withClient(config, async (client) => {
       const handle = client.workflow.getHandle(workflowId);
       await handle.describe().catch((err: Error) => {
-        throw new Error(`cannot follow ${workflowId}: ${err.message.split('\n')[0]}`);
+        throw new RunNotFoundError(`cannot follow ${workflowId}: ${err.message.split('\n')[0]} (\`immich-backup status\` lists the runs)`);
       });
       const result = await followPrinting<Record<string, unknown> | undefined>(client, handle, config.security.keyFile);
       printResult(result, opts.json);
@@ -339,10 +339,10 @@ program
     await withClient(config, async (client) => {
       const handle = client.workflow.getHandle(workflowId);
       const { status } = await handle.describe().catch((err: Error) => {
-        throw new Error(`cannot cancel ${workflowId}: ${err.message.split('\n')[0]}`);
+        throw new RunNotFoundError(`cannot cancel ${workflowId}: ${err.message.split('\n')[0]} (\`immich-backup status\` lists the runs)`);
       });
-      if (status.name !== 'RUNNING') throw new Error(`${workflowId} is not running (${status.name}): nothing to cancel`);
-      if (workflowId.startsWith(LOCK_WORKFLOW_PREFIX)) throw new Error(`${workflowId} guards the database or library for the runs that hold it: it is not cancelled (cancel the run that holds it instead)`);
+      if (status.name !== 'RUNNING') throw new RunRefusedError(`${workflowId} is not running (${status.name}): nothing to cancel`);
+      if (workflowId.startsWith(LOCK_WORKFLOW_PREFIX)) throw new RunRefusedError(`${workflowId} guards the database or library for the runs that hold it: it is not cancelled (cancel the run that holds it instead)`);
       await handle.cancel();
       process.stderr.write(`cancellation of ${workflowId} requested; waiting until it has left a known state …\n`);
       try {
@@ -487,11 +487,11 @@ program
     const config = configOf(cmd);
     const { type, input } = await withClient(config, async (client) => {
       const history = await client.workflow.getHandle(workflowId).fetchHistory().catch((err: Error) => {
-        throw new Error(`cannot rerun ${workflowId}: ${err.message.split('\n')[0]}`);
+        throw new RunNotFoundError(`cannot rerun ${workflowId}: ${err.message.split('\n')[0]} (\`immich-backup status\` lists the runs)`);
       });
       const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
       const name = started?.workflowType?.name ?? '';
-      if (!(name in WORKFLOW_KINDS)) throw new Error(`cannot rerun ${workflowId}: ${name || 'its type'} is not an immich-backup workflow`);
+      if (!(name in WORKFLOW_KINDS)) throw new RunRefusedError(`cannot rerun ${workflowId}: ${name || 'its type'} is not an immich-backup workflow (expected one of ${Object.keys(WORKFLOW_KINDS).join(', ')})`);
       const payload = started?.input?.payloads?.[0];
       const decoded = payload ? defaultPayloadConverter.fromPayload<Record<string, unknown>>(payload) : {};
       return { type: name as WorkflowType, input: typeof decoded === 'object' && decoded !== null ? decoded : {} };

@@ -332,7 +332,7 @@ const drillSchema = z.strictObject({
    */
   engine: z.enum(['auto', 'host', 'container']).default('auto'),
   /** The container engine's image; unset: the live database container's own. */
-  image: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'an image reference').optional(),
+  image: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]*$/, 'an image reference').optional(),
   /** Directory with initdb, postgres and psql; unset: postgres.binDir, the newest /usr/lib/postgresql/N/bin, then PATH. */
   binDir: z.string().min(1).transform(expandHome).optional(),
   /** Where the host engine's throwaway cluster lives while the drill runs: room for the restored database, readable by runAs. */

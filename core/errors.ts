@@ -1,5 +1,5 @@
 // One class per failure an operator must act on. The class name becomes the Temporal failure
-// type, so workflows list these names as non-retryable where retrying cannot help.
+// type; which of them retrying cannot help is declared once, in NON_RETRYABLE at the end.
 // Pure module: workflows import it, so it must not touch Node built-ins.
 
 export class ConfigError extends Error {
@@ -182,4 +182,89 @@ export class LibraryDamagedError extends Error {
 /** The table digests a dump's own activity took were gone or altered when its row counts were recorded: no drill can compare its data. */
 export class DigestsMissingError extends Error {
   override name = 'DigestsMissingError';
+}
+
+/** The throwaway PostgreSQL of a restore drill stopped, or did not accept connections in time. */
+export class ThrowawayFailedError extends Error {
+  override name = 'ThrowawayFailedError';
+}
+
+/** The CLI or worker could not connect to the Temporal server at the configured address. */
+export class TemporalUnreachableError extends Error {
+  override name = 'TemporalUnreachableError';
+}
+
+/** The namespace refused to register the search attributes the workflows set. */
+export class SearchAttributesError extends Error {
+  override name = 'SearchAttributesError';
+}
+
+/** A run the CLI waited on failed; the message is its innermost reason. */
+export class RunFailedError extends Error {
+  override name = 'RunFailedError';
+}
+
+/** Temporal does not know the workflow ID a command named (or could not say). */
+export class RunNotFoundError extends Error {
+  override name = 'RunNotFoundError';
+}
+
+/** The run is not one the command can act on: not running, a lock, not an immich-backup workflow. */
+export class RunRefusedError extends Error {
+  override name = 'RunRefusedError';
+}
+
+/** An approve or reject the restore refused: not waiting, already decided, no valid token. */
+export class ApprovalRefusedError extends Error {
+  override name = 'ApprovalRefusedError';
+}
+
+/** A command-line value the CLI cannot act on (an unknown schedule, a malformed --accept-rewrites). */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** The audit's sha1 reader or thread stopped or answered out of turn: retried, the pass resumes. */
+export class AuditReaderError extends Error {
+  override name = 'AuditReaderError';
+}
+
+type ErrorClass = abstract new (...args: never[]) => Error;
+
+/**
+ * Failures that retrying cannot help: a person must act. The one declaration: every activity
+ * group's nonRetryableErrorTypes is built from it (workflows/activity-options.ts), and a workflow
+ * that fails with one of these fails as non-retryable (workflows/failures.ts).
+ */
+export const NON_RETRYABLE: readonly string[] = [
+  // wrong config, missing tool, full disk, untrusted paths or keys
+  ConfigError, CommandNotFoundError, TemporalBinaryNotFoundError, NoSpaceError, NasFullError, UnsafePathError, UnauthorizedError, UsageError,
+  // the database or its container
+  ContainerNotFoundError, AmbiguousContainerError, DatabaseUnreadableError, ImmichVersionMismatchError,
+  // a dump that is bad, missing, not ours, or taken
+  NotOurDumpError, UnauthenticatedDumpError, UnsafeDumpError, DumpNameTakenError, DumpTooSmallError, DumpCorruptError,
+  DumpIncompleteError, ChecksumMismatchError, DigestsMissingError, DumpConflictError, DumpNotFoundError, PruneRefusedError,
+  // the NAS: OffsiteSync retries an unreachable or stalled one itself, for offsite.retryWindowMinutes
+  NasUnreachableError, HostKeyVerificationError, NasAuthError, StalledError,
+  // the library, its drive and its mirror
+  DriveNotMountedError, SourceEmptyError, MirrorSafetyError, WriteOnceError, LibraryDamagedError,
+  // a workflow's own verdicts
+  RestoreFailedError, RestorePointFailedError, RestoreCancelledError, DrillFailedError, ResourceBusyError,
+  // what the CLI was asked about a run
+  RunFailedError, RunNotFoundError, RunRefusedError, ApprovalRefusedError,
+].map((c) => c.name);
+
+/** Failures a retry may get past (a command that failed once, a server not up yet); every class in this file is in exactly one of the two lists. */
+export const RETRYABLE: readonly string[] = [
+  CommandFailedError, ThrowawayFailedError, AuditReaderError, DevServerError, NoWorkerError, TemporalUnreachableError, SearchAttributesError,
+].map((c) => c.name);
+
+export function isRetryable(type: string): boolean {
+  return !NON_RETRYABLE.includes(type);
+}
+
+/** NON_RETRYABLE less `retried`: for an activity group where a retry gets past one of them (say why there). */
+export function nonRetryableExcept(...retried: ErrorClass[]): string[] {
+  const names = new Set<string>(retried.map((c) => c.name));
+  return NON_RETRYABLE.filter((n) => !names.has(n));
 }

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+# The linter first: a workflow file that imports a Node built-in, a floating promise or a
+# subprocess outside the runner fails the run before 25 minutes of tests.
+npx eslint .
 export PATH="$PWD/.venv/bin:$PATH"
 
 # Every process the tests start inherits this marker. Whatever still carries it when the run ends

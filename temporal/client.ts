@@ -3,7 +3,7 @@ import { Client, Connection, WorkflowFailedError, type TLSConfig, type WorkflowH
 import { defaultPayloadConverter } from '@temporalio/common';
 import proto from '@temporalio/proto';
 import type { Config } from '../config/config.js';
-import { ConfigError, NoWorkerError } from '../core/errors.js';
+import { ConfigError, NoWorkerError, RunFailedError, TemporalUnreachableError } from '../core/errors.js';
 import { innermostCause, innermostMessage } from '../core/failure.js';
 import { currentStepQuery } from '../core/messages.js';
 
@@ -54,7 +54,7 @@ export async function connectClient(config: Config, address = temporalAddress(co
   try {
     connection = await Connection.connect({ address, connectTimeout: 5000, ...security });
   } catch (err) {
-    throw new Error(`cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${(err as Error).message.split('\n')[0]}): ${connectHint(config)}`);
+    throw new TemporalUnreachableError(`cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${(err as Error).message.split('\n')[0]}): ${connectHint(config)}`);
   }
   return { client: new Client({ connection, namespace: config.temporal.namespace }), connection };
 }
@@ -93,7 +93,7 @@ export async function currentProgress(handle: WorkflowHandle, withStep = true): 
  * Waits for the result, calling `onProgress` whenever the run's progress changes. A failed run
  * rejects with an Error whose message is one line: the innermost cause, with its failure type.
  */
-export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void, { everyMs = 1000 } = {}): Promise<T> {
+export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress[]) => void | Promise<void>, { everyMs = 1000 } = {}): Promise<T> {
   let last = '';
   let done = false;
   const poll = async () => {
@@ -101,7 +101,8 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress
       try {
         const progress = await currentProgress(handle);
         const key = JSON.stringify(progress);
-        if (key !== last && progress.length && !done) onProgress(progress);
+        // Awaited: one printing at a time, in order, and a printer that fails is caught below.
+        if (key !== last && progress.length && !done) await onProgress(progress);
         last = key;
       } catch {
         // progress is best effort; the result below is what counts
@@ -113,7 +114,7 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress
   try {
     return (await handle.result()) as T;
   } catch (err) {
-    throw new Error(failureReason(err));
+    throw new RunFailedError(failureReason(err));
   } finally {
     done = true;
     await polling;

@@ -1,7 +1,7 @@
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { Connection } from '@temporalio/client';
-import { execa, type ResultPromise } from 'execa';
+import { startCommand, stopCommand } from '../adapters/commands/run-command.js';
 import { DevServerError, TemporalBinaryNotFoundError } from '../core/errors.js';
 import type { Logger } from '../config/logger.js';
 
@@ -77,7 +77,7 @@ async function launch(options: DevServerOptions): Promise<DevServer> {
     '--log-level', 'warn',
     ...(options.headless ? ['--headless'] : ['--ui-port', String(options.uiPort)]),
   ];
-  const child: ResultPromise = execa(options.binary, args, { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true });
+  const child = startCommand(options.binary, args, { label: 'temporal server start-dev', stdout: 'ignore', server: true });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-4000);
@@ -102,7 +102,7 @@ async function launch(options: DevServerOptions): Promise<DevServer> {
       break;
     } catch (err) {
       if (Date.now() > deadline) {
-        child.kill('SIGKILL');
+        stopCommand(child, 'SIGKILL');
         throw new DevServerError(`temporal dev server at ${address} did not answer within ${READY_TIMEOUT_MS / 1000} s: ${(err as Error).message}`);
       }
       await new Promise((r) => setTimeout(r, 200));
@@ -116,8 +116,8 @@ async function launch(options: DevServerOptions): Promise<DevServer> {
     dbFile,
     async stop() {
       if (exited) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      stopCommand(child);
+      const timer = setTimeout(() => stopCommand(child, 'SIGKILL'), 10_000);
       await done;
       clearTimeout(timer);
     },

@@ -1,5 +1,6 @@
 import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptions } from '@temporalio/client';
 import type { Config } from '../config/config.js';
+import { UsageError } from '../core/errors.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
 
 // Temporal Schedules in place of the runbook's crontab: one per job, in the configured time zone,
@@ -22,7 +23,7 @@ export const SCHEDULES: readonly ScheduleDefinition[] = [
 
 export function scheduleDefinition(id: string): ScheduleDefinition {
   const found = SCHEDULES.find((s) => s.id === id);
-  if (!found) throw new Error(`unknown schedule ${JSON.stringify(id)}: expected one of ${SCHEDULES.map((s) => s.id).join(', ')}`);
+  if (!found) throw new UsageError(`unknown schedule ${JSON.stringify(id)}: expected one of ${SCHEDULES.map((s) => s.id).join(', ')}`);
   return found;
 }
 

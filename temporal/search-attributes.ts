@@ -1,4 +1,5 @@
 import type { Connection } from '@temporalio/client';
+import { SearchAttributesError } from '../core/errors.js';
 import { SEARCH_ATTRIBUTES } from '../core/ids.js';
 
 // BackupKind and BackupOutcome, so `temporal workflow list --query 'BackupOutcome="failure"'` and
@@ -17,7 +18,7 @@ export async function registerSearchAttributes(operatorService: Connection['oper
     await operatorService.addSearchAttributes({ namespace, searchAttributes: Object.fromEntries(missing.map((name) => [name, KEYWORD])) });
   } catch (err) {
     // Another process registered them first.
-    if ((err as { code?: number }).code !== 6) throw new Error(`cannot register search attributes ${missing.join(', ')} in namespace ${namespace}: ${(err as Error).message.split('\n')[0]}`);
+    if ((err as { code?: number }).code !== 6) throw new SearchAttributesError(`cannot register search attributes ${missing.join(', ')} in namespace ${namespace}: ${(err as Error).message.split('\n')[0]}; the workflows set them, so register them by hand (temporal operator search-attribute create) or use a namespace this client may change`);
   }
   return missing;
 }

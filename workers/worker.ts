@@ -5,6 +5,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { connectHint, connectionSecurity } from '../temporal/client.js';
 import type { Config } from '../config/config.js';
+import { TemporalUnreachableError } from '../core/errors.js';
 import type { Logger } from '../config/logger.js';
 import { registerSearchAttributes } from '../temporal/search-attributes.js';
 import { trustedSetup } from '../adapters/files/trust.js';
@@ -44,7 +45,7 @@ export async function createBackupWorker({ config, logger, address, configFile }
   const bundle = freshBundle();
   const security = connectionSecurity(config);
   const connection = await NativeConnection.connect({ address, ...security }).catch((err: Error) => {
-    throw new Error(`worker cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${err.message.split('\n')[0]}): ${connectHint(config)}`);
+    throw new TemporalUnreachableError(`worker cannot reach Temporal at ${address}${security.tls ? ' over TLS' : ''} (${err.message.split('\n')[0]}): ${connectHint(config)}`);
   });
   // Workflows set BackupKind and BackupOutcome: they must exist before the first task runs.
   const added = await registerSearchAttributes(connection.operatorService, config.temporal.namespace);

@@ -1,52 +1,12 @@
 import { ActivityCancellationType, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
-import {
-  AmbiguousContainerError,
-  ChecksumMismatchError,
-  CommandNotFoundError,
-  ConfigError,
-  DatabaseUnreadableError,
-  DigestsMissingError,
-  DumpConflictError,
-  DumpNameTakenError,
-  ContainerNotFoundError,
-  DumpCorruptError,
-  DumpIncompleteError,
-  DriveNotMountedError,
-  DumpNotFoundError,
-  DumpTooSmallError,
-  HostKeyVerificationError,
-  MirrorSafetyError,
-  NasAuthError,
-  NasUnreachableError,
-  NoSpaceError,
-  NotOurDumpError,
-  PruneRefusedError,
-  SourceEmptyError,
-  UnsafeDumpError,
-  UnauthenticatedDumpError,
-  UnauthorizedError,
-  UnsafePathError,
-  NasFullError,
-  StalledError,
-  WriteOnceError,
-} from '../core/errors.js';
+import { ChecksumMismatchError, DumpIncompleteError, NasUnreachableError, NON_RETRYABLE, nonRetryableExcept } from '../core/errors.js';
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
-// tool, full disk, a bad dump) are non-retryable: retrying would only delay the alarm.
-const needsOperator = [
-  CommandNotFoundError.name,
-  NoSpaceError.name,
-  NotOurDumpError.name,
-  ConfigError.name,
-  DatabaseUnreadableError.name,
-  DumpNameTakenError.name,
-  UnauthenticatedDumpError.name,
-  UnauthorizedError.name,
-  UnsafePathError.name,
-  UnsafeDumpError.name,
-  NasFullError.name,
-];
+// tool, full disk, a bad dump) are non-retryable: retrying would only delay the alarm. Which
+// those are is declared once, in NON_RETRYABLE (src/errors.ts); a group that retries one of them
+// says why.
+const needsOperator = [...NON_RETRYABLE];
 
 /** `docker ps` answers in seconds; a few spaced retries ride out a Docker daemon restart. */
 export const discovery = proxyActivities<Activities>({
@@ -55,7 +15,7 @@ export const discovery = proxyActivities<Activities>({
     initialInterval: '5s',
     backoffCoefficient: 2,
     maximumAttempts: 5,
-    nonRetryableErrorTypes: [...needsOperator, ContainerNotFoundError.name, AmbiguousContainerError.name],
+    nonRetryableErrorTypes: needsOperator,
   },
 });
 
@@ -68,7 +28,8 @@ export const dumping = proxyActivities<Activities>({
   startToCloseTimeout: '2 hours',
   heartbeatTimeout: '20s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  retry: { initialInterval: '10s', backoffCoefficient: 3, maximumAttempts: 4, nonRetryableErrorTypes: needsOperator },
+  // A dump cut short (pg_dumpall killed mid-COPY) is taken again.
+  retry: { initialInterval: '10s', backoffCoefficient: 3, maximumAttempts: 4, nonRetryableErrorTypes: nonRetryableExcept(DumpIncompleteError) },
 });
 
 /** Decompressing a ~1 GB dump takes seconds to a minute; a bad dump will not improve on retry. */
@@ -78,21 +39,14 @@ export const validation = proxyActivities<Activities>({
   retry: {
     initialInterval: '5s',
     maximumAttempts: 3,
-    nonRetryableErrorTypes: [
-      ...needsOperator,
-      DumpTooSmallError.name,
-      DumpCorruptError.name,
-      DumpIncompleteError.name,
-      ChecksumMismatchError.name,
-      DigestsMissingError.name,
-    ],
+    nonRetryableErrorTypes: needsOperator,
   },
 });
 
 /** Listing and deleting a handful of files. */
 export const housekeeping = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: [...needsOperator, PruneRefusedError.name] },
+  retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: needsOperator },
 });
 
 /** Settings read from the worker's config: instant, recorded in history so replays agree. */
@@ -114,14 +68,15 @@ export const nas = proxyActivities<Activities>({
     initialInterval: '10s',
     backoffCoefficient: 2,
     maximumAttempts: 5,
-    nonRetryableErrorTypes: [...needsOperator, NasUnreachableError.name, StalledError.name, HostKeyVerificationError.name, NasAuthError.name],
+    // A copy whose checksum did not match was removed: the retry uploads it again.
+    nonRetryableErrorTypes: nonRetryableExcept(ChecksumMismatchError),
   },
 });
 
 /** Before a library restore: a mirror that is missing or empty needs a person. */
 export const mirrorChecks = proxyActivities<Activities>({
   startToCloseTimeout: '15 minutes',
-  retry: { initialInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: [...needsOperator, SourceEmptyError.name, MirrorSafetyError.name, DriveNotMountedError.name] },
+  retry: { initialInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: needsOperator },
 });
 
 /**
@@ -139,11 +94,9 @@ export const mirroring = proxyActivities<Activities>({
     initialInterval: '10s',
     backoffCoefficient: 2,
     maximumAttempts: 5,
-    nonRetryableErrorTypes: [...needsOperator, DriveNotMountedError.name, SourceEmptyError.name, MirrorSafetyError.name, StalledError.name, WriteOnceError.name],
+    nonRetryableErrorTypes: needsOperator,
   },
 });
-
-const badDump = [DumpConflictError.name, DumpCorruptError.name, DumpIncompleteError.name, ChecksumMismatchError.name, UnsafeDumpError.name, NotOurDumpError.name, DumpNotFoundError.name];
 
 /** Finding, fetching (from the NAS) and verifying the dump to restore: a bad or missing dump will not get better. */
 export const restorePrep = proxyActivities<Activities>({
@@ -154,7 +107,7 @@ export const restorePrep = proxyActivities<Activities>({
   retry: {
     initialInterval: '10s',
     maximumAttempts: 3,
-    nonRetryableErrorTypes: [...needsOperator, ...badDump, NasUnreachableError.name, HostKeyVerificationError.name, NasAuthError.name],
+    nonRetryableErrorTypes: needsOperator,
   },
 });
 
@@ -165,7 +118,7 @@ export const restorePrep = proxyActivities<Activities>({
 export const drilling = proxyActivities<Activities>({
   startToCloseTimeout: '6 hours',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '30s', maximumAttempts: 2, nonRetryableErrorTypes: [...needsOperator, ...badDump] },
+  retry: { initialInterval: '30s', maximumAttempts: 2, nonRetryableErrorTypes: needsOperator },
 });
 
 /** status's checks: local files, one ssh round trip to the NAS, a few Temporal queries. */
@@ -238,8 +191,9 @@ export const libraryOffsite = proxyActivities<Activities>({
     initialInterval: '1 minute',
     backoffCoefficient: 2,
     maximumAttempts: 3,
-    // An emptied library (or one far below the NAS copy) needs a person, as on the drive.
-    nonRetryableErrorTypes: [...needsOperator, HostKeyVerificationError.name, NasAuthError.name, StalledError.name, SourceEmptyError.name, MirrorSafetyError.name],
+    // An emptied library (or one far below the NAS copy) needs a person, as on the drive; a NAS
+    // that dropped off the network is tried again a minute later.
+    nonRetryableErrorTypes: nonRetryableExcept(NasUnreachableError),
   },
 });
 
@@ -252,5 +206,5 @@ export const auditing = proxyActivities<Activities>({
   startToCloseTimeout: '48 hours',
   heartbeatTimeout: '20s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [...needsOperator, SourceEmptyError.name] },
+  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: needsOperator },
 });

@@ -1,7 +1,8 @@
-import { ApplicationFailure, workflowInfo } from '@temporalio/workflow';
+import { workflowInfo } from '@temporalio/workflow';
 import { LibraryDamagedError } from '../core/errors.js';
 import { describeAudit, describeDamage, problemsOf, type LibraryAuditReport } from '../core/library-audit-report.js';
 import { auditing, discovery } from './activity-options.js';
+import { failWith } from './failures.js';
 import { trackSteps } from './progress.js';
 import { reported } from './reporting.js';
 import { withLock } from './resource-lock.js';
@@ -47,7 +48,7 @@ async function body(input: LibraryAuditInput): Promise<LibraryAuditReport> {
   });
   steps.set('done');
   if (problemsOf(report.pass)) {
-    throw ApplicationFailure.create({ type: LibraryDamagedError.name, message: describeDamage(report), nonRetryable: true, details: [report] });
+    throw failWith(LibraryDamagedError, describeDamage(report), [report]);
   }
   return report;
 }

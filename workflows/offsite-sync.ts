@@ -1,6 +1,7 @@
 import { ActivityFailure, ApplicationFailure, log, sleep } from '@temporalio/workflow';
 import { NasUnreachableError, StalledError } from '../core/errors.js';
 import { nas, settings } from './activity-options.js';
+import { failWith } from './failures.js';
 import { at, trackSteps } from './progress.js';
 import { reported } from './reporting.js';
 
@@ -48,7 +49,7 @@ async function body(input: OffsiteSyncInput): Promise<OffsiteSyncReport> {
         if (!(cause instanceof ApplicationFailure) || !WAIT_FOR_NAS.includes(cause.type ?? '')) throw err;
         const spent = Date.now() - startedMs;
         if (spent + wait > config.retryWindowMs) {
-          throw ApplicationFailure.nonRetryable(`${cause.message} (retried for ${Math.round(spent / 1000)} s)`, cause.type);
+          throw failWith(cause.type ?? NasUnreachableError, `${cause.message} (retried for ${Math.round(spent / 1000)} s)`);
         }
         log.warn('NAS unreachable; retrying', { waitMs: wait, reason: cause.message });
         const resume = steps.current();

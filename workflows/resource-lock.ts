@@ -1,5 +1,4 @@
 import {
-  ApplicationFailure,
   CancellationScope,
   condition,
   continueAsNew,
@@ -13,6 +12,7 @@ import { ResourceBusyError } from '../core/errors.js';
 import { lockWorkflowId, type LockedResource } from '../core/ids.js';
 import { acquireSignal, lockGrantedSignal, lockHeldSignal, releaseSignal } from '../core/messages.js';
 import { locking, settings } from './activity-options.js';
+import { failWith } from './failures.js';
 import { at, type Steps } from './progress.js';
 
 // One run at a time per resource, held through Temporal itself so that it holds across workers and
@@ -126,7 +126,7 @@ export async function withLock<T>(resource: LockedResource, steps: Steps, body: 
     while (!granted) {
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw ApplicationFailure.nonRetryable(`the ${resource} is in use by ${holder ?? 'another run'}: waited ${Math.round(waitMs / 60_000)} min for it; nothing was done`, ResourceBusyError.name);
+        throw failWith(ResourceBusyError, `the ${resource} is in use by ${holder ?? 'another run'}: waited ${Math.round(waitMs / 60_000)} min for it; nothing was done`);
       }
       const seen = holder;
       steps.set(`waiting for the ${resource}${holder ? `: in use by ${holder}` : ''} (gives up at ${at(deadline)})`);

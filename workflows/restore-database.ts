@@ -5,6 +5,7 @@ import { DatabaseUnreadableError, ImmichVersionMismatchError, RestoreCancelledEr
 import { innermostCause, innermostMessage } from '../core/failure.js';
 import type { DumpFacts, RestorePlan } from '../core/restore-plan.js';
 import { discovery, dumping, health, housekeeping, immichControl, loading, restorePrep, rollingBack, settings, validation } from './activity-options.js';
+import { failWith } from './failures.js';
 import { at } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { restoreSteps, type RestoreSteps } from './restore-steps.js';
@@ -60,7 +61,7 @@ export async function RestoreDatabase(input: RestoreDatabaseInput = {}): Promise
 
 /** A cancelled restore ends failed with the state it left, so the end says it. */
 function cancelled(step: string, state: string): ApplicationFailure {
-  return ApplicationFailure.nonRetryable(`restore cancelled while ${step}: ${state}`, RestoreCancelledError.name);
+  return failWith(RestoreCancelledError, `restore cancelled while ${step}: ${state}`);
 }
 
 async function body(input: RestoreDatabaseInput): Promise<RestoreDatabaseReport> {
@@ -101,7 +102,7 @@ async function body(input: RestoreDatabaseInput): Promise<RestoreDatabaseReport>
       return { ...base, outcome: 'dry-run', message: `dry run: ${dump.file} verified (${facts.rows !== undefined ? `${facts.rows} rows in ${facts.tables} tables recorded` : 'row counts not recorded'}); a restore would ${plan.steps.slice(1, 4).join(', ')}; nothing was changed` };
     }
     if (versionChange && input.approved && !input.acceptVersionChange) {
-      throw ApplicationFailure.nonRetryable(`nothing was changed: ${dump.file} was made with Immich ${facts.immichVersion}, Immich ${running} runs now; start the restore again with --accept-version-change if that is intended`, ImmichVersionMismatchError.name);
+      throw failWith(ImmichVersionMismatchError, `nothing was changed: ${dump.file} was made with Immich ${facts.immichVersion}, Immich ${running} runs now; start the restore again with --accept-version-change if that is intended`);
     }
     const decision = await r.approval(plan, config.approvalTimeoutMs);
     if (!decision.approved) {
@@ -147,7 +148,7 @@ async function replace(
       const forward = unreadable
         ? `To restore ${dump.file} over the live database anyway, with no way back: immich-backup restore db --dump ${dump.file} --no-restore-point`
         : 'Fix that and run the restore again';
-      throw ApplicationFailure.nonRetryable(`nothing was changed: no restore point could be taken (${innermostMessage(err)}). ${forward}`, RestorePointFailedError.name);
+      throw failWith(RestorePointFailedError, `nothing was changed: no restore point could be taken (${innermostMessage(err)}). ${forward}`);
     }
     // Row counts describe it in `dumps`; without them the restore point is still whole.
     await validation.recordRowCounts({ target, file: point.file, kind: 'restore-point' }).catch((err: unknown) => {
@@ -207,7 +208,7 @@ async function replace(
   });
   const immich = healthResult.healthy ? 'Immich started (healthy)' : `Immich NOT healthy: ${healthResult.detail}`;
   if (cancelledAt !== undefined) throw cancelled(cancelledAt, `${state}; ${immich}`);
-  if (failure !== undefined) throw ApplicationFailure.nonRetryable(`restore of ${dump.file} failed (${failure}); ${state}; ${immich}`, RestoreFailedError.name);
+  if (failure !== undefined) throw failWith(RestoreFailedError, `restore of ${dump.file} failed (${failure}); ${state}; ${immich}`);
   if (point) {
     // Old restore points go only after the restore succeeded, and never the one just loaded.
     const keep = [point.file, ...(dump.origin === 'restore-point' ? [dump.file] : [])];

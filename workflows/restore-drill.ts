@@ -1,8 +1,9 @@
-import { ApplicationFailure, log } from '@temporalio/workflow';
+import { log } from '@temporalio/workflow';
 import { describeDrillFailure, type DrillResult } from '../core/reports.js';
 import { DrillFailedError } from '../core/errors.js';
 import { formatStamp } from '../core/dump-names.js';
 import { drilling } from './activity-options.js';
+import { failWith } from './failures.js';
 import { trackSteps } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { reported } from './reporting.js';
@@ -34,12 +35,7 @@ async function body(input: RestoreDrillInput): Promise<RestoreDrillReport> {
   steps.set('done');
   const report = { ...result, trigger: input.trigger ?? 'manual' };
   if (!report.passed) {
-    throw ApplicationFailure.create({
-      type: DrillFailedError.name,
-      nonRetryable: true,
-      message: `restore drill of ${report.dump} failed: ${describeDrillFailure(report)}`,
-      details: [report],
-    });
+    throw failWith(DrillFailedError, `restore drill of ${report.dump} failed: ${describeDrillFailure(report)}`, [report]);
   }
   log.info('restore drill passed', { dump: report.dump, tables: report.tables, rows: report.rows });
   return report;

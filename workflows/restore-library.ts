@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, workflowInfo } from '@temporalio/workflow';
+import { CancellationScope, CancelledFailure, isCancellation, workflowInfo } from '@temporalio/workflow';
 import type { LibrarySelection, SelectionResult } from '../activities/library-restore.js';
 import type { MirrorResult, PostgresTarget } from '../core/types.js';
 import { ConfigError, RestoreCancelledError, RestoreFailedError } from '../core/errors.js';
@@ -6,6 +6,7 @@ import { asOfProblem, selectionPathProblem } from '../core/library-layout.js';
 import { innermostMessage } from '../core/failure.js';
 import type { RestorePlan } from '../core/restore-plan.js';
 import { discovery, health, immichControl, mirrorChecks, mirroring, settings } from './activity-options.js';
+import { failWith } from './failures.js';
 import { at } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { restoreSteps, type RestoreSteps } from './restore-steps.js';
@@ -100,7 +101,7 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
   const selection = selectionOf(input);
   if (selection) {
     const problem = selectionProblem(selection, input.delete === true);
-    if (problem) throw ApplicationFailure.nonRetryable(`${problem}; nothing was changed`, ConfigError.name);
+    if (problem) throw failWith(ConfigError, `${problem}; nothing was changed`);
   }
   const r = restoreSteps(input.approved === true, 'RestoreLibrary');
   const { timed, durations } = r;
@@ -160,8 +161,8 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
       r.done();
       const immich = healthResult.healthy ? 'Immich started (healthy)' : `Immich NOT healthy: ${healthResult.detail}`;
       const state = copyStarted ? job.partlyDone : 'the library was not touched';
-      if (cancelledAt !== undefined) throw ApplicationFailure.nonRetryable(`restore cancelled while ${cancelledAt}: ${state}; ${immich}`, RestoreCancelledError.name);
-      if (failure !== undefined || !done) throw ApplicationFailure.nonRetryable(`library restore failed (${failure}); ${state}; ${immich}`, RestoreFailedError.name);
+      if (cancelledAt !== undefined) throw failWith(RestoreCancelledError, `restore cancelled while ${cancelledAt}: ${state}; ${immich}`);
+      if (failure !== undefined || !done) throw failWith(RestoreFailedError, `library restore failed (${failure}); ${state}; ${immich}`);
       return {
         ...done,
         message: `${done.message}; Immich ${healthResult.healthy ? 'is healthy' : 'did NOT become healthy'}. ${THUMBNAILS}`,
@@ -172,7 +173,7 @@ async function body(input: RestoreLibraryInput): Promise<RestoreLibraryReport> {
       };
     });
   } catch (err) {
-    if (isCancellation(err)) throw ApplicationFailure.nonRetryable(`restore cancelled while ${r.steps.current()}: nothing was changed`, RestoreCancelledError.name);
+    if (isCancellation(err)) throw failWith(RestoreCancelledError, `restore cancelled while ${r.steps.current()}: nothing was changed`);
     throw err;
   }
 }

@@ -6,6 +6,7 @@ import { approveUpdate, legacyApproveSignal, rejectUpdate, restorePlanQuery } fr
 import { authorize } from './activity-options.js';
 import { trackSteps, type Steps } from './progress.js';
 import { setOutcome } from './reporting.js';
+import { ApprovalRefusedError } from '../core/errors.js';
 
 // What the two restore workflows share: the step an operator sees, the approval (a Temporal Update
 // whose validator accepts it only while the run waits, and only for the dump the operator was
@@ -53,10 +54,10 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
     },
     {
       validator: (request) => {
-        if (decision) throw new Error(decided());
-        if (!waiting || !plan) throw new Error(notWaiting());
+        if (decision) throw new ApprovalRefusedError(decided());
+        if (!waiting || !plan) throw new ApprovalRefusedError(notWaiting());
         const problem = approvalProblem(plan, request, commitment);
-        if (problem) throw new Error(problem);
+        if (problem) throw new ApprovalRefusedError(problem);
       },
     },
   );
@@ -70,11 +71,11 @@ export function restoreSteps(preApproved: boolean, type: WorkflowType): RestoreS
     },
     {
       validator: (request) => {
-        if (decision) throw new Error(decided());
-        if (!waiting) throw new Error(notWaiting());
+        if (decision) throw new ApprovalRefusedError(decided());
+        if (!waiting) throw new ApprovalRefusedError(notWaiting());
         const r: Partial<RejectRequest> & { token?: unknown } = request && typeof request === 'object' ? request : {};
-        if (!commitment || typeof r.token !== 'string' || sha256Text(r.token) !== commitment) throw new Error('not rejected: no valid approval token for this run (use `immich-backup restore reject`, as the user that can read the worker\'s key)');
-        if (typeof r.by !== 'string' || !APPROVER.test(r.by)) throw new Error('not rejected: `by` must be the OS user rejecting (the CLI fills it in)');
+        if (!commitment || typeof r.token !== 'string' || sha256Text(r.token) !== commitment) throw new ApprovalRefusedError('not rejected: no valid approval token for this run (use `immich-backup restore reject`, as the user that can read the worker\'s key)');
+        if (typeof r.by !== 'string' || !APPROVER.test(r.by)) throw new ApprovalRefusedError('not rejected: `by` must be the OS user rejecting (the CLI fills it in)');
       },
     },
   );

@@ -1,4 +1,4 @@
-import { ApplicationFailure, log, patched, sleep, workflowInfo } from '@temporalio/workflow';
+import { log, patched, sleep, workflowInfo } from '@temporalio/workflow';
 import type { LibraryOffsiteResult, MirrorVersioning, RewriteAcceptance } from '../core/types.js';
 import { DriveNotMountedError } from '../core/errors.js';
 import { WORKFLOW_KINDS } from '../core/ids.js';
@@ -7,6 +7,7 @@ import { authorize, libraryOffsite, mirroring, settings } from './activity-optio
 import { at, trackSteps, type Steps } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { announce, reported } from './reporting.js';
+import { failWith } from './failures.js';
 import { AUTHORIZATION_PATCH } from './restore-steps.js';
 
 /** patched() ID of the versioned mirror (version sets, write-once guard, pairing, pruning, library offsite). */
@@ -93,7 +94,7 @@ async function mirror(steps: Steps, input: WeeklyLibraryMirrorInput, versioned: 
     while (!run.ready) {
       const waited = Date.now() - startedMs;
       if (waited + config.mountPollMs > config.mountWaitMs) {
-        throw ApplicationFailure.nonRetryable(`${run.reason} (checked for ${Math.round(waited / 1000)} s): connect and mount the drive, then run the mirror again; nothing was written`, DriveNotMountedError.name);
+        throw failWith(DriveNotMountedError, `${run.reason} (checked for ${Math.round(waited / 1000)} s): connect and mount the drive, then run the mirror again; nothing was written`);
       }
       log.warn('mirror target not ready; checking again', { reason: run.reason, inMs: config.mountPollMs });
       steps.set(`waiting for the drive: ${run.reason}; next look at ${at(Date.now() + config.mountPollMs)}, gives up at ${at(startedMs + config.mountWaitMs)}`);

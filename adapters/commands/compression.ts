@@ -1,14 +1,12 @@
 import type { Duplex } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { execa } from 'execa';
 import type { Config } from '../../config/config.js';
 import { dumpFormat, type DumpFormat } from '../../core/dump-names.js';
+import { filterStream } from './run-command.js';
 
 // One place that knows the compressors: which program writes a format, and how its SQL is read
 // back. gzip is decoded in-process (Node's zlib); zstd by the zstd program (Node 20's zlib has no
-// zstd), as a stream whose failure is an ordinary stream error. That decoder is the one child not
-// started through run-command.ts: it only filters bytes, and destroying its stream (a failed or
-// cancelled pipeline) closes its pipes, which ends it.
+// zstd), as a stream whose failure is an ordinary stream error (run-command.ts's filterStream).
 
 export function formatOf(compressor: Config['backup']['compressor']): DumpFormat {
   return compressor === 'zstd' ? 'zstd' : 'gzip';
@@ -31,7 +29,7 @@ export function decodeArgs(compressor: Config['backup']['compressor']): string[]
 /** A stream that turns a dump's compressed bytes (format by its name) back into SQL. */
 export function decompressor(name: string): Duplex {
   if (dumpFormat(name) === 'gzip') return createGunzip();
-  return execa('zstd', ['-d', '-c', '-q'], { encoding: 'buffer', buffer: { stdout: false, stderr: true } }).duplex();
+  return filterStream('zstd', ['-d', '-c', '-q']);
 }
 
 /** True for the errors a decoder raises on bytes that are not a complete stream of its format. */

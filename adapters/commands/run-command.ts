@@ -2,12 +2,13 @@ import { closeSync, constants, openSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { Context } from '@temporalio/activity';
 import { execa, ExecaError, type Options, type ResultPromise } from 'execa';
 import { CommandFailedError, CommandNotFoundError, StalledError } from '../../core/errors.js';
 import { redactDeep } from '../../core/redact.js';
 
-// The one way activities run subprocesses: argument arrays only (never a shell string), the
+// The one way this tool runs subprocesses: argument arrays only (never a shell string), the
 // activity's cancellation wired to the child's whole process group, heartbeats while it runs,
 // and failures mapped to named errors whose message ends with the child's stderr tail.
 
@@ -30,9 +31,23 @@ export interface CommandOptions {
   signal?: AbortSignal;
   /** Stops the command (its whole process group) after this long; the failure says "did not finish within". */
   timeoutMs?: number;
+  /** Runs as this user and group (this process is root): the drill's throwaway PostgreSQL. */
+  uid?: number;
+  gid?: number;
+  /** false: a non-zero exit resolves (read exitCode) instead of failing; the activity's cancellation still stops it. */
+  reject?: false;
+  /**
+   * A server that runs beside this process (the drill's throwaway PostgreSQL, the Temporal dev
+   * server): it stays in this process's group so a Ctrl-C reaches it, is stopped when this process
+   * exits, and its exit resolves (reject: false) for the caller to read its exitCode and stderr.
+   */
+  server?: true;
 }
 
 export type Subprocess = ResultPromise<Options>;
+
+// Servers are not process-group leaders: they are stopped by their own pid.
+const servers = new WeakSet<Subprocess>();
 
 function activityContext(): Context | undefined {
   try {
@@ -57,12 +72,17 @@ export function startCommand(file: string, args: readonly string[], options: Com
     stderr: 'pipe',
     buffer: { stdout: stdout === 'pipe', stderr: true },
     // Own process group: cancelling reaches grandchildren too (pg_dumpall's pg_dump, rsync's ssh).
-    detached: true,
+    // A server stays in ours instead, and execa stops it when this process exits.
+    ...(options.server ? { detached: false, cleanup: true, reject: false } : { detached: true }),
+    ...(options.reject === false ? { reject: false } : {}),
+    ...(options.uid !== undefined ? { uid: options.uid } : {}),
+    ...(options.gid !== undefined ? { gid: options.gid } : {}),
     cancelSignal: signal,
     // execa's timeout marks the failure (timedOut); the group kill below reaches grandchildren too.
     ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs } : {}),
     forceKillAfterDelay: FORCE_KILL_AFTER_MS,
   }) as Subprocess;
+  if (options.server) servers.add(subprocess);
   const killGroup = () => {
     stopCommand(subprocess);
     // A child that ignores SIGTERM (or whose grandchildren do) still goes.
@@ -128,11 +148,11 @@ export async function startPipedPair(
   }
 }
 
-/** SIGTERM (or `signal`) to the subprocess's whole process group (it leads one: see `detached`). */
+/** SIGTERM (or `signal`) to the subprocess's whole process group (it leads one: see `detached`), or to a server itself. */
 export function stopCommand(subprocess: Subprocess, signal: NodeJS.Signals = 'SIGTERM'): void {
   if (subprocess.pid === undefined) return;
   try {
-    process.kill(-subprocess.pid, signal);
+    process.kill(servers.has(subprocess) ? subprocess.pid : -subprocess.pid, signal);
   } catch {
     // already gone
   }
@@ -195,15 +215,37 @@ export async function withHeartbeats<T>(work: Promise<T>, details: () => unknown
   }
 }
 
+/** Runs a command to its end. `progress: false`: no heartbeats of its own (the caller heartbeats around it). */
 export async function runCommand(
   file: string,
   args: readonly string[],
-  options: CommandOptions & { progress?: () => unknown },
+  options: CommandOptions & { progress?: (() => unknown) | false },
 ): Promise<{ stdout: string; stderr: string }> {
   const started = Date.now();
   const progress = options.progress ?? (() => ({ step: options.label, runningSeconds: Math.round((Date.now() - started) / 1000) }));
-  const result = await withHeartbeats(awaitCommand(startCommand(file, args, options), options.label), progress);
+  const running = awaitCommand(startCommand(file, args, options), options.label);
+  const result = await (progress === false ? running : withHeartbeats(running, progress));
   return { stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? '') };
+}
+
+/**
+ * Runs a command whose exit code is the answer (pg_isready; `docker inspect` of a container that
+ * may be gone): a non-zero exit, or a command not found, is an answer, not a failure. Only the
+ * activity's cancellation throws.
+ */
+export async function probeCommand(file: string, args: readonly string[], options: CommandOptions): Promise<{ exitCode: number | undefined; stdout: string; stderr: string }> {
+  const result = await startCommand(file, args, { ...options, reject: false });
+  throwIfCancelled();
+  return { exitCode: result.exitCode, stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? '') };
+}
+
+/**
+ * A filter command (bytes in, bytes out: `zstd -d`) as one Duplex stream. Destroying the stream (a
+ * failed or cancelled pipeline) closes its pipes, which ends the command; a non-zero exit is the
+ * stream's error, an ExecaError that carries exitCode and command.
+ */
+export function filterStream(file: string, args: readonly string[]): Duplex {
+  return execa(file, args, { encoding: 'buffer', buffer: { stdout: false, stderr: true } }).duplex();
 }
 
 export interface StallGuard {

@@ -1,5 +1,6 @@
 import { createInterface } from 'node:readline';
 import type { Config } from '../../config/config.js';
+import { AuditReaderError, ConfigError } from '../../core/errors.js';
 import { libraryRelativePath } from '../../core/library-layout.js';
 import { postgresCommand } from '../postgres/command.js';
 import { awaitCommand, startCommand } from '../commands/run-command.js';
@@ -41,7 +42,7 @@ export async function assetSchema(config: Config, target: PostgresTarget): Promi
   const child = startCommand(cmd.file, cmd.args, { label: 'psql (asset table)', env: cmd.env });
   const out = String((await awaitCommand(child, 'psql (asset table)')).stdout ?? '').trim();
   const [table, algorithm, library] = out.split('\t');
-  if (table !== 'asset' && table !== 'assets') throw new Error(`Immich's database ${config.immich.database} has no asset table (asset or assets): is immich.database right?`);
+  if (table !== 'asset' && table !== 'assets') throw new ConfigError(`Immich's database ${config.immich.database} has no asset table (expected asset or assets): is immich.database right?`);
   return { table, hasAlgorithm: algorithm === 't', hasLibraryId: library === 't' };
 }
 
@@ -53,7 +54,7 @@ export function assetPageQuery(schema: AssetSchema, after: string | undefined, l
       ? `CASE WHEN "libraryId" IS NULL THEN 'sha1' ELSE 'sha1-path' END`
       : `'sha1'`;
   // The uuid is validated before it is put in the query: it comes from our own earlier page.
-  if (after !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(after)) throw new Error(`not an asset id: ${JSON.stringify(after)}`);
+  if (after !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(after)) throw new AuditReaderError(`expected an asset id (a uuid) to page from, found ${JSON.stringify(after)}`);
   const where = after ? `WHERE id > '${after}'::uuid` : '';
   return `COPY (SELECT id, encode(convert_to("originalPath", 'UTF8'), 'base64'), encode(checksum, 'hex'), ${algorithm} FROM public.${schema.table} ${where} ORDER BY id LIMIT ${Math.floor(limit)}) TO STDOUT`;
 }

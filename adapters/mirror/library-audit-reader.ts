@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import { AuditReaderError } from '../../core/errors.js';
 import { commandError, startCommand, stopCommand } from '../commands/run-command.js';
 import { ioPriority } from '../commands/rsync.js';
 
@@ -64,7 +65,7 @@ export function startReader(priority: { ioniceClass: number; nice: number }, sig
     hash(files) {
       if (failure) return Promise.reject(failure);
       if (!files.length) return Promise.resolve([]);
-      if (files.some((f) => f.path.includes('\0'))) return Promise.reject(new Error('a path with a NUL byte cannot be read'));
+      if (files.some((f) => f.path.includes('\0'))) return Promise.reject(new AuditReaderError('a path with a NUL byte cannot be read: expected the paths Immich lists, which never hold one'));
       return new Promise((resolve, reject) => {
         queue.push({ count: files.length, out: [], resolve, reject });
         child.stdin!.write(files.map((f) => `${f.size} ${f.path}\0`).join(''));

@@ -3,7 +3,7 @@ import { constants, lstatSync, readFileSync } from 'node:fs';
 import { lstat, open, opendir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDumpName } from '../../core/dump-names.js';
-import { MirrorSafetyError } from '../../core/errors.js';
+import { MirrorSafetyError, UsageError } from '../../core/errors.js';
 import { FUTURE_SLACK_MS, versionSetTime } from '../../core/library-layout.js';
 
 // The versioned mirror's bookkeeping: what a run's rsync (--out-format='%i %n': one line per
@@ -65,7 +65,7 @@ export function acceptanceText(a: { count: number; digest: string }): string {
 /** `N:DIGEST` as `backup library --accept-rewrites` takes it; a one-line error for anything else. */
 export function parseAcceptance(text: string): { count: number; digest: string } {
   const m = /^(\d{1,9}):([0-9a-f]{32})$/.exec(text.trim());
-  if (!m) throw new Error(`--accept-rewrites ${JSON.stringify(text)}: expected COUNT:DIGEST as the refused run printed it (e.g. 12:${'0'.repeat(32)}); nothing was started`);
+  if (!m) throw new UsageError(`--accept-rewrites ${JSON.stringify(text)}: expected COUNT:DIGEST as the refused run printed it (e.g. 12:${'0'.repeat(32)}); nothing was started`);
   return { count: Number(m[1]), digest: m[2]! };
 }
 

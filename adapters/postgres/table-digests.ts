@@ -252,6 +252,7 @@ export async function removeDigestsFile(dir: string, file: string): Promise<void
 export function validDigests(value: unknown): TableDigests | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
   const entries = Object.entries(value as Record<string, unknown>);
+  // eslint-disable-next-line no-control-regex -- a table key with a control character is refused on purpose
   const ok = entries.every(([t, d]) => t.length <= 1000 && /^[^\x00-\x1f]*: \S/.test(t) && typeof d === 'string' && /^[0-9a-f]{64}$/.test(d));
   return ok ? (Object.fromEntries(entries) as TableDigests) : undefined;
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { execa } from 'execa';
-import { awaitCommand, runCommand, startPipedPair } from '../../adapters/commands/run-command.js';
+import { awaitCommand, probeCommand, runCommand, startCommand, startPipedPair, stopCommand } from '../../adapters/commands/run-command.js';
 import { CommandFailedError, CommandNotFoundError } from '../../core/errors.js';
 import { waitFor } from '../helpers/net.js';
 import { tempDir } from '../helpers/setup.js';
@@ -86,5 +86,49 @@ describe('startPipedPair', () => {
     assert.equal((dumped as PromiseRejectedResult).reason.message, 'pg_dumpall failed (exit code 1): pg_dump: error: connection lost');
     assert.equal(counted.status, 'fulfilled');
     assert.equal(out.trim(), '7');
+  });
+});
+
+/** A process's group id, from /proc (field 5 of stat, after the command name in parentheses). */
+const processGroup = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[2]);
+
+describe('servers, probes and other users', () => {
+  test('a server stays in this process group, its exit is an answer, and stopCommand stops it by its own pid', async () => {
+    const server = startCommand('sleep', ['300'], { label: 'sleep (server)', server: true });
+    assert.equal(processGroup(server.pid!), processGroup(process.pid));
+    stopCommand(server);
+    const result = await server;
+    assert.equal(result.signal, 'SIGTERM');
+    const failed = await startCommand('sh', ['-c', 'echo "FATAL: data directory has wrong ownership" >&2; exit 1'], { label: 'postgres', server: true });
+    assert.equal(failed.exitCode, 1);
+    assert.equal(failed.stderr, 'FATAL: data directory has wrong ownership');
+  });
+
+  test('any other command leads a process group of its own', async () => {
+    const child = startCommand('sleep', ['300'], { label: 'sleep' });
+    assert.equal(processGroup(child.pid!), child.pid);
+    stopCommand(child);
+    await assert.rejects(awaitCommand(child, 'sleep'), /killed by SIGTERM/);
+  });
+
+  test('a probe answers with the exit code, also for a command that is missing', async () => {
+    assert.equal((await probeCommand('sh', ['-c', 'exit 2'], { label: 'pg_isready' })).exitCode, 2);
+    assert.equal((await probeCommand('sh', ['-c', 'echo true'], { label: 'docker inspect' })).stdout, 'true');
+    assert.equal((await probeCommand('/nonexistent/pg_isready', [], { label: 'pg_isready' })).exitCode, undefined);
+  });
+
+  test('a cancelled activity stops a probe and rejects with the cancellation', async () => {
+    const env = new MockActivityEnvironment();
+    const probing = env.run(() => probeCommand('sleep', ['300'], { label: 'pg_isready' }));
+    setTimeout(() => env.cancel(), 200);
+    await assert.rejects(probing, CancelledFailure);
+  });
+
+  // The suite runs as root (the drill's throwaway runs as drill.runAs only then).
+  test('uid and gid run the command as that user', async () => {
+    const [uid, gid] = await Promise.all(['-u', '-g'].map(async (flag) => Number((await runCommand('id', [flag, 'nobody'], { label: 'id' })).stdout)));
+    const { stdout } = await runCommand('id', ['-u'], { label: 'id', uid, gid, progress: false });
+    assert.equal(Number(stdout), uid);
+    assert.equal(Number((await runCommand('id', ['-g'], { label: 'id', uid, gid })).stdout), gid);
   });
 });
