@@ -48,7 +48,7 @@ const COMPRESSORS = [
   { compressor: 'zstd', level: 1 },
 ] as const;
 type Compressor = (typeof COMPRESSORS)[number]['compressor'];
-/** backup.compressor's default (src/config.ts). */
+/** backup.compressor's default (config/config.ts). */
 const DEFAULT: Compressor = 'igzip';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -4,7 +4,7 @@ import { ChecksumMismatchError, DumpIncompleteError, NasUnreachableError, NON_RE
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
 // tool, full disk, a bad dump) are non-retryable: retrying would only delay the alarm. Which
-// those are is declared once, in NON_RETRYABLE (src/errors.ts); a group that retries one of them
+// those are is declared once, in NON_RETRYABLE (core/errors.ts); a group that retries one of them
 // says why.
 const needsOperator = [...NON_RETRYABLE];
 

@@ -9,7 +9,7 @@ import { repoRoot } from '../helpers/paths.js';
 const classes = Object.values(errors as Record<string, unknown>).filter((v): v is new () => Error => typeof v === 'function' && v.prototype instanceof Error);
 
 describe('which failures are retried', () => {
-  test('every error class in src/errors.ts is declared retryable or not, exactly once, under its own name', () => {
+  test('every error class in core/errors.ts is declared retryable or not, exactly once, under its own name', () => {
     assert.ok(classes.length > 40, `found ${classes.length} classes`);
     for (const c of classes) {
       const lists = [errors.NON_RETRYABLE.includes(c.name), errors.RETRYABLE.includes(c.name)].filter(Boolean).length;
