@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { execa } from 'execa';
 import { createActivities } from '../../activities/index.js';
-import { hostThrowaway } from '../../activities/drill.js';
+import { hostThrowaway } from '../../adapters/postgres/throwaway.js';
 import { collectStatus } from '../../activities/health.js';
 import { dumpFileName, formatStamp } from '../../core/dump-names.js';
 import { createLogger } from '../../config/logger.js';

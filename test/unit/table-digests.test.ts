@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { countRows, countRowsFromDump } from '../../activities/drill.js';
+import { countRows, countRowsFromDump } from '../../adapters/postgres/throwaway.js';
 import { compareDigests, connectTarget, TableDigester, UnterminatedCopyError } from '../../adapters/postgres/table-digests.js';
 import type { TableDigests } from '../../core/reports.js';
 import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
