@@ -29,11 +29,22 @@ function ioBytes(pid: number | undefined): number | undefined {
   }
 }
 
+/**
+ * `ls FLAGS -- offsite.remoteDir` on the NAS; empty when that folder does not exist (nothing was
+ * uploaded yet). A read: it never creates the folder (uploads do).
+ */
+export async function remoteListing(offsite: Config['offsite'], flags: string, signal?: AbortSignal): Promise<string> {
+  try {
+    return (await runRemote(offsite, ['ls', flags, '--', offsite.remoteDir], { label: 'ssh ls', ...(signal ? { signal } : {}) })).stdout;
+  } catch (err) {
+    if (err instanceof CommandFailedError && /No such file or directory/.test(err.message)) return '';
+    throw err;
+  }
+}
+
 /** Our dump names on the NAS that have their .sha256 beside them (written last, after verification). */
 export async function remoteDumpNames(offsite: Config['offsite'], signal?: AbortSignal): Promise<string[]> {
-  await runRemote(offsite, ['mkdir', '-p', '--', offsite.remoteDir], { label: 'ssh mkdir', ...(signal ? { signal } : {}) });
-  const { stdout } = await runRemote(offsite, ['ls', '-1A', '--', offsite.remoteDir], { label: 'ssh ls', ...(signal ? { signal } : {}) });
-  const names = new Set(stdout.split('\n').map((l) => l.trim()));
+  const names = new Set((await remoteListing(offsite, '-1A', signal)).split('\n').map((l) => l.trim()));
   return [...names].filter((n) => isDumpName(n) && names.has(checksumFileName(n)));
 }
 
@@ -105,6 +116,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
 
   /** Both files under temporary names, the dump's sha256 checked on the NAS, then both renamed into place. */
   async function copyVerified(local: string, file: string, sha256: string): Promise<void> {
+    await runRemote(offsite, ['mkdir', '-p', '--', offsite.remoteDir], { label: 'ssh mkdir' });
     const partialDump = await copyToPartial(local, file);
     const { stdout } = await runRemote(offsite, ['sha256sum', '--', partialDump], { label: 'ssh sha256sum' });
     const remote = stdout.trim().split(/\s+/)[0];
