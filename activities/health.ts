@@ -5,7 +5,7 @@ import type { Client } from '@temporalio/client';
 import { failureReason } from '../src/client.js';
 import type { Config } from '../src/config.js';
 import { checksumFileName, isDumpName, parseDumpName } from '../src/dump-names.js';
-import { formatBytes } from '../src/format.js';
+import { ageText, agoText, formatBytes, zonedTime } from '../src/format.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../src/ids.js';
 import { listSchedules } from '../src/schedules.js';
 import { readChecksumFile } from './checksums.js';
@@ -32,8 +32,6 @@ export const FAILED_STATUSES: ReadonlySet<string> = new Set(['FAILED', 'TIMED_OU
 /** Workflows whose failed last run is a problem; a failed restore is history an operator already saw. */
 const WATCHED: readonly WorkflowType[] = ['NightlyDbBackup', 'OffsiteSync', 'WeeklyLibraryMirror', 'RestoreDrill', 'LibraryAudit'];
 const SHOWN: readonly WorkflowType[] = [...WATCHED, 'BackupHealth', 'RestoreDatabase', 'RestoreLibrary'];
-
-const ageText = (ms: number) => (ms < 48 * HOUR_MS ? `${(ms / HOUR_MS).toFixed(1)} h` : `${(ms / (24 * HOUR_MS)).toFixed(1)} days`);
 
 function row(id: string, state: RowState, summary: string, details?: Record<string, unknown>, problem = PROBLEM_STATES.has(state)): StatusRow {
   return { id, state, problem, summary, ...(details ? { details } : {}) };
@@ -126,7 +124,7 @@ async function nasRow(config: Config, now: number, signal: AbortSignal): Promise
 async function mirrorRow(config: Config, client: Client | undefined, now: number): Promise<StatusRow> {
   const lib = config.library;
   const last = client ? await lastRun(client, 'WeeklyLibraryMirror', true).catch(() => undefined) : undefined;
-  const lastText = last ? `last mirrored ${ageText(now - last.closedAt.getTime())} ago (${last.workflowId})` : client ? 'never mirrored' : 'last run unknown (Temporal not reachable)';
+  const lastText = last ? `last mirrored ${agoText(now - last.closedAt.getTime())} (${last.workflowId})` : client ? 'never mirrored' : 'last run unknown (Temporal not reachable)';
   const details: Record<string, unknown> = { mountPoint: lib.mountPoint, ...(last ? { lastSuccess: last.closedAt.toISOString(), workflowId: last.workflowId, report: last.result } : {}) };
   if (!(await isMountPoint(lib.mountPoint))) return row('library-mirror', 'unreachable', `drive not mounted at ${lib.mountPoint}; ${lastText}`, details);
   const fs = await statfs(lib.mountPoint);
@@ -153,9 +151,9 @@ async function auditRow(config: Config, now: number): Promise<StatusRow> {
   if (invalid) return row('library-audit', 'failed', `audit position not readable: ${invalid}; the next audit starts a new pass`);
   if (!state?.lastRun) return row('library-audit', 'never', state?.run ? `first audit under way (${state.run.workflowId})` : 'never audited: the library-audit schedule runs it, or: immich-backup audit library', { file });
   const last = state.lastRun;
-  const ago = (iso: string) => ageText(now - Date.parse(iso));
-  const parts = [`last audit ${ago(last.finishedAt)} ago (${last.workflowId}, ${last.covered} assets)`];
-  if (state.lastPass) parts.push(`last complete pass ${ago(state.lastPass.completedAt)} ago: ${describeAudit({ pass: { ...state.lastPass, completed: true } })}`);
+  const ago = (iso: string) => agoText(now - Date.parse(iso));
+  const parts = [`last audit ${ago(last.finishedAt)} (${last.workflowId}, ${last.covered} assets)`];
+  if (state.lastPass) parts.push(`last complete pass ${ago(state.lastPass.completedAt)}: ${describeAudit({ pass: { ...state.lastPass, completed: true } })}`);
   if (state.pass) parts.push(`under way: ${describeAudit({ pass: { ...state.pass, completed: false } })}`);
   const details = { file, lastRun: last, ...(state.lastPass ? { lastPass: state.lastPass } : {}), ...(state.pass ? { pass: state.pass } : {}) };
   const damaged = [state.lastPass, state.pass].filter((p) => p && problemsOf(p) > 0);
@@ -169,7 +167,7 @@ async function temporalRows(config: Config, client: Client, now: number): Promis
   const rows: StatusRow[] = [];
   for (const s of await listSchedules(client)) {
     if (!s.registered) rows.push(row(`schedule:${s.id}`, 'missing', 'not registered: run `immich-backup schedules apply` (or `start`)'));
-    else rows.push(row(`schedule:${s.id}`, s.paused ? 'paused' : 'ok', `${s.cron} (${s.timeZone ?? 'UTC'})${s.paused ? `, PAUSED${s.note ? `: ${s.note}` : ''}` : ''}; next ${s.nextRuns?.[0] ?? '-'}`, { cron: s.cron, paused: s.paused, nextRuns: s.nextRuns }));
+    else rows.push(row(`schedule:${s.id}`, s.paused ? 'paused' : 'ok', `${s.cron} (${s.timeZone ?? 'UTC'})${s.paused ? `, PAUSED${s.note ? `: ${s.note}` : ''}; no next run` : `; next ${s.nextRuns?.[0] ? zonedTime(s.nextRuns[0], s.timeZone) : '-'}`}`, { cron: s.cron, paused: s.paused, nextRuns: s.nextRuns }));
   }
   for (const type of SHOWN) {
     const kind = WORKFLOW_KINDS[type];
@@ -181,13 +179,15 @@ async function temporalRows(config: Config, client: Client, now: number): Promis
       rows.push(row(`last-run:${kind}`, missing ? 'missing' : running ? 'running' : 'never', `never ran${now_}`));
       continue;
     }
-    const ago = `${ageText(now - last.closedAt.getTime())} ago`;
+    const ago = agoText(now - last.closedAt.getTime());
     const details = { workflowId: last.workflowId, status: last.status, closedAt: last.closedAt.toISOString(), ...(last.result !== undefined ? { result: last.result } : {}), ...(last.failure ? { failure: last.failure } : {}) };
     if (FAILED_STATUSES.has(last.status)) {
       rows.push(row(`last-run:${kind}`, 'failed', `${last.status} ${ago} (${last.workflowId}): ${last.failure ?? ''}${now_}`, details, WATCHED.includes(type)));
       continue;
     }
     let summary = `${last.status} ${ago} (${last.workflowId})`;
+    // A dry run changed nothing: it must not read as the last restore.
+    if ((last.result as { outcome?: string } | undefined)?.outcome === 'dry-run') summary += ': dry run, nothing was changed';
     let state: RowState = 'ok';
     if (type === 'RestoreDrill') {
       const drill = last.result as DrillResult;

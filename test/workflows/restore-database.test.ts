@@ -189,7 +189,7 @@ describe('RestoreDatabase', () => {
       for (const line of [
         new RegExp(`^dump: +${dump.file}$`, 'm'),
         /^from: +the staging dir$/m,
-        /^made: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z \(\d+ min ago\)$/m,
+        /^made: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z \((just now|\d+ min ago)\)$/m,
         new RegExp(`^size: +[\\d.]+ KiB, sha256 ${dump.sha256}$`, 'm'),
         /^replaces: database immich, database postgres and the roles$/m,
         /^rows: +\d+ rows in 6 tables, as counted when the dump was made$/m,
