@@ -161,7 +161,7 @@ describe('status, drill, alarm and notifications', () => {
     for (const id of ['nightly-db-backup', 'offsite-sync', 'weekly-library-mirror', 'backup-health', 'restore-drill']) {
       const s = rowOf(report, `schedule:${id}`);
       assert.equal(s.state, 'ok', s.summary);
-      assert.match(s.summary, /^0 0 1 1 \* \(.+\); next \d{4}-01-01T/);
+      assert.match(s.summary, /^0 0 1 1 \* \(.+\); next \w{3} \d{4}-01-01 00:00 \S+$/);
     }
     for (const kind of ['nightly-db-backup', 'offsite-sync', 'weekly-library-mirror']) assert.match(rowOf(report, `last-run:${kind}`).summary, /^COMPLETED /);
     assert.match(rowOf(report, 'last-run:restore-drill').summary, new RegExp(`^COMPLETED .*: passed, ${nightly.report.file} restored into a throwaway PostgreSQL`));
