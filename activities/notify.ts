@@ -3,7 +3,7 @@ import { redactUrl } from '../config/config.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
 import { redactSecrets, splitCredentials } from '../core/redact.js';
 import type { ActivityDeps } from './deps.js';
-import { FAILED_STATUSES, newestClosedRun } from './health.js';
+import { FAILED_STATUSES, newestClosedRun } from '../status/status.js';
 
 // Notifications: healthchecks.io-style pings per workflow (start, success, fail), and for a
 // person (failure, recovery, alarm) a generic JSON webhook and ntfy topics. URLs stay in the

@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { readdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../config/config.js';
 import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../core/dump-names.js';
 import { ChecksumMismatchError, CommandFailedError, NotOurDumpError, StalledError } from '../core/errors.js';
 import { formatBytes } from '../core/format.js';
@@ -9,6 +8,7 @@ import { sha256OfFile } from '../adapters/files/checksums.js';
 import { readKey, tagFileName, verifyDumpTag } from '../adapters/files/provenance.js';
 import { authenticDumps } from '../adapters/files/trusted-dumps.js';
 import type { ActivityDeps } from './deps.js';
+import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
 import { ownDir } from '../adapters/files/fs-safe.js';
 import { awaitWithStallGuard, startCommand, withHeartbeats } from '../adapters/commands/run-command.js';
 import { runRsync } from '../adapters/commands/rsync.js';
@@ -29,13 +29,6 @@ function ioBytes(pid: number | undefined): number | undefined {
   }
 }
 
-/** Our dump names on the NAS that have their .sha256 beside them (written last, after verification). */
-export async function remoteDumpNames(offsite: Config['offsite'], signal?: AbortSignal): Promise<string[]> {
-  await runRemote(offsite, ['mkdir', '-p', '--', offsite.remoteDir], { label: 'ssh mkdir', ...(signal ? { signal } : {}) });
-  const { stdout } = await runRemote(offsite, ['ls', '-1A', '--', offsite.remoteDir], { label: 'ssh ls', ...(signal ? { signal } : {}) });
-  const names = new Set(stdout.split('\n').map((l) => l.trim()));
-  return [...names].filter((n) => isDumpName(n) && names.has(checksumFileName(n)));
-}
 
 export function createOffsiteActivities({ config, logger }: ActivityDeps) {
   const offsite = config.offsite;
@@ -105,6 +98,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
 
   /** Both files under temporary names, the dump's sha256 checked on the NAS, then both renamed into place. */
   async function copyVerified(local: string, file: string, sha256: string): Promise<void> {
+    await runRemote(offsite, ['mkdir', '-p', '--', offsite.remoteDir], { label: 'ssh mkdir' });
     const partialDump = await copyToPartial(local, file);
     const { stdout } = await runRemote(offsite, ['sha256sum', '--', partialDump], { label: 'ssh sha256sum' });
     const remote = stdout.trim().split(/\s+/)[0];

@@ -16,11 +16,11 @@ import { formatBytes } from '../core/format.js';
 import { postgresCommand } from '../adapters/postgres/command.js';
 import { decodeAndHash, privateCopy, READ_CHUNK, readChecksumFile, sha256OfFile } from '../adapters/files/checksums.js';
 import type { ActivityDeps } from './deps.js';
-import { remoteDumpNames } from './offsite.js';
+import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
 import { awaitCommand, runCommand, startCommand, stopCommand, withHeartbeats } from '../adapters/commands/run-command.js';
 import { runRsync } from '../adapters/commands/rsync.js';
 import { restoreFilter, safetyScanner } from '../adapters/postgres/sql-stream.js';
-import { sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
+import { nasLabel, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
 import type { DumpFormat, HealthResult, PostgresTarget, ResolveDumpInput, ResolvedDump, RestoreSettings, VerifiedDump } from '../core/types.js';
 import { COMPLETION_MARKER } from './validate.js';
 
@@ -234,12 +234,20 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       // "latest" on the NAS: never a dump stamped in the future (its tag is checked when it is fetched).
       const name = dump === 'latest' ? remote.filter((n) => !futureStamped(n, Date.now(), config.backup.maxFutureMinutes)).at(-1) : remote.includes(dump) ? dump : undefined;
       if (name) return fetchFromNas(name);
-      const nas = unreachable ? `the NAS could not be asked (${unreachable})` : 'nor on the NAS';
-      if (dump !== 'latest') throw new DumpNotFoundError(`${dump} is not in ${dir}, ${nas}`);
+      // Said as it is: what was looked at, and a NAS that did not answer is never "not on the NAS".
+      const nas = nasLabel(config.offsite);
+      if (dump !== 'latest') {
+        throw new DumpNotFoundError(
+          unreachable
+            ? `${dump} is missing locally (not in ${dir}); whether the NAS has it is unknown: the NAS was not checked (${unreachable}); nothing was changed`
+            : `${dump} is missing locally (not in ${dir}) and the NAS ${nas} has no copy either; nothing was changed`,
+        );
+      }
       // Immich's own backups carry no tag: never taken as "latest" (a NAS made unreachable on purpose
       // must not turn a --yes restore into an unauthenticated one); only by name, after the approval says so.
       const immich = await newestImmichBackup();
-      throw new DumpNotFoundError(`no dump of ours found: none in ${dir}, ${unreachable ? nas : 'none on the NAS'}${immich ? `; Immich's own newest backup is ${immich} (unauthenticated): restore it by name, --dump ${immich}, and read the approval` : ''}`);
+      const where = unreachable ? `none in ${dir}; the NAS copies were not checked (${unreachable})` : `none in ${dir}, none on the NAS ${nas}`;
+      throw new DumpNotFoundError(`no dump of ours found: ${where}${immich ? `; Immich's own newest backup is ${immich} (unauthenticated): restore it by name, --dump ${immich}, and read the approval` : ''}`);
     },
 
     /** checkRestorable, and for ours (not Immich's own) the provenance tag over the bytes just hashed. */

@@ -4,43 +4,84 @@
 // saves about 35 MiB of peak RSS, and two malloc arenas instead of one per thread (the SDK's
 // native core runs several) about 20 MiB more, at no measured cost in speed.
 import { defaultPayloadConverter } from '@temporalio/common';
-import { Command, Option } from 'commander';
-import { collectStatus } from '../activities/health.js';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { collectStatus } from '../status/status.js';
 import { runBackupWorker } from '../workers/worker.js';
 import type { LibraryAuditReport, RestoreDrillReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseInput, RestoreDatabaseReport, RestoreLibraryInput, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 import { ScheduleOverlapPolicy, type Client, type WorkflowHandle } from '@temporalio/client';
 import { createInterface, type Interface } from 'node:readline/promises';
 import { listDumps } from '../adapters/files/catalog.js';
 import { connectClient, ensureWorker, follow, temporalAddress, type Progress } from '../temporal/client.js';
-import { innermostMessage } from '../core/failure.js';
-import { ageText, AWAITING_APPROVAL, describeDump, describePlan, type ApproveRequest, type RejectRequest, type RestorePlan } from '../core/restore-plan.js';
-import { approveUpdate, currentStepQuery, rejectUpdate, restorePlanQuery } from '../core/messages.js';
+import { innermostCause, innermostMessage } from '../core/failure.js';
+import { AWAITING_APPROVAL, describeDump, describePlan, type ApproveRequest, type RejectRequest, type RestorePlan } from '../core/restore-plan.js';
 import { loadConfig, redactConfig, type Config } from '../config/config.js';
 import { findTemporalBinary, startDevServer } from '../temporal/dev-server.js';
 import { approvalToken, osUser, startToken } from '../adapters/files/authorization.js';
-import { ApprovalRefusedError, ChecksumMismatchError, ConfigError, DumpNotFoundError, RunNotFoundError, RunRefusedError, UnsafePathError } from '../core/errors.js';
+import { ConfigError, UnsafePathError } from '../core/errors.js';
 import { readKey, tagDump } from '../adapters/files/provenance.js';
-import { checksumFileName, DUMP_NAME_HINT, isDumpName } from '../core/dump-names.js';
+import { checksumFileName, DUMP_NAME_HINT, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINT_NAME_HINT } from '../core/dump-names.js';
 import { checkRestorable } from '../activities/restore.js';
 import { parseAcceptance } from '../adapters/mirror/library-versions.js';
 import { readChecksumFile } from '../adapters/files/checksums.js';
-import { constants } from 'node:fs';
+import { constants, existsSync, readFileSync } from 'node:fs';
 import { lstat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify as toYaml } from 'yaml';
 import { redactSecrets } from '../core/redact.js';
-import { formatBytes } from '../core/format.js';
+import { ageText, formatBytes, zonedTime } from '../core/format.js';
+import { progressText } from './progress-text.js';
 import { asOfProblem, selectionPathProblem } from '../core/library-layout.js';
 import { LOCK_WORKFLOW_PREFIX, runId, WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
 import { createLogger } from '../config/logger.js';
 import { applySchedules, listSchedules, scheduleDefinition } from '../temporal/schedules.js';
 import type { StatusReport } from '../core/reports.js';
 import { registerSearchAttributes } from '../temporal/search-attributes.js';
+import { approveUpdate, currentStepQuery, rejectUpdate, restorePlanQuery } from '../core/messages.js';
+import { ApprovalRefusedError, ChecksumMismatchError, DumpNotFoundError, RunNotFoundError, RunRefusedError, UsageError } from '../core/errors.js';
+
+// A reader that went away (`| head -1`) ends the CLI quietly: what it wanted was printed.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
+/** package.json's version: looked up from this file, wherever the build puts it. */
+function packageVersion(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+    if (dirname(dir) === dir) return 'unknown';
+  }
+}
 
 const program = new Command('immich-backup')
   .description('Durable, verifiable, restorable backups of a self-hosted Immich server, run as Temporal workflows.')
+  .version(packageVersion(), '-V, --version', 'print the version')
   .addOption(new Option('-c, --config <file>', 'YAML config file').env('IMMICH_BACKUP_CONFIG'))
   .showHelpAfterError()
+  // Usage errors reach the catch at the end (exit 2) instead of commander's exit 1; inherited by every subcommand.
+  .exitOverride()
   .configureOutput({ outputError: (text, write) => write(text) });
+
+/** An option or argument value the CLI refuses before it starts anything: a usage error (exit 2). */
+function usageCheck<T>(parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError(`${(err as Error).message.replace(/; nothing was started$/, '')}; nothing was started`);
+    }
+  };
+}
+
+/** What --dump names: latest, or a dump file's plain name of one of the kinds a restore loads. */
+const dumpArgument = usageCheck((value: string) => {
+  if (value === 'latest' || isDumpName(value) || isImmichBackupName(value) || isRestorePointName(value)) return value;
+  throw new UsageError(`give latest, ${DUMP_NAME_HINT}, ${RESTORE_POINT_NAME_HINT} or immich-db-backup-….sql.gz: a file's name (see \`immich-backup dumps\`), not a path`);
+});
 
 /** Parsed once per command, before anything connects: a bad config fails here. */
 function configOf(cmd: Command): Config {
@@ -95,59 +136,27 @@ program
 const backup = program.command('backup').description('Start a backup now and follow it to the end');
 
 /** `backup <name>`: start the workflow now, follow it, print its report (human or --json). */
-function backupCommand<R>(name: string, description: string, workflowType: WorkflowType, human: (report: R) => string): void {
+function backupCommand(name: string, description: string, workflowType: WorkflowType): void {
   backup
     .command(name)
     .description(description)
     .option('--json', 'print the report as JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
-      const report = await runAndFollow<R>(configOf(cmd), workflowType);
-      process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : human(report) + '\n');
+      printReport(workflowType, await runAndFollow(configOf(cmd), workflowType), opts.json);
     });
 }
 
-backupCommand<NightlyDbBackupReport>(
-  'db',
-  'Run NightlyDbBackup now: pg_dumpall + the configured compressor into backup.dir, validate, record row counts, prune; prints the report',
-  'NightlyDbBackup',
-  (r) =>
-    `backup written: ${r.path}\n` +
-    `  ${formatBytes(r.bytes)}, sha256 ${r.sha256}\n` +
-    `  from ${r.source} in ${(r.durationMs / 1000).toFixed(1)} s; row counts of ${r.rowCounts.tables} tables recorded (${r.rowCounts.rows} rows)\n` +
-    `  pruned ${r.pruned.length} old dump(s)${r.pruned.length ? `: ${r.pruned.join(', ')}` : ''}`,
-);
-
-backupCommand<OffsiteSyncReport>(
-  'offsite',
-  'Run OffsiteSync now: copy validated dumps the NAS lacks, verify each by sha256 there; prints the report',
-  'OffsiteSync',
-  (r) =>
-    `${r.message}\n` +
-    (r.copied.length ? `  copied ${r.copied.join(', ')} (${formatBytes(r.bytesCopied)}) by ${r.method}\n` : '') +
-    (r.prunedRemote.length ? `  pruned on the NAS: ${r.prunedRemote.join(', ')}\n` : '') +
-    `  in ${(r.durationMs / 1000).toFixed(1)} s`,
-);
+backupCommand('db', 'Run NightlyDbBackup now: pg_dumpall + the configured compressor into backup.dir, validate, record row counts, prune; prints the report', 'NightlyDbBackup');
+backupCommand('offsite', 'Run OffsiteSync now: copy validated dumps the NAS lacks, verify each by sha256 there; prints the report', 'OffsiteSync');
 
 backup
   .command('library')
   .description('Run WeeklyLibraryMirror now: rsync the photo library to the mounted drive, keeping what it overwrites or deletes in a dated version set; prints the report')
-  .option('--accept-rewrites <count:digest>', 'approve the rewritten originals a refused run found (it printed COUNT:DIGEST): this run overwrites exactly those, keeping the old versions')
+  .option('--accept-rewrites <count:digest>', 'approve the rewritten originals a refused run found (it printed COUNT:DIGEST): this run overwrites exactly those, keeping the old versions', usageCheck(parseAcceptance))
   .option('--json', 'print the report as JSON')
-  .action(async (opts: { acceptRewrites?: string; json?: boolean }, cmd: Command) => {
-    const input = opts.acceptRewrites !== undefined ? { acceptRewrites: parseAcceptance(opts.acceptRewrites) } : {};
-    const r = await runAndFollow<WeeklyLibraryMirrorReport>(configOf(cmd), 'WeeklyLibraryMirror', input);
-    if (opts.json) return void process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-    const v = r.versioning;
-    process.stdout.write(
-      `library mirrored: ${r.filesTransferred} file(s), ${formatBytes(r.bytesTransferred)} transferred, ${r.deleted} deleted\n` +
-        `  library holds ${r.sourceFiles} file(s); in ${(r.durationMs / 1000).toFixed(1)} s\n` +
-        (v
-          ? `  ${v.versioned} file(s) overwritten or deleted on the mirror kept in version set ${v.versionSet}\n` +
-            (v.rewrites.count ? `  ! ${v.rewrites.count} original(s) changed content in the library${v.accepted ? ' (approved)' : ''}: ${v.rewrites.first.join(', ')}${v.rewrites.count > v.rewrites.first.length ? ', …' : ''}\n` : '') +
-            `  pairs with ${v.pairedDump ?? 'no valid dump'}${r.prunedVersionSets?.length ? `; pruned version sets ${r.prunedVersionSets.join(', ')}` : ''}\n`
-          : '') +
-        (r.offsite ? `  NAS copy: ${r.offsite.filesTransferred} file(s), ${formatBytes(r.offsite.bytesTransferred)} to ${r.offsite.destination}\n` : ''),
-    );
+  .action(async (opts: { acceptRewrites?: ReturnType<typeof parseAcceptance>; json?: boolean }, cmd: Command) => {
+    const input = opts.acceptRewrites !== undefined ? { acceptRewrites: opts.acceptRewrites } : {};
+    printReport('WeeklyLibraryMirror', await runAndFollow(configOf(cmd), 'WeeklyLibraryMirror', input), opts.json);
   });
 
 const restore = program.command('restore').description('Restores an operator starts and watches; nothing is changed before the dump is verified and the restore approved');
@@ -155,7 +164,7 @@ const restore = program.command('restore').description('Restores an operator sta
 restore
   .command('db')
   .description('Run RestoreDatabase: verify the dump, show what it holds and wait for approval (unless --yes), take a restore point, stop Immich, restore, start Immich')
-  .option('--dump <name>', 'latest, a dump name (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst), a restore point (restore-point_….sql.gz) or an Immich backup (immich-db-backup-….sql.gz); see `immich-backup dumps`', 'latest')
+  .option('--dump <name>', 'latest, a dump name (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst), a restore point (restore-point_….sql.gz) or an Immich backup (immich-db-backup-….sql.gz); see `immich-backup dumps`', dumpArgument, 'latest')
   .addOption(new Option('--from <where>', 'local: the staging dir (the NAS when missing there); offsite: fetch from the NAS').choices(['local', 'offsite']).default('local'))
   .option('--dry-run', 'verify and show what would happen; change nothing')
   .option('--yes', 'approve now instead of waiting for `restore approve`')
@@ -171,16 +180,7 @@ restore
       ...(opts.restorePoint === false ? { noRestorePoint: true } : {}),
       ...(opts.acceptVersionChange ? { acceptVersionChange: true } : {}),
     };
-    const report = await runAndFollow<RestoreDatabaseReport>(configOf(cmd), 'RestoreDatabase', input);
-    process.stdout.write(
-      opts.json
-        ? JSON.stringify(report, null, 2) + '\n'
-        : `${report.message}\n${describeDump(report.facts, Date.now()).map((l) => `  ${l}`).join('\n')}\n` +
-            (report.restorePoint ? `  restore point: ${report.restorePoint}\n` : '') +
-            (report.salvage ? `  partial salvage: ${report.salvage.path}\n` : ''),
-    );
-    // A restore that did not happen, or an Immich that did not come back, is not a success.
-    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
+    printReport('RestoreDatabase', await runAndFollow(configOf(cmd), 'RestoreDatabase', input), opts.json);
   });
 
 restore
@@ -209,12 +209,7 @@ restore
       ...(opts.path !== undefined ? { path: opts.path.replace(/\/+$/, '') } : {}),
       ...(opts.asOf !== undefined ? { asOf: opts.asOf } : {}),
     };
-    const report = await runAndFollow<RestoreLibraryReport>(config, 'RestoreLibrary', input);
-    const sel = report.selection;
-    const listed = sel && !opts.json ? sel.first.map((f) => `  ${f}\n`).join('') + (report.filesTransferred > sel.first.length ? `  … and ${report.filesTransferred - sel.first.length} more\n` : '') + sel.notFoundFirst.map((f) => `  NOT FOUND: ${f}\n`).join('') : '';
-    process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${report.message}\n${listed}`);
-    // Originals found nowhere are a loss, even when the rest came back.
-    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false || (sel?.notFound ?? 0) > 0) process.exitCode = 1;
+    printReport('RestoreLibrary', await runAndFollow(config, 'RestoreLibrary', input), opts.json);
   });
 
 /** The approval token for the run a handle points at: derived from the worker's key and the run's IDs. */
@@ -251,7 +246,10 @@ async function waitingPlan(handle: WorkflowHandle, verb: string): Promise<Restor
 restore
   .command('approve <workflow-id>')
   .description('Approve a restore that waits for an operator: prints what it will load, then approves exactly that dump')
-  .option('--sha256 <hex>', 'approve only if the dump to load has this sha256 (the one you were shown)')
+  .option('--sha256 <hex>', 'approve only if the dump to load has this sha256 (the one you were shown)', usageCheck((hex: string) => {
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw new UsageError('expected the 64 lowercase hex digits of a sha256');
+    return hex;
+  }))
   .option('--accept-version-change', 'the dump was made with another Immich version than the one running, and that is intended')
   .action(async (workflowId: string, opts: { sha256?: string; acceptVersionChange?: boolean }, cmd: Command) => {
     const config = configOf(cmd);
@@ -323,11 +321,10 @@ program
     const config = configOf(cmd);
     await withClient(config, async (client) => {
       const handle = client.workflow.getHandle(workflowId);
-      await handle.describe().catch((err: Error) => {
+      const { type } = await handle.describe().catch((err: Error) => {
         throw new RunNotFoundError(`cannot follow ${workflowId}: ${err.message.split('\n')[0]} (\`immich-backup status\` lists the runs)`);
       });
-      const result = await followPrinting<Record<string, unknown> | undefined>(client, handle, config.security.keyFile);
-      printResult(result, opts.json);
+      printReport(type, await followPrinting(client, handle, config.security.keyFile), opts.json);
     });
   });
 
@@ -356,6 +353,9 @@ program
       }
     });
   });
+
+/** A schedule's ID: one of SCHEDULES, refused before connecting. */
+const scheduleArgument = usageCheck((id: string) => scheduleDefinition(id).id);
 
 const schedules = program.command('schedules').description('The Temporal Schedules that replace cron: nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill, library-audit');
 
@@ -387,7 +387,8 @@ schedules
         }
         process.stdout.write(
           `${r.id}: ${r.cron} (${r.timeZone ?? 'UTC'})${r.paused ? ` PAUSED${r.note ? `: ${r.note}` : ''}` : ''}\n` +
-            `  next: ${r.nextRuns?.join(', ') || '-'}\n` +
+            // As a clock in the schedule's own zone shows them; a paused schedule runs at none of them.
+            `  next: ${r.paused ? 'none (paused)' : r.nextRuns?.map((t) => zonedTime(t, r.timeZone)).join(', ') || '-'}\n` +
             `  last: ${r.lastRun ? `${r.lastRun.status} ${r.lastRun.workflowId}` : 'never ran'}\n`,
         );
       }
@@ -396,11 +397,11 @@ schedules
 
 for (const verb of ['pause', 'resume'] as const) {
   schedules
-    .command(`${verb} <id>`)
+    .command(verb)
+    .argument('<id>', 'the schedule', scheduleArgument)
     .description(`${verb === 'pause' ? 'Pause' : 'Resume'} one schedule`)
     .option('--reason <text>', 'recorded as the schedule\'s note')
     .action(async (id: string, opts: { reason?: string }, cmd: Command) => {
-      scheduleDefinition(id);
       await withClient(configOf(cmd), async (client) => {
         const handle = client.schedule.getHandle(id);
         const note = opts.reason ?? `${verb}d with immich-backup`;
@@ -411,10 +412,10 @@ for (const verb of ['pause', 'resume'] as const) {
 }
 
 schedules
-  .command('trigger <id>')
+  .command('trigger')
+  .argument('<id>', 'the schedule', scheduleArgument)
   .description('Start the schedule\'s workflow now (skipped if a run is still going)')
   .action(async (id: string, _opts, cmd: Command) => {
-    scheduleDefinition(id);
     await withClient(configOf(cmd), async (client) => {
       // The SDK's default is ALLOW_ALL: a run alongside the running one, which the schedule then does not list as its own (a deleting mirror is refused).
       await client.schedule.getHandle(id).trigger(ScheduleOverlapPolicy.SKIP);
@@ -430,8 +431,7 @@ program
   .option('--full', 'start a new pass and check every asset')
   .option('--json', 'print the report as JSON')
   .action(async (opts: { full?: boolean; json?: boolean }, cmd: Command) => {
-    const r = await runAndFollow<LibraryAuditReport>(configOf(cmd), 'LibraryAudit', opts.full ? { full: true } : {});
-    process.stdout.write(opts.json ? JSON.stringify(r, null, 2) + '\n' : `library audit: ${r.message}\n  this run: ${r.run.covered} assets, ${formatBytes(r.run.bytes)} read in ${(r.run.durationMs / 1000).toFixed(1)} s\n`);
+    printReport('LibraryAudit', await runAndFollow(configOf(cmd), 'LibraryAudit', opts.full ? { full: true } : {}), opts.json);
   });
 
 program
@@ -439,12 +439,7 @@ program
   .description('Run RestoreDrill now: restore the newest dump into a throwaway PostgreSQL and compare row counts with those recorded at dump time')
   .option('--json', 'print the report as JSON')
   .action(async (opts: { json?: boolean }, cmd: Command) => {
-    const r = await runAndFollow<RestoreDrillReport>(configOf(cmd), 'RestoreDrill');
-    process.stdout.write(
-      opts.json
-        ? JSON.stringify(r, null, 2) + '\n'
-        : `restore drill passed: ${r.dump} restored into a throwaway PostgreSQL ${r.postgresVersion} in ${(r.loadMs / 1000).toFixed(1)} s\n  ${r.tables} tables, ${r.rows} rows, every count as recorded at dump time\n`,
-    );
+    printReport('RestoreDrill', await runAndFollow(configOf(cmd), 'RestoreDrill'), opts.json);
   });
 
 program
@@ -501,18 +496,22 @@ program
     // A start token is never carried over either (it was single-use): runAndFollow makes a fresh one.
     delete input.authorization;
     process.stderr.write(`rerun of ${workflowId} (${type}) with input ${JSON.stringify({ ...input, trigger: 'rerun' })}\n`);
-    const report = await runAndFollow<Record<string, unknown>>(config, type, input, 'rerun');
-    process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : `${typeof report.message === 'string' ? report.message : `${type} completed`}\n${JSON.stringify(report, null, 2)}\n`);
-    if (report.outcome === 'not-approved' || report.outcome === 'rejected' || report.healthy === false) process.exitCode = 1;
+    printReport(type, await runAndFollow(config, type, input, 'rerun'), opts.json);
   });
 
 program
   .command('config')
-  .description('Validate the config and print it with defaults applied (secrets redacted)')
-  .option('--json', 'print as JSON')
+  .description('Validate the config and print it with defaults applied (secrets redacted), as YAML; says which file was loaded')
+  .option('--json', 'print as JSON (which file was loaded goes to stderr)')
   .action((opts: { json?: boolean }, cmd: Command) => {
     const config = redactConfig(configOf(cmd));
-    process.stdout.write(opts.json ? JSON.stringify(config, null, 2) + '\n' : `config OK\n${JSON.stringify(config, null, 2)}\n`);
+    const file = configFileOf(cmd);
+    const source = `config: ${file ? `${resolve(file)} (valid)` : 'no file, defaults (and IMMICH_BACKUP_* variables)'}\n`;
+    if (opts.json) {
+      process.stderr.write(source);
+      return void process.stdout.write(JSON.stringify(config, null, 2) + '\n');
+    }
+    process.stdout.write(`${source}${toYaml(config)}`);
   });
 
 async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<typeof connectClient>>['client']) => Promise<T>): Promise<T> {
@@ -525,10 +524,12 @@ async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<ty
 }
 
 /** Starts a workflow now (only when a worker will run it), shows its progress on stderr while it runs, and returns its report. */
-async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input: object = {}, trigger = 'cli'): Promise<R> {
+async function runAndFollow(config: Config, workflowType: WorkflowType, input: object = {}, trigger = 'cli'): Promise<unknown> {
   return withClient(config, async (client) => {
     await ensureWorker(client, config);
-    const workflowId = runId(WORKFLOW_KINDS[workflowType], trigger, new Date());
+    // A dry run changes nothing: its ID and its summary (the Web UI shows both in its list) set it apart from a restore.
+    const dryRun = (input as { dryRun?: unknown }).dryRun === true;
+    const workflowId = runId(`${WORKFLOW_KINDS[workflowType]}${dryRun ? '-dry-run' : ''}`, trigger, new Date());
     // Destructive runs carry a start token bound to this workflow ID, made from the worker's key
     // (read here: without it this fails before anything starts).
     const authorization = DESTRUCTIVE.includes(workflowType) ? { authorization: startToken(await readKey(config.security.keyFile), { workflowType, workflowId, input }) } : {};
@@ -536,9 +537,10 @@ async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input
       taskQueue: config.temporal.taskQueue,
       workflowId,
       args: [{ ...input, ...authorization, trigger }],
+      ...(dryRun ? { staticSummary: `DRY RUN of ${workflowType}: verifies and reports, changes nothing` } : {}),
     });
     process.stderr.write(`started ${handle.workflowId}\n`);
-    return followPrinting<R>(client, handle, config.security.keyFile);
+    return followPrinting(client, handle, config.security.keyFile);
   });
 }
 
@@ -550,7 +552,7 @@ async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input
 /** Runs that need a start token: they replace the database or the library, or delete from the mirror. */
 const DESTRUCTIVE: readonly WorkflowType[] = ['RestoreDatabase', 'RestoreLibrary', 'WeeklyLibraryMirror'];
 
-async function followPrinting<R>(client: Client, handle: WorkflowHandle, keyFile: string): Promise<R> {
+async function followPrinting<R = unknown>(client: Client, handle: WorkflowHandle, keyFile: string): Promise<R> {
   const id = handle.workflowId;
   const leave = () => {
     process.stderr.write(`\nstopped following ${id}; the run goes on.\n  follow it: immich-backup follow ${id}\n  cancel it: immich-backup cancel ${id}\n`);
@@ -594,50 +596,91 @@ async function askHere(handle: WorkflowHandle, keyFile: string, plan: RestorePla
   }
 }
 
-const clock = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
-
 function progressPrinter(client: Client, workflowId: string, onApproval: (plan: RestorePlan) => Promise<void>): (progress: Progress[]) => Promise<void> {
-  let step = '';
-  const shown = new Map<string, string>();
+  const text = progressText();
   return async (progress) => {
-    for (const p of progress) {
-      if (p.activity === 'step') {
-        const text = String(p.details);
-        if (text === step) continue;
-        step = text;
-        process.stderr.write(`… ${text}\n`);
-        if (text === AWAITING_APPROVAL) {
-          const plan = await client.workflow.getHandle(workflowId).query(restorePlanQuery).catch(() => undefined);
-          if (plan) {
-            process.stderr.write(`${describePlan(plan, Date.now()).replace(/^/gm, '    ')}\n`);
-            void onApproval(plan);
-          }
-        }
-        continue;
-      }
-      if (p.attempt > 1 && p.lastFailure) {
-        const key = `${p.activity}#${p.attempt}`;
-        if (!shown.has(key)) {
-          shown.set(key, '');
-          const of = p.maximumAttempts ? ` of ${p.maximumAttempts}` : '';
-          const next = p.nextAttemptAt ? `next attempt at ${clock(p.nextAttemptAt)} (in ${Math.max(0, Math.round((p.nextAttemptAt.getTime() - Date.now()) / 1000))} s)` : `attempt ${p.attempt} running`;
-          process.stderr.write(`… ${p.activity}: attempt ${p.attempt - 1}${of} failed: ${p.lastFailure.split('\n')[0]}; ${next}\n`);
-        }
-      }
-      // Nested objects (an audit's resume position) are for the retry, not for a person.
-      const details = p.details && typeof p.details === 'object' ? Object.entries(p.details).filter(([k, v]) => k !== 'step' && (v === null || typeof v !== 'object')).map(([k, v]) => `${k}=${String(v)}`).join(' ') : '';
-      if (details && shown.get(p.activity) !== details) {
-        shown.set(p.activity, details);
-        process.stderr.write(`… ${p.activity} ${details}\n`);
-      }
+    const { lines, step } = text(progress);
+    if (lines.length) process.stderr.write(lines.map((l) => `${l}\n`).join(''));
+    if (step !== AWAITING_APPROVAL) return;
+    const plan = await client.workflow.getHandle(workflowId).query(restorePlanQuery).catch(() => undefined);
+    if (plan) {
+      process.stderr.write(`${describePlan(plan, Date.now()).replace(/^/gm, '    ')}\n`);
+      void onApproval(plan);
     }
   };
 }
 
-/** A run's result for a person: its message (and the rest with --json). */
-function printResult(result: Record<string, unknown> | undefined, json?: boolean): void {
-  if (json) return void process.stdout.write(JSON.stringify(result ?? null, null, 2) + '\n');
-  process.stdout.write(`${typeof result?.message === 'string' ? result.message : JSON.stringify(result ?? null, null, 2)}\n`);
+/** A report for a person, and whether it means the command failed: one per workflow, shared by its command, `rerun` and `follow`. */
+interface ReportView<R> {
+  human(report: R): string;
+  failed?(report: R): boolean;
+}
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+/** A restore that did not happen, or an Immich that did not come back, is not a success. */
+const restoreFailed = (r: { outcome?: string; healthy?: boolean }) => r.outcome === 'not-approved' || r.outcome === 'rejected' || r.healthy === false;
+
+const REPORT_VIEWS: { [T in WorkflowType]?: ReportView<never> } = {
+  NightlyDbBackup: {
+    human: (r: NightlyDbBackupReport) =>
+      `backup written: ${r.path}\n` +
+      `  ${formatBytes(r.bytes)}, sha256 ${r.sha256}\n` +
+      `  from ${r.source} in ${seconds(r.durationMs)}; row counts of ${r.rowCounts.tables} tables recorded (${r.rowCounts.rows} rows)\n` +
+      `  pruned ${r.pruned.length} old dump(s)${r.pruned.length ? `: ${r.pruned.join(', ')}` : ''}`,
+  },
+  OffsiteSync: {
+    human: (r: OffsiteSyncReport) =>
+      `${r.message}\n` +
+      (r.copied.length ? `  copied ${r.copied.join(', ')} (${formatBytes(r.bytesCopied)}) by ${r.method}\n` : '') +
+      (r.prunedRemote.length ? `  pruned on the NAS: ${r.prunedRemote.join(', ')}\n` : '') +
+      `  in ${seconds(r.durationMs)}`,
+  },
+  WeeklyLibraryMirror: {
+    human: (r: WeeklyLibraryMirrorReport) => {
+      const v = r.versioning;
+      return (
+        `library mirrored: ${r.filesTransferred} file(s), ${formatBytes(r.bytesTransferred)} transferred, ${r.deleted} deleted\n` +
+        `  library holds ${r.sourceFiles} file(s); in ${seconds(r.durationMs)}` +
+        (v
+          ? `\n  ${v.versioned} file(s) overwritten or deleted on the mirror kept in version set ${v.versionSet}` +
+            (v.rewrites.count ? `\n  ! ${v.rewrites.count} original(s) changed content in the library${v.accepted ? ' (approved)' : ''}: ${v.rewrites.first.join(', ')}${v.rewrites.count > v.rewrites.first.length ? ', …' : ''}` : '') +
+            `\n  pairs with ${v.pairedDump ?? 'no valid dump'}${r.prunedVersionSets?.length ? `; pruned version sets ${r.prunedVersionSets.join(', ')}` : ''}`
+          : '') +
+        (r.offsite ? `\n  NAS copy: ${r.offsite.filesTransferred} file(s), ${formatBytes(r.offsite.bytesTransferred)} to ${r.offsite.destination}` : '')
+      );
+    },
+  },
+  RestoreDatabase: {
+    human: (r: RestoreDatabaseReport) =>
+      `${r.message}\n${describeDump(r.facts, Date.now()).map((l) => `  ${l}`).join('\n')}` +
+      (r.restorePoint ? `\n  restore point: ${r.restorePoint}` : '') +
+      (r.salvage ? `\n  partial salvage: ${r.salvage.path}` : ''),
+    failed: restoreFailed,
+  },
+  RestoreLibrary: {
+    human: (r: RestoreLibraryReport) => {
+      const sel = r.selection;
+      const listed = sel ? [...sel.first, ...(r.filesTransferred > sel.first.length ? [`… and ${r.filesTransferred - sel.first.length} more`] : []), ...sel.notFoundFirst.map((f) => `NOT FOUND: ${f}`)] : [];
+      return [r.message, ...listed.map((l) => `  ${l}`)].join('\n');
+    },
+    // Originals found nowhere are a loss, even when the rest came back.
+    failed: (r: RestoreLibraryReport) => restoreFailed(r) || (r.selection?.notFound ?? 0) > 0,
+  },
+  LibraryAudit: {
+    human: (r: LibraryAuditReport) => `library audit: ${r.message}\n  this run: ${r.run.covered} assets, ${formatBytes(r.run.bytes)} read in ${seconds(r.run.durationMs)}`,
+  },
+  RestoreDrill: {
+    human: (r: RestoreDrillReport) => `restore drill passed: ${r.dump} restored into a throwaway PostgreSQL ${r.postgresVersion} in ${seconds(r.loadMs)}\n  ${r.tables} tables, ${r.rows} rows, every count as recorded at dump time`,
+  },
+};
+
+/** A run's report on stdout: as its own command prints it (JSON with --json); exit 1 when it says the run did not do its job. */
+function printReport(workflowType: string, report: unknown, json?: boolean): void {
+  const view = REPORT_VIEWS[workflowType as WorkflowType] as ReportView<unknown> | undefined;
+  const message = (report as { message?: unknown } | undefined)?.message;
+  const human = () => (view ? view.human(report) : typeof message === 'string' ? message : `${workflowType} completed`);
+  process.stdout.write(`${json ? JSON.stringify(report ?? null, null, 2) : human()}\n`);
+  if (view?.failed?.(report)) process.exitCode = 1;
 }
 
 function formatStatus(report: StatusReport): string {
@@ -647,10 +690,23 @@ function formatStatus(report: StatusReport): string {
   return `immich-backup status at ${report.checkedAt}: ${head}\n${lines.join('\n')}\n`;
 }
 
+/** --json was asked for: the action's own option, or, for a usage error before any action ran, the command line. */
+let jsonOutput: boolean | undefined;
+program.hook('preAction', (_program, action) => {
+  jsonOutput = action.opts<{ json?: boolean }>().json === true;
+});
+
 try {
   await program.parseAsync();
 } catch (err) {
-  // One line, then a non-zero exit: 2 for a config the operator must fix, 1 for everything else.
-  process.stderr.write(`error: ${redactSecrets((err as Error).message.split('\n')[0] ?? '')}\n`);
-  process.exit(err instanceof ConfigError || err instanceof UnsafePathError ? 2 : 1);
+  const usage = err instanceof CommanderError;
+  if (usage && err.exitCode === 0) process.exit(0); // --help, --version
+  // One line, then a non-zero exit: 2 for a usage error (commander printed it) or a config the operator must fix, 1 for everything else.
+  const message = redactSecrets((err as Error).message.replace(usage ? /^error: / : /^/, '').split('\n')[0] ?? '');
+  if (!usage) process.stderr.write(`error: ${message}\n`);
+  if (jsonOutput ?? process.argv.includes('--json')) {
+    const cause = innermostCause(err) as Error & { type?: string };
+    process.stdout.write(`${JSON.stringify({ ok: false, error: { type: usage ? 'UsageError' : (cause.type ?? cause.name), message } })}\n`);
+  }
+  process.exit(usage || err instanceof ConfigError || err instanceof UnsafePathError ? 2 : 1);
 }

@@ -1,7 +1,7 @@
 // What an operator is shown before approving a restore, and the messages that restores and the CLI
 // share (update, query and signal names). Pure: workflows, activities and the CLI import it.
 
-import { formatBytes } from './format.js';
+import { agoText, formatBytes } from './format.js';
 import { sha256Text } from './sha256.js';
 
 /** Where a dump to restore comes from. */
@@ -62,22 +62,13 @@ export interface RejectRequest {
 
 export const AWAITING_APPROVAL = 'awaiting approval';
 
-const HOUR_MS = 3_600_000;
-
-/** "3.2 h", "4.1 days": an age an operator reads at a glance. */
-export function ageText(ms: number): string {
-  if (ms < 0) return `${ageText(-ms)} in the future`;
-  if (ms < HOUR_MS) return `${Math.round(ms / 60_000)} min`;
-  return ms < 48 * HOUR_MS ? `${(ms / HOUR_MS).toFixed(1)} h` : `${(ms / (24 * HOUR_MS)).toFixed(1)} days`;
-}
-
 /** The facts of one dump, one line each. */
 export function describeDump(d: DumpFacts, nowMs: number): string[] {
   const origin = { local: 'the staging dir', offsite: 'the NAS (fetched and verified)', 'restore-point': 'a restore point taken before an earlier restore', immich: "Immich's own backups folder" }[d.origin];
   return [
     `dump:     ${d.file}`,
     `from:     ${origin}`,
-    `made:     ${d.stamp ? `${d.stamp} (${ageText(nowMs - Date.parse(d.stamp))} ago)` : 'unknown'}`,
+    `made:     ${d.stamp ? `${d.stamp} (${agoText(nowMs - Date.parse(d.stamp))})` : 'unknown'}`,
     `size:     ${formatBytes(d.bytes)}, sha256 ${d.sha256}`,
     `replaces: ${d.databases.length ? d.databases.map((db) => `database ${db}`).join(', ') : 'unknown databases'}${d.origin === 'immich' ? '' : ' and the roles'}`,
     `rows:     ${d.tables !== undefined ? `${d.rows} rows in ${d.tables} tables, as counted when the dump was made` : 'not recorded for this dump'}`,

@@ -56,6 +56,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 # Rebuild only when a source file is newer than the last build.
-if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find core config temporal adapters activities workflows workers cli test bench demo tsconfig.json package.json -newer dist/workflow-bundle.js -print -quit)" ]; then
+if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find core config temporal status adapters activities workflows workers cli test bench demo tsconfig.json package.json -newer dist/workflow-bundle.js -print -quit)" ]; then
   bash scripts/build.sh >&2
 fi

@@ -114,7 +114,7 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress
   try {
     return (await handle.result()) as T;
   } catch (err) {
-    throw new RunFailedError(failureReason(err));
+    throw new RunFailedError(failureReason(err), { cause: err }); // the cause keeps the failure's type (--json)
   } finally {
     done = true;
     await polling;

@@ -136,7 +136,8 @@ export async function listSchedules(client: Client): Promise<ScheduleRow[]> {
       ...(description.spec.timezone ? { timeZone: description.spec.timezone } : {}),
       paused: description.state.paused,
       ...(description.state.note ? { note: description.state.note } : {}),
-      nextRuns: description.info.nextActionTimes.slice(0, 3).map((d) => d.toISOString()),
+      // The server still computes the times a paused schedule would run: none of them will happen.
+      nextRuns: description.state.paused ? [] : description.info.nextActionTimes.slice(0, 3).map((d) => d.toISOString()),
       ...(lastRun ? { lastRun } : {}),
     });
   }

@@ -6,7 +6,7 @@ import type { DumpOrigin } from '../../core/restore-plan.js';
 import { readKey, verifyDumpTag } from './provenance.js';
 import { readChecksumFile } from './checksums.js';
 import { authenticRows, futureStamped, rowFacts } from './trusted-dumps.js';
-import { runRemote } from '../nas/ssh.js';
+import { remoteListing } from '../nas/remote-dumps.js';
 import { notRegular } from './fs-safe.js';
 
 // `immich-backup dumps`: everything a restore can load, wherever it is, with what is known of each
@@ -87,7 +87,7 @@ export async function listDumps(config: Config, nowMs = Date.now()): Promise<Cat
   ];
   try {
     // One listing: names and sizes (`ls -ln` is there on every NAS, busybox included).
-    const { stdout } = await runRemote(config.offsite, ['ls', '-ln', '--', config.offsite.remoteDir], { label: 'ssh ls' });
+    const stdout = await remoteListing(config.offsite, '-ln');
     const sizes = new Map<string, number>();
     for (const line of stdout.split('\n')) {
       const fields = line.trim().split(/\s+/);

@@ -7,7 +7,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { execa } from 'execa';
 import { createActivities } from '../../activities/index.js';
 import { hostThrowaway } from '../../adapters/postgres/throwaway.js';
-import { collectStatus } from '../../activities/health.js';
+import { collectStatus } from '../../status/status.js';
 import { dumpFileName, formatStamp } from '../../core/dump-names.js';
 import { createLogger } from '../../config/logger.js';
 import type { OffsiteSyncReport, RestoreDrillReport } from '../../workflows/index.js';

@@ -14,7 +14,8 @@ import { waitFor } from './net.js';
 import { startPingServer } from './ping.js';
 import { loadImmichLike, startPostgres, type TestPostgres } from './postgres.js';
 import { runWorkflow } from './run-workflow.js';
-import { fixtureEnv, rawTestConfig, tempDir } from './setup.js';
+import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from './setup.js';
+import { spawnCli, workerStarted } from './cli.js';
 import { startSshd, type TestSshd } from './sshd.js';
 import { startTestTemporal } from './temporal.js';
 
@@ -85,6 +86,23 @@ export async function restoreWorld(stack: RestoreStack, extra: Record<string, Re
   const restore = (input: Record<string, unknown>, during?: (id: string) => Promise<void>) =>
     runWorkflow<RestoreDatabaseReport>(stack.client, stack.temporal.address, config, 'RestoreDatabase', during, input);
   return { root, backupDir, immichBackups, raw, config, backup, restore };
+}
+
+/**
+ * A world with its config file, and a worker process for it (`workerEnv`: extra variables for the
+ * worker, e.g. a broken docker; none: no worker). `extra` merges into the config as restoreWorld's.
+ */
+export async function operatorWorld(stack: RestoreStack, workerEnv?: Record<string, string>, extra: Record<string, Record<string, unknown>> = {}) {
+  const w = await restoreWorld(stack, { log: { level: 'info' }, ...extra });
+  const configFile = await writeConfigFile(w.root, w.raw);
+  const worker = workerEnv ? spawnCli(['-c', configFile, 'worker'], workerEnv) : undefined;
+  if (worker) await workerStarted(worker);
+  const stop = async () => {
+    if (!worker) return;
+    worker.process.kill('SIGTERM');
+    await worker.process;
+  };
+  return { ...w, configFile, worker, stop };
 }
 
 /** The stops and starts the fixture docker recorded: "stop <pid> …", "compose-up <pid> <dir>". */

@@ -31,7 +31,7 @@ describe('the approval of a restore', () => {
       [
         'dump:     immich_20261127_030000.sql.gz',
         'from:     the staging dir',
-        'made:     2026-11-27T03:00:00.000Z (3.2 h ago)',
+        'made:     2026-11-27T03:00:00.000Z (3 h ago)',
         `size:     350.0 MiB, sha256 ${'a'.repeat(64)}`,
         'replaces: database immich, database postgres and the roles',
         'rows:     1204411 rows in 66 tables, as counted when the dump was made',

@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { execa } from 'execa';
-import { collectStatus } from '../../activities/health.js';
+import { collectStatus } from '../../status/status.js';
 import { auditStatePath, type AuditState } from '../../adapters/mirror/audit-state.js';
 import type { LibraryAuditReport } from '../../workflows/index.js';
 import { makeImmichLibrary, mountTmpfs, type ImmichAssetFixture } from '../helpers/library.js';
@@ -330,7 +330,7 @@ describe('LibraryAudit', () => {
     assert.equal(clean.error, undefined, String(clean.error));
     let row = (await collectStatus(config, undefined)).rows.find((r) => r.id === 'library-audit')!;
     assert.equal(row.state, 'ok', row.summary);
-    assert.match(row.summary, new RegExp(`^last audit 0\\.0 h ago \\(${clean.workflowId}, 15 assets\\); last complete pass 0\\.0 h ago: pass 1 complete \\(15 assets\\): library 15 ok, 0 missing, 0 mismatched; mirror 15 ok`));
+    assert.match(row.summary, new RegExp(`^last audit just now \\(${clean.workflowId}, 15 assets\\); last complete pass just now: pass 1 complete \\(15 assets\\): library 15 ok, 0 missing, 0 mismatched; mirror 15 ok`));
 
     await flipBit(join(destination, assets[2]!.relativePath));
     await run({ full: true });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { collectStatus } from '../../activities/health.js';
+import { collectStatus } from '../../status/status.js';
 import { PAIRINGS_FILE, readPairings } from '../../adapters/mirror/library-versions.js';
 import { versionSetName, versionsDirOf } from '../../core/library-layout.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';

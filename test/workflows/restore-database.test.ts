@@ -9,7 +9,7 @@ import { execa } from 'execa';
 import { authenticDumps } from '../../adapters/files/trusted-dumps.js';
 import { readKey } from '../../adapters/files/provenance.js';
 import { tagPlanted } from '../helpers/trust.js';
-import { collectStatus } from '../../activities/health.js';
+import { collectStatus } from '../../status/status.js';
 import { createActivities } from '../../activities/index.js';
 import { createLogger } from '../../config/logger.js';
 import { cli } from '../helpers/cli.js';
@@ -189,7 +189,7 @@ describe('RestoreDatabase', () => {
       for (const line of [
         new RegExp(`^dump: +${dump.file}$`, 'm'),
         /^from: +the staging dir$/m,
-        /^made: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z \(\d+ min ago\)$/m,
+        /^made: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z \((just now|\d+ min ago)\)$/m,
         new RegExp(`^size: +[\\d.]+ KiB, sha256 ${dump.sha256}$`, 'm'),
         /^replaces: database immich, database postgres and the roles$/m,
         /^rows: +\d+ rows in 6 tables, as counted when the dump was made$/m,

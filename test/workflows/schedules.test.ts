@@ -124,7 +124,7 @@ describe('schedules', () => {
 
   test('an unknown schedule id is refused', async () => {
     const r = await cli(['-c', configFile, 'schedules', 'trigger', 'rm -rf']);
-    assert.equal(r.exitCode, 1);
-    assert.match(r.stderr, /^error: unknown schedule "rm -rf": expected one of nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill, library-audit\n$/);
+    assert.equal(r.exitCode, 2, 'a usage error');
+    assert.match(r.stderr, /^error: command-argument value 'rm -rf' is invalid for argument 'id'\. unknown schedule "rm -rf": expected one of nightly-db-backup, offsite-sync, weekly-library-mirror, backup-health, restore-drill, library-audit; nothing was started\n/);
   });
 });
