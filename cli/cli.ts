@@ -17,7 +17,7 @@ import { AWAITING_APPROVAL, describeDump, describePlan, type ApproveRequest, typ
 import { loadConfig, redactConfig, type Config } from '../config/config.js';
 import { findTemporalBinary, startDevServer } from '../temporal/dev-server.js';
 import { approvalToken, osUser, startToken } from '../adapters/files/authorization.js';
-import { ConfigError, UnsafePathError } from '../core/errors.js';
+import { ApprovalRefusedError, ChecksumMismatchError, ConfigError, DumpNotFoundError, RunNotFoundError, RunRefusedError, UnsafePathError, UsageError } from '../core/errors.js';
 import { readKey, tagDump } from '../adapters/files/provenance.js';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINT_NAME_HINT } from '../core/dump-names.js';
 import { checkRestorable } from '../activities/restore.js';
@@ -38,7 +38,6 @@ import { applySchedules, listSchedules, scheduleDefinition } from '../temporal/s
 import type { StatusReport } from '../core/reports.js';
 import { registerSearchAttributes } from '../temporal/search-attributes.js';
 import { approveUpdate, currentStepQuery, rejectUpdate, restorePlanQuery } from '../core/messages.js';
-import { ApprovalRefusedError, ChecksumMismatchError, DumpNotFoundError, RunNotFoundError, RunRefusedError, UsageError } from '../core/errors.js';
 
 // A reader that went away (`| head -1`) ends the CLI quietly: what it wanted was printed.
 for (const stream of [process.stdout, process.stderr]) {
