@@ -34,6 +34,7 @@ import { createLogger } from './logger.js';
 import { applySchedules, listSchedules, scheduleDefinition } from './schedules.js';
 import type { StatusReport } from './reports.js';
 import { registerSearchAttributes } from './search-attributes.js';
+import { configDriftWarnings } from './worker-identity.js';
 
 const program = new Command('immich-backup')
   .description('Durable, verifiable, restorable backups of a self-hosted Immich server, run as Temporal workflows.')
@@ -468,6 +469,7 @@ program
     };
     process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
     try {
+      if (connected) await warnOnConfigDrift(connected.client, config);
       const report = await collectStatus(config, connected?.client, Date.now(), reason, interrupted.signal);
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
       if (!report.ok && !interrupted.signal.aborted) process.exitCode = 1;
@@ -514,6 +516,15 @@ program
     process.stdout.write(opts.json ? JSON.stringify(config, null, 2) + '\n' : `config OK\n${JSON.stringify(config, null, 2)}\n`);
   });
 
+/** The CLI's own config file, for the drift warning: -c, else $IMMICH_BACKUP_CONFIG (commander reads both). */
+const cliConfigFile = () => program.opts<{ config?: string }>().config;
+
+/** Says on stderr, in one line each, when a worker runs with another config than this command read. Never fails the command. */
+async function warnOnConfigDrift(client: Client, config: Config): Promise<void> {
+  const warnings = await configDriftWarnings(client, config, cliConfigFile()).catch(() => []);
+  for (const line of warnings) process.stderr.write(`${line}\n`);
+}
+
 async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<typeof connectClient>>['client']) => Promise<T>): Promise<T> {
   const { client, connection } = await connectClient(config);
   try {
@@ -527,6 +538,7 @@ async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<ty
 async function runAndFollow<R>(config: Config, workflowType: WorkflowType, input: object = {}, trigger = 'cli'): Promise<R> {
   return withClient(config, async (client) => {
     await ensureWorker(client, config);
+    await warnOnConfigDrift(client, config);
     const workflowId = runId(WORKFLOW_KINDS[workflowType], trigger, new Date());
     // Destructive runs carry a start token bound to this workflow ID, made from the worker's key
     // (read here: without it this fails before anything starts).
