@@ -24,8 +24,9 @@ import { checkRestorable } from '../activities/restore.js';
 import { parseAcceptance } from '../activities/library-versions.js';
 import { readChecksumFile } from '../activities/checksums.js';
 import { constants } from 'node:fs';
-import { lstat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, realpath, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { redactSecrets } from './redact.js';
 import { formatBytes } from './format.js';
 import { asOfProblem, selectionPathProblem } from './library-layout.js';
@@ -35,6 +36,7 @@ import { applySchedules, listSchedules, scheduleDefinition } from './schedules.j
 import type { StatusReport } from './reports.js';
 import { registerSearchAttributes } from './search-attributes.js';
 import { configDriftWarnings } from './worker-identity.js';
+import { SERVICE_ENV_FILE, SERVICE_NAME, serviceUnit, type ServiceMode } from './service-unit.js';
 
 const program = new Command('immich-backup')
   .description('Durable, verifiable, restorable backups of a self-hosted Immich server, run as Temporal workflows.')
@@ -90,6 +92,41 @@ program
   .action(async (_opts, cmd: Command) => {
     const config = configOf(cmd);
     await runBackupWorker({ config, logger: createLogger({ level: config.log.level }), address: temporalAddress(config), configFile: configFileOf(cmd) });
+  });
+
+program
+  .command('install-service')
+  .description(`Write the systemd unit ${SERVICE_NAME} that runs \`start\` (embedded dev server and worker) or \`worker\` (temporal.address set) as root across reboots, with this config; runs no systemctl`)
+  .option('--unit-dir <dir>', 'where to write the unit', '/etc/systemd/system')
+  .addOption(new Option('--mode <mode>', 'start: embedded dev server and worker; worker: the worker against temporal.address (default: worker when temporal.address is set, else start)').choices(['start', 'worker']))
+  .option('--dry-run', 'print the unit instead of writing it')
+  .action(async (opts: { unitDir: string; mode?: ServiceMode; dryRun?: boolean }, cmd: Command) => {
+    const file = configFileOf(cmd);
+    // The service runs with exactly this file: without one it would run on defaults nobody chose.
+    if (!file) throw new ConfigError('install-service needs the config the service will run with: immich-backup -c /etc/immich-backup.yml install-service');
+    const config = configOf(cmd);
+    const mode = opts.mode ?? (config.temporal.address ? 'worker' : 'start');
+    const cliFile = await realpath(fileURLToPath(import.meta.url));
+    const unit = serviceUnit({
+      mode,
+      node: process.execPath,
+      cli: cliFile,
+      configFile: resolve(file),
+      workingDirectory: process.cwd(),
+      // systemd's PATH lacks .venv/bin and a node installed elsewhere: the binaries found now are the ones the service runs.
+      pathDirs: [dirname(process.execPath), ...(mode === 'start' && !config.temporal.address ? [dirname(resolve(findTemporalBinary(config.temporal.binary)))] : [])],
+      documentation: pathToFileURL(join(dirname(cliFile), '..', '..', 'README.md')).href,
+    });
+    if (opts.dryRun) return void process.stdout.write(unit);
+    const target = join(opts.unitDir, SERVICE_NAME);
+    const st = await stat(opts.unitDir).catch(() => undefined);
+    if (!st?.isDirectory()) throw new ConfigError(`--unit-dir ${opts.unitDir} is not a directory: nothing was written`);
+    await writeFile(target, unit, { mode: 0o644 });
+    process.stdout.write(
+      `wrote ${target} (${mode}, config ${resolve(file)})\n` +
+        `  secrets (IMMICH_BACKUP_PG_PASSWORD, IMMICH_BACKUP_TEMPORAL_API_KEY), if any: ${SERVICE_ENV_FILE}, mode 0600\n` +
+        `  then: systemctl daemon-reload && systemctl enable --now ${SERVICE_NAME}; logs: journalctl -u ${SERVICE_NAME} -f\n`,
+    );
   });
 
 const backup = program.command('backup').description('Start a backup now and follow it to the end');
