@@ -10,7 +10,7 @@ import { ConfigError } from './errors.js';
 import { redactSecrets } from './redact.js';
 
 // Sections use prefault({}) so their defaults pass through the schema (paths get expanded).
-// Every default is the runbook's (shared/runbook/immich-backup-restore.md) unless noted.
+// Every default is the runbook's (README, "The runbook it automates") unless noted.
 
 const expandHome = (p: string) => (p === '~' ? homedir() : p.startsWith('~/') ? resolve(homedir(), p.slice(2)) : resolve(p));
 const pathField = (fallback: string) => z.string().min(1).default(fallback).transform(expandHome);
