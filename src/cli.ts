@@ -558,7 +558,8 @@ const cliConfigFile = () => program.opts<{ config?: string }>().config;
 
 /** Says on stderr, in one line each, when a worker runs with another config than this command read. Never fails the command. */
 async function warnOnConfigDrift(client: Client, config: Config): Promise<void> {
-  const warnings = await configDriftWarnings(client, config, cliConfigFile()).catch(() => []);
+  // Bounded: a slow server must not hold up status, which promises each row within its own bound.
+  const warnings = await client.connection.withDeadline(Date.now() + 5000, () => configDriftWarnings(client, config, cliConfigFile())).catch(() => []);
   for (const line of warnings) process.stderr.write(`${line}\n`);
 }
 
