@@ -24,9 +24,9 @@ import { checkRestorable } from '../activities/restore.js';
 import { parseAcceptance } from '../adapters/mirror/library-versions.js';
 import { readChecksumFile } from '../adapters/files/checksums.js';
 import { constants, existsSync, readFileSync } from 'node:fs';
-import { lstat, writeFile } from 'node:fs/promises';
+import { lstat, realpath, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { stringify as toYaml } from 'yaml';
 import { redactSecrets } from '../core/redact.js';
 import { ageText, formatBytes, zonedTime } from '../core/format.js';
@@ -37,6 +37,8 @@ import { createLogger } from '../config/logger.js';
 import { applySchedules, listSchedules, scheduleDefinition } from '../temporal/schedules.js';
 import type { StatusReport } from '../core/reports.js';
 import { registerSearchAttributes } from '../temporal/search-attributes.js';
+import { configDriftWarnings } from '../temporal/worker-identity.js';
+import { SERVICE_ENV_FILE, SERVICE_NAME, serviceUnit, type ServiceMode } from './service-unit.js';
 import { approveUpdate, currentStepQuery, rejectUpdate, restorePlanQuery } from '../core/messages.js';
 
 // A reader that went away (`| head -1`) ends the CLI quietly: what it wanted was printed.
@@ -130,6 +132,41 @@ program
   .action(async (_opts, cmd: Command) => {
     const config = configOf(cmd);
     await runBackupWorker({ config, logger: createLogger({ level: config.log.level }), address: temporalAddress(config), configFile: configFileOf(cmd) });
+  });
+
+program
+  .command('install-service')
+  .description(`Write the systemd unit ${SERVICE_NAME} that runs \`start\` (embedded dev server and worker) or \`worker\` (temporal.address set) as root across reboots, with this config; runs no systemctl`)
+  .option('--unit-dir <dir>', 'where to write the unit', '/etc/systemd/system')
+  .addOption(new Option('--mode <mode>', 'start: embedded dev server and worker; worker: the worker against temporal.address (default: worker when temporal.address is set, else start)').choices(['start', 'worker']))
+  .option('--dry-run', 'print the unit instead of writing it')
+  .action(async (opts: { unitDir: string; mode?: ServiceMode; dryRun?: boolean }, cmd: Command) => {
+    const file = configFileOf(cmd);
+    // The service runs with exactly this file: without one it would run on defaults nobody chose.
+    if (!file) throw new ConfigError('install-service needs the config the service will run with: immich-backup -c /etc/immich-backup.yml install-service');
+    const config = configOf(cmd);
+    const mode = opts.mode ?? (config.temporal.address ? 'worker' : 'start');
+    const cliFile = await realpath(fileURLToPath(import.meta.url));
+    const unit = serviceUnit({
+      mode,
+      node: process.execPath,
+      cli: cliFile,
+      configFile: resolve(file),
+      workingDirectory: process.cwd(),
+      // systemd's PATH lacks .venv/bin and a node installed elsewhere: the binaries found now are the ones the service runs.
+      pathDirs: [dirname(process.execPath), ...(mode === 'start' && !config.temporal.address ? [dirname(resolve(findTemporalBinary(config.temporal.binary)))] : [])],
+      documentation: pathToFileURL(join(dirname(cliFile), '..', '..', 'README.md')).href,
+    });
+    if (opts.dryRun) return void process.stdout.write(unit);
+    const target = join(opts.unitDir, SERVICE_NAME);
+    const st = await stat(opts.unitDir).catch(() => undefined);
+    if (!st?.isDirectory()) throw new ConfigError(`--unit-dir ${opts.unitDir} is not a directory: nothing was written`);
+    await writeFile(target, unit, { mode: 0o644 });
+    process.stdout.write(
+      `wrote ${target} (${mode}, config ${resolve(file)})\n` +
+        `  secrets (IMMICH_BACKUP_PG_PASSWORD, IMMICH_BACKUP_TEMPORAL_API_KEY), if any: ${SERVICE_ENV_FILE}, mode 0600\n` +
+        `  then: systemctl daemon-reload && systemctl enable --now ${SERVICE_NAME}; logs: journalctl -u ${SERVICE_NAME} -f\n`,
+    );
   });
 
 const backup = program.command('backup').description('Start a backup now and follow it to the end');
@@ -463,6 +500,7 @@ program
     };
     process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
     try {
+      if (connected) await warnOnConfigDrift(connected.client, config);
       const report = await collectStatus(config, connected?.client, Date.now(), reason, interrupted.signal);
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
       if (!report.ok && !interrupted.signal.aborted) process.exitCode = 1;
@@ -513,6 +551,16 @@ program
     process.stdout.write(`${source}${toYaml(config)}`);
   });
 
+/** The CLI's own config file, for the drift warning: -c, else $IMMICH_BACKUP_CONFIG (commander reads both). */
+const cliConfigFile = () => program.opts<{ config?: string }>().config;
+
+/** Says on stderr, in one line each, when a worker runs with another config than this command read. Never fails the command. */
+async function warnOnConfigDrift(client: Client, config: Config): Promise<void> {
+  // Bounded: a slow server must not hold up status, which promises each row within its own bound.
+  const warnings = await client.connection.withDeadline(Date.now() + 5000, () => configDriftWarnings(client, config, cliConfigFile())).catch(() => []);
+  for (const line of warnings) process.stderr.write(`${line}\n`);
+}
+
 async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<typeof connectClient>>['client']) => Promise<T>): Promise<T> {
   const { client, connection } = await connectClient(config);
   try {
@@ -526,6 +574,7 @@ async function withClient<T>(config: Config, use: (client: Awaited<ReturnType<ty
 async function runAndFollow(config: Config, workflowType: WorkflowType, input: object = {}, trigger = 'cli'): Promise<unknown> {
   return withClient(config, async (client) => {
     await ensureWorker(client, config);
+    await warnOnConfigDrift(client, config);
     // A dry run changes nothing: its ID and its summary (the Web UI shows both in its list) set it apart from a restore.
     const dryRun = (input as { dryRun?: unknown }).dryRun === true;
     const workflowId = runId(`${WORKFLOW_KINDS[workflowType]}${dryRun ? '-dry-run' : ''}`, trigger, new Date());

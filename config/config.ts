@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { homedir } from 'node:os';
@@ -9,7 +10,7 @@ import { ConfigError } from '../core/errors.js';
 import { redactSecrets } from '../core/redact.js';
 
 // Sections use prefault({}) so their defaults pass through the schema (paths get expanded).
-// Every default is the runbook's (shared/runbook/immich-backup-restore.md) unless noted.
+// Every default is the runbook's (README, "The runbook it automates") unless noted.
 
 const expandHome = (p: string) => (p === '~' ? homedir() : p.startsWith('~/') ? resolve(homedir(), p.slice(2)) : resolve(p));
 const pathField = (fallback: string) => z.string().min(1).default(fallback).transform(expandHome);
@@ -464,4 +465,20 @@ export function redactConfig(config: Config): Config {
       pings: Object.fromEntries(Object.entries(n.pings).map(([k, v]) => [k, v && redactUrl(v)])),
     },
   };
+}
+
+/** JSON with every object's keys sorted, so equal configs give equal text whatever the order in the file. */
+const canonical = (v: unknown): unknown =>
+  Array.isArray(v) ? v.map(canonical) : v !== null && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])])) : v;
+
+/**
+ * What the worker publishes about the config it runs with, for the CLI to compare with its own: a
+ * sha256 (16 hex digits) of the parsed, effective config with secrets redacted (so a digest never
+ * lets anyone test guesses of a password), leaving out `temporal` (how each process reaches
+ * Temporal may rightly differ between a remote worker and the CLI).
+ */
+export function configDigest(config: Config): string {
+  const published: Partial<Config> = { ...redactConfig(config) };
+  delete published.temporal;
+  return createHash('sha256').update(JSON.stringify(canonical(published))).digest('hex').slice(0, 16);
 }

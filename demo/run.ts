@@ -2,7 +2,9 @@
 // Immich-like data, a NAS (sshd on loopback), a photo library and a USB drive (a tmpfs), then
 // `immich-backup start` (the embedded Temporal dev server, its Web UI and the worker) and the
 // operator's commands against it: backup, offsite sync, mirror, restore drill, a database
-// restore, status. Prints what happened and the Web UI's address; removes everything on exit.
+// restore, status. Prints what happened and the Web UI's address; removes everything on exit:
+// on a terminal after Enter (or Ctrl-C), with --keep after Ctrl-C or SIGTERM, else (no terminal,
+// as in CI) right after the steps, saying so.
 //
 // Immich itself cannot run here (no container engine), so the Docker CLI is the test fixture
 // (test/fixtures/docker, a test double that runs "in-container" tools on this host) and Immich's
@@ -21,6 +23,7 @@ import { startSshd } from '../test/helpers/sshd.js';
 const bold = (text: string) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
 const say = (text: string) => process.stdout.write(`\n${bold(`== ${text}`)}\n`);
 const cleanups: Array<() => Promise<unknown>> = [];
+const keep = process.argv.includes('--keep');
 let exitCode = 0;
 
 async function step(title: string, args: string[], env: Record<string, string>): Promise<string> {
@@ -103,9 +106,14 @@ try {
       '',
     ].join('\n'),
   );
-  if (process.stdin.isTTY) {
-    process.stdout.write('Press Enter to stop the demo and remove everything. ');
-    await new Promise<void>((resolve) => createInterface({ input: process.stdin }).once('line', () => resolve()));
+  if (keep || process.stdin.isTTY) {
+    process.stdout.write(keep ? `Everything stays up (--keep) until Ctrl-C or SIGTERM: ${uiUrl}\n` : 'Press Enter (or Ctrl-C) to stop the demo and remove everything. ');
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve).once('SIGTERM', resolve);
+      if (!keep) createInterface({ input: process.stdin }).once('line', () => resolve());
+    });
+  } else {
+    process.stdout.write('No terminal to wait on (stdin is not a TTY): removing everything now, the Web UI with it. To look around first: npm run demo -- --keep (stops on Ctrl-C or SIGTERM).\n');
   }
 } catch (err) {
   process.stderr.write(`demo failed: ${(err as Error).message}\n`);

@@ -9,6 +9,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-runtime}
 
+# Rebuild only when a source file is newer than the last build.
+build_if_changed() {
+  if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find core config temporal status adapters activities workflows workers cli test bench demo eslint.config.js tsconfig.json package.json -newer dist/workflow-bundle.js -print -quit)" ]; then
+    echo "setup: compiling into dist/ (tsc, then the workflow bundle; about half a minute) ..." >&2
+    bash scripts/build.sh >&2
+  fi
+}
+
+# The checks below passed before and nothing they depend on changed (this script, the lockfile,
+# the temporal binary, node_modules): skip them, rebuild only what changed. The stamp lives in
+# dist/, so a fresh build or a clean checkout checks again.
+stamp=dist/.setup-$mode
+fingerprint="$mode $(cat scripts/setup.sh package-lock.json | cksum)"
+if [ -x .venv/bin/temporal ] && [ -d node_modules ] && [ "$(cat "$stamp" 2>/dev/null)" = "$fingerprint" ]; then
+  build_if_changed
+  echo "$fingerprint" >"$stamp"
+  exit 0
+fi
+
 missing=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have pigz || missing+=(pigz)
@@ -55,7 +74,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-# Rebuild only when a source file is newer than the last build.
-if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find core config temporal status adapters activities workflows workers cli test bench demo tsconfig.json package.json -newer dist/workflow-bundle.js -print -quit)" ]; then
-  bash scripts/build.sh >&2
-fi
+build_if_changed
+echo "$fingerprint" >"$stamp"

@@ -122,7 +122,7 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: Progress
 }
 
 /** A poller counts as alive when it polled this recently: a long poll lasts about a minute, and the CLI's clock may be off a little from the server's. */
-const POLLER_FRESH_MS = 120_000;
+export const POLLER_FRESH_MS = 120_000;
 const { TaskQueueKind, TaskQueueType } = proto.temporal.api.enums.v1;
 
 /**

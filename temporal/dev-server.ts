@@ -1,4 +1,5 @@
 import { accessSync, constants, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { startCommand, stopCommand } from '../adapters/commands/run-command.js';
@@ -49,6 +50,10 @@ export interface DevServer {
 
 /** Starts `temporal server start-dev` persisted to <dataDir>/temporal.sqlite and waits until it answers. */
 export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
+  // A taken port makes the server exit, but whatever answers there (another dev server) would
+  // pass the readiness check below as ours: refuse before anything connects or is created.
+  await assertPortFree(options.ip, options.port, 'port');
+  if (!options.headless) await assertPortFree(options.ip, options.uiPort, 'uiPort');
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   // The server picks its HTTP API and metrics ports at random; a pick can collide with a port
   // that was free a moment ago. Such a clash is not the operator's doing: start again.
@@ -63,6 +68,24 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
 }
 
 class RandomPortClash extends DevServerError {}
+
+export class DevServerPortInUseError extends DevServerError {
+  override name = 'DevServerPortInUseError';
+}
+
+function assertPortFree(ip: string, port: number, key: 'port' | 'uiPort'): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EADDRINUSE') return reject(err);
+      const fix = key === 'port'
+        ? 'stop it, or set temporal.devServer.port to a free port (to use a Temporal server that runs there, set temporal.address and run `immich-backup worker`)'
+        : 'stop it, or set temporal.devServer.uiPort to a free port';
+      reject(new DevServerPortInUseError(`temporal.devServer.${key} ${port} on ${ip} is in use by another program (another Temporal dev server?): nothing was started; ${fix}`));
+    });
+    probe.listen({ host: ip, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
 
 async function launch(options: DevServerOptions): Promise<DevServer> {
   const dbFile = join(options.dataDir, 'temporal.sqlite');

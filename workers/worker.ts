@@ -9,6 +9,8 @@ import { TemporalUnreachableError } from '../core/errors.js';
 import type { Logger } from '../config/logger.js';
 import { registerSearchAttributes } from '../temporal/search-attributes.js';
 import { trustedSetup } from '../adapters/files/trust.js';
+import { configFileLabel, workerIdentity } from '../temporal/worker-identity.js';
+import { configDigest } from '../config/config.js';
 import { redactingActivityInterceptors } from './redact-interceptor.js';
 import { installRuntime } from './runtime.js';
 
@@ -54,6 +56,8 @@ export async function createBackupWorker({ config, logger, address, configFile }
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
+    // The CLI reads which config this worker runs with from here, and warns when its own differs.
+    identity: workerIdentity(config, configFile),
     activities: createActivities({ config, logger }),
     interceptors: { activity: [redactingActivityInterceptors] },
     ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: WORKFLOWS }),
@@ -72,7 +76,7 @@ export async function createBackupWorker({ config, logger, address, configFile }
 /** Runs until SIGINT/SIGTERM (the Runtime shuts the worker down), then closes the connection. */
 export async function runBackupWorker(options: WorkerOptions): Promise<void> {
   const { worker, connection } = await createBackupWorker(options);
-  options.logger.info({ address: options.address, namespace: options.config.temporal.namespace, taskQueue: options.config.temporal.taskQueue }, 'worker started');
+  options.logger.info({ address: options.address, namespace: options.config.temporal.namespace, taskQueue: options.config.temporal.taskQueue, configFile: configFileLabel(options.configFile), configDigest: configDigest(options.config) }, 'worker started');
   try {
     await worker.run();
   } finally {
