@@ -1,6 +1,7 @@
 import { rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR } from '../core/dump-names.js';
+import { COMPLETION_MARKER } from '../adapters/postgres/load.js';
 import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSmallError, NotOurDumpError } from '../core/errors.js';
 import { decodeAndHash, readChecksumFile, sha256OfFile, sqlTailSink } from '../adapters/files/checksums.js';
 import { ensureKey, tagDump } from '../adapters/files/provenance.js';
@@ -9,8 +10,6 @@ import { ownDir } from '../adapters/files/fs-safe.js';
 import { removeDigestsFile } from '../adapters/postgres/table-digests.js';
 import type { ValidateDumpInput, ValidatedDump } from '../core/types.js';
 
-/** pg_dumpall's last comment; its absence means the dump stopped early. */
-export const COMPLETION_MARKER = 'PostgreSQL database cluster dump complete';
 export const REJECTED_DIR = 'rejected';
 
 export function createValidateActivities({ config, logger }: ActivityDeps) {
