@@ -157,7 +157,16 @@ program
       pathDirs: [dirname(process.execPath), ...(mode === 'start' && !config.temporal.address ? [dirname(resolve(findTemporalBinary(config.temporal.binary)))] : [])],
       documentation: pathToFileURL(join(dirname(cliFile), '..', '..', 'README.md')).href,
     });
-    if (opts.dryRun) return void process.stdout.write(unit);
+    // The unit gives the service a /tmp of its own (PrivateTmp): it would not see a config or a checkout there.
+    const warnTmp = () => {
+      for (const [what, path] of [['the config', resolve(file)], ['the working directory', process.cwd()]] as const) {
+        if (/^\/(var\/)?tmp\//.test(`${path}/`)) process.stderr.write(`warning: ${what} ${path} is under /tmp, which the service does not see (PrivateTmp=yes): move it before enabling the unit\n`);
+      }
+    };
+    if (opts.dryRun) {
+      process.stdout.write(unit);
+      return warnTmp();
+    }
     const target = join(opts.unitDir, SERVICE_NAME);
     const st = await stat(opts.unitDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new ConfigError(`--unit-dir ${opts.unitDir} is not a directory: nothing was written`);
@@ -167,6 +176,7 @@ program
         `  secrets (IMMICH_BACKUP_PG_PASSWORD, IMMICH_BACKUP_TEMPORAL_API_KEY), if any: ${SERVICE_ENV_FILE}, mode 0600\n` +
         `  then: systemctl daemon-reload && systemctl enable --now ${SERVICE_NAME}; logs: journalctl -u ${SERVICE_NAME} -f\n`,
     );
+    warnTmp();
   });
 
 const backup = program.command('backup').description('Start a backup now and follow it to the end');
@@ -676,5 +686,5 @@ try {
     const cause = innermostCause(err) as Error & { type?: string };
     process.stdout.write(`${JSON.stringify({ ok: false, error: { type: usage ? 'UsageError' : (cause.type ?? cause.name), message } })}\n`);
   }
-  process.exit(usage || err instanceof ConfigError || err instanceof UnsafePathError ? 2 : 1);
+  process.exit(usage || err instanceof ConfigError || err instanceof UnsafePathError || err instanceof UsageError ? 2 : 1);
 }

@@ -11,7 +11,7 @@ const SYSTEM_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin
 
 export interface ServiceUnitOptions {
   mode: ServiceMode;
-  /** Absolute paths: the node binary, dist/src/cli.js, the config file. */
+  /** Absolute paths: the node binary, dist/cli/cli.js, the config file. */
   node: string;
   cli: string;
   configFile: string;
@@ -39,10 +39,12 @@ export function serviceUnit(o: ServiceUnitOptions): string {
 # Write it again after moving the config, node or this checkout; then: systemctl daemon-reload
 [Unit]
 Description=immich-backup: Immich backups as Temporal workflows (${o.mode})
-Documentation=${o.documentation}
+Documentation=${o.documentation.replace(/%/g, '%%')}
 # The NAS, a remote Temporal and the notification targets are reached over the network.
 Wants=network-online.target
-After=network-online.target
+# After the container engine at boot (Immich's database runs in it) and before it at shutdown, so
+# a catch-up backup finds its container and a restore's compensation can start Immich again.
+After=network-online.target docker.service podman.service
 
 [Service]
 # Root, as the worker must be: it reads the key, runs docker, and rsyncs every file of the library and the drive.
@@ -74,10 +76,8 @@ ProtectSystem=full
 # A /tmp of its own (the drill's throwaway cluster, rsync's filter files); mounts made later
 # (the USB drive plugged in) still reach the service.
 PrivateTmp=yes
-ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
-ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 LockPersonality=yes
@@ -85,7 +85,8 @@ LockPersonality=yes
 RestrictRealtime=yes
 SystemCallArchitectures=native
 # Left out on purpose: ProtectHome (the key, the dumps and the dev server's state default to
-# /root), PrivateDevices and RestrictNamespaces (podman as docker.command needs both),
+# /root), PrivateDevices, RestrictNamespaces, ProtectControlGroups and ProtectKernelTunables
+# (podman as docker.command creates namespaces, joins cgroups and sets sysctls),
 # PrivateNetwork (NAS, Temporal), a capability bounding set (root's file access over the whole
 # library), UMask=077 (restored library files must stay readable by Immich's container user;
 # dumps and the key are written owner-only anyway).

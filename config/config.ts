@@ -478,7 +478,11 @@ const canonical = (v: unknown): unknown =>
  * Temporal may rightly differ between a remote worker and the CLI).
  */
 export function configDigest(config: Config): string {
-  const published: Partial<Config> = { ...redactConfig(config) };
+  // A secret counts neither by value nor by presence (the service's environment file may hold the
+  // password a root shell lacks); log and status settings are each process's own.
+  const published: Partial<Config> = { ...redactConfig(config), postgres: { ...config.postgres, password: undefined } };
   delete published.temporal;
+  delete published.log;
+  delete published.status;
   return createHash('sha256').update(JSON.stringify(canonical(published))).digest('hex').slice(0, 16);
 }

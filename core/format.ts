@@ -1,4 +1,7 @@
 /** Human-readable byte counts for heartbeat details, reports and the CLI. Pure. */
+/** host:port, with an IPv6 literal in brackets ([::1]:7233). */
+export const hostPort = (host: string, port: number) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
+
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let value = bytes;

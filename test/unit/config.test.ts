@@ -3,7 +3,8 @@ import { writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { loadConfig, parseConfig, redactConfig } from '../../config/config.js';
+import { configDigest, loadConfig, parseConfig, redactConfig } from '../../config/config.js';
+import { temporalAddress } from '../../temporal/client.js';
 import { cronProblem } from '../../core/cron.js';
 import { ConfigError } from '../../core/errors.js';
 import { tempDir } from '../helpers/setup.js';
@@ -48,6 +49,19 @@ describe('config', () => {
     assert.equal(config.postgres.password, 'pw');
     assert.equal(config.docker.command, 'podman');
     assert.equal(redactConfig(config).postgres.password, '[redacted]');
+  });
+
+  test('the digest the worker publishes ignores secrets (set or not), log and status settings, and changes with what a run does', () => {
+    const raw = { backup: { dir: '/srv/dumps' } };
+    const base = configDigest(parseConfig(raw, { env: {} }));
+    assert.equal(configDigest(parseConfig(raw, { env: { IMMICH_BACKUP_PG_PASSWORD: 'pw' } })), base);
+    assert.equal(configDigest(parseConfig({ ...raw, log: { level: 'debug' }, status: { rowTimeoutSeconds: 5 } }, { env: {} })), base);
+    assert.notEqual(configDigest(parseConfig({ backup: { dir: '/srv/other' } }, { env: {} })), base);
+  });
+
+  test('the dev server address puts an IPv6 literal in brackets', () => {
+    assert.equal(temporalAddress(parseConfig({ temporal: { devServer: { ip: '::1' } } }, { env: {} })), '[::1]:7233');
+    assert.equal(temporalAddress(parseConfig({}, { env: {} })), '127.0.0.1:7233');
   });
 
   test('every bad field is named by its path in one line', () => {

