@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-runtime}
 
-# Rebuild only when a source file is newer than the last build.
+# Rebuild only when a source file (or the lockfile: a new SDK changes the bundle) is newer than the last build.
 build_if_changed() {
-  if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find core config temporal status adapters activities workflows workers cli test bench demo eslint.config.js tsconfig.json package.json -newer dist/workflow-bundle.js -print -quit)" ]; then
+  if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find core config temporal status adapters activities workflows workers cli test bench demo eslint.config.js tsconfig.json package.json package-lock.json -newer dist/workflow-bundle.js -print -quit)" ]; then
     echo "setup: compiling into dist/ (tsc, then the workflow bundle; about half a minute) ..." >&2
     bash scripts/build.sh >&2
   fi
