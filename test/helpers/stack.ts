@@ -49,8 +49,12 @@ export interface Stack<Sick extends string = never> {
   mounted<T extends { unmount(): Promise<void> }>(mount: T): T;
 }
 
-/** Registers the file's before/after hooks; the returned handles are filled in by `before`. */
-export function useStack<Sick extends string = never>(options: StackOptions<Sick> = {}): Stack<Sick> {
+/**
+ * Registers the file's before/after hooks; the returned handles are filled in by `before`, which
+ * then runs `setup`: what the file itself needs on top (a second top-level `before` would run at
+ * the same time as this one, not after it).
+ */
+export function useStack<Sick extends string = never>(options: StackOptions<Sick> = {}, setup?: () => Promise<void>): Stack<Sick> {
   const cleanups: Array<() => unknown> = [];
   const stack = {
     sshds: {},
@@ -75,6 +79,7 @@ export function useStack<Sick extends string = never>(options: StackOptions<Sick
       stack.connection = await Connection.connect({ address: stack.temporal.address });
       stack.client = new Client({ connection: stack.connection });
     }
+    await setup?.();
   });
   after(async () => {
     const step = (what: string, work: () => unknown, ms: number) => (options.boundedCleanup ? bounded(what, Promise.resolve().then(work), ms) : work());
