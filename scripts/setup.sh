@@ -56,10 +56,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   echo "setup: installing ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The Debian package starts a cluster of its own; the project never uses it.
-  if [ -d /etc/postgresql ] && have pg_lsclusters; then pg_lsclusters -h | awk '{print $1, $2}' | while read -r v c; do pg_ctlcluster "$v" "$c" stop 2>/dev/null || true; done; fi
+  source scripts/apt-install.sh
+  apt_install "${missing[@]}"
 fi
 
 # The official temporal CLI + dev server (the SDK's own download cannot work offline).

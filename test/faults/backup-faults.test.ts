@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
 import { parseConfig } from '../../config/config.js';
@@ -15,33 +15,15 @@ import { recordFault } from '../helpers/fault-matrix.js';
 import { mountTmpfs } from '../helpers/library.js';
 import { freePorts, waitFor } from '../helpers/net.js';
 import { temporalBinary } from '../helpers/paths.js';
-import { holdLock, loadImmichLike, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { runWorkflow } from '../helpers/run-workflow.js';
+import { holdLock, someoneWaitsForLock } from '../helpers/postgres.js';
+import { activityAttempts, runWorkflow } from '../helpers/run-workflow.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 
 // Faults around NightlyDbBackup, each injected into real processes: PostgreSQL, the staging
 // filesystem, the Temporal server itself, and two runs at once.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let connection: Connection;
-let client: Client;
-
-before(async () => {
-  [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
-  await loadImmichLike(pg, 1500);
-  Object.assign(process.env, fixtureEnv(pg));
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop()]);
-});
-
-const attemptsOf = async (workflowId: string, c = client) =>
-  ((await c.workflow.getHandle(workflowId).fetchHistory()).events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+const stack = useStack({ postgres: 1500, dockerEnv: true });
 
 describe('faults: NightlyDbBackup', () => {
   test('PostgreSQL killed mid-dump: the attempt fails, is retried, nothing is pruned, no partial dump is visible', async () => {
@@ -50,13 +32,13 @@ describe('faults: NightlyDbBackup', () => {
     await writeFile(join(dir, yesterday), 'yesterday');
     await writeFile(join(dir, `${yesterday}.sha256`), 'x');
     const config = parseConfig(rawTestConfig({ backupDir: dir }));
-    const lock = await holdLock(pg, 'assets');
+    const lock = await holdLock(stack.pg, 'assets');
     let sawPartial = false;
-    const { report, error, workflowId } = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup', async () => {
-      await waitFor('pg_dump waiting inside the dump', () => someoneWaitsForLock(pg));
+    const { report, error, workflowId } = await runWorkflow<NightlyDbBackupReport>(stack.client, stack.temporal.address, config, 'NightlyDbBackup', async () => {
+      await waitFor('pg_dump waiting inside the dump', () => someoneWaitsForLock(stack.pg));
       sawPartial = (await listDir(dir)).some((n) => n.endsWith('.partial'));
       // SIGKILL to the backend serving pg_dump: PostgreSQL ends every session and recovers.
-      const pid = await pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'");
+      const pid = await stack.pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'");
       await execa('kill', ['-KILL', pid]);
       await lock.release().catch(() => undefined);
       const names = await listDir(dir);
@@ -64,7 +46,7 @@ describe('faults: NightlyDbBackup', () => {
     });
     assert.equal(error, undefined, String(error));
     assert.ok(sawPartial);
-    const attempts = await attemptsOf(workflowId);
+    const attempts = await activityAttempts(stack.client, workflowId);
     assert.ok(attempts.some((a) => a >= 2), `retried: ${attempts.join(',')}`);
     assert.deepEqual(await listDir(dir), [yesterday, `${yesterday}.sha256`, report!.file, `${report!.file}.hmac`, `${report!.file}.sha256`, `${report!.file}.rows.json`].sort());
     await execa('gzip', ['-t', join(dir, report!.file)]);
@@ -80,7 +62,7 @@ describe('faults: NightlyDbBackup', () => {
       await writeFile(join(dir, old), 'old');
       await writeFile(join(dir, `${old}.sha256`), 'x');
       const config = parseConfig(rawTestConfig({ backupDir: dir }));
-      const { error } = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup');
+      const { error } = await runWorkflow<NightlyDbBackupReport>(stack.client, stack.temporal.address, config, 'NightlyDbBackup');
       const failure = (error as { cause?: { cause?: { type?: string; message: string } } }).cause?.cause;
       assert.equal(failure?.type, 'NoSpaceError');
       assert.match(failure!.message, new RegExp(`^no space left on the filesystem of ${dir}`));
@@ -98,13 +80,13 @@ describe('faults: NightlyDbBackup', () => {
     const serverOptions = { binary: temporalBinary, dataDir: join(root, 'temporal'), ip: '127.0.0.1', port, uiPort, namespace: 'default', headless: true, logger };
     let server = await startDevServer(serverOptions);
     const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: server.address, extra: { log: { level: 'info' } } });
-    const worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(pg));
-    const lock = await holdLock(pg, 'assets');
+    const worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(stack.pg));
+    const lock = await holdLock(stack.pg, 'assets');
     try {
       await workerStarted(worker);
       let c = await Connection.connect({ address: server.address });
       const handle = await new Client({ connection: c }).workflow.start('NightlyDbBackup', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `restart-${Date.now()}`, args: [{}] });
-      await waitFor('the dump in flight', () => someoneWaitsForLock(pg));
+      await waitFor('the dump in flight', () => someoneWaitsForLock(stack.pg));
       await c.close();
       await server.stop();
       server = await startDevServer(serverOptions);
@@ -124,22 +106,22 @@ describe('faults: NightlyDbBackup', () => {
 
   test('two backups triggered at once: one runs, the other is skipped by the overlap policy', async () => {
     const root = await tempDir('fault-overlap');
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { log: { level: 'info' } } });
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { log: { level: 'info' } } });
     const config = parseConfig(raw);
-    await applySchedules(client, config);
-    const worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(pg));
-    const lock = await holdLock(pg, 'assets');
+    await applySchedules(stack.client, config);
+    const worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(stack.pg));
+    const lock = await holdLock(stack.pg, 'assets');
     try {
       await workerStarted(worker);
-      const schedule = client.schedule.getHandle('nightly-db-backup');
+      const schedule = stack.client.schedule.getHandle('nightly-db-backup');
       await Promise.all([schedule.trigger(), schedule.trigger()]);
-      await waitFor('the first run to be in flight', () => someoneWaitsForLock(pg));
+      await waitFor('the first run to be in flight', () => someoneWaitsForLock(stack.pg));
       await new Promise((r) => setTimeout(r, 1500));
       await lock.release();
       const info = await waitFor('the run to finish', async () => {
         const d = await schedule.describe();
         const last = d.info.recentActions.at(-1);
-        const status = last ? (await client.workflow.getHandle(last.action.workflow.workflowId).describe()).status.name : undefined;
+        const status = last ? (await stack.client.workflow.getHandle(last.action.workflow.workflowId).describe()).status.name : undefined;
         return status === 'COMPLETED' ? d.info : undefined;
       }, 60_000, 500);
       assert.equal(info.recentActions.length, 1, 'one run');
@@ -153,7 +135,7 @@ describe('faults: NightlyDbBackup', () => {
       await lock.release().catch(() => undefined);
       worker.process.kill('SIGTERM');
       await worker.process;
-      for (const id of ['nightly-db-backup', 'offsite-sync', 'weekly-library-mirror']) await client.schedule.getHandle(id).delete();
+      for (const id of ['nightly-db-backup', 'offsite-sync', 'weekly-library-mirror']) await stack.client.schedule.getHandle(id).delete();
     }
   });
 });

@@ -2,34 +2,29 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { DumpFilter, restoreFilter } from '../../adapters/postgres/sql-stream.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { HOSTILE_FIRST_LINE, HOSTILE_SNIPPETS, hostileContext, hostileDump } from '../helpers/hostile-sql.js';
-import { pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { pgBin } from '../helpers/postgres.js';
+import { useStack } from '../helpers/stack.js';
 
 // Each hostile snippet first proves it does harm through a raw `psql -X -v ON_ERROR_STOP=1` (so
 // this test would fail if its payload were harmless), then that the filter refuses it, naming
 // the line, and that nothing ran when the dump goes through the filter into psql.
 
-let pg: TestPostgres;
-before(async () => {
-  pg = await startPostgres();
-});
-after(async () => {
-  await pg?.stop();
-});
+const stack = useStack({ temporal: false, postgres: true });
 
 const psqlArgs = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres'];
-const context = () => hostileContext((sql) => pg.psql(sql));
+const context = () => hostileContext((sql) => stack.pg.psql(sql));
 
 describe('faults: hostile SQL in a dump', () => {
   for (const snippet of HOSTILE_SNIPPETS) {
     test(`${snippet.name}: works through raw psql, refused by the filter`, async () => {
       const raw = await context();
       try {
-        await execa(join(pgBin, 'psql'), psqlArgs, { env: pg.env, input: hostileDump(snippet.sql(raw)), reject: false });
+        await execa(join(pgBin, 'psql'), psqlArgs, { env: stack.pg.env, input: hostileDump(snippet.sql(raw)), reject: false });
         assert.ok(await snippet.ran(raw), 'the payload did nothing through raw psql: the test would prove nothing');
       } finally {
         await snippet.undo?.(raw);
@@ -46,7 +41,7 @@ describe('faults: hostile SQL in a dump', () => {
           filter.end();
         }, (err: Error) => err.name === 'UnsafeDumpError' && new RegExp(`^dump hostile\\.sql line ${line}: .*; refusing to restore it \\(nothing was changed\\)$`).test(err.message));
 
-        const psql = execa(join(pgBin, 'psql'), psqlArgs, { env: pg.env, stdin: 'pipe', reject: false });
+        const psql = execa(join(pgBin, 'psql'), psqlArgs, { env: stack.pg.env, stdin: 'pipe', reject: false });
         const fed = pipeline(Readable.from([dump]), restoreFilter('postgres', 'hostile.sql'), psql.stdin!);
         const [feed] = await Promise.allSettled([fed, psql]);
         assert.equal(feed.status, 'rejected');

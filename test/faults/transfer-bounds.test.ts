@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import type { StatusReport } from '../../core/reports.js';
 import { parseConfig } from '../../config/config.js';
@@ -13,26 +12,17 @@ import { recordFault } from '../helpers/fault-matrix.js';
 import { makeLibrary, mountLoopExt4, mountTmpfs } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
 import { failureType } from '../helpers/restore-stack.js';
-import { runWorkflow } from '../helpers/run-workflow.js';
+import { activityAttempts, runWorkflow } from '../helpers/run-workflow.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startSshd, type TestSshd } from '../helpers/sshd.js';
-import { startTestTemporal } from '../helpers/temporal.js';
-import { activityStarts, bigDump, bounded, sshProcessesFor, unfinishedNames } from '../helpers/transfer.js';
+import { useStack } from '../helpers/stack.js';
+import { bigDump, sshProcessesFor, unfinishedNames } from '../helpers/transfer.js';
 
 // Transfers that must end: a hung NAS (ssh connects, then nothing), a NAS that stops taking an
 // upload, a frozen drive (fsfreeze), a full NAS. Each fails in one line within its bound, and
 // nothing is left running. (A file of its own: each waits out its stall windows.)
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let sshd: TestSshd;
-/** A hung NAS: it takes the login, then runs nothing (every command sleeps). */
-let hungSshd: TestSshd;
-/** A NAS whose rsync freezes (SIGSTOP) a second into each upload; other commands run. */
-let freezingSshd: TestSshd;
-let connection: Connection;
-let client: Client;
-const mounts: Array<{ unmount(): Promise<void> }> = [];
-
+// Two sick NASes besides the sound one: `hung` takes the login, then runs nothing (every command
+// sleeps); `freezing` freezes its rsync (SIGSTOP) a second into each upload, other commands run.
 // The rsync server is started in its own session, so the whole of it (generator and receiver) can be
 // stopped; stopped processes are SIGKILLed by the helper's stop(). (An asynchronous command's stdin
 // is /dev/null unless redirected: fd 3 carries the session's.)
@@ -41,21 +31,12 @@ const FREEZE_RSYNC = `case "$SSH_ORIGINAL_COMMAND" in
   *) exec sh -c "$SSH_ORIGINAL_COMMAND" ;;
 esac`;
 
-before(async () => {
-  [temporal, sshd, hungSshd, freezingSshd] = await Promise.all([startTestTemporal(), startSshd(), startSshd({ forceCommand: 'exec sleep 3600' }), startSshd({ forceCommand: FREEZE_RSYNC })]);
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  for (const m of mounts) await bounded('unmount', m.unmount());
-  await connection?.close();
-  await bounded('stopping the servers', Promise.all([temporal?.stop(), sshd?.stop(), hungSshd?.stop(), freezingSshd?.stop()]), 60_000);
-});
+const stack = useStack({ sshd: true, sickSshds: { hung: { forceCommand: 'exec sleep 3600' }, freezing: { forceCommand: FREEZE_RSYNC } }, boundedCleanup: true });
 
 describe('faults: bounded transfers', () => {
   test('finding 9: status with a hung NAS (ssh connects, then nothing) answers within status.rowTimeoutSeconds; the NAS row reads unreachable; no ssh is left running', async () => {
     const root = await tempDir('fault-status-hung');
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...hungSshd.offsite, remoteDir: join(root, 'nas') }, status: { rowTimeoutSeconds: 3 }, library: { mountPoint: join(root, 'wd'), destination: join(root, 'wd', 'immich') } } });
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { offsite: { ...stack.sshds.hung.offsite, remoteDir: join(root, 'nas') }, status: { rowTimeoutSeconds: 3 }, library: { mountPoint: join(root, 'wd'), destination: join(root, 'wd', 'immich') } } });
     const file = await writeConfigFile(root, raw);
     const started = Date.now();
     const r = await cli(['-c', file, 'status', '--json']);
@@ -67,22 +48,22 @@ describe('faults: bounded transfers', () => {
     assert.match(nas!.summary, /^NAS \S+ not checked: no answer within 3 s \(status\.rowTimeoutSeconds\)$/);
     assert.ok(tookMs < 20_000, `answered in ${tookMs} ms`);
     // The killed ssh leaves no process behind (it ran in its own process group, out of the CLI's).
-    await waitFor('ssh to the hung NAS gone', async () => ((await sshProcessesFor(hungSshd.port)).length === 0 ? true : undefined), 10_000, 200);
+    await waitFor('ssh to the hung NAS gone', async () => ((await sshProcessesFor(stack.sshds.hung.port)).length === 0 ? true : undefined), 10_000, 200);
     await recordFault('hung NAS (sshd ForceCommand sleep): immich-backup status', `answered in ${(tookMs / 1000).toFixed(1)} s: nas-copy "unreachable" after status.rowTimeoutSeconds (3 s); no ssh left running (ps)`);
   });
 
   test('finding 9: status interrupted (SIGTERM) while a hung NAS holds its ssh: it exits at once and leaves no ssh behind', async () => {
     const root = await tempDir('fault-status-term');
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...hungSshd.offsite, remoteDir: join(root, 'nas') }, status: { rowTimeoutSeconds: 60 }, library: { mountPoint: join(root, 'wd'), destination: join(root, 'wd', 'immich') } } });
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { offsite: { ...stack.sshds.hung.offsite, remoteDir: join(root, 'nas') }, status: { rowTimeoutSeconds: 60 }, library: { mountPoint: join(root, 'wd'), destination: join(root, 'wd', 'immich') } } });
     const status = spawnCli(['-c', await writeConfigFile(root, raw), 'status']);
-    await waitFor('status to have its ssh open', async () => ((await sshProcessesFor(hungSshd.port)).length ? true : undefined), 20_000, 100);
+    await waitFor('status to have its ssh open', async () => ((await sshProcessesFor(stack.sshds.hung.port)).length ? true : undefined), 20_000, 100);
     const killedAt = Date.now();
     status.process.kill('SIGTERM');
     const { exitCode } = await status.process;
     assert.ok(Date.now() - killedAt < 10_000, 'it exited promptly');
     assert.equal(exitCode, 143);
     assert.match(status.stdout(), /nas-copy.*status was interrupted/);
-    await waitFor('ssh to the hung NAS gone', async () => ((await sshProcessesFor(hungSshd.port)).length === 0 ? true : undefined), 10_000, 200);
+    await waitFor('ssh to the hung NAS gone', async () => ((await sshProcessesFor(stack.sshds.hung.port)).length === 0 ? true : undefined), 10_000, 200);
     await recordFault('immich-backup status SIGTERMed while its ssh to a hung NAS waits', 'exit 143 at once, the rows so far printed (NAS: interrupted); no ssh left running (ps)');
   });
 
@@ -90,11 +71,11 @@ describe('faults: bounded transfers', () => {
     const root = await tempDir('fault-upload-stall');
     const remote = join(root, 'nas');
     await bigDump(join(root, 'dumps'), '20261127_030000');
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...freezingSshd.offsite, remoteDir: remote, bwLimitKiB: 256, stallSeconds: 3, retryWindowMinutes: 0.05 } } });
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { offsite: { ...stack.sshds.freezing.offsite, remoteDir: remote, bwLimitKiB: 256, stallSeconds: 3, retryWindowMinutes: 0.05 } } });
     const started = Date.now();
     // The NAS side's rsync stays stopped (SIGSTOP) once the client gave up: killed here, so no stopped
     // rsync outlives the test (later tests look for rsync processes).
-    const { error } = await runWorkflow<OffsiteSyncReport>(client, temporal.address, parseConfig(raw), 'OffsiteSync').finally(() => execa('pkill', ['-KILL', '-f', remote], { reject: false }));
+    const { error } = await runWorkflow<OffsiteSyncReport>(stack.client, stack.temporal.address, parseConfig(raw), 'OffsiteSync').finally(() => execa('pkill', ['-KILL', '-f', remote], { reject: false }));
     const tookMs = Date.now() - started;
     const failure = failureType(error);
     assert.equal(failure.type, 'StalledError', failure.message);
@@ -112,16 +93,16 @@ describe('faults: bounded transfers', () => {
     await makeLibrary(source, 40, () => 30_000);
     const mountPoint = join(root, 'wd-backup');
     const drive = await mountLoopExt4(mountPoint);
-    mounts.push(drive);
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { library: { source, destination: join(mountPoint, 'immich'), mountPoint, bwLimitKiB: 150, stallSeconds: 3 } } });
+    stack.mounted(drive);
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { library: { source, destination: join(mountPoint, 'immich'), mountPoint, bwLimitKiB: 150, stallSeconds: 3 } } });
     let heartbeat: Record<string, unknown> | undefined;
     try {
       const started = Date.now();
-      const { error } = await runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, parseConfig(raw), 'WeeklyLibraryMirror', async (id) => {
+      const { error } = await runWorkflow<WeeklyLibraryMirrorReport>(stack.client, stack.temporal.address, parseConfig(raw), 'WeeklyLibraryMirror', async (id) => {
         await waitFor('rsync under way', async () => ((await readdir(join(mountPoint, 'immich'), { recursive: true }).catch(() => [])).length > 3 ? true : undefined), 30_000, 100);
         await drive.freeze();
         heartbeat = await waitFor('a heartbeat saying nothing moves', async () => {
-          const { raw: described } = await client.workflow.getHandle(id).describe();
+          const { raw: described } = await stack.client.workflow.getHandle(id).describe();
           const payload = described.pendingActivities?.[0]?.heartbeatDetails?.payloads?.[0]?.data;
           const details = payload ? (JSON.parse(Buffer.from(payload).toString('utf8')) as Record<string, unknown>) : undefined;
           return details && typeof details.nothingMovedForSeconds === 'number' ? details : undefined;
@@ -144,14 +125,14 @@ describe('faults: bounded transfers', () => {
   test('finding 11: a full NAS fails the upload at once with one line (NasFullError, not retried) and leaves no partial file there', async () => {
     const root = await tempDir('fault-nas-full');
     const remote = join(root, 'nas');
-    mounts.push(await mountTmpfs(remote, '1m'));
+    stack.mounted(await mountTmpfs(remote, '1m'));
     const dump = await bigDump(join(root, 'dumps'), '20261127_040000');
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...sshd.offsite, remoteDir: remote } } });
-    const { error, workflowId } = await runWorkflow<OffsiteSyncReport>(client, temporal.address, parseConfig(raw), 'OffsiteSync');
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { offsite: { ...stack.sshd.offsite, remoteDir: remote } } });
+    const { error, workflowId } = await runWorkflow<OffsiteSyncReport>(stack.client, stack.temporal.address, parseConfig(raw), 'OffsiteSync');
     const failure = failureType(error);
     assert.equal(failure.type, 'NasFullError');
     assert.match(failure.message, /^the NAS \S+ is full \(No space left on device\): free space there or prune old dumps \(offsite\.retentionDays\), then run OffsiteSync again$/);
-    assert.equal(await activityStarts(client, workflowId), 2, 'the plan, then one upload attempt: not retried');
+    assert.equal((await activityAttempts(stack.client, workflowId)).length, 2, 'the plan, then one upload attempt: not retried');
     assert.deepEqual(await readdir(remote), [], 'nothing left on the NAS: no .partial, no rsync partial dir');
     assert.ok(existsSync(join(root, 'dumps', dump.name)), 'the local dump stays');
     await recordFault('NAS full (its dir a 1 MiB tmpfs) during an upload', 'NasFullError in one line, not retried; no partial file or rsync partial dir left on the NAS');

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { DefaultLogger } from '@temporalio/worker';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities/index.js';
@@ -14,29 +13,13 @@ import { recordFault } from '../helpers/fault-matrix.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
 import { rawTestConfig, tempDir } from '../helpers/setup.js';
-import { startSshd, type TestSshd } from '../helpers/sshd.js';
-import { startTestTemporal } from '../helpers/temporal.js';
-import { bigDump, bounded, sha, unfinishedNames, worker } from '../helpers/transfer.js';
+import { useStack } from '../helpers/stack.js';
+import { bigDump, sha, unfinishedNames, worker } from '../helpers/transfer.js';
 
 // Faults in transfers, injected into real processes: worker processes killed with SIGKILL in the
 // middle of rsync, the NAS's sshd killed mid-upload, the USB drive unmounted under a run.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let sshd: TestSshd;
-let connection: Connection;
-let client: Client;
-const mounts: Array<{ unmount(): Promise<void> }> = [];
-
-before(async () => {
-  [temporal, sshd] = await Promise.all([startTestTemporal(), startSshd()]);
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  for (const m of mounts) await bounded('unmount', m.unmount());
-  await connection?.close();
-  await bounded('stopping the servers', Promise.all([temporal?.stop(), sshd?.stop()]), 60_000);
-});
+const stack = useStack({ sshd: true, boundedCleanup: true });
 
 describe('faults: transfers', () => {
   test('worker killed mid-rsync of the library mirror: a new worker completes it; no partial file under a final name', async () => {
@@ -44,10 +27,10 @@ describe('faults: transfers', () => {
     const source = join(root, 'library');
     await makeLibrary(source, 40, () => 30_000);
     const mountPoint = join(root, 'wd-backup');
-    mounts.push(await mountTmpfs(mountPoint));
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { library: { source, destination: join(mountPoint, 'immich'), mountPoint, bwLimitKiB: 200 }, log: { level: 'info' } } });
+    stack.mounted(await mountTmpfs(mountPoint));
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { library: { source, destination: join(mountPoint, 'immich'), mountPoint, bwLimitKiB: 200 }, log: { level: 'info' } } });
     const first = await worker(root, raw);
-    const handle = await client.workflow.start('WeeklyLibraryMirror', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-mirror-${Date.now()}`, args: [{}] });
+    const handle = await stack.client.workflow.start('WeeklyLibraryMirror', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-mirror-${Date.now()}`, args: [{}] });
     await waitFor('rsync under way', async () => ((await readdir(join(mountPoint, 'immich'), { recursive: true }).catch(() => [])).length > 3 ? true : undefined), 30_000, 200);
     first.process.kill('SIGKILL');
     await first.process;
@@ -67,9 +50,9 @@ describe('faults: transfers', () => {
     const root = await tempDir('fault-upload');
     const remote = join(root, 'nas');
     const dump = await bigDump(join(root, 'dumps'), '20261126_030000');
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...sshd.offsite, remoteDir: remote, bwLimitKiB: 256 }, log: { level: 'info' } } });
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { offsite: { ...stack.sshd.offsite, remoteDir: remote, bwLimitKiB: 256 }, log: { level: 'info' } } });
     const first = await worker(root, raw);
-    const handle = await client.workflow.start('OffsiteSync', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-upload-${Date.now()}`, args: [{}] });
+    const handle = await stack.client.workflow.start('OffsiteSync', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-upload-${Date.now()}`, args: [{}] });
     await waitFor('the upload under way', async () => ((await readdir(remote, { recursive: true }).catch(() => [])).some((n) => n.includes('.partial') || /\/\./.test(n) || n.startsWith('.')) ? true : undefined), 30_000, 100);
     assert.ok(!(await readdir(remote)).includes(dump.name), 'no final name while uploading');
     first.process.kill('SIGKILL');
@@ -91,26 +74,26 @@ describe('faults: transfers', () => {
     const root = await tempDir('fault-sshd');
     const remote = join(root, 'nas');
     const dump = await bigDump(join(root, 'dumps'), '20261126_040000');
-    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { offsite: { ...sshd.offsite, remoteDir: remote, bwLimitKiB: 256, retryWindowMinutes: 2 }, log: { level: 'debug' } } });
+    const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { offsite: { ...stack.sshd.offsite, remoteDir: remote, bwLimitKiB: 256, retryWindowMinutes: 2 }, log: { level: 'debug' } } });
     const w = await worker(root, raw);
     try {
-      const handle = await client.workflow.start('OffsiteSync', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-sshd-${Date.now()}`, args: [{}] });
+      const handle = await stack.client.workflow.start('OffsiteSync', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-sshd-${Date.now()}`, args: [{}] });
       await waitFor('the upload under way', async () => ((await readdir(remote).catch(() => [])).some((n) => n.startsWith('.')) ? true : undefined), 30_000, 100);
-      await sshd.kill();
+      await stack.sshd.kill();
       await new Promise((r) => setTimeout(r, 3000));
       assert.ok(!(await readdir(remote)).includes(dump.name), 'no final name after the cut');
-      await sshd.start();
+      await stack.sshd.start();
       const report = (await handle.result()) as OffsiteSyncReport;
       assert.deepEqual(report.copied, [dump.name]);
       assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
-      const key = await readFile(sshd.identityFile, 'utf8');
+      const key = await readFile(stack.sshd.identityFile, 'utf8');
       const keyBody = key.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
       for (const text of [w.stdout(), w.stderr()]) {
         assert.ok(!text.includes('PRIVATE KEY') && !text.includes(keyBody.slice(0, 40)), 'no key material in any log line');
       }
       await recordFault('sshd (NAS) killed mid-upload, started 3 s later', 'upload failed as NAS unreachable, retried with backoff, completed; sha256 matches; no partial under a final name; no key material in the worker\'s logs');
     } finally {
-      await sshd.start().catch(() => undefined);
+      await stack.sshd.start().catch(() => undefined);
       w.process.kill('SIGTERM');
       await w.process;
     }

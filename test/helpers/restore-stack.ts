@@ -4,33 +4,24 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { after, before } from 'node:test';
-import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { parseConfig, type Config } from '../../config/config.js';
 import { tagPlanted } from './trust.js';
 import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../../workflows/index.js';
 import { waitFor } from './net.js';
-import { startPingServer } from './ping.js';
-import { loadImmichLike, startPostgres, type TestPostgres } from './postgres.js';
+import type { TestPostgres } from './postgres.js';
 import { runWorkflow } from './run-workflow.js';
-import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from './setup.js';
+import { rawTestConfig, tempDir, writeConfigFile } from './setup.js';
 import { spawnCli, workerStarted } from './cli.js';
-import { startSshd, type TestSshd } from './sshd.js';
-import { startTestTemporal } from './temporal.js';
+import { useStack, type Stack } from './stack.js';
 
 // The one stack every RestoreDatabase test file runs on: a real PostgreSQL with Immich-like data,
 // real pg_dumpall/psql, a real Temporal dev server, a real sshd as the NAS, and a real HTTP server
 // answering Immich's ping. The fixture docker stands in for the Docker CLI and records every stop
 // and start in a log the tests read.
 
-export interface RestoreStack {
-  temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-  pg: TestPostgres;
-  sshd: TestSshd;
-  ping: Awaited<ReturnType<typeof startPingServer>>;
-  client: Client;
-  dockerLog: string;
+export interface RestoreStack extends Stack {
   /** restoreWorld on this stack. */
   world(extra?: Record<string, Record<string, unknown>>): ReturnType<typeof restoreWorld>;
   /** dockerCalls on this stack. */
@@ -39,25 +30,12 @@ export interface RestoreStack {
   changeData(): Promise<string>;
 }
 
-/** Registers the file's before/after hooks; the returned object is filled in by `before`. */
+/** useStack with what a restore needs; the returned object is filled in by `before`. */
 export function useRestoreStack(assets = 800): RestoreStack {
-  const stack = {} as RestoreStack;
+  const stack = useStack({ postgres: assets, dockerEnv: true, dockerLog: true, sshd: true, ping: true }) as RestoreStack;
   stack.world = (extra = {}) => restoreWorld(stack, extra);
   stack.dockerCalls = () => dockerCalls(stack);
   stack.changeData = () => changeData(stack.pg);
-  let connection: Connection | undefined;
-  before(async () => {
-    [stack.temporal, stack.pg, stack.sshd, stack.ping] = await Promise.all([startTestTemporal(), startPostgres(), startSshd(), startPingServer()]);
-    await loadImmichLike(stack.pg, assets);
-    stack.dockerLog = join(await tempDir('docker-log'), 'docker.log');
-    Object.assign(process.env, fixtureEnv(stack.pg, { FIXTURE_DOCKER_LOG: stack.dockerLog }));
-    connection = await Connection.connect({ address: stack.temporal.address });
-    stack.client = new Client({ connection });
-  });
-  after(async () => {
-    await connection?.close();
-    await Promise.all([stack.temporal?.stop(), stack.pg?.stop(), stack.sshd?.stop(), stack.ping?.stop()]);
-  });
   return stack;
 }
 
@@ -131,11 +109,17 @@ export async function tamper(dir: string, file: string, edit: (sql: string) => s
 
 /** The failure type and message of a failed run. */
 export function failureType(error: unknown): { type: string | undefined; message: string } {
+  const cause = applicationFailure(error);
+  return { type: cause.type ?? undefined, message: cause.message };
+}
+
+/** The ApplicationFailure behind a failed run, through the activity failure that carried it. */
+export function applicationFailure(error: unknown): ApplicationFailure {
   assert.ok(error instanceof WorkflowFailedError, `expected a failed run, got ${String(error)}`);
   let cause: unknown = error.cause;
   while (!(cause instanceof ApplicationFailure) && cause instanceof Error && cause.cause) cause = cause.cause;
   assert.ok(cause instanceof ApplicationFailure);
-  return { type: cause.type ?? undefined, message: cause.message };
+  return cause;
 }
 
 /** Waits until the run's currentStep is `step` (or satisfies it). */

@@ -56,3 +56,9 @@ export async function withWorker<T>(address: string, config: Config, use: () => 
 
 /** A workflow ID no other test run uses. */
 export const testWorkflowId = (type: string) => `test-${type}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+
+/** The attempt number of every activity task the run started, in history order: a retry shows as 2 or more. */
+export async function activityAttempts(client: Client, workflowId: string): Promise<number[]> {
+  const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  return (history.events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+}

@@ -1,7 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Client } from '@temporalio/client';
 import { execa } from 'execa';
 import { spawnCli, workerStarted } from './cli.js';
 import { writeConfigFile } from './setup.js';
@@ -13,12 +12,6 @@ import { tagWithTestKey } from './trust.js';
 export async function sshProcessesFor(port: number): Promise<string[]> {
   const { stdout } = await execa('ps', ['-e', '-o', 'pid=,args=']);
   return stdout.split('\n').filter((l) => /\b(ssh|scp|rsync)\b/.test(l) && new RegExp(`-[pP] ${port}\\b`).test(l));
-}
-
-/** How many times each activity type started (attempts included). */
-export async function activityStarts(client: Client, workflowId: string): Promise<number> {
-  const history = await client.workflow.getHandle(workflowId).fetchHistory();
-  return (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes).length;
 }
 
 export const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

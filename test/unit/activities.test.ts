@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { DefaultLogger } from '@temporalio/worker';
 import { execa } from 'execa';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -14,17 +14,17 @@ import { teeSink, TesterStoppedError } from '../../activities/dump.js';
 import { digestsFileName, readDigestsFile, TableDigester } from '../../adapters/postgres/table-digests.js';
 import type { Config } from '../../config/config.js';
 import { createLogger } from '../../config/logger.js';
-import { IMMICH_TABLES, loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { IMMICH_TABLES, pgBin } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/net.js';
 import { fixture } from '../helpers/paths.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { ensureKey } from '../../adapters/files/provenance.js';
+import { useStack } from '../helpers/stack.js';
 import { tagPlanted } from '../helpers/trust.js';
 
 // Activities called directly, outside a worker, against real PostgreSQL, compressors and files.
 // MockActivityEnvironment is the SDK's activity context; the fixture docker stands in for Docker.
 
-let pg: TestPostgres;
 const logger = createLogger({ level: 'fatal', fd: 2 });
 // The failures below are expected; keep the SDK from printing each one.
 const quiet = new DefaultLogger('ERROR', () => undefined);
@@ -35,12 +35,7 @@ const run = <T>(fn: () => Promise<T>, beats?: unknown[]) => {
 };
 const activities = (config: Config) => createActivities({ config, logger });
 
-before(async () => {
-  pg = await startPostgres();
-  await loadImmichLike(pg, 500);
-  Object.assign(process.env, fixtureEnv(pg));
-});
-after(() => pg?.stop());
+const stack = useStack({ temporal: false, postgres: 500, dockerEnv: true });
 
 /** A dump with its .sha256, as a backup left it (tagged with the key of the dir's test config, when the checksum is its own). */
 async function writeDump(dir: string, name: string, sql: string | Buffer, checksum?: string, tag = false) {
@@ -76,7 +71,7 @@ describe('discoverPostgresContainer', () => {
     try {
       assert.deepEqual(await run(() => activities(config).discoverPostgresContainer()), { runtime: 'docker', container: 'immich_postgres' });
     } finally {
-      process.env.FIXTURE_DOCKER_CONTAINERS = fixtureEnv(pg).FIXTURE_DOCKER_CONTAINERS;
+      process.env.FIXTURE_DOCKER_CONTAINERS = fixtureEnv(stack.pg).FIXTURE_DOCKER_CONTAINERS;
     }
   });
 });

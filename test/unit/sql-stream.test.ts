@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { DumpFilter, restoreFilter, safetyScanner } from '../../adapters/postgres/sql-stream.js';
 import { HOSTILE_FIRST_LINE, HOSTILE_SNIPPETS, hostileDump, type HostileContext } from '../helpers/hostile-sql.js';
-import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { pgBin } from '../helpers/postgres.js';
+import { useStack } from '../helpers/stack.js';
 
 const chunks = (sql: string | Buffer, size: number) => {
   const buf = Buffer.from(sql);
@@ -194,20 +195,14 @@ SELECT lo_from_bytea(0, '\x00010203'::bytea);
 `;
 
 describe('real pg_dumpall and pg_dump output', () => {
-  let pg: TestPostgres;
-  before(async () => {
-    pg = await startPostgres();
-    await loadImmichLike(pg, 200);
-    await pg.psql('CREATE DATABASE awkward;');
-    await pg.psql(`CREATE DATABASE "Awk ward's";`);
-    await pg.psql(AWKWARD, 'awkward');
-    await pg.psql(AWKWARD, "Awk ward's");
-  });
-  after(async () => {
-    await pg?.stop();
+  const stack = useStack({ temporal: false, postgres: 200 }, async () => {
+    await stack.pg.psql('CREATE DATABASE awkward;');
+    await stack.pg.psql(`CREATE DATABASE "Awk ward's";`);
+    await stack.pg.psql(AWKWARD, 'awkward');
+    await stack.pg.psql(AWKWARD, "Awk ward's");
   });
 
-  const dump = async (tool: string, args: string[]) => Buffer.from((await execa(join(pgBin, tool), args, { env: pg.env, encoding: 'buffer', stripFinalNewline: false })).stdout);
+  const dump = async (tool: string, args: string[]) => Buffer.from((await execa(join(pgBin, tool), args, { env: stack.pg.env, encoding: 'buffer', stripFinalNewline: false })).stdout);
   const SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false);\n";
   const FIXED = "SELECT pg_catalog.set_config('search_path', 'public, pg_catalog', true);\n";
   const rewritten = (sql: Buffer) => Buffer.from(sql.toString('latin1').split(SEARCH_PATH).join(FIXED), 'latin1');
@@ -230,10 +225,10 @@ describe('real pg_dumpall and pg_dump output', () => {
 
   test('a pg_dump through the filter loads into psql with every awkward value intact', async () => {
     const sql = await dump('pg_dump', ['-d', 'awkward']);
-    await pg.psql('CREATE DATABASE awkward_copy;');
-    const psql = execa(join(pgBin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', 'awkward_copy'], { env: pg.env, stdin: 'pipe' });
+    await stack.pg.psql('CREATE DATABASE awkward_copy;');
+    const psql = execa(join(pgBin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', 'awkward_copy'], { env: stack.pg.env, stdin: 'pipe' });
     await Promise.all([pipeline(Readable.from(chunks(sql, 4096)), restoreFilter('nobody', 'awkward.sql'), psql.stdin!), psql]);
     const digest = "SELECT md5(string_agg(id || caption || coalesce(encode(raw, 'hex'), ''), '|' ORDER BY id)) || awk('x') || atomic_add(1) || (SELECT n FROM mv) || last_value FROM captions, s GROUP BY last_value";
-    assert.equal(await pg.psql(digest, 'awkward_copy'), await pg.psql(digest, 'awkward'));
+    assert.equal(await stack.pg.psql(digest, 'awkward_copy'), await stack.pg.psql(digest, 'awkward'));
   });
 });

@@ -3,18 +3,18 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { countRows, countRowsFromDump } from '../../adapters/postgres/throwaway.js';
 import { compareDigests, connectTarget, TableDigester, UnterminatedCopyError } from '../../adapters/postgres/table-digests.js';
 import type { TableDigests } from '../../core/reports.js';
-import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { useStack } from '../helpers/stack.js';
 
 // The per-table digester against real pg_dumpall output: a live server whose heap order was
 // shuffled by updates and deletes, a fresh server loaded from its dump, and the dump's SQL cut
 // into chunks of every awkward size.
 
-let live: TestPostgres;
 let sql: Buffer;
 
 const dumpall = async (pg: TestPostgres) => Buffer.from((await execa(join(pgBin, 'pg_dumpall'), ['--clean', '--if-exists'], { env: pg.env, encoding: 'buffer', stripFinalNewline: false })).stdout);
@@ -59,13 +59,11 @@ function reference(text: Buffer, database = ''): TableDigests {
   return out;
 }
 
-before(async () => {
-  live = await startPostgres();
-  await loadImmichLike(live, 1200);
+const stack = useStack({ temporal: false, postgres: 1200 }, async () => {
   // Heap order no longer follows insertion: updated rows move to the end, deleted ones leave holes
   // that later inserts fill. Plus the shapes a COPY line can take: a quoted name, a table without
   // columns, an empty table, a second database.
-  await live.psql(
+  await stack.pg.psql(
     `UPDATE assets SET type = 'IMAGE' WHERE id IN (SELECT id FROM assets ORDER BY id LIMIT 300);
      DELETE FROM asset_faces WHERE "boundingBoxX1" % 5 = 0;
      VACUUM asset_faces;
@@ -78,21 +76,20 @@ before(async () => {
      CREATE TABLE public.empty (x int);`,
     'immich',
   );
-  await live.psql(`CREATE DATABASE "other db"`);
-  await live.psql(`CREATE TABLE notes (body text); INSERT INTO notes SELECT 'note ' || i FROM generate_series(1, 100) i;`, 'other db');
-  sql = await dumpall(live);
+  await stack.pg.psql(`CREATE DATABASE "other db"`);
+  await stack.pg.psql(`CREATE TABLE notes (body text); INSERT INTO notes SELECT 'note ' || i FROM generate_series(1, 100) i;`, 'other db');
+  sql = await dumpall(stack.pg);
 });
-after(() => live?.stop());
 
 describe('TableDigester', () => {
   test('a fresh server loaded from a pg_dumpall re-dumps to the same digest for every table, though the live heap was reordered', async () => {
     const dumped = await digest([sql]);
     // Keyed exactly like the row counts, every table of every database that accepts connections.
-    assert.deepEqual(Object.keys(dumped).sort(), Object.keys(await countRows(psqlOf(live))).sort());
+    assert.deepEqual(Object.keys(dumped).sort(), Object.keys(await countRows(psqlOf(stack.pg))).sort());
     assert.ok('immich: "Odd Schema"."Mixed Case"' in dumped && 'other db: public.notes' in dumped && 'immich: public.no_columns' in dumped);
     // The premise: pg_dump wrote asset_faces in heap order, which is not insertion (or key) order any more.
-    const liveOrder = await live.psql('SELECT string_agg(id::text, \',\' ORDER BY ctid) FROM asset_faces', 'immich');
-    const keyOrder = await live.psql('SELECT string_agg(id::text, \',\' ORDER BY id) FROM asset_faces', 'immich');
+    const liveOrder = await stack.pg.psql('SELECT string_agg(id::text, \',\' ORDER BY ctid) FROM asset_faces', 'immich');
+    const keyOrder = await stack.pg.psql('SELECT string_agg(id::text, \',\' ORDER BY id) FROM asset_faces', 'immich');
     assert.notEqual(liveOrder, keyOrder);
     const fresh = await startPostgres();
     try {
@@ -124,7 +121,7 @@ describe('TableDigester', () => {
       await pipeline(Readable.from(chunks), digester);
       return digester.rowCounts();
     };
-    const expected = await countRows(psqlOf(live));
+    const expected = await countRows(psqlOf(stack.pg));
     assert.equal(expected['immich: "Odd Schema"."Mixed Case"'], 4);
     assert.equal(expected['immich: public.empty'], 0);
     assert.deepEqual(await counts([sql]), expected);
@@ -133,24 +130,24 @@ describe('TableDigester', () => {
     for (let k = 0; k < 5; k++) assert.deepEqual(await counts([sql.subarray(0, end + k), sql.subarray(end + k)]), expected, `split ${k} bytes into the end line`);
     // The drill's counts from its re-dump: the catalog names every table, the dump's lines count them.
     const dumped = await counts([sql]);
-    assert.deepEqual(await countRowsFromDump(psqlOf(live), dumped), expected);
+    assert.deepEqual(await countRowsFromDump(psqlOf(stack.pg), dumped), expected);
     // A table the dump leaves out (an extension's own): its database is counted with count(*).
     const { 'other db: public.notes': _left, ...withoutNotes } = dumped;
-    assert.deepEqual(await countRowsFromDump(psqlOf(live), withoutNotes), expected);
+    assert.deepEqual(await countRowsFromDump(psqlOf(stack.pg), withoutNotes), expected);
     // Not trusted blindly: a wrong count in the dump's lines shows as a difference, not as the truth.
-    assert.notDeepEqual(await countRowsFromDump(psqlOf(live), { ...dumped, 'immich: public.empty': 3 }), expected);
+    assert.notDeepEqual(await countRowsFromDump(psqlOf(stack.pg), { ...dumped, 'immich: public.empty': 3 }), expected);
     // A table that belongs to an extension (pg_dump leaves its data out, or dumps part of it):
     // its database is counted with count(*), even where the dump's lines claim a count for it.
-    await live.psql('CREATE DATABASE ext_db');
+    await stack.pg.psql('CREATE DATABASE ext_db');
     try {
-      await live.psql('CREATE EXTENSION pg_trgm; CREATE TABLE ext_owned (x int); INSERT INTO ext_owned VALUES (1), (2); ALTER EXTENSION pg_trgm ADD TABLE ext_owned; CREATE TABLE plain (y int); INSERT INTO plain VALUES (1);', 'ext_db');
-      const all = await countRows(psqlOf(live));
+      await stack.pg.psql('CREATE EXTENSION pg_trgm; CREATE TABLE ext_owned (x int); INSERT INTO ext_owned VALUES (1), (2); ALTER EXTENSION pg_trgm ADD TABLE ext_owned; CREATE TABLE plain (y int); INSERT INTO plain VALUES (1);', 'ext_db');
+      const all = await countRows(psqlOf(stack.pg));
       assert.deepEqual([all['ext_db: public.ext_owned'], all['ext_db: public.plain']], [2, 1]);
-      const fromDump = await counts([await dumpall(live)]);
+      const fromDump = await counts([await dumpall(stack.pg)]);
       assert.equal(fromDump['ext_db: public.ext_owned'], undefined, 'pg_dump leaves an extension member table out');
-      assert.deepEqual(await countRowsFromDump(psqlOf(live), { ...fromDump, 'ext_db: public.ext_owned': 0 }), all);
+      assert.deepEqual(await countRowsFromDump(psqlOf(stack.pg), { ...fromDump, 'ext_db: public.ext_owned': 0 }), all);
     } finally {
-      await live.psql('DROP DATABASE ext_db');
+      await stack.pg.psql('DROP DATABASE ext_db');
     }
   });
 
@@ -171,7 +168,7 @@ describe('TableDigester', () => {
   });
 
   test('pg_dump -d DB (no \\connect) keys its tables by the database given; pg_dump\'s \\connect forms are read', async () => {
-    const single = Buffer.from((await execa(join(pgBin, 'pg_dump'), ['-d', 'other db'], { env: live.env, encoding: 'buffer' })).stdout);
+    const single = Buffer.from((await execa(join(pgBin, 'pg_dump'), ['-d', 'other db'], { env: stack.pg.env, encoding: 'buffer' })).stdout);
     assert.deepEqual(Object.keys(await digest([single], 'other db')), ['other db: public.notes']);
     assert.equal(connectTarget('\\connect immich'), 'immich');
     assert.equal(connectTarget('\\connect IMMICH'), 'immich');

@@ -6,13 +6,13 @@ import type { BackupHealthReport } from '../../workflows/index.js';
 import { freePort } from '../helpers/net.js';
 import { testWorkflowId, withWorker } from '../helpers/run-workflow.js';
 import { tempDir, testConfig } from '../helpers/setup.js';
-import { useTestTemporal } from '../helpers/temporal-stack.js';
+import { useStack } from '../helpers/stack.js';
 
 // BackupHealth runs hourly for as long as the tool is installed: its result must not grow with the
 // number of runs behind it (at Temporal's 2 MB payload limit the dead-man's switch itself would fail).
 
 const RUNS = 50;
-const stack = useTestTemporal();
+const stack = useStack();
 
 describe('BackupHealth payload', () => {
   test('fifty checks in a row return results of the same small size, and no status row carries an earlier run\'s result', async () => {

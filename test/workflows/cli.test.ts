@@ -1,36 +1,34 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs } from '../helpers/library.js';
 import { freePort, freePorts, waitFor } from '../helpers/net.js';
-import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+import { useStack } from '../helpers/stack.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 
 // The operator's view: the `immich-backup` CLI as a subprocess. `start` runs the embedded
 // Temporal dev server (the real binary) and the worker; `backup db` runs a real backup through it.
 
 const SECRET = 'pw-Zq8!never-in-a-log';
-let pg: TestPostgres;
 let started: ReturnType<typeof spawnCli> | undefined;
 let address = '';
 let uiUrl = '';
 let configFile = '';
 let backupDir = '';
-let drive: { unmount(): Promise<void> } | undefined;
 
-before(async () => {
-  pg = await startPostgres();
-  await loadImmichLike(pg, 1000);
+const stack = useStack({ temporal: false, postgres: 1000 }, async () => {
   const dir = await tempDir('cli');
   backupDir = join(dir, 'dumps');
   const [port, uiPort] = (await freePorts(2)) as [number, number];
   // A small library and a real tmpfs standing in for the USB drive, for `backup library`.
   const librarySource = join(dir, 'library');
   await makeLibrary(librarySource, 80); // ~0.9 MB at 150 KiB/s: several progress polls
-  drive = await mountTmpfs(join(dir, 'wd-backup'));
+  stack.mounted(await mountTmpfs(join(dir, 'wd-backup')));
+  // After the mount: `start` is stopped before the drive is unmounted.
+  stack.defer(() => started?.process.kill('SIGKILL'));
   const library = { source: librarySource, destination: join(dir, 'wd-backup', 'immich'), mountPoint: join(dir, 'wd-backup'), bwLimitKiB: 150 };
   const raw = rawTestConfig({ backupDir, extra: { postgres: { password: SECRET }, log: { level: 'info' }, library } });
   raw.temporal = { ...raw.temporal, devServer: { dataDir: join(dir, 'temporal'), port, uiPort } };
@@ -38,15 +36,9 @@ before(async () => {
   address = `127.0.0.1:${port}`;
 });
 
-after(async () => {
-  started?.process.kill('SIGKILL');
-  await drive?.unmount();
-  await pg?.stop();
-});
-
 describe('immich-backup CLI', () => {
   test('start brings up the dev server, its Web UI and the worker, and prints the UI address', async () => {
-    started = spawnCli(['-c', configFile, 'start'], fixtureEnv(pg));
+    started = spawnCli(['-c', configFile, 'start'], fixtureEnv(stack.pg));
     uiUrl = await waitFor('the UI address', () => /Temporal Web UI: (http:\/\/\S+)/.exec(started!.stderr())?.[1], 60_000);
     await workerStarted(started);
     const page = await waitFor('the Web UI to answer', async () => {
@@ -100,7 +92,7 @@ describe('immich-backup CLI', () => {
     const dir = await tempDir('cli-fail');
     const raw = rawTestConfig({ backupDir: join(dir, 'dumps'), address, extra: { postgres: { containerPattern: '^immich_pg_missing$' }, log: { level: 'info' } } });
     const file = await writeConfigFile(dir, raw);
-    const worker = spawnCli(['-c', file, 'start'], fixtureEnv(pg));
+    const worker = spawnCli(['-c', file, 'start'], fixtureEnv(stack.pg));
     try {
       await workerStarted(worker);
       assert.doesNotMatch(worker.stderr(), /Temporal Web UI/);

@@ -2,18 +2,17 @@ import assert from 'node:assert/strict';
 import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { createHash } from 'node:crypto';
 import { parseConfig, type Config } from '../../config/config.js';
 import { CONTENT_DIGESTS_MISSING, CONTENT_NOT_COMPARED } from '../../core/reports.js';
 import type { NightlyDbBackupReport, RestoreDrillReport } from '../../workflows/index.js';
 import { recordFault } from '../helpers/fault-matrix.js';
-import { loadImmichLike, pgBin, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { pgBin } from '../helpers/postgres.js';
 import { failureType, tamper } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
-import { fixtureEnv, listDir, rawTestConfig, tempDir } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { listDir, rawTestConfig, tempDir } from '../helpers/setup.js';
+import { useStack } from '../helpers/stack.js';
 import { tagPlanted } from '../helpers/trust.js';
 
 // The drill proves content: NightlyDbBackup digests each table's data from the dump's own stream,
@@ -21,32 +20,18 @@ import { tagPlanted } from '../helpers/trust.js';
 // and compares table by table. Real Temporal dev server, PostgreSQL, pg_dumpall, igzip.
 
 const ASSETS = 1500;
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let connection: Connection;
-let client: Client;
 
-before(async () => {
-  [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
-  await loadImmichLike(pg, ASSETS);
-  Object.assign(process.env, fixtureEnv(pg, { FIXTURE_PG_BIN: pgBin }));
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop()]);
-});
+const stack = useStack({ postgres: ASSETS, dockerEnv: { FIXTURE_PG_BIN: pgBin } });
 
 async function backedUp(extra: Record<string, Record<string, unknown>> = {}) {
   const dir = await tempDir('drill-content');
   const config = parseConfig(rawTestConfig({ backupDir: dir, extra }));
-  const { report, error } = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup');
+  const { report, error } = await runWorkflow<NightlyDbBackupReport>(stack.client, stack.temporal.address, config, 'NightlyDbBackup');
   assert.equal(error, undefined, String(error));
   return { dir, config, file: report!.file, report: report! };
 }
 
-const drill = (config: Config) => runWorkflow<RestoreDrillReport>(client, temporal.address, config, 'RestoreDrill');
+const drill = (config: Config) => runWorkflow<RestoreDrillReport>(stack.client, stack.temporal.address, config, 'RestoreDrill');
 
 /** Rewrites the dump's SQL and signs it and its (unchanged) row counts with the test key: only the content check can object. */
 async function alterAndResign(dir: string, file: string, config: Config, edit: (sql: string) => string): Promise<void> {
@@ -155,7 +140,7 @@ describe('RestoreDrill compares each table\'s data', () => {
       }
       throw new Error('no digests file appeared beside the dump');
     };
-    const backup = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup', removeDigests);
+    const backup = await runWorkflow<NightlyDbBackupReport>(stack.client, stack.temporal.address, config, 'NightlyDbBackup', removeDigests);
     const { type, message } = failureType(backup.error);
     assert.equal(type, 'DigestsMissingError');
     const file = removed.slice(1, -'.digests'.length);

@@ -2,13 +2,13 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { cli, workerStarted } from '../helpers/cli.js';
 import { freePorts } from '../helpers/net.js';
 import { cliPath, temporalBinary } from '../helpers/paths.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 import { serviceUnit } from '../../cli/service-unit.js';
 import { writeFile } from 'node:fs/promises';
 
@@ -16,17 +16,11 @@ import { writeFile } from 'node:fs/promises';
 // it, and its ExecStart line runs as systemd would run it (argv, the unit's environment only).
 // systemctl is never run.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
 /** A folder with a space in its name: the unit must quote the config's path. */
 let dir = '';
 
-before(async () => {
-  temporal = await startTestTemporal();
+const stack = useStack({}, async () => {
   dir = await tempDir('install service');
-});
-
-after(async () => {
-  await temporal?.stop();
 });
 
 /** The words of a unit line's value as systemd splits them: double quotes, backslash escapes, %% and (Exec lines) $$. */
@@ -86,7 +80,7 @@ async function runExecStart(unit: string): Promise<{ stdout: string; stderr: str
 
 describe('install-service writes a systemd unit that verifies and runs', () => {
   test('with temporal.address set, the unit runs `worker` as root with the absolute config, node and cli paths, restart policy and hardening', async () => {
-    const raw = rawTestConfig({ backupDir: join(dir, 'worker-mode', 'dumps'), address: temporal.address, extra: { log: { level: 'info' } } });
+    const raw = rawTestConfig({ backupDir: join(dir, 'worker-mode', 'dumps'), address: stack.temporal.address, extra: { log: { level: 'info' } } });
     const { configFile, unitFile, unit } = await writeUnit('worker-mode', raw);
     await verify(unitFile);
     const { argv, env } = parseUnit(unit);
@@ -97,7 +91,7 @@ describe('install-service writes a systemd unit that verifies and runs', () => {
     }
     assert.doesNotMatch(unit, /^User=/m, 'a root service');
     const { stdout } = await runExecStart(unit);
-    assert.match(stdout, new RegExp(`"address":"${temporal.address}".*"msg":"worker started"`));
+    assert.match(stdout, new RegExp(`"address":"${stack.temporal.address}".*"msg":"worker started"`));
   });
 
   test('without temporal.address, the unit runs `start`: the temporal binary is found through the unit\'s PATH and the dev server comes up', async () => {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { execa } from 'execa';
 import type { AuditState } from '../../adapters/mirror/audit-state.js';
@@ -10,50 +9,38 @@ import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { makeImmichLibrary, mountTmpfs } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { activityAttempts } from '../helpers/run-workflow.js';
+import { useStack } from '../helpers/stack.js';
 
 // A worker process killed with SIGKILL in the middle of a LibraryAudit pass: Temporal notices the
 // missing heartbeats, retries the audit on a new worker process, and the retry goes on from the
 // position in the last heartbeat. Every asset is counted exactly once. The fixture docker holds
 // each page of Immich's assets back (FIXTURE_DOCKER_DELAY assets=N) so the kill lands mid-pass.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let connection: Connection;
-let mount: { unmount(): Promise<void> } | undefined;
 
-before(async () => {
-  [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
-  connection = await Connection.connect({ address: temporal.address });
-});
-after(async () => {
-  await mount?.unmount();
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop()]);
-});
+const stack = useStack({ postgres: true });
 
 describe('a worker killed mid-audit', () => {
   test('a new worker resumes the pass from the last heartbeat and completes it with exactly one count per asset', async () => {
     const root = await tempDir('audit-crash');
     const source = join(root, 'upload');
-    const assets = await makeImmichLibrary(pg, source, 2500, { externalCount: 30 });
+    const assets = await makeImmichLibrary(stack.pg, source, 2500, { externalCount: 30 });
     const mountPoint = join(root, 'wd-backup');
     const destination = join(mountPoint, 'immich');
-    mount = await mountTmpfs(mountPoint);
+    stack.mounted(await mountTmpfs(mountPoint));
     await execa('rsync', ['-a', `${source}/`, `${destination}/`]);
-    const configFile = await writeConfigFile(root, rawTestConfig({ backupDir: join(root, 'dumps'), address: temporal.address, extra: { library: { source, destination, mountPoint }, log: { level: 'info' } } }));
+    const configFile = await writeConfigFile(root, rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { library: { source, destination, mountPoint }, log: { level: 'info' } } }));
 
     // Each page of 1000 assets waits 12 s: the second heartbeat the server records (16 s in) falls
     // after the first page and before the second.
-    const first = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg, { FIXTURE_DOCKER_DELAY: 'assets=12' }));
+    const first = spawnCli(['-c', configFile, 'worker'], fixtureEnv(stack.pg, { FIXTURE_DOCKER_DELAY: 'assets=12' }));
     await workerStarted(first);
     const operator = spawnCli(['-c', configFile, 'audit', 'library', '--json']);
     let second: ReturnType<typeof spawnCli> | undefined;
     try {
       const workflowId = await waitFor('the run to start', () => /^started (\S+)$/m.exec(operator.stderr())?.[1]);
-      const handle = new Client({ connection }).workflow.getHandle(workflowId);
+      const handle = stack.client.workflow.getHandle(workflowId);
       const position = await waitFor(
         'a heartbeat after the first page',
         async () => {
@@ -70,7 +57,7 @@ describe('a worker killed mid-audit', () => {
       first.process.kill('SIGKILL');
       await first.process;
 
-      second = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
+      second = spawnCli(['-c', configFile, 'worker'], fixtureEnv(stack.pg));
       const { exitCode } = await operator.process;
       assert.equal(exitCode, 0, operator.stderr());
       const report = JSON.parse(operator.stdout()) as LibraryAuditReport;
@@ -89,8 +76,7 @@ describe('a worker killed mid-audit', () => {
       assert.match(operator.stderr(), /^… auditLibrary checked=\d+ of 2530 assets \(pass 1; this run \d+ of the rest\) bytes=\S+ \S+ rate=\S+ \S+\/s current=\S* mirror=checked$/m);
       assert.match(operator.stderr(), /^… auditLibrary: attempt 1 of 5 failed: .*Heartbeat timeout.*$/m);
 
-      const history = await handle.fetchHistory();
-      const attempts = (history.events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+      const attempts = await activityAttempts(stack.client, workflowId);
       assert.ok(attempts.includes(2), `the audit was retried: attempts ${attempts.join(',')}`);
       await recordFault('worker killed (SIGKILL) mid-audit', `a new worker resumed LibraryAudit from the heartbeat after ${position.covered} assets; the pass completed with each of 2530 assets counted once`);
     } finally {

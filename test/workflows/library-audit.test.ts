@@ -1,54 +1,35 @@
 import assert from 'node:assert/strict';
 import { chmod, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { describe, test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { execa } from 'execa';
 import { collectStatus } from '../../status/status.js';
 import { auditStatePath, type AuditState } from '../../adapters/mirror/audit-state.js';
 import type { LibraryAuditReport } from '../../workflows/index.js';
 import { makeImmichLibrary, mountTmpfs, type ImmichAssetFixture } from '../helpers/library.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { waitFor } from '../helpers/net.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
-import { fixtureEnv, tempDir, testConfig } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { tempDir, testConfig } from '../helpers/setup.js';
+import { useStack } from '../helpers/stack.js';
 
 // LibraryAudit against a real PostgreSQL holding Immich's asset table (real SHA-1s of generated
 // files), the library mirrored with real rsync -a onto a real tmpfs standing in for the drive,
 // on a real Temporal dev server with the real worker and activities.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let connection: Connection;
-let client: Client;
-let receiver: Receiver;
-const mounts: Array<{ unmount(): Promise<void> }> = [];
-
-before(async () => {
-  [temporal, pg, receiver] = await Promise.all([startTestTemporal(), startPostgres(), startReceiver()]);
-  Object.assign(process.env, fixtureEnv(pg));
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  for (const m of mounts) await m.unmount();
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop(), receiver?.close()]);
-});
+const stack = useStack({ postgres: true, dockerEnv: true, receiver: true });
 
 /** A fresh Immich: its asset table holds exactly this library's rows; the library mirrored onto a mounted tmpfs (or not). */
 async function setup(count: number, options: { externalCount?: number; mounted?: boolean; audit?: Record<string, unknown> } = {}) {
   const root = await tempDir('audit');
   const source = join(root, 'upload');
-  await pg.psql('DROP TABLE IF EXISTS asset', 'immich').catch(() => undefined);
-  const assets = await makeImmichLibrary(pg, source, count, { externalCount: options.externalCount ?? 0 });
+  await stack.pg.psql('DROP TABLE IF EXISTS asset', 'immich').catch(() => undefined);
+  const assets = await makeImmichLibrary(stack.pg, source, count, { externalCount: options.externalCount ?? 0 });
   const mountPoint = join(root, 'wd-backup');
   const destination = join(mountPoint, 'immich');
   if (options.mounted !== false) {
-    mounts.push(await mountTmpfs(mountPoint));
+    stack.mounted(await mountTmpfs(mountPoint));
     await execa('rsync', ['-a', `${source}/`, `${destination}/`]);
   } else await execa('mkdir', ['-p', mountPoint]);
   const hook = `/hook-${Math.random().toString(36).slice(2)}`;
@@ -56,11 +37,11 @@ async function setup(count: number, options: { externalCount?: number; mounted?:
     backupDir: join(root, 'dumps'),
     extra: {
       library: { source, destination, mountPoint, audit: { reportNames: 3, ...options.audit } },
-      notifications: { webhooks: [`${receiver.url}${hook}`] },
+      notifications: { webhooks: [`${stack.receiver.url}${hook}`] },
     },
   });
-  const run = (input: Record<string, unknown> = {}, during?: (workflowId: string) => Promise<void>) => runWorkflow<LibraryAuditReport>(client, temporal.address, config, 'LibraryAudit', during, input);
-  const alarms = () => receiver.delivered(hook).map((r) => JSON.parse(r.body) as { kind: string; event: string; message: string });
+  const run = (input: Record<string, unknown> = {}, during?: (workflowId: string) => Promise<void>) => runWorkflow<LibraryAuditReport>(stack.client, stack.temporal.address, config, 'LibraryAudit', during, input);
+  const alarms = () => stack.receiver.delivered(hook).map((r) => JSON.parse(r.body) as { kind: string; event: string; message: string });
   return { root, source, destination, mountPoint, assets, config, run, alarms };
 }
 
@@ -272,7 +253,7 @@ describe('LibraryAudit', () => {
     const slice = await run({ trigger: 'schedule' });
     assert.equal(slice.report!.run.covered, 10);
     const { pass } = await backdate();
-    await pg.psql(`DELETE FROM asset WHERE id > '${pass!.after}'::uuid`, 'immich');
+    await stack.pg.psql(`DELETE FROM asset WHERE id > '${pass!.after}'::uuid`, 'immich');
     const last = await run({ trigger: 'schedule' });
     assert.equal(last.error, undefined, String(last.error));
     assert.equal(last.report!.pass.completed, true);

@@ -1,31 +1,18 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountLoopExt4 } from '../helpers/library.js';
 import { failureType } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { tempDir, testConfig } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 
 // The versioned mirror writes to the drive outside rsync too (the versions folder, the unchecked
 // marker, the pairing): on a frozen drive (fsfreeze on a real loop-mounted ext4) each of those is
 // bounded like rsync, instead of waiting in the kernel for ever.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let connection: Connection;
-let client: Client;
-
-before(async () => {
-  temporal = await startTestTemporal();
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  await connection?.close();
-  await temporal?.stop();
-});
+const stack = useStack();
 
 describe('WeeklyLibraryMirror on a frozen drive', () => {
   test('a drive frozen before the run fails it as stalled within library.stallSeconds, in one line, not retried', async () => {
@@ -38,7 +25,7 @@ describe('WeeklyLibraryMirror on a frozen drive', () => {
       await drive.freeze();
       const config = testConfig({ backupDir: join(root, 'dumps'), extra: { library: { source, destination: join(mountPoint, 'immich'), mountPoint, stallSeconds: 3 } } });
       const started = Date.now();
-      const { error } = await runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, config, 'WeeklyLibraryMirror');
+      const { error } = await runWorkflow<WeeklyLibraryMirrorReport>(stack.client, stack.temporal.address, config, 'WeeklyLibraryMirror');
       const failure = failureType(error);
       assert.equal(failure.type, 'StalledError', failure.message);
       assert.match(failure.message, /^the library mirror onto \S+ stalled: creating the versions folder did not finish within 3 s \(library\.stallSeconds\); check the drive/);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createActivities } from '../../activities/index.js';
@@ -12,21 +12,13 @@ import { remoteVersionsDirOf, versionSetName, versionsDirOf } from '../../core/l
 import { createLogger } from '../../config/logger.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { tempDir, testConfig } from '../helpers/setup.js';
-import { startSshd, type TestSshd } from '../helpers/sshd.js';
+import { useStack } from '../helpers/stack.js';
 
 // The outside review of issue 15 (findings 2 to 8): the versioned mirror's activities called as a
 // workflow would call them (Temporal's MockActivityEnvironment), with real rsync into a real tmpfs
 // standing in for the WD drive, and a real sshd on loopback standing in for the NAS.
 
-let sshd: TestSshd;
-const mounts: Array<{ unmount(): Promise<void> }> = [];
-before(async () => {
-  sshd = await startSshd();
-});
-after(async () => {
-  for (const m of mounts) await m.unmount();
-  await sshd?.stop();
-});
+const stack = useStack({ temporal: false, sshd: true });
 
 const logger = createLogger({ level: 'fatal', fd: 2 });
 const day = 86_400_000;
@@ -37,13 +29,13 @@ async function setup(files: number, library: Record<string, unknown> = {}) {
   const source = join(root, 'library');
   const mountPoint = join(root, 'wd-backup');
   await makeLibrary(source, files);
-  mounts.push(await mountTmpfs(mountPoint));
+  stack.mounted(await mountTmpfs(mountPoint));
   const destination = join(mountPoint, 'immich');
   const backupDir = join(root, 'dumps');
   await mkdir(backupDir, { recursive: true });
   const remoteDir = join(await tempDir('guards-nas'), 'volume1', 'library');
   const configOf = (lib: Record<string, unknown> = {}) =>
-    testConfig({ backupDir, extra: { offsite: { ...sshd.offsite }, library: { source, destination, mountPoint, offsite: { enabled: true, remoteDir }, ...library, ...lib } } });
+    testConfig({ backupDir, extra: { offsite: { ...stack.sshd.offsite }, library: { source, destination, mountPoint, offsite: { enabled: true, remoteDir }, ...library, ...lib } } });
   const config = configOf();
   // Each call a run of its own, granted as authorizeRun grants a run started with the CLI's token.
   const run = async <T>(fn: (a: ReturnType<typeof createActivities>) => Promise<T>, lib: Record<string, unknown> = {}): Promise<T> => {

@@ -1,35 +1,18 @@
 import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { remoteVersionsDirOf, versionSetName } from '../../core/library-layout.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { tempDir, testConfig } from '../helpers/setup.js';
-import { startSshd, type TestSshd } from '../helpers/sshd.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 
 // library.offsite (issue 15, item 7): after the drive, the library goes to a real sshd on
 // loopback standing in for the NAS, over the same batch-mode ssh as OffsiteSync, versioned there.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let sshd: TestSshd;
-let connection: Connection;
-let client: Client;
-const mounts: Array<{ unmount(): Promise<void> }> = [];
-
-before(async () => {
-  [temporal, sshd] = await Promise.all([startTestTemporal(), startSshd()]);
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  for (const m of mounts) await m.unmount();
-  await connection?.close();
-  await Promise.all([temporal?.stop(), sshd?.stop()]);
-});
+const stack = useStack({ sshd: true });
 
 describe('WeeklyLibraryMirror with library.offsite', () => {
   test('copies the library to the NAS after the drive; what a later run overwrites or deletes there is kept in its version set on the NAS, and old NAS sets are pruned', async () => {
@@ -37,17 +20,17 @@ describe('WeeklyLibraryMirror with library.offsite', () => {
     const source = join(root, 'library');
     const mountPoint = join(root, 'wd-backup');
     await makeLibrary(source, 80);
-    mounts.push(await mountTmpfs(mountPoint));
+    stack.mounted(await mountTmpfs(mountPoint));
     const remoteDir = join(await tempDir('lib-nas'), 'volume1', 'backups', 'immich', 'library');
     const remoteVersions = remoteVersionsDirOf(remoteDir);
     const config = testConfig({
       backupDir: join(root, 'dumps'),
       extra: {
-        offsite: { ...sshd.offsite },
+        offsite: { ...stack.sshd.offsite },
         library: { source, destination: join(mountPoint, 'immich'), mountPoint, delete: true, keepVersionsWeeks: 2, writeOnce: { maxFiles: 5, maxShare: 0.5 }, offsite: { enabled: true, remoteDir } },
       },
     });
-    const run = () => runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, config, 'WeeklyLibraryMirror');
+    const run = () => runWorkflow<WeeklyLibraryMirrorReport>(stack.client, stack.temporal.address, config, 'WeeklyLibraryMirror');
 
     const first = await run();
     assert.equal(first.error, undefined, String(first.error));
@@ -86,6 +69,6 @@ describe('WeeklyLibraryMirror with library.offsite', () => {
     const left = (await readdir(remoteVersions)).sort();
     assert.deepEqual(left, [recent, set, 'readme'].sort());
     assert.equal(await readFile(join(host, 'keep.txt'), 'utf8'), 'kept');
-    assert.match(second.report!.offsite!.destination, new RegExp(`^${sshd.user}@127\\.0\\.0\\.1:${sshd.port}:${remoteDir}$`));
+    assert.match(second.report!.offsite!.destination, new RegExp(`^${stack.sshd.user}@127\\.0\\.0\\.1:${stack.sshd.port}:${remoteDir}$`));
   });
 });

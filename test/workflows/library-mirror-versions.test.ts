@@ -1,66 +1,41 @@
 import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { describe, test } from 'node:test';
 import { collectStatus } from '../../status/status.js';
 import { PAIRINGS_FILE, readPairings } from '../../adapters/mirror/library-versions.js';
 import { versionSetName, versionsDirOf } from '../../core/library-layout.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { cli } from '../helpers/cli.js';
 import { rawTestConfig, tempDir, testConfig, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { applicationFailure } from '../helpers/restore-stack.js';
+import { useStack } from '../helpers/stack.js';
 import { plantDump } from '../helpers/trust.js';
 
 // The versioned WeeklyLibraryMirror (issue 15, items 1, 2 and 6): real rsync into a real tmpfs
 // standing in for the WD drive, a real Temporal dev server, a real HTTP receiver for the alarms.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let connection: Connection;
-let client: Client;
-let receiver: Receiver;
-const mounts: Array<{ unmount(): Promise<void> }> = [];
-
-before(async () => {
-  [temporal, receiver] = await Promise.all([startTestTemporal(), startReceiver()]);
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  for (const m of mounts) await m.unmount();
-  await connection?.close();
-  await Promise.all([temporal?.stop(), receiver?.close()]);
-});
+const stack = useStack({ receiver: true });
 
 async function setup(files: number, library: Record<string, unknown> = {}) {
   const root = await tempDir('versions');
   const source = join(root, 'library');
   const mountPoint = join(root, 'wd-backup');
   await makeLibrary(source, files);
-  mounts.push(await mountTmpfs(mountPoint));
+  stack.mounted(await mountTmpfs(mountPoint));
   const destination = join(mountPoint, 'immich');
   const hook = `/hook-${Math.random().toString(36).slice(2)}`;
   const backupDir = join(root, 'dumps');
   await mkdir(backupDir, { recursive: true });
-  const config = testConfig({ backupDir, extra: { library: { source, destination, mountPoint, mountWaitMinutes: 0.05, mountPollSeconds: 1, ...library }, notifications: { webhooks: [`${receiver.url}${hook}`] } } });
+  const config = testConfig({ backupDir, extra: { library: { source, destination, mountPoint, mountWaitMinutes: 0.05, mountPollSeconds: 1, ...library }, notifications: { webhooks: [`${stack.receiver.url}${hook}`] } } });
   const versions = versionsDirOf(config.library);
-  const run = (input: Record<string, unknown> = {}) => runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, config, 'WeeklyLibraryMirror', undefined, input);
-  const events = () => receiver.delivered(hook).map((r) => JSON.parse(r.body) as { event: string; message: string });
+  const run = (input: Record<string, unknown> = {}) => runWorkflow<WeeklyLibraryMirrorReport>(stack.client, stack.temporal.address, config, 'WeeklyLibraryMirror', undefined, input);
+  const events = () => stack.receiver.delivered(hook).map((r) => JSON.parse(r.body) as { event: string; message: string });
   const paths = async () => Object.keys(await treeDigest(source)).sort();
   return { root, source, destination, mountPoint, versions, config, backupDir, run, events, paths };
 }
-
-const failureOf = (error: unknown) => {
-  assert.ok(error instanceof WorkflowFailedError, `a failed run, got ${String(error)}`);
-  let cause: unknown = error.cause;
-  while (!(cause instanceof ApplicationFailure) && cause instanceof Error && cause.cause) cause = cause.cause;
-  assert.ok(cause instanceof ApplicationFailure);
-  return cause;
-};
 
 /** Rewrites a library file's content: at the same size (only the bytes tell), or longer. */
 async function rewrite(path: string, sameSize: boolean): Promise<void> {
@@ -146,7 +121,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     for (const p of victims) await rewrite(join(source, p), true);
     await writeFile(join(source, 'new-after.jpg'), 'a new photo');
 
-    const refused = failureOf((await run()).error);
+    const refused = applicationFailure((await run()).error);
     assert.equal(refused.type, 'WriteOnceError');
     assert.doesNotMatch(refused.message, /\n/);
     assert.match(refused.message, /^5 original\(s\) already on the mirror changed content in the library \(first: .*\), above library\.writeOnce \(100 files, 0\.01 of 201\): none was overwritten \(new files were copied\); .* run: immich-backup backup library --accept-rewrites 5:[0-9a-f]{32}$/);
@@ -158,7 +133,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     // An approval for another set (one more file rewritten since) approves nothing.
     const sixth = (await paths()).find((p) => p.startsWith('user') && !victims.includes(p))!;
     await rewrite(join(source, sixth), false);
-    const other = failureOf((await run({ acceptRewrites: { count: Number(count), digest } })).error);
+    const other = applicationFailure((await run({ acceptRewrites: { count: Number(count), digest } })).error);
     assert.equal(other.type, 'WriteOnceError');
     assert.match(other.message, /^6 original\(s\).*the approval given \(5:[0-9a-f]{32}\) is for another set of files; none was overwritten/);
     assert.deepEqual(await treeDigest(destination), withNew);
@@ -190,7 +165,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     assert.equal((await run()).error, undefined);
     const before = await treeDigest(destination);
     await rewrite(join(source, (await paths())[0]!), true);
-    const failure = failureOf((await run({ acceptRewrites: { count: 1, digest: '0'.repeat(32) }, authorization: undefined })).error);
+    const failure = applicationFailure((await run({ acceptRewrites: { count: 1, digest: '0'.repeat(32) }, authorization: undefined })).error);
     assert.equal(failure.type, 'UnauthorizedError');
     assert.deepEqual(await treeDigest(destination), before);
   });
@@ -241,7 +216,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     // With writeOnce at 0, one rewrite refuses the run: nothing is pruned.
     const victim = join(source, (await paths())[0]!);
     await rewrite(victim, false);
-    assert.equal(failureOf((await run()).error).type, 'WriteOnceError');
+    assert.equal(applicationFailure((await run()).error).type, 'WriteOnceError');
     assert.ok((await readdir(versions)).includes(old1));
 
     // The rewritten file leaves the library: with deletion off the mirror keeps its copy, nothing is rewritten.
@@ -263,7 +238,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     await rm(versionsDirOf(config.library), { recursive: true });
     await symlink(host, versionsDirOf(config.library));
     await rewrite(join(source, (await paths())[0]!), false);
-    const failure = failureOf((await run()).error);
+    const failure = applicationFailure((await run()).error);
     assert.equal(failure.type, 'MirrorSafetyError');
     assert.match(failure.message, /^the version set \S+ leads to \S+, off the drive mounted at/);
     assert.deepEqual(await treeDigest(destination), before);
@@ -284,7 +259,7 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     const pairings = await readPairings(versions);
     assert.equal(pairings.at(-1)!.dump, 'immich_20261121_030000.sql.gz');
     assert.equal(pairings.at(-1)!.versionSet, report!.versioning!.versionSet);
-    const status = await collectStatus(config, client, Date.now());
+    const status = await collectStatus(config, stack.client, Date.now());
     const row = status.rows.find((r) => r.id === 'library-mirror')!;
     assert.match(row.summary, /library mirror of \d{4}-\d{2}-\d{2} \d{2}:\d{2}Z pairs with immich_20261121_030000\.sql\.gz/);
   });

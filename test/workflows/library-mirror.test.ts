@@ -1,59 +1,37 @@
 import assert from 'node:assert/strict';
 import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
-import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { describe, test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
+import { CancelledFailure } from '@temporalio/common';
 import { execa } from 'execa';
 import { countFiles, hasFiles, isMountPoint } from '../../adapters/mirror/drive.js';
 import { currentProgress } from '../../temporal/client.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
-import { stepReached } from '../helpers/restore-stack.js';
+import { applicationFailure, stepReached } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { listDir, tempDir, testConfig } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 
 // WeeklyLibraryMirror with real rsync into a real tmpfs mount standing in for the WD drive, on a
 // real Temporal dev server.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let connection: Connection;
-let client: Client;
-const mounts: Array<{ unmount(): Promise<void> }> = [];
-
-before(async () => {
-  temporal = await startTestTemporal();
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  for (const m of mounts) await m.unmount();
-  await connection?.close();
-  await temporal?.stop();
-});
+const stack = useStack();
 
 async function setup(files: number, library: Record<string, unknown> = {}, mounted = true) {
   const root = await tempDir('mirror');
   const source = join(root, 'library');
   const mountPoint = join(root, 'wd-backup');
   const bytes = await makeLibrary(source, files);
-  if (mounted) mounts.push(await mountTmpfs(mountPoint));
+  if (mounted) stack.mounted(await mountTmpfs(mountPoint));
   else await mkdir(mountPoint, { recursive: true });
   const destination = join(mountPoint, 'immich');
   const config = testConfig({ backupDir: join(root, 'dumps'), extra: { library: { source, destination, mountPoint, mountWaitMinutes: 0.05, mountPollSeconds: 1, ...library } } });
-  const run = (during?: (id: string) => Promise<void>, overrides = config, input: Record<string, unknown> = {}) => runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, overrides, 'WeeklyLibraryMirror', during, input);
+  const run = (during?: (id: string) => Promise<void>, overrides = config, input: Record<string, unknown> = {}) => runWorkflow<WeeklyLibraryMirrorReport>(stack.client, stack.temporal.address, overrides, 'WeeklyLibraryMirror', during, input);
   return { source, destination, mountPoint, bytes, config, run };
 }
-
-const failureOf = (error: unknown) => {
-  assert.ok(error instanceof WorkflowFailedError, `a failed run, got ${String(error)}`);
-  let cause: unknown = error.cause;
-  while (!(cause instanceof ApplicationFailure) && cause instanceof Error && cause.cause) cause = cause.cause;
-  assert.ok(cause instanceof ApplicationFailure);
-  return cause;
-};
 
 describe('WeeklyLibraryMirror', () => {
   test('review: a destination that is a symlink on the drive (to a host directory) is refused; with deletion on, the host directory keeps its files', async () => {
@@ -62,7 +40,7 @@ describe('WeeklyLibraryMirror', () => {
     await writeFile(join(victim, 'keep.txt'), 'a host file rsync --delete would erase');
     await symlink(victim, destination);
     const { error } = await run();
-    const failure = failureOf(error);
+    const failure = applicationFailure(error);
     assert.equal(failure.type, 'MirrorSafetyError');
     assert.match(failure.message, /^library\.destination \S+ leads to \S+, off the drive mounted at \S+ \(a symlink on the drive\?\): nothing was copied or deleted/);
     assert.deepEqual(await readdir(victim), ['keep.txt']);
@@ -74,7 +52,7 @@ describe('WeeklyLibraryMirror', () => {
     await mkdir(destination, { recursive: true });
     await writeFile(join(destination, 'only-on-the-mirror.jpg'), 'x');
     const { error } = await run(undefined, config, { authorization: undefined });
-    assert.equal(failureOf(error).type, 'UnauthorizedError');
+    assert.equal(applicationFailure(error).type, 'UnauthorizedError');
     assert.deepEqual(await readdir(destination), ['only-on-the-mirror.jpg']);
   });
 
@@ -82,7 +60,7 @@ describe('WeeklyLibraryMirror', () => {
     const root = await tempDir('mountcheck');
     const bare = join(root, 'bare');
     await mkdir(bare);
-    mounts.push(await mountTmpfs(join(root, 'drive')));
+    stack.mounted(await mountTmpfs(join(root, 'drive')));
     assert.equal(await isMountPoint(join(root, 'drive')), true);
     assert.equal(await isMountPoint(bare), false);
     assert.equal(await isMountPoint(join(root, 'missing')), false);
@@ -119,7 +97,7 @@ describe('WeeklyLibraryMirror', () => {
     let seen: Record<string, unknown> | undefined;
     let priority = '';
     const { error } = await run(async (workflowId) => {
-      const handle = client.workflow.getHandle(workflowId);
+      const handle = stack.client.workflow.getHandle(workflowId);
       seen = await waitFor('progress in the heartbeat details', async () => {
         const details = (await currentProgress(handle)).find((p) => p.activity === 'mirrorLibrary')?.details as Record<string, unknown> | undefined;
         return details && typeof details.percent === 'number' ? details : undefined;
@@ -141,7 +119,7 @@ describe('WeeklyLibraryMirror', () => {
     const { error } = await run(async (workflowId) => {
       pid = Number(await waitFor('rsync', async () => (await execa('pgrep', ['-n', '-x', 'rsync'], { reject: false })).stdout.trim() || undefined, 30_000));
       cancelledAt = Date.now();
-      await client.workflow.getHandle(workflowId).cancel();
+      await stack.client.workflow.getHandle(workflowId).cancel();
     });
     assert.ok(error instanceof WorkflowFailedError && error.cause instanceof CancelledFailure, String(error));
     assert.ok(Date.now() - cancelledAt < 5000, 'cancelled within seconds');
@@ -153,10 +131,10 @@ describe('WeeklyLibraryMirror', () => {
     const { mountPoint, run } = await setup(20, {}, false);
     const started = Date.now();
     const { error } = await run(async (id) => {
-      const step = await stepReached(client.workflow.getHandle(id), (s) => s.startsWith('waiting for the drive'), 30_000);
+      const step = await stepReached(stack.client.workflow.getHandle(id), (s) => s.startsWith('waiting for the drive'), 30_000);
       assert.match(step, new RegExp(`^waiting for the drive: drive not mounted at ${mountPoint}; next look at \\S+Z, gives up at \\S+Z$`));
     });
-    const failure = failureOf(error);
+    const failure = applicationFailure(error);
     assert.equal(failure.type, 'DriveNotMountedError');
     assert.match(failure.message, new RegExp(`^drive not mounted at ${mountPoint} \\(checked for \\d+ s\\)`));
     assert.ok(Date.now() - started >= 2000, 'it kept checking for the window');
@@ -169,14 +147,14 @@ describe('WeeklyLibraryMirror', () => {
     // 90 of 100 files vanish from the library (an unmounted share, a bad script).
     for (const [i, path] of Object.keys(await treeDigest(source)).entries()) if (i < 90) await rm(join(source, path));
     const { error } = await run();
-    const failure = failureOf(error);
+    const failure = applicationFailure(error);
     assert.equal(failure.type, 'MirrorSafetyError');
     assert.match(failure.message, /library holds 10 files, the mirror 100/);
     assert.equal(await countFiles(destination), 100);
     // An emptied library is refused whatever the settings.
     await rm(source, { recursive: true });
     await mkdir(source);
-    const empty = failureOf((await run(undefined, config)).error);
+    const empty = applicationFailure((await run(undefined, config)).error);
     assert.equal(empty.type, 'SourceEmptyError');
     assert.equal(await countFiles(destination), 100);
   });

@@ -2,43 +2,27 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { describe, test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure, CancelledFailure, RetryState } from '@temporalio/common';
 import { execa } from 'execa';
 import type { Config } from '../../config/config.js';
 import type { NightlyDbBackupReport } from '../../workflows/index.js';
 import { waitFor } from '../helpers/net.js';
-import { holdLock, loadImmichLike, pgBin, rowCounts, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { holdLock, pgBin, rowCounts, someoneWaitsForLock, startPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 
 // NightlyDbBackup end to end: a real Temporal dev server, a real PostgreSQL holding Immich-like
 // data, real pg_dumpall and pigz; the fixture docker stands in for the Docker CLI.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let connection: Connection;
-let client: Client;
-
-before(async () => {
-  [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
-  await loadImmichLike(pg, 3000);
-  Object.assign(process.env, fixtureEnv(pg));
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-
-after(async () => {
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop()]);
-});
+const stack = useStack({ postgres: 3000, dockerEnv: true });
 
 /** Runs one NightlyDbBackup on an in-process worker with this config; returns the result or the failure. */
 const runBackup = (config: Config, during?: (workflowId: string) => Promise<void>) =>
-  runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup', during);
+  runWorkflow<NightlyDbBackupReport>(stack.client, stack.temporal.address, config, 'NightlyDbBackup', during);
 
 function innermost(err: unknown): { activity: ActivityFailure; failure: ApplicationFailure } {
   assert.ok(err instanceof WorkflowFailedError, `expected a failed workflow, got ${String(err)}`);
@@ -61,7 +45,7 @@ describe('NightlyDbBackup', () => {
     // The row counts RestoreDrill compares against: every Immich table, exactly as counted live.
     const recorded = JSON.parse(await readFile(join(dir, `${report.file}.rows.json`), 'utf8')) as { file: string; tables: Record<string, number> };
     assert.equal(recorded.file, report.file);
-    for (const [table, count] of Object.entries(await rowCounts(pg))) assert.equal(recorded.tables[`immich: public.${table}`], count, table);
+    for (const [table, count] of Object.entries(await rowCounts(stack.pg))) assert.equal(recorded.tables[`immich: public.${table}`], count, table);
     assert.equal(report.rowCounts.tables, Object.keys(recorded.tables).length);
     await recordFault('check: dump and checksum file modes', 'both 0600 (owner only), measured with stat');
     // The checksum file is in sha256sum's format and agrees with the report.
@@ -74,8 +58,8 @@ describe('NightlyDbBackup', () => {
       // Restored as the runbook does (zcat | psql); "current user cannot be dropped" is expected noise.
       const restore = execa(join(pgBin, 'psql'), ['-X', '-q', '-d', 'postgres'], { env: fresh.env, reject: false, stdout: 'ignore' });
       await execa('gunzip', ['-c', join(dir, report.file)], { buffer: false }).pipe(restore);
-      assert.deepEqual(await rowCounts(fresh), await rowCounts(pg));
-      assert.equal(await fresh.psql(`SELECT md5(string_agg(raw::text, ',' ORDER BY "assetId")) FROM exif`, 'immich'), await pg.psql(`SELECT md5(string_agg(raw::text, ',' ORDER BY "assetId")) FROM exif`, 'immich'));
+      assert.deepEqual(await rowCounts(fresh), await rowCounts(stack.pg));
+      assert.equal(await fresh.psql(`SELECT md5(string_agg(raw::text, ',' ORDER BY "assetId")) FROM exif`, 'immich'), await stack.pg.psql(`SELECT md5(string_agg(raw::text, ',' ORDER BY "assetId")) FROM exif`, 'immich'));
     } finally {
       await fresh.stop();
     }
@@ -106,7 +90,7 @@ describe('NightlyDbBackup', () => {
       assert.match(failure.message, /immich\.\*postgres/);
       assert.deepEqual(await listDir(dir), []);
     } finally {
-      process.env.FIXTURE_DOCKER_CONTAINERS = fixtureEnv(pg).FIXTURE_DOCKER_CONTAINERS;
+      process.env.FIXTURE_DOCKER_CONTAINERS = fixtureEnv(stack.pg).FIXTURE_DOCKER_CONTAINERS;
     }
   });
 
@@ -120,7 +104,7 @@ describe('NightlyDbBackup', () => {
       assert.equal(activity.retryState, RetryState.NON_RETRYABLE_FAILURE);
       assert.match(failure.message, /immich_postgres, immich_postgres_old/);
     } finally {
-      process.env.FIXTURE_DOCKER_CONTAINERS = fixtureEnv(pg).FIXTURE_DOCKER_CONTAINERS;
+      process.env.FIXTURE_DOCKER_CONTAINERS = fixtureEnv(stack.pg).FIXTURE_DOCKER_CONTAINERS;
     }
   });
 
@@ -167,7 +151,7 @@ describe('NightlyDbBackup', () => {
     const log = join(dir, '..', `docker-${Date.now()}.log`);
     process.env.FIXTURE_DOCKER_LOG = log;
     // A real lock makes pg_dump wait inside the dump, so the cancellation lands mid-dump.
-    const lock = await holdLock(pg, 'assets');
+    const lock = await holdLock(stack.pg, 'assets');
     let pid = 0;
     try {
       const { error } = await runBackup(testConfig({ backupDir: dir }), async (workflowId) => {
@@ -175,9 +159,9 @@ describe('NightlyDbBackup', () => {
           const text = existsSync(log) ? await readFile(log, 'utf8') : '';
           return /^exec (\d+) immich_postgres pg_dumpall/m.exec(text)?.[1];
         }));
-        await waitFor('pg_dump to wait on the lock', () => someoneWaitsForLock(pg));
+        await waitFor('pg_dump to wait on the lock', () => someoneWaitsForLock(stack.pg));
         assert.ok((await listDir(dir)).some((n) => n.endsWith('.partial')), 'a temporary file is being written');
-        await client.workflow.getHandle(workflowId).cancel();
+        await stack.client.workflow.getHandle(workflowId).cancel();
       });
       assert.ok(error instanceof WorkflowFailedError && error.cause instanceof CancelledFailure, `cancelled, got ${String(error)}`);
       await waitFor('pg_dumpall to exit', () => (isAlive(pid) ? undefined : true), 10_000);

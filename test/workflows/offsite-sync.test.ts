@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { describe, test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
@@ -14,30 +14,16 @@ import type { PruneResult } from '../../core/types.js';
 import { createLogger } from '../../config/logger.js';
 import type { OffsiteSyncReport } from '../../workflows/index.js';
 import { stepReached } from '../helpers/restore-stack.js';
-import { runWorkflow } from '../helpers/run-workflow.js';
+import { activityAttempts, runWorkflow } from '../helpers/run-workflow.js';
 import { listDir, tempDir, testConfig } from '../helpers/setup.js';
-import { startSshd, type TestSshd } from '../helpers/sshd.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { tagWithTestKey } from '../helpers/trust.js';
 
 // OffsiteSync against a real sshd on loopback standing in for the NAS, with real rsync, scp and
 // ssh; a real Temporal dev server runs the workflow.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let sshd: TestSshd;
-let connection: Connection;
-let client: Client;
-
-before(async () => {
-  [temporal, sshd] = await Promise.all([startTestTemporal(), startSshd()]);
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  await connection?.close();
-  await Promise.all([temporal?.stop(), sshd?.stop()]);
-});
+const stack = useStack({ sshd: true });
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -54,13 +40,8 @@ async function localDump(dir: string, stamp: string, size = 200_000): Promise<{ 
 async function setup(extra: Record<string, unknown> = {}, remoteDir?: string) {
   const local = await tempDir('offsite-local');
   const remote = remoteDir ?? join(await tempDir('offsite-nas'), 'volume1', 'backups', 'immich', 'postgres');
-  const config = testConfig({ backupDir: local, extra: { offsite: { ...sshd.offsite, remoteDir: remote, retryWindowMinutes: 0.25, ...extra } } });
-  return { local, remote, config, run: (during?: (id: string) => Promise<void>) => runWorkflow<OffsiteSyncReport>(client, temporal.address, config, 'OffsiteSync', during) };
-}
-
-async function dumpStartAttempts(workflowId: string): Promise<number[]> {
-  const history = await client.workflow.getHandle(workflowId).fetchHistory();
-  return (history.events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+  const config = testConfig({ backupDir: local, extra: { offsite: { ...stack.sshd.offsite, remoteDir: remote, retryWindowMinutes: 0.25, ...extra } } });
+  return { local, remote, config, run: (during?: (id: string) => Promise<void>) => runWorkflow<OffsiteSyncReport>(stack.client, stack.temporal.address, config, 'OffsiteSync', during) };
 }
 
 describe('OffsiteSync', () => {
@@ -119,14 +100,14 @@ describe('OffsiteSync', () => {
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.copied, [dump.name]);
     assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
-    assert.ok((await dumpStartAttempts(workflowId)).includes(2), 'the upload was retried after the mismatch');
+    assert.ok((await activityAttempts(stack.client, workflowId)).includes(2), 'the upload was retried after the mismatch');
     assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
   });
 
   test('an unreachable NAS is retried for the window, then fails in one line; nothing lands under a final name', async () => {
     const { local, remote, run } = await setup({ retryWindowMinutes: 0.2 });
     await localDump(local, '20261126_030000');
-    await sshd.stop();
+    await stack.sshd.stop();
     try {
       const started = Date.now();
       const { error } = await run();
@@ -139,19 +120,19 @@ describe('OffsiteSync', () => {
       assert.ok(Date.now() - started >= 5_000, 'it waited and retried before giving up');
       assert.deepEqual(await listDir(remote).catch(() => []), []);
     } finally {
-      await sshd.start();
+      await stack.sshd.start();
     }
   });
 
   test('a NAS that comes back within the window gets the dumps', async () => {
     const { local, remote, run } = await setup({ retryWindowMinutes: 2 });
     const dump = await localDump(local, '20261126_040000');
-    await sshd.stop();
+    await stack.sshd.stop();
     const { report, error } = await run(async (id) => {
       // The wait is visible, with its reason and its deadline.
-      const step = await stepReached(client.workflow.getHandle(id), (s) => s.startsWith('waiting for the NAS'), 30_000);
+      const step = await stepReached(stack.client.workflow.getHandle(id), (s) => s.startsWith('waiting for the NAS'), 30_000);
       assert.match(step, /^waiting for the NAS: the NAS \S+ is unreachable: .*Connection refused.*; next try at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, gives up at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
-      await sshd.start();
+      await stack.sshd.start();
     });
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.copied, [dump.name]);
@@ -205,7 +186,7 @@ describe('OffsiteSync', () => {
     assert.equal(existsSync(join(local, oldest.name)), false);
     assert.deepEqual(await listDir(remote), [middle, newest].flatMap((d) => [d.name, `${d.name}.hmac`, `${d.name}.sha256`]).sort());
     // Upload order in the history: the newest dump's upload was scheduled first.
-    const history = await client.workflow.getHandle(workflowId).fetchHistory();
+    const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
     const uploads = (history.events ?? []).flatMap((e) => {
       const a = e.activityTaskScheduledEventAttributes;
       return a?.activityType?.name === 'uploadDump' ? [JSON.parse(Buffer.from(a.input!.payloads![0]!.data!).toString('utf8')).file as string] : [];

@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { parseConfig } from '../../config/config.js';
 import { versionSetName } from '../../core/library-layout.js';
@@ -12,40 +11,18 @@ import { cli } from '../helpers/cli.js';
 import { makeImmichLibrary, mountTmpfs, treeDigest, type ImmichAssetFixture } from '../helpers/library.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { freePort } from '../helpers/net.js';
-import { startPingServer } from '../helpers/ping.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { failureType } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
-import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+import { useStack } from '../helpers/stack.js';
 
 // Selective library restores (--missing, --path, --as-of): a real PostgreSQL holding an
 // Immich-shaped asset table whose checksums are the generated files' real SHA-1, a real tmpfs
 // mount as the drive, real rsync, a real dev server; the fixture docker stands in for the engine.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let ping: Awaited<ReturnType<typeof startPingServer>>;
-let pg: TestPostgres;
-let connection: Connection;
-let client: Client;
-let dockerLog = '';
-const mounts: Array<{ unmount(): Promise<void> }> = [];
+const stack = useStack({ postgres: true, dockerEnv: true, ping: true, dockerLog: true });
 
-before(async () => {
-  [temporal, ping, pg] = await Promise.all([startTestTemporal(), startPingServer(), startPostgres()]);
-  Object.assign(process.env, fixtureEnv(pg));
-  dockerLog = join(await tempDir('docker-log'), 'docker.log');
-  process.env.FIXTURE_DOCKER_LOG = dockerLog;
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  for (const m of mounts) await m.unmount();
-  await connection?.close();
-  await Promise.all([temporal?.stop(), ping?.stop(), pg?.stop()]);
-});
-
-const dockerCalls = async () => (existsSync(dockerLog) ? (await readFile(dockerLog, 'utf8')).split('\n').filter((l) => /^(stop|compose-up) /.test(l)).map((l) => l.split(' ')[0]) : []);
+const dockerCalls = async () => (existsSync(stack.dockerLog) ? (await readFile(stack.dockerLog, 'utf8')).split('\n').filter((l) => /^(stop|compose-up) /.test(l)).map((l) => l.split(' ')[0]) : []);
 const DAY = 24 * 3600_000;
 
 let worlds = 0;
@@ -55,19 +32,19 @@ async function world() {
   const library = join(root, 'library');
   const mountPoint = join(root, 'wd-backup');
   const mirror = join(mountPoint, 'immich');
-  mounts.push(await mountTmpfs(mountPoint));
+  stack.mounted(await mountTmpfs(mountPoint));
   // Each world its own assets in the one asset table: ids differ, paths differ by root.
-  await pg.psql('DROP TABLE IF EXISTS asset', 'immich').catch(() => undefined);
-  const assets = await makeImmichLibrary(pg, library, 40, { start: 1000 * ++worlds, externalCount: 2 });
+  await stack.pg.psql('DROP TABLE IF EXISTS asset', 'immich').catch(() => undefined);
+  const assets = await makeImmichLibrary(stack.pg, library, 40, { start: 1000 * ++worlds, externalCount: 2 });
   await writeFile(join(library, 'not-an-asset.txt'), 'Immich does not reference this');
   await mkdir(mirror);
   await execa('rsync', ['-a', `${library}/`, `${mirror}/`]);
   const raw = rawTestConfig({
     backupDir: join(root, 'dumps'),
-    address: temporal.address,
+    address: stack.temporal.address,
     extra: {
       library: { source: library, destination: mirror, mountPoint, mountWaitMinutes: 0 },
-      immich: { composeDir: root, pingUrl: ping.url, healthTimeoutSeconds: 5 },
+      immich: { composeDir: root, pingUrl: stack.ping.url, healthTimeoutSeconds: 5 },
       log: { level: 'warn' },
     },
   });
@@ -82,7 +59,7 @@ async function world() {
     }
     return name;
   };
-  const restore = (input: Record<string, unknown>) => runWorkflow<RestoreLibraryReport>(client, temporal.address, config, 'RestoreLibrary', undefined, input);
+  const restore = (input: Record<string, unknown>) => runWorkflow<RestoreLibraryReport>(stack.client, stack.temporal.address, config, 'RestoreLibrary', undefined, input);
   return { root, library, mirror, versions, assets, raw, config, versionSet, restore };
 }
 
@@ -95,7 +72,7 @@ describe('RestoreLibrary --missing', () => {
     for (const a of lost) await rm(join(w.library, a.relativePath));
     await rm(join(w.library, 'not-an-asset.txt')); // not Immich's: --missing leaves it alone
     const before = await treeDigest(w.library);
-    await rm(dockerLog, { force: true });
+    await rm(stack.dockerLog, { force: true });
 
     const dry = await w.restore({ missing: true, dryRun: true });
     assert.equal(dry.error, undefined, String(dry.error));
@@ -164,7 +141,7 @@ describe('RestoreLibrary --path and --as-of', () => {
     await rm(join(w.mirror, 'library', 'user3'), { recursive: true });
     await symlink(host, join(w.mirror, 'library', 'user3'));
     await rm(join(w.library, 'library', 'user3'), { recursive: true });
-    await rm(dockerLog, { force: true });
+    await rm(stack.dockerLog, { force: true });
     const { error } = await w.restore({ path: 'library/user3', approved: true });
     const refused = failureType(error);
     assert.equal(refused.type, 'MirrorSafetyError');
@@ -205,7 +182,7 @@ describe('RestoreLibrary --path and --as-of', () => {
     await writeFile(join(w.library, a!.relativePath), 'current');
     await w.versionSet(30, { [a!.relativePath]: 'thirty days ago' });
     await w.versionSet(-400, { [a!.relativePath]: 'from a clock a year ahead' });
-    await rm(dockerLog, { force: true });
+    await rm(stack.dockerLog, { force: true });
     const old = await w.restore({ asOf: new Date(Date.now() - 60 * DAY).toISOString().slice(0, 10), approved: true });
     const refused = failureType(old.error);
     assert.equal(refused.type, 'MirrorSafetyError');
@@ -240,13 +217,12 @@ describe('RestoreLibrary --path and --as-of', () => {
   });
 });
 
-
 describe('RestoreLibrary from the version sets real mirror runs keep', () => {
   test('a rewrite and a deletion the weekly mirror versioned: --as-of brings back the content before, --missing the deleted original', async () => {
     const w = await world();
     // Small test library: let the write-once guard pass one rewrite (its default share would refuse it).
     const config = parseConfig({ ...w.raw, library: { ...w.raw.library, delete: true, writeOnce: { maxFiles: 5, maxShare: 1 } } });
-    const mirror = () => runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, config, 'WeeklyLibraryMirror');
+    const mirror = () => runWorkflow<WeeklyLibraryMirrorReport>(stack.client, stack.temporal.address, config, 'WeeklyLibraryMirror');
     assert.equal((await mirror()).error, undefined);
     const [rewritten, deleted] = pick(w.assets, 8, 9);
     const original = await readFile(join(w.library, rewritten!.relativePath));
@@ -259,13 +235,13 @@ describe('RestoreLibrary from the version sets real mirror runs keep', () => {
     assert.equal(await readFile(join(w.mirror, rewritten!.relativePath), 'utf8'), 'ransomware was here', 'the mirror follows the library');
     assert.equal(existsSync(join(w.mirror, deleted!.relativePath)), false, 'and deletes with it');
 
-    const back = await runWorkflow<RestoreLibraryReport>(client, temporal.address, config, 'RestoreLibrary', undefined, { asOf, path: 'library', approved: true });
+    const back = await runWorkflow<RestoreLibraryReport>(stack.client, stack.temporal.address, config, 'RestoreLibrary', undefined, { asOf, path: 'library', approved: true });
     assert.equal(back.error, undefined, String(back.error));
     assert.deepEqual(await readFile(join(w.library, rewritten!.relativePath)), original, 'the content before the rewrite is back');
     assert.equal(back.report!.selection!.fromVersions, 2);
 
     await rm(join(w.library, deleted!.relativePath));
-    const missing = await runWorkflow<RestoreLibraryReport>(client, temporal.address, config, 'RestoreLibrary', undefined, { missing: true, approved: true });
+    const missing = await runWorkflow<RestoreLibraryReport>(stack.client, stack.temporal.address, config, 'RestoreLibrary', undefined, { missing: true, approved: true });
     assert.equal(missing.error, undefined, String(missing.error));
     assert.equal(missing.report!.filesTransferred, 1);
     assert.equal(missing.report!.selection!.fromVersions, 1, 'the mirror no longer has it: it came from the version set');

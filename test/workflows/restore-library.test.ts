@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { copyFile, chmod, lstat, mkdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { describe, test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { execa } from 'execa';
 import { parseConfig } from '../../config/config.js';
@@ -11,38 +11,19 @@ import type { RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../../work
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
-import { startPingServer } from '../helpers/ping.js';
 import { runWorkflow, testWorkflowId, withWorker } from '../helpers/run-workflow.js';
 import { failureType as restoreFailure, stepReached } from '../helpers/restore-stack.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 import { decisionFields, startAuthorized } from '../helpers/trust.js';
 
 // RestoreLibrary: the mirror on a real tmpfs mount back onto the library with real rsync, on a real
 // dev server; a real HTTP server answers Immich's ping; the fixture docker records stops and starts.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let ping: Awaited<ReturnType<typeof startPingServer>>;
-let connection: Connection;
-let client: Client;
-let dockerLog = '';
-const mounts: Array<{ unmount(): Promise<void> }> = [];
+const stack = useStack({ ping: true, dockerLog: true });
 
-before(async () => {
-  [temporal, ping] = await Promise.all([startTestTemporal(), startPingServer()]);
-  dockerLog = join(await tempDir('docker-log'), 'docker.log');
-  process.env.FIXTURE_DOCKER_LOG = dockerLog;
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
-});
-after(async () => {
-  for (const m of mounts) await m.unmount();
-  await connection?.close();
-  await Promise.all([temporal?.stop(), ping?.stop()]);
-});
-
-const dockerCalls = async () => (existsSync(dockerLog) ? (await readFile(dockerLog, 'utf8')).split('\n').filter((l) => /^(stop|compose-up) /.test(l)).map((l) => l.split(' ')[0]) : []);
+const dockerCalls = async () => (existsSync(stack.dockerLog) ? (await readFile(stack.dockerLog, 'utf8')).split('\n').filter((l) => /^(stop|compose-up) /.test(l)).map((l) => l.split(' ')[0]) : []);
 
 /** A library of 80 files, mirrored onto a mounted drive by WeeklyLibraryMirror. */
 async function mirrored(mounted = true) {
@@ -50,22 +31,22 @@ async function mirrored(mounted = true) {
   const library = join(root, 'library');
   const mountPoint = join(root, 'wd-backup');
   await makeLibrary(library, 80);
-  if (mounted) mounts.push(await mountTmpfs(mountPoint));
+  if (mounted) stack.mounted(await mountTmpfs(mountPoint));
   else await mkdir(mountPoint);
   const raw = rawTestConfig({
     backupDir: join(root, 'dumps'),
-    address: temporal.address,
+    address: stack.temporal.address,
     extra: {
       library: { source: library, destination: join(mountPoint, 'immich'), mountPoint, mountWaitMinutes: 0 },
-      immich: { composeDir: root, pingUrl: ping.url, healthTimeoutSeconds: 5 },
+      immich: { composeDir: root, pingUrl: stack.ping.url, healthTimeoutSeconds: 5 },
       log: { level: 'info' },
     },
   });
   const config = parseConfig(raw);
-  if (mounted) assert.equal((await runWorkflow<WeeklyLibraryMirrorReport>(client, temporal.address, config, 'WeeklyLibraryMirror')).error, undefined);
+  if (mounted) assert.equal((await runWorkflow<WeeklyLibraryMirrorReport>(stack.client, stack.temporal.address, config, 'WeeklyLibraryMirror')).error, undefined);
   /** From here on, what the worker runs with (e.g. a bandwidth limit that slows the restore down). */
   const slowed = (library: Record<string, unknown>) => parseConfig({ ...raw, library: { ...raw.library, ...library } });
-  const restore = (input: Record<string, unknown>, during?: (id: string) => Promise<void>, with_ = config) => runWorkflow<RestoreLibraryReport>(client, temporal.address, with_, 'RestoreLibrary', during, input);
+  const restore = (input: Record<string, unknown>, during?: (id: string) => Promise<void>, with_ = config) => runWorkflow<RestoreLibraryReport>(stack.client, stack.temporal.address, with_, 'RestoreLibrary', during, input);
   return { root, library, mirror: join(mountPoint, 'immich'), raw, config, slowed, restore };
 }
 
@@ -80,7 +61,7 @@ describe('RestoreLibrary', () => {
     const w = await mirrored();
     await loseFiles(w.library, 12);
     await writeFile(join(w.library, 'user0', '2020', '01', 'IMG_000000.jpg'), 'damaged');
-    await rm(dockerLog, { force: true });
+    await rm(stack.dockerLog, { force: true });
     const { report, error } = await w.restore({ approved: true });
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'restored');
@@ -96,7 +77,7 @@ describe('RestoreLibrary', () => {
     const w = await mirrored();
     await loseFiles(w.library, 5);
     const before = await treeDigest(w.library);
-    await rm(dockerLog, { force: true });
+    await rm(stack.dockerLog, { force: true });
     const { report, error } = await w.restore({ dryRun: true });
     assert.equal(error, undefined, String(error));
     assert.equal(report!.outcome, 'dry-run');
@@ -117,7 +98,7 @@ describe('RestoreLibrary', () => {
 
   test('with the drive not mounted it refuses before stopping anything', async () => {
     const w = await mirrored(false);
-    await rm(dockerLog, { force: true });
+    await rm(stack.dockerLog, { force: true });
     const { error } = await w.restore({ approved: true });
     assert.ok(error instanceof WorkflowFailedError);
     const failure = (error.cause as { cause?: unknown }).cause;
@@ -156,9 +137,9 @@ describe('RestoreLibrary', () => {
   test('problem 3: cancelled while waiting for approval: nothing changed', async () => {
     const w = await mirrored();
     const lost = await loseFiles(w.library, 4);
-    await rm(dockerLog, { force: true });
+    await rm(stack.dockerLog, { force: true });
     const { error } = await w.restore({}, async (id) => {
-      const handle = client.workflow.getHandle(id);
+      const handle = stack.client.workflow.getHandle(id);
       await stepReached(handle, 'awaiting approval');
       await handle.cancel();
     });
@@ -176,11 +157,11 @@ describe('RestoreLibrary', () => {
     test(`problem 3: cancelled while ${point.step}: Immich is started again and the end says what the library holds`, async () => {
       const w = await mirrored();
       await loseFiles(w.library, 40);
-      await rm(dockerLog, { force: true });
+      await rm(stack.dockerLog, { force: true });
       if (point.delay) process.env.FIXTURE_DOCKER_DELAY = point.delay;
       try {
         const { report, error } = await w.restore({ approved: true }, async (id) => {
-          const handle = client.workflow.getHandle(id);
+          const handle = stack.client.workflow.getHandle(id);
           await stepReached(handle, point.step);
           await new Promise((r) => setTimeout(r, 1500));
           await handle.cancel();
@@ -198,10 +179,10 @@ describe('RestoreLibrary', () => {
     await loseFiles(w.library, 40);
     const config = w.slowed({ bwLimitKiB: 40 });
     const restoreId = testWorkflowId('RestoreLibrary');
-    const [restored, mirroredAfter] = await withWorker(temporal.address, config, async () => {
-      const restoring = await startAuthorized(client, config, 'RestoreLibrary', restoreId, { approved: true });
+    const [restored, mirroredAfter] = await withWorker(stack.temporal.address, config, async () => {
+      const restoring = await startAuthorized(stack.client, config, 'RestoreLibrary', restoreId, { approved: true });
       await stepReached(restoring, 'restoring library');
-      const mirroring = await startAuthorized(client, config, 'WeeklyLibraryMirror', testWorkflowId('WeeklyLibraryMirror'), {});
+      const mirroring = await startAuthorized(stack.client, config, 'WeeklyLibraryMirror', testWorkflowId('WeeklyLibraryMirror'), {});
       const waiting = await stepReached(mirroring, (s) => s.startsWith('waiting for the library'));
       assert.match(waiting, new RegExp(`^waiting for the library: in use by ${restoreId} \\(gives up at \\S+Z\\)$`));
       return Promise.all([restoring.result() as Promise<RestoreLibraryReport>, mirroring.result() as Promise<WeeklyLibraryMirrorReport>]);
@@ -216,7 +197,7 @@ describe('RestoreLibrary', () => {
     const w = await mirrored();
     await writeFile(join(w.library, 'stray.jpg'), 'not in the mirror');
     const { error } = await w.restore({ delete: true }, async (id) => {
-      const handle = client.workflow.getHandle(id);
+      const handle = stack.client.workflow.getHandle(id);
       await stepReached(handle, 'awaiting approval');
       // After the operator saw "delete 1", three more files appear that the mirror lacks.
       for (const n of [1, 2, 3]) await writeFile(join(w.library, `late-${n}.jpg`), 'uploaded while the restore waited');

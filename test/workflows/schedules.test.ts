@@ -1,37 +1,26 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
+import { describe, test } from 'node:test';
+import { ScheduleOverlapPolicy } from '@temporalio/client';
 import { execa } from 'execa';
 import type { ScheduleRow } from '../../temporal/schedules.js';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { waitFor } from '../helpers/net.js';
-import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
 import { temporalBinary } from '../helpers/paths.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 
 // Temporal Schedules replacing cron, driven through the CLI against a real dev server; the
 // trigger test runs a real backup on a worker process.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let connection: Connection;
 let dir = '';
 let raw: Record<string, Record<string, unknown>>;
 let configFile = '';
 
-before(async () => {
-  [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
-  await loadImmichLike(pg, 500);
-  connection = await Connection.connect({ address: temporal.address });
+const stack = useStack({ postgres: 500 }, async () => {
   dir = await tempDir('schedules');
-  raw = rawTestConfig({ backupDir: join(dir, 'dumps'), address: temporal.address, extra: { schedules: { timeZone: 'Europe/Berlin', nightlyDbBackup: '15 2 * * *' }, log: { level: 'info' } } });
+  raw = rawTestConfig({ backupDir: join(dir, 'dumps'), address: stack.temporal.address, extra: { schedules: { timeZone: 'Europe/Berlin', nightlyDbBackup: '15 2 * * *' }, log: { level: 'info' } } });
   configFile = await writeConfigFile(dir, raw);
-});
-after(async () => {
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop()]);
 });
 
 async function list(): Promise<ScheduleRow[]> {
@@ -73,14 +62,13 @@ describe('schedules', () => {
     const next = new Date(rows[0]!.nextRuns![0]!);
     assert.equal(new Intl.DateTimeFormat('en-GB', { timeZone: 'Europe/Berlin', hour: '2-digit', minute: '2-digit' }).format(next), '02:15');
 
-    const client = new Client({ connection });
-    const described = await client.schedule.getHandle('weekly-library-mirror').describe();
+    const described = await stack.client.schedule.getHandle('weekly-library-mirror').describe();
     assert.equal(described.policies.overlap, ScheduleOverlapPolicy.SKIP);
     assert.equal(described.policies.catchupWindow, 120 * 60_000);
     assert.equal(described.action.workflowType, 'WeeklyLibraryMirror');
 
     // The temporal CLI (and so the Web UI's Schedules page) sees exactly these.
-    const { stdout } = await execa(temporalBinary, ['schedule', 'list', '--address', temporal.address, '-o', 'json']);
+    const { stdout } = await execa(temporalBinary, ['schedule', 'list', '--address', stack.temporal.address, '-o', 'json']);
     const ids = (JSON.parse(stdout) as Array<{ scheduleId: string }>).map((s) => s.scheduleId).sort();
     assert.deepEqual(ids, ['backup-health', 'library-audit', 'nightly-db-backup', 'offsite-sync', 'restore-drill', 'weekly-library-mirror']);
   });
@@ -103,7 +91,7 @@ describe('schedules', () => {
   });
 
   test('trigger starts the scheduled workflow on the worker and it completes', async () => {
-    const worker = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
+    const worker = spawnCli(['-c', configFile, 'worker'], fixtureEnv(stack.pg));
     try {
       await workerStarted(worker);
       const r = await cli(['-c', configFile, 'schedules', 'trigger', 'nightly-db-backup']);

@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 import { SCHEDULES } from '../../temporal/schedules.js';
 
 // A remote Temporal behind TLS, for real: a TLS-terminating proxy (node:tls, ALPN h2, a CA made
@@ -18,12 +18,10 @@ import { SCHEDULES } from '../../temporal/schedules.js';
 
 const SERVER_NAME = 'temporal.test';
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
 let pki = '';
 const proxies: Array<{ server: Server; address: string; authorized: string[]; refused: string[] }> = [];
 let mtls: (typeof proxies)[number];
 let tlsOnly: (typeof proxies)[number];
-let drive: { unmount(): Promise<void> } | undefined;
 
 async function openssl(...args: string[]): Promise<void> {
   await execa('openssl', args, { cwd: pki });
@@ -43,7 +41,7 @@ async function makePki(): Promise<void> {
 
 /** Terminates TLS (h2 only) and pipes the bytes to the dev server's plain port; with `requireClientCert`, a peer without one is refused in the handshake. */
 async function startProxy(requireClientCert: boolean): Promise<(typeof proxies)[number]> {
-  const [host, port] = temporal.address.split(':') as [string, string];
+  const [host, port] = stack.temporal.address.split(':') as [string, string];
   const authorized: string[] = [];
   const refused: string[] = [];
   const server = createServer(
@@ -67,20 +65,14 @@ async function startProxy(requireClientCert: boolean): Promise<(typeof proxies)[
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const proxy = { server, address: `127.0.0.1:${(server.address() as { port: number }).port}`, authorized, refused };
   proxies.push(proxy);
+  stack.defer(() => server.close());
   return proxy;
 }
 
-before(async () => {
-  temporal = await startTestTemporal();
+const stack = useStack({}, async () => {
   await makePki();
   mtls = await startProxy(true);
   tlsOnly = await startProxy(false);
-});
-
-after(async () => {
-  await drive?.unmount();
-  for (const p of proxies) p.server.close();
-  await temporal?.stop();
 });
 
 /** A config for the proxy at `address`: the test's task queue, staging dir and library on a real tmpfs. */
@@ -99,7 +91,7 @@ describe('a remote Temporal over TLS', () => {
     const source = join(dir, 'library');
     await makeLibrary(source, 5);
     const wd = join(dir, 'wd-backup');
-    drive = await mountTmpfs(wd, '16m');
+    stack.mounted(await mountTmpfs(wd, '16m'));
     const file = await tlsConfig(mtls.address, mutualTls(), { source, destination: join(wd, 'immich'), mountPoint: wd });
     const worker = spawnCli(['-c', file, 'worker']);
     try {

@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { execa } from 'execa';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { DefaultLogger } from '@temporalio/worker';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities/index.js';
@@ -14,10 +13,9 @@ import { redactSecrets } from '../../core/redact.js';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { freePort } from '../helpers/net.js';
 import { repoRoot } from '../helpers/paths.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { testWorkflowId } from '../helpers/run-workflow.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 
 // Credentials written into a URL (user:pass@) never leave the worker: not in its log, not in
 // workflow history (results, failures, heartbeats), not in `config`. A real worker process, a real
@@ -26,22 +24,10 @@ import { startTestTemporal } from '../helpers/temporal.js';
 const SECRET = 'Sekr3t-in-url-9f4e';
 const basic = (user: string) => `Basic ${Buffer.from(`${user}:${SECRET}`).toString('base64')}`;
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let receiver: Receiver;
-let connection: Connection;
-let client: Client;
 let closed = 0;
 
-before(async () => {
-  [temporal, receiver] = await Promise.all([startTestTemporal(), startReceiver()]);
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
+const stack = useStack({ receiver: true }, async () => {
   closed = await freePort();
-});
-
-after(async () => {
-  await connection?.close();
-  await Promise.all([temporal?.stop(), receiver?.close()]);
 });
 
 /** History as text with every payload decoded: the client hands payload data over as base64 (or bytes). */
@@ -83,7 +69,7 @@ describe('URL credentials are redacted at every exit', () => {
     await mkdir(notMounted);
     const raw = rawTestConfig({
       backupDir: join(dir, 'dumps'),
-      address: temporal.address,
+      address: stack.temporal.address,
       extra: {
         log: { level: 'info' },
         // Quick, certain problems so BackupHealth alarms: no dumps, a NAS that refuses, no drive.
@@ -91,7 +77,7 @@ describe('URL credentials are redacted at every exit', () => {
         library: { mountPoint: notMounted, destination: join(notMounted, 'immich'), mountWaitMinutes: 0 },
         immich: { pingUrl: withCredentials(`http://127.0.0.1:${closed}/api/server/ping`, 'immich') },
         notifications: {
-          webhooks: [withCredentials(`${receiver.url}/hook`, 'hookuser')],
+          webhooks: [withCredentials(`${stack.receiver.url}/hook`, 'hookuser')],
           pings: { backupHealth: withCredentials(`http://127.0.0.1:${closed}/ping`, 'pinguser') },
           timeoutSeconds: 2,
         },
@@ -102,14 +88,14 @@ describe('URL credentials are redacted at every exit', () => {
     try {
       await workerStarted(worker);
       const workflowId = testWorkflowId('BackupHealth');
-      const handle = await client.workflow.start('BackupHealth', { taskQueue: raw.temporal!.taskQueue as string, workflowId, args: [{ trigger: 'test' }] });
+      const handle = await stack.client.workflow.start('BackupHealth', { taskQueue: raw.temporal!.taskQueue as string, workflowId, args: [{ trigger: 'test' }] });
       const report = (await handle.result()) as { ok: boolean };
       assert.equal(report.ok, false, 'the alarm went out');
 
-      const hooks = receiver.delivered('/hook');
+      const hooks = stack.receiver.delivered('/hook');
       assert.equal(hooks.length, 1, 'the credentialed webhook was delivered');
       assert.equal(hooks[0]!.headers.authorization, basic('hookuser'), 'its credentials as basic auth');
-      assert.equal(receiver.requests.filter((r) => r.path.includes(SECRET)).length, 0);
+      assert.equal(stack.receiver.requests.filter((r) => r.path.includes(SECRET)).length, 0);
 
       const history = historyText(await handle.fetchHistory());
       assert.match(history, /ping:start http:\/\/127\.0\.0\.1:\d+\/\[redacted\]: /, 'the dead ping is reported undelivered in the history');
@@ -144,9 +130,9 @@ describe('URL credentials are redacted at every exit', () => {
     assert.ok(down.beats.length > 0);
     assert.ok(!JSON.stringify(down).includes(SECRET), 'no secret in the result or the heartbeats');
 
-    const up = await wait(withCredentials(`${receiver.url}/api/server/ping`, 'immich'));
+    const up = await wait(withCredentials(`${stack.receiver.url}/api/server/ping`, 'immich'));
     assert.equal(up.result.healthy, true, up.result.detail);
-    assert.equal(receiver.delivered('/api/server/ping').at(-1)!.headers.authorization, basic('immich'));
+    assert.equal(stack.receiver.delivered('/api/server/ping').at(-1)!.headers.authorization, basic('immich'));
     assert.ok(!JSON.stringify(up).includes(SECRET));
   });
 });

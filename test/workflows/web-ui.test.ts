@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
 import { applySchedules } from '../../temporal/schedules.js';
 import { join } from 'node:path';
@@ -9,14 +8,12 @@ import { parseConfig } from '../../config/config.js';
 import type { NightlyDbBackupReport, RestoreDatabaseReport } from '../../workflows/index.js';
 import { cli } from '../helpers/cli.js';
 import { waitFor } from '../helpers/net.js';
-import { startPingServer } from '../helpers/ping.js';
 import { stepReached } from '../helpers/restore-stack.js';
 import { testWorkflowId, withWorker } from '../helpers/run-workflow.js';
 import { rawTestConfig, writeConfigFile } from '../helpers/setup.js';
-import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
-import { fixtureEnv, tempDir, testConfig } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { tempDir, testConfig } from '../helpers/setup.js';
+import { useStack } from '../helpers/stack.js';
 import { startAuthorized } from '../helpers/trust.js';
 
 // What an operator sees in Temporal's own Web UI (the dev server's, as `npm start` runs it),
@@ -24,45 +21,30 @@ import { startAuthorized } from '../helpers/trust.js';
 
 const CHROMIUM = ['/usr/lib/chromium/chromium', '/usr/bin/chromium'].find((p) => existsSync(p));
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let connection: Connection;
-let client: Client;
 let browser: Browser;
-let ping: Awaited<ReturnType<typeof startPingServer>>;
 
-before(async () => {
+const stack = useStack({ temporal: { ui: true }, postgres: 500, dockerEnv: true, ping: true }, async () => {
   assert.ok(CHROMIUM, 'chromium is not installed: run `npm run setup -- test` (npm test does)');
-  [temporal, pg, ping] = await Promise.all([startTestTemporal(undefined, { ui: true }), startPostgres(), startPingServer()]);
-  await loadImmichLike(pg, 500);
-  Object.assign(process.env, fixtureEnv(pg));
-  connection = await Connection.connect({ address: temporal.address });
-  client = new Client({ connection });
   // --no-sandbox: Chromium's sandbox cannot run as root, which these test machines are.
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-});
-
-after(async () => {
-  await browser?.close();
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop(), ping?.stop()]);
+  stack.defer(() => browser.close());
 });
 
 describe('Temporal Web UI', () => {
   test('shows the schedules and a completed NightlyDbBackup with its result', async () => {
-    const config = testConfig({ backupDir: await tempDir('ui'), address: temporal.address });
-    await applySchedules(client, config);
-    const { report, error, workflowId } = await runWorkflow<NightlyDbBackupReport>(client, temporal.address, config, 'NightlyDbBackup');
+    const config = testConfig({ backupDir: await tempDir('ui'), address: stack.temporal.address });
+    await applySchedules(stack.client, config);
+    const { report, error, workflowId } = await runWorkflow<NightlyDbBackupReport>(stack.client, stack.temporal.address, config, 'NightlyDbBackup');
     assert.equal(error, undefined);
     const page = await browser.newPage();
     try {
-      await page.goto(`${temporal.uiUrl}/namespaces/default/schedules`);
+      await page.goto(`${stack.temporal.uiUrl}/namespaces/default/schedules`);
       for (const id of ['nightly-db-backup', 'offsite-sync', 'weekly-library-mirror']) {
         await page.getByText(id, { exact: true }).first().waitFor({ timeout: 30_000 });
       }
       assert.ok(report);
       // The run's page: its status, its result (the report) and the activities it chained.
-      await page.goto(`${temporal.uiUrl}/namespaces/default/workflows/${workflowId}`);
+      await page.goto(`${stack.temporal.uiUrl}/namespaces/default/workflows/${workflowId}`);
       await page.getByText(`"file": "${report.file}"`).first().waitFor({ timeout: 30_000 });
       let text = await page.locator('body').innerText();
       assert.match(text, /\bcompleted\b/i);
@@ -74,7 +56,7 @@ describe('Temporal Web UI', () => {
       for (const step of ['requestLock', 'discoverPostgresContainer', 'dumpDatabase', 'validateDump', 'recordRowCounts', 'pruneDumps']) assert.ok(text.includes(step), step);
       // The workflow list filters on the project's search attributes.
       const query = encodeURIComponent('BackupKind="nightly-db-backup" AND BackupOutcome="success"');
-      await page.goto(`${temporal.uiUrl}/namespaces/default/workflows?query=${query}`);
+      await page.goto(`${stack.temporal.uiUrl}/namespaces/default/workflows?query=${query}`);
       await page.getByText(workflowId).first().waitFor({ timeout: 30_000 });
     } finally {
       await page.close();
@@ -85,19 +67,19 @@ describe('Temporal Web UI', () => {
     const root = await tempDir('ui-restore');
     const raw = rawTestConfig({
       backupDir: join(root, 'dumps'),
-      address: temporal.address,
-      extra: { immich: { composeDir: root, pingUrl: ping.url, healthTimeoutSeconds: 5 }, restore: { approvalTimeoutMinutes: 5 } },
+      address: stack.temporal.address,
+      extra: { immich: { composeDir: root, pingUrl: stack.ping.url, healthTimeoutSeconds: 5 }, restore: { approvalTimeoutMinutes: 5 } },
     });
     const config = parseConfig(raw);
     const configFile = await writeConfigFile(root, raw);
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     try {
-      const report = await withWorker(temporal.address, config, async () => {
-        const backup = await client.workflow.execute('NightlyDbBackup', { taskQueue: config.temporal.taskQueue, workflowId: testWorkflowId('NightlyDbBackup'), args: [{}] });
+      const report = await withWorker(stack.temporal.address, config, async () => {
+        const backup = await stack.client.workflow.execute('NightlyDbBackup', { taskQueue: config.temporal.taskQueue, workflowId: testWorkflowId('NightlyDbBackup'), args: [{}] });
         const id = testWorkflowId('RestoreDatabase');
-        const handle = await startAuthorized(client, config, 'RestoreDatabase', id, {});
+        const handle = await startAuthorized(stack.client, config, 'RestoreDatabase', id, {});
         await stepReached(handle, 'awaiting approval');
-        await page.goto(`${temporal.uiUrl}/namespaces/default/workflows/${id}`);
+        await page.goto(`${stack.temporal.uiUrl}/namespaces/default/workflows/${id}`);
         // The run's current details (the User Metadata tab): what waits, for which dump, and the command that approves it.
         await page.getByText('User Metadata').first().click();
         const details = page.frameLocator('iframe[title="output"]');
@@ -118,7 +100,7 @@ describe('Temporal Web UI', () => {
         assert.equal(await handle.query('currentStep'), 'awaiting approval', 'the signal approved nothing');
         assert.equal((await handle.fetchHistory()).events!.filter((e) => e.workflowTaskFailedEventAttributes).length, 0, 'no workflow task failed');
         // The list filters on it, too.
-        await page.goto(`${temporal.uiUrl}/namespaces/default/workflows?query=${encodeURIComponent('BackupOutcome="awaiting-approval"')}`);
+        await page.goto(`${stack.temporal.uiUrl}/namespaces/default/workflows?query=${encodeURIComponent('BackupOutcome="awaiting-approval"')}`);
         await page.getByText(id).first().waitFor({ timeout: 30_000 });
         const approved = await cli(['-c', configFile, 'restore', 'approve', id]);
         assert.equal(approved.exitCode, 0, approved.stderr);

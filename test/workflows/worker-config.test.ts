@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { cli, spawnCli, workerStarted } from '../helpers/cli.js';
 import { freePort } from '../helpers/net.js';
 import { rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { useStack } from '../helpers/stack.js';
 
 // Problem 2 of issue 16: `-c edited.yml` on a CLI command changes only what that command reads;
 // the run it starts uses the worker's config. The worker publishes which config it runs with and
 // the CLI says so when its own differs.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
 let worker: ReturnType<typeof spawnCli>;
 let workerFile = '';
 let editedFile = '';
@@ -20,28 +19,25 @@ async function configFile(name: string, taskQueue: string, nasPort: number, post
   const dir = await tempDir(name);
   const raw = rawTestConfig({
     backupDir: join(dir, 'dumps'),
-    address: temporal.address,
+    address: stack.temporal.address,
     taskQueue,
     extra: { postgres, offsite: { host: '127.0.0.1', port: nasPort }, status: { rowTimeoutSeconds: 5 }, log: { level: 'info' } },
   });
   return writeConfigFile(dir, raw);
 }
 
-before(async () => {
-  temporal = await startTestTemporal();
+const stack = useStack({}, async () => {
   const taskQueue = `worker-config-${process.pid}`;
   const nasPort = await freePort();
   workerFile = await configFile('worker-config', taskQueue, nasPort, {});
   // Edited: another staging dir and another container pattern.
   editedFile = await configFile('edited-config', taskQueue, nasPort, { containerPattern: '^immich_edited$' });
   worker = spawnCli(['-c', workerFile, 'worker']);
+  stack.defer(async () => {
+    worker.process.kill('SIGTERM');
+    await worker.process;
+  });
   await workerStarted(worker);
-});
-
-after(async () => {
-  worker?.process.kill('SIGTERM');
-  await worker?.process;
-  await temporal?.stop();
 });
 
 const warnings = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('warning: '));

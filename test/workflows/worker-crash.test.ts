@@ -1,40 +1,27 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Client, Connection } from '@temporalio/client';
+import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { formatStamp } from '../../core/dump-names.js';
 import { spawnCli, workerStarted } from '../helpers/cli.js';
 import { waitFor } from '../helpers/net.js';
-import { holdLock, loadImmichLike, someoneWaitsForLock, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { holdLock, someoneWaitsForLock } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
-import { startTestTemporal } from '../helpers/temporal.js';
+import { activityAttempts } from '../helpers/run-workflow.js';
+import { useStack } from '../helpers/stack.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 
 // A worker process killed with SIGKILL in the middle of pg_dumpall: Temporal notices the missing
 // heartbeats, retries the dump on a new worker, and the backup completes with nothing partial left.
 
-let temporal: Awaited<ReturnType<typeof startTestTemporal>>;
-let pg: TestPostgres;
-let connection: Connection;
-
-before(async () => {
-  [temporal, pg] = await Promise.all([startTestTemporal(), startPostgres()]);
-  await loadImmichLike(pg, 2000);
-  connection = await Connection.connect({ address: temporal.address });
-});
-
-after(async () => {
-  await connection?.close();
-  await Promise.all([temporal?.stop(), pg?.stop()]);
-});
+const stack = useStack({ postgres: 2000 });
 
 describe('a worker killed mid-dump', () => {
   test('a new worker completes the backup; no temporary file is left and older dumps are intact', async () => {
     const dir = await tempDir('crash');
     const backupDir = join(dir, 'dumps');
-    const raw = rawTestConfig({ backupDir, address: temporal.address, extra: { log: { level: 'info' } } });
+    const raw = rawTestConfig({ backupDir, address: stack.temporal.address, extra: { log: { level: 'info' } } });
     const configFile = await writeConfigFile(dir, raw);
     // Yesterday's dump, inside retention: it must survive untouched.
     const older = `immich_${formatStamp(new Date(Date.now() - 24 * 3600 * 1000))}.sql.gz`;
@@ -42,20 +29,20 @@ describe('a worker killed mid-dump', () => {
     await writeFile(join(backupDir, older), 'yesterday');
     await writeFile(join(backupDir, `${older}.sha256`), 'yesterday-sum');
 
-    const lock = await holdLock(pg, 'assets');
-    const first = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
+    const lock = await holdLock(stack.pg, 'assets');
+    const first = spawnCli(['-c', configFile, 'worker'], fixtureEnv(stack.pg));
     // The CLI starts nothing before a worker polls: wait for this one.
     await workerStarted(first);
     // The operator's side: `backup db` starts the run and follows it through the crash.
     const operator = spawnCli(['-c', configFile, 'backup', 'db', '--json']);
     let second: ReturnType<typeof spawnCli> | undefined;
     try {
-      await waitFor('the dump to be in flight', async () => ((await listDir(backupDir)).some((n) => n.endsWith('.partial')) ? await someoneWaitsForLock(pg) : undefined), 60_000);
+      await waitFor('the dump to be in flight', async () => ((await listDir(backupDir)).some((n) => n.endsWith('.partial')) ? await someoneWaitsForLock(stack.pg) : undefined), 60_000);
       first.process.kill('SIGKILL');
       await first.process;
       await lock.release();
 
-      second = spawnCli(['-c', configFile, 'worker'], fixtureEnv(pg));
+      second = spawnCli(['-c', configFile, 'worker'], fixtureEnv(stack.pg));
       const { exitCode } = await operator.process;
       assert.equal(exitCode, 0, operator.stderr());
       const report = JSON.parse(operator.stdout()) as { file: string; pruned: string[] };
@@ -70,8 +57,7 @@ describe('a worker killed mid-dump', () => {
       await execa('sha256sum', ['-c', `${report.file}.sha256`], { cwd: backupDir });
 
       const workflowId = /^started (\S+)$/m.exec(operator.stderr())![1]!;
-      const history = await new Client({ connection }).workflow.getHandle(workflowId).fetchHistory();
-      const attempts = (history.events ?? []).flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+      const attempts = await activityAttempts(stack.client, workflowId);
       assert.ok(attempts.includes(2), `the dump was retried: attempts ${attempts.join(',')}`);
       await recordFault('worker killed (SIGKILL) mid-dump', `a new worker completed the backup (dump attempt ${Math.max(...attempts)}); no temporary or partial file; yesterday's dump intact; the CLI followed the retry`);
     } finally {
