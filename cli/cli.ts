@@ -62,7 +62,8 @@ const program = new Command('immich-backup')
   .description('Durable, verifiable, restorable backups of a self-hosted Immich server, run as Temporal workflows.')
   .version(packageVersion(), '-V, --version', 'print the version')
   .addOption(new Option('-c, --config <file>', 'YAML config file').env('IMMICH_BACKUP_CONFIG'))
-  .showHelpAfterError()
+  // A usage error is one line and a pointer to the help, not the whole help.
+  .showHelpAfterError('(--help shows the usage)')
   // Usage errors reach the catch at the end (exit 2) instead of commander's exit 1; inherited by every subcommand.
   .exitOverride()
   .configureOutput({ outputError: (text, write) => write(text) });

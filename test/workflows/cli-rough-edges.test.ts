@@ -105,7 +105,7 @@ describe('the CLI says what it checked, and refuses what it can judge', () => {
     ]) {
       const r = await cli(args);
       assert.equal(r.exitCode, 2, `${args.join(' ')}: ${r.stderr}`);
-      assert.match(r.stderr, /^error: /, args.join(' '));
+      assert.match(r.stderr, /^error: [^\n]+\n(\(--help shows the usage\)\n)?$/, `one line, then at most a pointer to --help: ${args.join(' ')}: ${r.stderr}`);
       assert.equal(r.stdout, '');
     }
   });
@@ -147,7 +147,8 @@ describe('what the CLI prints', () => {
       assert.doesNotMatch(backup.stderr, /bytesWritten=|\bbytes=\d/);
       const restored = await cli(['-c', w.configFile, 'restore', 'db', '--yes']);
       assert.equal(restored.exitCode, 0, restored.stderr);
-      assert.equal(restored.stderr.split('\n').filter((l) => l === '… restoring').length, 1, restored.stderr);
+      // Once at most: a small restore can pass the step between two polls of the run's progress.
+      assert.ok(restored.stderr.split('\n').filter((l) => l === '… restoring').length <= 1, restored.stderr);
       assert.doesNotMatch(restored.stderr, /step[=:]/);
 
       const status = await cli(['-c', w.configFile, 'status']);

@@ -155,8 +155,8 @@ describe('WeeklyLibraryMirror keeps versions and guards write-once originals', (
     const configFile = await writeConfigFile(dir, rawTestConfig({ backupDir: join(dir, 'dumps'), address: '127.0.0.1:1' }));
     for (const bad of ['12', '12:abc', `-1:${'0'.repeat(32)}`]) {
       const r = await cli(['-c', configFile, 'backup', 'library', '--accept-rewrites', bad]);
-      assert.equal(r.exitCode, 1);
-      assert.match(r.stderr, /^error: --accept-rewrites .*: expected COUNT:DIGEST as the refused run printed it .*nothing was started\n$/);
+      assert.equal(r.exitCode, 2);
+      assert.match(r.stderr, /^error: option '--accept-rewrites <count:digest>' argument '.*' is invalid\. --accept-rewrites .*: expected COUNT:DIGEST as the refused run printed it .*nothing was started\n\(--help shows the usage\)\n$/);
     }
   });
 
