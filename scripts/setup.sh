@@ -11,7 +11,10 @@ mode=${1:-runtime}
 
 # Rebuild only when a source file (or the lockfile: a new SDK changes the bundle) is newer than the last build.
 build_if_changed() {
-  if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find core config temporal status adapters activities workflows workers cli test bench demo eslint.config.js tsconfig.json package.json package-lock.json -newer dist/workflow-bundle.js -print -quit)" ]; then
+  # What the build compiles is tsconfig's include: one list, read from there.
+  local sources
+  read -r -a sources < <(node -e 'console.log(require("./tsconfig.json").include.join(" "))')
+  if [ ! -f dist/workflow-bundle.js ] || [ -n "$(find "${sources[@]}" eslint.config.js tsconfig.json package.json package-lock.json -newer dist/workflow-bundle.js -print -quit)" ]; then
     echo "setup: compiling into dist/ (tsc, then the workflow bundle; about half a minute) ..." >&2
     bash scripts/build.sh >&2
   fi
