@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { execa } from 'execa';
@@ -31,6 +31,8 @@ before(async () => {
   await symlink(join(repoRoot, '.venv'), join(project, '.venv'));
   // This checkout's build, copied after the sources so it is newer: the one build below is the rebuild.
   await cp(join(repoRoot, 'dist'), join(project, 'dist'), { recursive: true });
+  // Without this checkout's own set-up stamps (an `npm start` here leaves one): the copy's first run is a first run.
+  for (const stamp of (await readdir(join(project, 'dist'))).filter((f) => f.startsWith('.setup-'))) await rm(join(project, 'dist', stamp));
 });
 
 
