@@ -1,8 +1,7 @@
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../core/dump-names.js';
 import { CommandNotFoundError, DigestsMissingError, DumpNotFoundError } from '../core/errors.js';
-import { corruptDump, privateCopy } from '../adapters/files/checksums.js';
+import { corruptDump, privateCopy, privateCopyDir } from '../adapters/files/checksums.js';
 import { isCorruptStreamError } from '../adapters/commands/compression.js';
 import { createContainerActivities } from './container.js';
 import { postgresCommand } from '../adapters/postgres/command.js';
@@ -10,8 +9,8 @@ import type { ActivityDeps } from './deps.js';
 import { writeFileAtomic } from '../adapters/files/fs-safe.js';
 import { readKey, tagRows } from '../adapters/files/provenance.js';
 import { authenticDumps, authenticRows, latestUsable, shrinkOf } from '../adapters/files/trusted-dumps.js';
-import { LOADING_DIR } from './restore.js';
 import { loadDump } from '../adapters/postgres/load.js';
+import { RESTRICT_REFUSED } from '../adapters/postgres/restricted-psql.js';
 import { runCommand, withHeartbeats } from '../adapters/commands/run-command.js';
 import type { DumpKind, PostgresTarget } from '../core/types.js';
 import { compareRowCounts, CONTENT_DIGESTS_MISSING, CONTENT_NOT_COMPARED, MAX_CONTENT_DIFFERENCES, type DrillResult, type RowCounts, type TableDigests } from '../core/reports.js';
@@ -40,6 +39,8 @@ export interface RecordedRowCounts {
 import { countRows, countRowsFromDump, hostPostgresBinDir, hostThrowaway, containerThrowaway, immichVersion, psqlQueryArgs, redumpDigests, type Psql, type Throwaway } from '../adapters/postgres/throwaway.js';
 
 /** Load errors kept in the report (it lives in workflow history); all are counted. */
+/** How the drill names a line psql refused in restrict mode. */
+const RESTRICT_REFUSED_NOTE = 'holds a line psql would have run as a meta-command on this host (refused in restrict mode)';
 const MAX_LOAD_ERRORS = 20;
 
 export function createDrillActivities({ config, logger }: ActivityDeps) {
@@ -139,33 +140,36 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       if (!dump?.rows) throw new DumpNotFoundError(`no authenticated dump with recorded row counts in ${dir}: run a backup first (\`immich-backup backup db\`)`);
       const recorded = dump.rows.tables;
       // Loaded from a private copy whose bytes hashed to the recorded sha256 as they were copied
-      // (made while the throwaway starts). The load streams it through the strict filter: a line
-      // that would run a program is refused before psql reads it, and the throwaway, which ran
-      // only lines the filter had passed, is removed. (A restore of the live database filters the
-      // whole dump before anything stops; a throwaway half-loaded costs nothing.)
-      const copying = privateCopy(join(dir, dump.file), dump.file, join(dir, LOADING_DIR), dump.sha256, `drill: copying ${dump.file} aside`, { sync: false });
+      // (made while the throwaway starts), through the strict filter into psql in restrict mode:
+      // no line can run anything on this host, and the throwaway is removed whatever it ran.
+      const copying = privateCopy(join(dir, dump.file), dump.file, privateCopyDir(config.security.keyFile), dump.sha256, `drill: copying ${dump.file} aside`);
       const starting = throwaway(stamp);
       const [copyDone, serverDone] = await withHeartbeats(Promise.allSettled([copying, starting]), () => ({ step: `drill: copying ${dump.file} aside while a throwaway PostgreSQL starts` }));
       if (copyDone.status === 'rejected' || serverDone.status === 'rejected') {
-        if (copyDone.status === 'fulfilled') await rm(copyDone.value, { force: true });
+        if (copyDone.status === 'fulfilled') await copyDone.value.close();
         if (serverDone.status === 'fulfilled') await serverDone.value.remove();
         throw copyDone.status === 'rejected' ? copyDone.reason : (serverDone as PromiseRejectedResult).reason;
       }
-      const path = copyDone.value;
+      const copy = copyDone.value;
       const server = serverDone.value;
       try {
         const postgresVersion = (await server.query('postgres', 'SHOW server_version')).trim();
         const loadStarted = Date.now();
         // Without ON_ERROR_STOP: a statement that fails (a constraint the data breaks, an extension
         // the server lacks) is reported with the tables it leaves short, not instead of them.
-        const { stderr } = await loadDump({ file: dump.file, path }, user, server.loader, `drill: restoring ${dump.file} into ${server.where}`).catch((err: unknown) => {
+        // psql without restrict mode only where it runs inside the throwaway container, as its unprivileged user.
+        const withoutRestrict = server.engine === 'container' ? { allow: `it runs in the throwaway container as ${config.postgres.containerUser}` } : { refuse: `Install a current PostgreSQL (drill.binDir: ${server.where}).` };
+        const { stderr } = await loadDump({ file: dump.file, source: copy }, user, server.loader, `drill: restoring ${dump.file} into ${server.where}`, withoutRestrict).catch((err: unknown) => {
           throw isCorruptStreamError(err) ? corruptDump(dump.file, err, 'the drill could not load it') : err;
         });
         // A table that could not be created turns its COPY data into one error per row: keep a few.
         const allErrors = stderr.split('\n').flatMap((line) => {
+          if (RESTRICT_REFUSED.test(line)) return [`${dump.file} ${RESTRICT_REFUSED_NOTE}: ${line.trim()}`];
           const m = /ERROR:\s+(.*)$/.exec(line);
           return m ? [m[1]!.trim()] : [];
         });
+        // A line psql refused to run on this host is the finding that matters most: named first.
+        allErrors.sort((a, b) => Number(b.includes(RESTRICT_REFUSED_NOTE)) - Number(a.includes(RESTRICT_REFUSED_NOTE)));
         const loadErrors = allErrors.slice(0, MAX_LOAD_ERRORS);
         const loadMs = Date.now() - loadStarted;
         const missingExtension = server.engine === 'host' && loadErrors.some((e) => /extension ".*" is not available|could not open extension control file/.test(e));
@@ -206,7 +210,7 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
         return result;
       } finally {
         await server.remove();
-        await rm(path, { force: true });
+        await copy.close();
       }
     },
   };

@@ -1,4 +1,4 @@
-import { link, lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { link, lstat, mkdir, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, partialFileName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR, stampOfName } from '../core/dump-names.js';
 import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpNotFoundError, NotOurDumpError, UnauthenticatedDumpError } from '../core/errors.js';
@@ -9,14 +9,14 @@ import { redactSecrets, splitCredentials } from '../core/redact.js';
 import type { DumpFacts } from '../core/restore-plan.js';
 import { fsyncDir, ownDir } from '../adapters/files/fs-safe.js';
 import { postgresCommand } from '../adapters/postgres/command.js';
-import { privateCopy, readChecksumFile, sha256OfFile } from '../adapters/files/checksums.js';
+import { privateCopy, privateCopyDir, readChecksumFile, sha256OfFile } from '../adapters/files/checksums.js';
 import type { ActivityDeps } from './deps.js';
 import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
 import { runCommand, withHeartbeats } from '../adapters/commands/run-command.js';
 import { runRsync } from '../adapters/commands/rsync.js';
 import { nasLabel, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
 import type { HealthResult, PostgresTarget, ResolveDumpInput, ResolvedDump, RestoreSettings, VerifiedDump } from '../core/types.js';
-import { checkRestorable, loadDump } from '../adapters/postgres/load.js';
+import { checkRestorable, loadDump, type WithoutRestrict } from '../adapters/postgres/load.js';
 
 /** Links `from` to `to` unless `to` exists: never replaces a file. True when it linked. */
 async function linkIfAbsent(from: string, to: string): Promise<boolean> {
@@ -193,7 +193,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     async recheckDump({ path, file, sha256, origin }: { path: string; file: string; sha256: string; origin?: ResolvedDump['origin'] }): Promise<void> {
       if (origin && origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(path), file, sha256, 'nothing was changed');
       // The folder the load copies into must be the worker's own (not a link planted there): found out now, before anything stops.
-      await ownDir(join(dir, LOADING_DIR));
+      await ownDir(privateCopyDir(config.security.keyFile));
       const now = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking ${file} again` })).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') throw new DumpNotFoundError(`${file} is gone since it was verified (pruned meanwhile?): nothing was changed; choose a dump again (immich-backup dumps)`);
         throw err;
@@ -272,34 +272,37 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     async restoreDump({ dump, target, sha256 }: { dump: Pick<ResolvedDump, 'file' | 'path' | 'format' | 'origin'>; target: PostgresTarget; sha256: string }): Promise<{ durationMs: number }> {
       const started = Date.now();
       await requireAuthorizedRun(config.security.keyFile, `load ${dump.file} into the database`);
-      // The bytes loaded are the bytes verified: copied (and hashed as they are read) into a folder only
-      // the worker can write, checked against the approved sha256 (and, for ours, the tag), loaded from there.
-      // Where the file is follows from its name and origin alone: a path in the input is never trusted.
+      // The bytes loaded are the bytes verified: copied (and hashed as they are read) into an unlinked
+      // file beside the key, outside backup.dir, checked against the approved sha256 (and, for ours,
+      // the tag), and read through its descriptor. Where the dump is follows from its name and
+      // origin alone: a path in the input is never trusted.
       const located = locate(dump.file, dump.origin);
       if (located.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(located.path), located.file, sha256, 'not loading it');
-      const loadingDir = join(dir, LOADING_DIR);
-      const copy = await privateCopy(located.path, located.file, loadingDir, sha256, `copying ${located.file} aside to load exactly the verified bytes`);
+      const copy = await privateCopy(located.path, located.file, privateCopyDir(config.security.keyFile), sha256, `copying ${located.file} aside to load exactly the verified bytes`);
       try {
-        return await load({ ...located, path: copy }, target, started);
+        return await load({ file: located.file, format: located.format, source: copy }, target, started);
       } finally {
-        await rm(copy, { force: true });
+        await copy.close();
       }
     },
   };
 
-  async function load(dump: Pick<ResolvedDump, 'file' | 'path' | 'format'>, target: PostgresTarget, started: number): Promise<{ durationMs: number }> {
+  async function load(dump: Pick<ResolvedDump, 'file' | 'format'> & { source: FileHandle }, target: PostgresTarget, started: number): Promise<{ durationMs: number }> {
       const user = config.postgres.user;
       const database = dump.format === 'cluster' ? 'postgres' : config.immich.database;
       const others = dump.format === 'cluster' ? "datname IS NOT NULL AND datname <> 'postgres'" : `datname = '${database}'`;
       const terminate = postgresCommand(config, target, 'psql', ['-X', '-q', '-U', user, '-d', 'postgres', '-c', `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND ${others}`]);
       await runCommand(terminate.file, terminate.args, { label: 'psql', env: terminate.env });
 
-      await loadDump(dump, user, postgresCommand(config, target, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', user, '-d', database]), 'restoring');
+      // psql on this host must know restrict mode; inside the container it runs as the container's unprivileged user.
+      const withoutRestrict: WithoutRestrict =
+        target.runtime === 'docker'
+          ? { allow: `it runs in container ${target.container} as ${config.postgres.containerUser}, no more than the database server itself can do` }
+          : { refuse: `Install a current postgresql-client on this host${config.postgres.binDir ? ` (postgres.binDir is ${config.postgres.binDir})` : ''}.` };
+      const { restricted } = await loadDump(dump, user, postgresCommand(config, target, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', user, '-d', database]), 'restoring', withoutRestrict);
+      if (!restricted) logger.warn({ file: dump.file, why: 'allow' in withoutRestrict ? withoutRestrict.allow : '' }, "psql predates restrict mode: loaded as the container's unprivileged user");
       const durationMs = Date.now() - started;
-      logger.info({ file: dump.file, database, durationMs }, 'dump restored');
+      logger.info({ file: dump.file, database, durationMs, restricted }, 'dump restored');
       return { durationMs };
   }
 }
-
-/** Where restoreDump keeps the private copy it loads (inside backup.dir, owner-only). */
-export const LOADING_DIR = '.loading';

@@ -46,7 +46,7 @@ function oldScanner(chunks: Buffer[]): void {
 }
 
 function newFilter(chunks: Buffer[]): void {
-  const filter = new DumpFilter('bench.sql', 'postgres');
+  const filter = new DumpFilter('bench.sql', { restoringRole: 'postgres' });
   for (const chunk of chunks) filter.push(chunk);
   filter.end();
 }

@@ -84,6 +84,10 @@ const postgresSchema = z.strictObject({
   password: z.string().min(1).optional(),
   /** Directory of the host's PostgreSQL client tools (runtime none); unset: PATH. */
   binDir: z.string().min(1).transform(expandHome).optional(),
+  /** The container's unprivileged user that runs psql, pg_dump and pg_dumpall (docker exec -u): never root in the container. */
+  containerUser: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a user name').default('postgres'),
+  /** runtime none, the worker running as root: the host user that runs psql and pg_dumpall (runuser -u): never root. */
+  runAs: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a user name').default('nobody'),
 });
 
 /** The levels each compressor accepts (igzip has only 0-3; zstd goes to 19). */

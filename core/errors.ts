@@ -95,6 +95,11 @@ export class UnsafeDumpError extends Error {
   override name = 'UnsafeDumpError';
 }
 
+/** psql predates restrict mode, where it would run on this host: it is never given a dump. */
+export class PsqlTooOldError extends Error {
+  override name = 'PsqlTooOldError';
+}
+
 export class RestoreFailedError extends Error {
   override name = 'RestoreFailedError';
 }
@@ -240,7 +245,7 @@ export const NON_RETRYABLE: readonly string[] = [
   // wrong config, missing tool, full disk, untrusted paths or keys
   ConfigError, CommandNotFoundError, TemporalBinaryNotFoundError, NoSpaceError, NasFullError, UnsafePathError, UnauthorizedError, UsageError,
   // the database or its container
-  ContainerNotFoundError, AmbiguousContainerError, DatabaseUnreadableError, ImmichVersionMismatchError,
+  ContainerNotFoundError, AmbiguousContainerError, DatabaseUnreadableError, ImmichVersionMismatchError, PsqlTooOldError,
   // a dump that is bad, missing, not ours, or taken
   NotOurDumpError, UnauthenticatedDumpError, UnsafeDumpError, DumpNameTakenError, DumpTooSmallError, DumpCorruptError,
   DumpIncompleteError, ChecksumMismatchError, DigestsMissingError, DumpConflictError, DumpNotFoundError, PruneRefusedError,

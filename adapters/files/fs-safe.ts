@@ -39,7 +39,7 @@ export function diskError(err: unknown, where: string): unknown {
 }
 
 /**
- * A folder of the worker's own inside backup.dir (restore-points/, rejected/, salvage/, .loading/):
+ * A folder of the worker's own (restore-points/, rejected/, salvage/ in backup.dir; loading/ beside the key):
  * made owner-only if missing; refused when it is a symlink, not a directory, or someone else's,
  * so nothing is ever written through a link planted under its name.
  */

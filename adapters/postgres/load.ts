@@ -1,13 +1,14 @@
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressor } from '../commands/compression.js';
-import { ChecksumMismatchError, DumpIncompleteError } from '../../core/errors.js';
+import { ChecksumMismatchError, DumpIncompleteError, PsqlTooOldError } from '../../core/errors.js';
 import { formatBytes } from '../../core/format.js';
 import { decodeAndHash, READ_CHUNK } from '../files/checksums.js';
 import { awaitCommand, startCommand, stopCommand, withHeartbeats } from '../commands/run-command.js';
 import { restoreFilter, safetyScanner } from './sql-stream.js';
+import { policyFor } from './dump-policy.js';
+import { restrictFraming, restrictRefusal, supportsRestrict, type PsqlCommand } from './restricted-psql.js';
 import type { DumpFormat, VerifiedDump } from '../../core/types.js';
 
 /** pg_dumpall's last comment; its absence means the dump stopped early. */
@@ -27,25 +28,43 @@ function counter(onBytes: (n: number) => void): Transform {
 }
 
 /**
- * Streams a dump through gunzip (or zstd -d) and the restore filter into a running psql, with
- * heartbeats of how far it got; psql's own error wins over the broken pipe it causes. Returns
- * psql's stderr (its errors, when ON_ERROR_STOP is off).
+ * What a load may do when psql predates restrict mode: refuse (psql on this host: whatever it ran
+ * would run here), or go on because psql runs inside the database's container as its unprivileged
+ * user, where nothing it could run exceeds what the database server itself can already do.
+ */
+export type WithoutRestrict = { refuse: string } | { allow: string };
+
+/**
+ * Streams a dump through gunzip (or zstd -d) and the restore filter into a running psql in restrict
+ * mode, with heartbeats of how far it got; psql's own error wins over the broken pipe it causes.
+ * `dump.source` is the private copy's handle (privateCopy): the verified bytes, never a path
+ * re-opened. Returns psql's stderr (its errors, when ON_ERROR_STOP is off) and whether psql ran
+ * restricted.
  */
 export async function loadDump(
-  dump: { file: string; path: string; format?: DumpFormat },
+  dump: { file: string; source: FileHandle; format?: DumpFormat },
   user: string,
-  psql: { file: string; args: string[]; env: Record<string, string> },
+  psql: PsqlCommand,
   step: string,
-): Promise<{ stderr: string }> {
+  withoutRestrict: WithoutRestrict,
+): Promise<{ stderr: string; restricted: boolean }> {
+  const restricted = await supportsRestrict(psql);
+  if (!restricted && 'refuse' in withoutRestrict) {
+    throw new PsqlTooOldError(`psql predates restrict mode (PostgreSQL 13.22, 14.19, 15.14, 16.10, 17.6, 18 or later have it): it would run any meta-command a dump holds, so nothing was loaded. ${withoutRestrict.refuse}`);
+  }
   const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
-  const { size } = await stat(dump.path);
+  const { size } = await dump.source.stat();
   let read = 0;
-  const feed = pipeline(createReadStream(dump.path, { highWaterMark: READ_CHUNK }), counter((n) => (read += n)), decompressor(dump.file), restoreFilter(user, dump.file, dump.format === 'immich'), child.stdin!);
+  const filter = restoreFilter(user, dump.file, { policy: policyFor(dump.format ?? 'cluster'), ...(restricted ? { frame: restrictFraming() } : {}) });
+  const input = dump.source.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK });
+  const feed = pipeline(input, counter((n) => (read += n)), decompressor(dump.file), filter, child.stdin!);
+  const mode = restricted ? 'psql in restrict mode' : `psql without restrict mode (${'allow' in withoutRestrict ? withoutRestrict.allow : ''})`;
   const [fed, loaded] = await withHeartbeats(Promise.allSettled([feed, awaitCommand(child, 'psql')]), () => ({
     step,
     file: dump.file,
     read: `${formatBytes(read)} of ${formatBytes(size)}`,
     percent: Math.floor((read / size) * 100),
+    mode,
   }));
   // The feed's failure is the cause (a line the filter refused, a stream that does not decode),
   // and psql's the consequence of its input ending in error; unless psql went away first and the
@@ -55,8 +74,8 @@ export async function loadDump(
     stopCommand(child);
     throw fed.reason;
   }
-  if (loaded.status === 'rejected') throw loaded.reason;
-  return { stderr: String(loaded.value.stderr ?? '') };
+  if (loaded.status === 'rejected') throw restrictRefusal(loaded.reason, dump.file);
+  return { stderr: String(loaded.value.stderr ?? ''), restricted };
 }
 
 /**
@@ -64,8 +83,8 @@ export async function loadDump(
  * the completion marker is there, and no line would run a program.
  */
 export async function checkRestorable(dump: { file: string; path: string; format: DumpFormat; checksum?: string }): Promise<VerifiedDump> {
-  // Immich's own dumps carry no tag: the stricter filter (ASCII only outside COPY data).
-  const scan = safetyScanner(dump.file, dump.format === 'immich');
+  // Immich's own dumps carry no tag and hold one database: the stricter policy (dump-policy.ts).
+  const scan = safetyScanner(dump.file, policyFor(dump.format));
   const { sha256, size } = await decodeAndHash(dump.path, dump.file, scan.sink, 'verifying', 'not restoring it');
   if (dump.checksum !== undefined && dump.checksum !== sha256) {
     throw new ChecksumMismatchError(`dump ${dump.file} has sha256 ${sha256}, its .sha256 says ${dump.checksum}: not restoring it`);

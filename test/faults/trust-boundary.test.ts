@@ -10,6 +10,7 @@ import { hostThrowaway } from '../../adapters/postgres/throwaway.js';
 import { collectStatus } from '../../status/status.js';
 import { dumpFileName, formatStamp } from '../../core/dump-names.js';
 import { createLogger } from '../../config/logger.js';
+import { privateCopyDir } from '../../adapters/files/checksums.js';
 import type { OffsiteSyncReport, RestoreDrillReport } from '../../workflows/index.js';
 import { cli } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
@@ -132,7 +133,7 @@ describe('the trust boundary', () => {
     await recordFault('an approved, finished restore reset (temporal workflow reset) to just after its authorization', 'the new run replays the old authorization but holds no grant: stopping Immich refused, nothing loaded, the database unchanged');
   });
 
-  test('review: "latest" is never one of Immich\'s own (unauthenticated) backups; a planted .loading link or a .sha256 leading to /dev/zero is refused, never followed', async () => {
+  test('review: "latest" is never one of Immich\'s own (unauthenticated) backups; a link planted where the private copy is made or a .sha256 leading to /dev/zero is refused, never followed', async () => {
     const w = await world();
     const immichName = 'immich-db-backup-20261126T020000-v2.3.1-pg15.18.sql.gz';
     await writeFile(join(w.immichBackups, immichName), 'not even read');
@@ -153,11 +154,11 @@ describe('the trust boundary', () => {
 
     const elsewhere = await tempDir('planted-loading');
     await chmod(elsewhere, 0o755);
-    await symlink(elsewhere, join(w.backupDir, '.loading'));
+    await symlink(elsewhere, privateCopyDir(w.config.security.keyFile));
     await rm(stack.dockerLog, { force: true });
     const planted = await w.restore({ dump: good.file, approved: true });
     assert.equal(failureType(planted.error).type, 'UnsafePathError');
-    assert.match(failureType(planted.error).message, /\.loading is a symbolic link: never written through/);
+    assert.match(failureType(planted.error).message, /\/loading is a symbolic link: never written through/);
     assert.deepEqual(await readdir(elsewhere), []);
     assert.equal((await stat(elsewhere)).mode & 0o777, 0o755, 'never chmod-ed through the link');
     assert.deepEqual(await dockerCalls(), [], 'Immich was never stopped');

@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { DumpFilter, restoreFilter, safetyScanner } from '../../adapters/postgres/sql-stream.js';
+import { CLUSTER_POLICY, DATABASE_POLICY } from '../../adapters/postgres/dump-policy.js';
 import { HOSTILE_FIRST_LINE, HOSTILE_SNIPPETS, hostileDump, type HostileContext } from '../helpers/hostile-sql.js';
 import { pgBin } from '../helpers/postgres.js';
 import { useStack } from '../helpers/stack.js';
@@ -126,7 +127,7 @@ describe('unauthenticated dumps (Immich\'s own)', () => {
   test('no byte outside ASCII outside COPY data: a client-encoding switch on the server could make psql read it differently', async () => {
     const comment = "COMMENT ON TABLE public.t IS 'café';\n";
     const data = 'COPY public.t (a) FROM stdin;\ncafé\n\\.\n';
-    const run = (sql: string, asciiOnly: boolean) => pipeline(Readable.from([Buffer.from(sql)]), safetyScanner('test.sql.gz', asciiOnly).sink);
+    const run = (sql: string, asciiOnly: boolean) => pipeline(Readable.from([Buffer.from(sql)]), safetyScanner('test.sql.gz', asciiOnly ? DATABASE_POLICY : CLUSTER_POLICY).sink);
     await run(comment, false);
     await assert.rejects(run(comment, true), refusedAt(1));
     await run(data, true);
@@ -163,7 +164,7 @@ describe('the restore filter', () => {
   });
 
   test('holds back an open statement, so a refusal leaves psql nothing to run at end of input', () => {
-    const filter = new DumpFilter('test.sql.gz', 'postgres');
+    const filter = new DumpFilter('test.sql.gz', { restoringRole: 'postgres' });
     const out = filter.push(Buffer.from("SET statement_timeout = 0;\nCREATE TABLE public.loot AS\nSELECT pg_catalog.pg_read_file('/etc/passwd')"));
     assert.equal(Buffer.concat(out).toString(), 'SET statement_timeout = 0;\n');
     assert.throws(() => filter.push(Buffer.from(';\n')), refusedAt(2));

@@ -1,0 +1,221 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { execa } from 'execa';
+import { privateCopyDir } from '../../adapters/files/checksums.js';
+import type { RestoreDrillReport } from '../../workflows/index.js';
+import { recordFault } from '../helpers/fault-matrix.js';
+import { waitFor } from '../helpers/net.js';
+import { fixture } from '../helpers/paths.js';
+import { pgBin } from '../helpers/postgres.js';
+import { failureType, stepReached, useRestoreStack } from '../helpers/restore-stack.js';
+import { runWorkflow } from '../helpers/run-workflow.js';
+
+// The load path interprets nothing: psql loads every dump in restrict mode, so no byte of a dump
+// can make the host run a command, whatever our lexer thinks of it, and whoever holds Immich's
+// database superuser cannot plant lines that our own dump carries into psql. Where psql predates
+// restrict mode (an older container image, stood in for by test/fixtures/old-pg), it runs as the
+// container's unprivileged user: whatever it runs, the database server could already run.
+
+const stack = useRestoreStack(200);
+const { world, dockerCalls } = stack;
+
+/** The uid of the test server's OS user, which the fixture docker's `exec -u postgres` runs as. */
+const postgresUid = async () => (await execa('id', ['-u', 'postgres'])).stdout.trim();
+
+/** A directory anyone can write: psql, as whichever user it runs, leaves its `id -u` there. */
+async function markerDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'immich-backup-restricted-'));
+  await chmod(dir, 0o777);
+  return dir;
+}
+
+/**
+ * Server-side code switches standard_conforming_strings off while COPY loads (a CHECK constraint
+ * calls it), so psql reads `'x\'` as an unfinished literal while pg_dump's reading (and our lexer's)
+ * sees it closed: the `\!` line that the lexer counts as string content reaches psql as a command.
+ * The setting's name is split in two: nothing in the text names it.
+ */
+function desyncLines(marker: string, name: string): string[] {
+  return [
+    `CREATE FUNCTION public.${name}_flip(integer) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; RETURN true; END$$;`,
+    `CREATE TABLE public.${name} (a integer CHECK (public.${name}_flip(a)));`,
+    `COPY public.${name} (a) FROM stdin;`,
+    '1',
+    '\\.',
+    `COMMENT ON TABLE public.${name} IS 'x\\';`,
+    `COMMENT ON TABLE public.${name} IS '`,
+    `\\! id -u > ${marker}`,
+    "';",
+  ];
+}
+
+/** An Immich backup (pg_dump of one database) around `lines`. */
+const immichBackup = (lines: string[]) =>
+  ['--', '-- PostgreSQL database dump', '--', '', 'SET statement_timeout = 0;', "SET client_encoding = 'UTF8';", 'SET standard_conforming_strings = on;', "SELECT pg_catalog.set_config('search_path', '', false);", '', ...lines, '', '--', '-- PostgreSQL database dump complete', '--', ''].join('\n');
+
+const dropTrap = (name: string) => stack.pg.psql(`DROP TABLE IF EXISTS public.${name}; DROP FUNCTION IF EXISTS public.${name}_flip(integer);`, 'immich');
+
+/** Immich's name for a backup: the stamp varies so that each test's file is its own. */
+const immichName = (minute: number) => `immich-db-backup-20261126T02${String(minute).padStart(2, '0')}00-v2.3.1-pg15.18.sql.gz`;
+
+describe('a load path that interprets nothing', () => {
+  test('the desync is real: through a psql without restrict mode, the planted line runs a shell command', async () => {
+    const dir = await markerDir();
+    const marker = join(dir, 'raw');
+    await stack.pg.psql('CREATE DATABASE desync_control;');
+    try {
+      await execa(join(pgBin, 'psql'), ['-X', '-q', '-d', 'desync_control'], { env: stack.pg.env, input: immichBackup(desyncLines(marker, 'control')), reject: false });
+      assert.ok(existsSync(marker), 'the construction makes a psql that is not restricted run \\!');
+    } finally {
+      await stack.pg.psql('DROP DATABASE desync_control;');
+    }
+  });
+
+  test("an Immich backup that desynchronises the lexer from psql runs nothing: psql refuses the line in restrict mode, the database is rolled back, Immich is started", async () => {
+    const w = await world();
+    const dir = await markerDir();
+    const marker = join(dir, 'pwned');
+    const name = immichName(1);
+    await writeFile(join(w.immichBackups, name), gzipSync(immichBackup(desyncLines(marker, 'trap_one'))));
+    await rm(stack.dockerLog, { force: true });
+    const { error } = await w.restore({ dump: name, approved: true });
+    const failure = failureType(error);
+    assert.equal(failure.type, 'RestoreFailedError', failure.message);
+    assert.match(failure.message, /holds a line psql would have run as a meta-command .*refused it in restrict mode/);
+    assert.match(failure.message, /the restore point .* was put back/);
+    assert.ok(!existsSync(marker), 'the shell command never ran');
+    assert.equal((await dockerCalls()).filter((c) => c.startsWith('compose-up')).length, 1, 'Immich was started again');
+    assert.equal(await stack.pg.psql("SELECT count(*) FROM pg_class WHERE relname = 'trap_one'", 'immich'), '0', 'the rollback left nothing of the dump');
+    await recordFault("an Immich backup whose server-side code switches standard_conforming_strings off so that a \\! line reaches psql outside a literal", 'psql in restrict mode refused the line (RestoreFailedError naming restrict mode); nothing ran; rolled back to the restore point; Immich started');
+  });
+
+  test("with a container psql that predates restrict mode, the same backup runs its line only as the container's unprivileged user, never as root", async () => {
+    const w = await world();
+    const dir = await markerDir();
+    const marker = join(dir, 'old-psql');
+    const name = immichName(2);
+    await writeFile(join(w.immichBackups, name), gzipSync(immichBackup(desyncLines(marker, 'trap_two'))));
+    process.env.FIXTURE_PG_CLIENT_DIR = fixture('old-pg');
+    try {
+      await w.restore({ dump: name, approved: true, noRestorePoint: true });
+    } finally {
+      delete process.env.FIXTURE_PG_CLIENT_DIR;
+      await dropTrap('trap_two');
+    }
+    assert.ok(existsSync(marker), 'an old psql runs what reaches it outside a literal');
+    assert.equal((await readFile(marker, 'utf8')).trim(), await postgresUid(), "it ran as the container's user (postgres.containerUser), never as root");
+    await recordFault('the same backup, loaded by a container psql that predates restrict mode', "psql ran as postgres.containerUser (docker exec -u): the line ran with the database server's own rights, never as root");
+  });
+
+  test("a forged Immich backup cannot make a superuser, an event trigger, a role membership or database settings: refused before anything stops", async () => {
+    const w = await world();
+    const forged: Array<[string, RegExp]> = [
+      ["CREATE ROLE intruder SUPERUSER LOGIN PASSWORD 'x';", /role DDL/],
+      ['ALTER ROLE immich SUPERUSER;', /role DDL/],
+      ['GRANT pg_execute_server_program TO immich;', /server's files or programs/],
+      ['GRANT postgres TO immich;', /role membership/],
+      ['CREATE EVENT TRIGGER intruder ON ddl_command_start EXECUTE FUNCTION public.f();', /event trigger/],
+      ["ALTER DATABASE immich SET search_path = 'evil';", /ALTER DATABASE/],
+      ['CREATE TRUSTED LANGUAGE plintruder HANDLER plpgsql_call_handler;', /CREATE LANGUAGE/],
+      ["CREATE SUBSCRIPTION intruder CONNECTION 'host=10.0.0.1' PUBLICATION p;", /SUBSCRIPTION/],
+      ['\\connect postgres', /\\connect in a dump of one database/],
+    ];
+    for (const [i, [line, why]] of forged.entries()) {
+      const name = immichName(10 + i);
+      await writeFile(join(w.immichBackups, name), gzipSync(immichBackup([line])));
+      await rm(stack.dockerLog, { force: true });
+      const { error } = await w.restore({ dump: name, approved: true });
+      const failure = failureType(error);
+      assert.equal(failure.type, 'UnsafeDumpError', `${line}: ${failure.message}`);
+      assert.match(failure.message, why, line);
+      assert.deepEqual(await dockerCalls(), [], `${line}: Immich was never stopped`);
+    }
+    assert.equal(await stack.pg.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'intruder' OR (rolname = 'immich' AND rolsuper)"), '0');
+    await recordFault("a forged Immich backup with role DDL, a role membership, an event trigger, ALTER DATABASE … SET, CREATE LANGUAGE, a subscription or a \\connect", "refused by the one-database policy before anything stopped (UnsafeDumpError); no role changed");
+  });
+
+  test('the loaded bytes are the verified bytes: the private copy is made beside the key, unlinked, and read through its descriptor; nothing of the load lies in backup.dir', async () => {
+    const w = await world();
+    const good = await w.backup();
+    // A user who can write backup.dir and plants the folder the load used to copy into: it no longer matters.
+    const elsewhere = await mkdtemp(join(tmpdir(), 'immich-backup-planted-'));
+    await chmod(elsewhere, 0o777);
+    await symlink(elsewhere, join(w.backupDir, '.loading'));
+    process.env.FIXTURE_DOCKER_DELAY = 'load=3';
+    try {
+      const loading = privateCopyDir(w.config.security.keyFile);
+      const { error } = await w.restore({ dump: good.file, approved: true }, async (id) => {
+        await stepReached(stack.client.workflow.getHandle(id), 'restoring');
+        // The worker runs in this process: its descriptors are this process's own.
+        const open = await waitFor('the load to hold its private copy open', async () => {
+          for (const fd of await readdir('/proc/self/fd')) {
+            const target = await readlink(join('/proc/self/fd', fd)).catch(() => '');
+            if (target.startsWith(join(loading, good.file)) && target.endsWith(' (deleted)')) return target;
+          }
+          return undefined;
+        }, 20_000, 50);
+        assert.ok(open.startsWith(`${loading}/`), open);
+        assert.deepEqual(await readdir(loading), [], 'no name leads to the private copy');
+      });
+      assert.equal(error, undefined, String(error));
+    } finally {
+      delete process.env.FIXTURE_DOCKER_DELAY;
+    }
+    assert.deepEqual(await readdir(elsewhere), [], 'nothing was ever written through the planted link');
+    await recordFault('backup.dir/.loading swapped for a link to a folder another user owns', 'never used: the private copy is made beside the key and unlinked at once, and psql is fed from its descriptor');
+  });
+
+  // Last: the live database keeps what was planted (this file's stack is its own).
+  test("lines planted in the live database by whoever holds Immich's database superuser never run from our own dump, even one an old pg_dumpall wrote without \\restrict: the drill finds them first", async () => {
+    const w = await world();
+    const dir = await markerDir();
+    const marker = join(dir, 'planted');
+    // Planted as a database superuser would: a CHECK that flips the setting while COPY runs, then two index comments.
+    await stack.pg.psql(
+      [
+        "CREATE FUNCTION public.planted_flip(integer) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; RETURN true; END$$;",
+        'CREATE TABLE public.planted (a integer CHECK (public.planted_flip(a)), b integer);',
+        'CREATE INDEX planted_a ON public.planted (a);',
+        'CREATE INDEX planted_b ON public.planted (b);',
+        "COMMENT ON INDEX public.planted_a IS 'x\\';",
+        `COMMENT ON INDEX public.planted_b IS E'\\n\\\\! id -u > ${marker}\\n';`,
+      ].join('\n'),
+      'immich',
+    );
+    // Last and alone: the row fires the CHECK, which switches this session's reading of quotes too.
+    await stack.pg.psql('INSERT INTO public.planted VALUES (1, 1);', 'immich');
+    // The container's pg_dumpall is from before August 2025: it writes no \restrict of its own.
+    const oldDump = await mkdtemp(join(tmpdir(), 'immich-backup-old-dumpall-'));
+    await chmod(oldDump, 0o755); // the container's user runs it
+    await symlink(fixture('old-pg/pg_dumpall'), join(oldDump, 'pg_dumpall'));
+    process.env.FIXTURE_PG_CLIENT_DIR = oldDump;
+    let dumpFile: string;
+    try {
+      dumpFile = (await w.backup()).file;
+    } finally {
+      delete process.env.FIXTURE_PG_CLIENT_DIR;
+    }
+    const sql = (await execa('gzip', ['-dc', join(w.backupDir, dumpFile)])).stdout;
+    assert.doesNotMatch(sql, /^\\restrict /m, 'the dump carries no \\restrict of its own');
+    assert.match(sql, new RegExp(`^\\\\! id -u > ${marker}$`, 'm'), 'the planted line is in our own dump');
+
+    const drill = await runWorkflow<RestoreDrillReport>(stack.client, stack.temporal.address, w.config, 'RestoreDrill');
+    assert.ok(!existsSync(marker), 'the drill ran nothing');
+    const drillFailure = failureType(drill.error);
+    assert.equal(drillFailure.type, 'DrillFailedError', drillFailure.message);
+    assert.match(drillFailure.message, /refused in restrict mode/);
+
+    await rm(stack.dockerLog, { force: true });
+    const { error } = await w.restore({ dump: 'latest', approved: true, noRestorePoint: true });
+    const failure = failureType(error);
+    assert.equal(failure.type, 'RestoreFailedError', failure.message);
+    assert.match(failure.message, /refused it in restrict mode/);
+    assert.ok(!existsSync(marker), 'the restore ran nothing');
+    await recordFault("lines planted in the live database (a CHECK that flips standard_conforming_strings during COPY, two index comments), dumped by a pg_dumpall that writes no \\restrict", 'in our own tagged dump, yet never run: the drill fails naming restrict mode, a restore of it stops at the line (RestoreFailedError)');
+  });
+});

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { describe, test } from 'node:test';
+import { execa } from 'execa';
+import { CLUSTER_POLICY, DATABASE_POLICY, type DumpPolicy } from '../../adapters/postgres/dump-policy.js';
+import { restrictFraming } from '../../adapters/postgres/restricted-psql.js';
+import { restoreFilter, safetyScanner } from '../../adapters/postgres/sql-stream.js';
+import { pgBin } from '../helpers/postgres.js';
+import { useStack } from '../helpers/stack.js';
+
+// The policy per dump format, decided at the adapter: what pg_dump of one database (Immich's own
+// backups) may hold is much less than pg_dumpall; and the restrict-mode framing the loader wraps
+// around every load, run through a real psql against a real PostgreSQL.
+
+const stack = useStack({ postgres: 10 });
+
+const scan = (sql: string, policy: DumpPolicy) => pipeline(Readable.from([Buffer.from(sql)]), safetyScanner('test.sql.gz', policy).sink);
+
+const filtered = async (sql: string, frame = restrictFraming()) => {
+  const parts: Buffer[] = [];
+  await pipeline(Readable.from([Buffer.from(sql)]), restoreFilter('postgres', 'test.sql.gz', { frame }), async (source: AsyncIterable<Buffer>) => {
+    for await (const part of source) parts.push(part);
+  });
+  return Buffer.concat(parts).toString('utf8');
+};
+
+/** What a single-database pg_dump writes that reaches beyond that database, and pg_dumpall legitimately holds. */
+const CLUSTER_ONLY = [
+  "CREATE ROLE intruder SUPERUSER LOGIN PASSWORD 'x';",
+  'ALTER ROLE immich WITH SUPERUSER;',
+  'DROP ROLE IF EXISTS intruder;',
+  'CREATE USER intruder;',
+  'GRANT postgres TO immich;',
+  'GRANT pg_read_all_data TO "on";',
+  'REVOKE pg_monitor FROM immich;',
+  "ALTER DATABASE immich SET search_path TO 'evil';",
+  'CREATE EVENT TRIGGER t ON ddl_command_start EXECUTE FUNCTION public.f();',
+  'CREATE OR REPLACE TRUSTED PROCEDURAL LANGUAGE plx HANDLER plpgsql_call_handler;',
+  "CREATE SERVER s FOREIGN DATA WRAPPER w OPTIONS (host 'x');",
+  'CREATE USER MAPPING FOR immich SERVER s;',
+  '\\connect postgres',
+  '\\encoding UTF8',
+];
+
+describe('the policy per dump format', () => {
+  test("one database's dump (Immich's own) refuses role DDL, role memberships, ALTER DATABASE, event triggers, languages, foreign servers and \\connect; pg_dumpall's passes them", async () => {
+    for (const line of CLUSTER_ONLY) {
+      await assert.rejects(scan(`${line}\n`, DATABASE_POLICY), (err: Error) => err.name === 'UnsafeDumpError' && /line 1: /.test(err.message), line);
+      await scan(`${line}\n`, CLUSTER_POLICY);
+    }
+  });
+
+  test('both refuse ALTER SYSTEM, subscriptions, DO, LOAD and the server-file roles', async () => {
+    for (const line of ["ALTER SYSTEM SET shared_preload_libraries = 'x';", "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p;", 'ALTER SUBSCRIPTION s ENABLE;', 'DO $$BEGIN END$$;', "LOAD 'x';", 'GRANT pg_execute_server_program TO immich;']) {
+      for (const policy of [DATABASE_POLICY, CLUSTER_POLICY]) await assert.rejects(scan(`${line}\n`, policy), /UnsafeDumpError|refusing to restore/, `${policy.format}: ${line}`);
+    }
+  });
+
+  test("a real pg_dump of one database, grants on objects included, passes the one-database policy", async () => {
+    await stack.pg.psql("CREATE ROLE reader; GRANT SELECT ON TABLE public.assets TO reader; GRANT SELECT (id) ON public.users TO reader; COMMENT ON TABLE public.assets IS 'it''s'; ALTER TABLE public.assets OWNER TO postgres;", 'immich');
+    try {
+      const { stdout } = await execa(`${pgBin}/pg_dump`, ['--clean', '--if-exists', '-d', 'immich'], { env: stack.pg.env });
+      assert.match(stdout, /GRANT SELECT ON TABLE public\.assets TO reader;/);
+      await scan(stdout, DATABASE_POLICY);
+    } finally {
+      await stack.pg.psql('REVOKE ALL ON TABLE public.assets FROM reader; REVOKE ALL (id) ON public.users FROM reader; DROP ROLE reader;', 'immich');
+    }
+  });
+});
+
+describe('the restrict-mode framing', () => {
+  test("psql's first line is the loader's \\restrict; the dump's own keys are dropped; each allowed \\connect is lifted alone, under a fresh key", async () => {
+    const out = await filtered('\\restrict dumpkey\nSET statement_timeout = 0;\n\\unrestrict dumpkey\n\\connect immich\n\\restrict dumpkey2\nSET lock_timeout = 0;\n');
+    const lines = out.split('\n');
+    const keys = lines.filter((l) => /^\\(un)?restrict /.test(l)).map((l) => l.split(' ')[1]);
+    assert.doesNotMatch(out, /dumpkey/, "the dump's own keys never reach psql");
+    assert.match(lines[0]!, /^\\restrict [0-9a-f]{48}$/);
+    assert.deepEqual(lines.slice(2, 5).map((l) => l.split(' ')[0]), ['\\unrestrict', '\\connect', '\\restrict']);
+    assert.equal(keys[0], keys[1], 'the loader lifts its own key');
+    assert.notEqual(keys[1], keys[2], 'and sets a new one right after the \\connect');
+    assert.equal(new Set([...keys]).size, 2);
+  });
+
+  test('through a real psql: a framed load connects where the dump says and refuses any meta-command the lexer would have counted as string content', async () => {
+    const psql = (input: string) => execa(`${pgBin}/psql`, ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres'], { env: stack.pg.env, input, reject: false });
+    const ok = await psql(await filtered('\\connect immich\nSELECT pg_catalog.set_config(\'search_path\', \'\', false);\n'));
+    assert.equal(ok.exitCode, 0, ok.stderr);
+    // What a desynchronised psql would see: a meta-command outside any literal. The framing's restriction refuses it.
+    const frame = restrictFraming();
+    const refused = await psql(`${frame.head}SELECT 1;\n\\! echo ran\n`);
+    assert.equal(refused.exitCode, 3);
+    assert.match(refused.stderr, /backslash commands are restricted/);
+    assert.doesNotMatch(refused.stdout, /ran/);
+  });
+});
