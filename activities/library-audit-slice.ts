@@ -5,6 +5,7 @@ import type { AuditState } from '../adapters/mirror/audit-state.js';
 import { readAssetPage, type AssetSchema, type ImmichAsset } from '../adapters/immich/immich-assets.js';
 import { isMountPoint } from '../adapters/mirror/drive.js';
 import { startReader, type Reader, type Sha1Read } from '../adapters/mirror/library-audit-reader.js';
+import { SourceEmptyError } from '../core/errors.js';
 import type { PostgresTarget } from '../core/types.js';
 import type { SideReport } from '../core/library-audit-report.js';
 
@@ -40,28 +41,54 @@ export async function checkFile(path: string): Promise<FileCheck> {
 }
 
 
-/** Where a mirror directory leads: on the drive where it says, missing, or somewhere else. */
-type DirPlace = 'onDrive' | 'missing' | 'offDrive';
+/** Where a directory of one side (the library, or the mirror) leads: into that side where it says, missing, or out of it. */
+type DirPlace = 'inside' | 'missing' | 'outside';
+
+/** A side's real root (the realpath of library.source or library.destination); the mirror's with the drive's device. */
+export interface SideRoot {
+  real: string;
+  dev?: number;
+}
 
 /**
- * Whether the directory `relDir` of the mirror is itself: its real path is the mirror's real path
- * joined with it, on the drive's device. A symlinked directory on the drive (immich/library/<user>
- * -> the live library) would otherwise have lstat and the reader read the live files and call the
- * mirror's copy good. Checked per directory, not per file: one realpath for all its files.
+ * Whether the directory `relDir` of a side is itself: its real path is the side's real path joined
+ * with it (for the mirror, on the drive's device too). A symlinked directory would otherwise have
+ * lstat and the reader look at files elsewhere: in the library, which Immich's container writes,
+ * upload/<user>/link -> /etc would have the audit (root) hash /etc/shadow against a checksum of the
+ * writer's choosing; on the drive, immich/library/<user> -> the live library would have the
+ * mirror's copy called good. Checked per directory, not per file: one realpath for all its files.
  */
-export async function mirrorDirPlace(destination: string, root: { real: string; dev: number }, relDir: string): Promise<DirPlace> {
+export async function dirPlace(root: SideRoot, relDir: string): Promise<DirPlace> {
+  const path = join(root.real, relDir);
   try {
-    const real = await realpath(join(destination, relDir));
-    if (real !== join(root.real, relDir)) return 'offDrive';
-    return (await stat(real)).dev === root.dev ? 'onDrive' : 'offDrive';
+    if ((await realpath(path)) !== path) return 'outside';
+    return root.dev === undefined || (await stat(path)).dev === root.dev ? 'inside' : 'outside';
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' || code === 'ENOTDIR' ? 'missing' : 'offDrive';
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') return 'outside';
+    // Missing, unless a symlink along it leads out (to nothing, or to what does not exist out there):
+    // each directory looked at lies in the side, its parents having been found to be directories.
+    let dir = root.real;
+    for (const name of relDir.split('/')) {
+      dir = join(dir, name);
+      const st = await lstat(dir).catch(() => undefined);
+      if (st?.isSymbolicLink()) return 'outside';
+      if (!st?.isDirectory()) return 'missing';
+    }
+    return 'missing';
   }
 }
 
-/** What a mirror file off the drive counts as: mismatched (the drive holds no copy of it there). */
+/** What a file reached through a directory leading out of its side counts as: mismatched (the side holds no copy of it there). */
+const OUT_OF_LIBRARY: FileCheck = { kind: 'other', why: 'not in the library (a directory on its path leads out of it)' };
 const OFF_DRIVE: FileCheck = { kind: 'other', why: 'not on the drive (a directory on its path leads off it)' };
+
+/** One side of the audit: its real root, what a file out of it counts as, and the places of its directories looked at. */
+interface Side {
+  root: SideRoot;
+  outside: FileCheck;
+  dirs: Map<string, Promise<DirPlace>>;
+}
 
 /** Why the mirror cannot be checked now (its files would all read as missing), or undefined. */
 export async function mirrorProblemOf(lib: Config['library']): Promise<string | undefined> {
@@ -102,26 +129,31 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
   const pass = state.pass!;
   let mirrorOff = p.mirrorOff;
   let current = '';
-  // The mirror's real root and device: every mirror file read must lie under it (see mirrorDirPlace).
-  const root = mirrorOff ? undefined : await realpath(lib.destination).then(async (real) => ({ real, dev: (await stat(real)).dev }), () => undefined);
-  if (!mirrorOff && !root) {
+  // Each side's real root: its files are looked at and read only under it (see dirPlace), by their
+  // real path (the root joined with the asset's plain relative path: the reader refuses any other).
+  const libReal = await realpath(lib.source).catch(() => undefined);
+  if (!libReal) throw new SourceEmptyError(`the library ${lib.source} could not be resolved: is it mounted? Nothing more was audited`);
+  const library: Side = { root: { real: libReal }, outside: OUT_OF_LIBRARY, dirs: new Map() };
+  const mirrorRoot = mirrorOff ? undefined : await realpath(lib.destination).then(async (real) => ({ real, dev: (await stat(real)).dev }), () => undefined);
+  if (!mirrorOff && !mirrorRoot) {
     mirrorOff = `the mirror ${lib.destination} could not be resolved on the drive`;
     run.mirrorReason = mirrorOff;
   }
-  let dirs = new Map<string, Promise<DirPlace>>();
-  const dirPlace = (rel: string) => {
+  const mirror: Side | undefined = mirrorRoot && { root: mirrorRoot, outside: OFF_DRIVE, dirs: new Map() };
+  const placeOf = (side: Side, rel: string) => {
     const dir = dirname(rel);
-    let place = dirs.get(dir);
+    let place = side.dirs.get(dir);
     if (!place) {
-      if (dirs.size >= DIRS_REMEMBERED) dirs = new Map();
-      place = mirrorDirPlace(lib.destination, root!, dir);
-      dirs.set(dir, place);
+      if (side.dirs.size >= DIRS_REMEMBERED) side.dirs = new Map();
+      place = dirPlace(side.root, dir);
+      side.dirs.set(dir, place);
     }
     return place;
   };
-  const checkMirror = async (rel: string): Promise<FileCheck> => {
-    const place = await dirPlace(rel);
-    return place === 'onDrive' ? checkFile(join(lib.destination, rel)) : place === 'missing' ? { kind: 'missing' } : OFF_DRIVE;
+  /** A side's file, looked at only when its directory is where it says. */
+  const checkOn = async (side: Side, rel: string, place = placeOf(side, rel)): Promise<FileCheck> => {
+    const where = await place;
+    return where === 'inside' ? checkFile(join(side.root.real, rel)) : where === 'missing' ? { kind: 'missing' } : side.outside;
   };
   const note = (side: SideReport, kind: 'missing' | 'mismatched', path: string) => {
     side[kind]++;
@@ -137,8 +169,8 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
   const lookAt = async (a: ImmichAsset): Promise<Skipped | Audited> => {
     if (a.algorithm !== 'sha1') return { a, skip: 'notContent' as const };
     if (a.relativePath === undefined) return { a, skip: 'outsideLibrary' as const };
-    const [library, mirror] = await Promise.all([checkFile(join(lib.source, a.relativePath)), mirrorOff ? undefined : checkMirror(a.relativePath)]);
-    return { a, rel: a.relativePath, library, mirror };
+    const [libCheck, mirCheck] = await Promise.all([checkOn(library, a.relativePath), mirror && !mirrorOff ? checkOn(mirror, a.relativePath) : undefined]);
+    return { a, rel: a.relativePath, library: libCheck, mirror: mirCheck };
   };
   /** Whether the pass's last page was read (a page shorter than asked): set once the batches run out. */
   let endOfPass = false;
@@ -199,9 +231,28 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
       hashed,
       libFiles,
       mirFiles,
-      libSums: hashOn(libReader, libFiles.map((c) => ({ path: join(lib.source, c.rel), size: sizeOf(c.library) }))),
-      mirSums: mirFiles.length && mirReader ? hashOn(mirReader, mirFiles.map((c) => ({ path: join(lib.destination, c.rel), size: sizeOf(c.mirror!) }))) : Promise.resolve([]),
+      libSums: hashOn(libReader, libFiles.map((c) => ({ path: join(library.root.real, c.rel), size: sizeOf(c.library) }))),
+      mirSums: mirFiles.length && mirReader && mirror ? hashOn(mirReader, mirFiles.map((c) => ({ path: join(mirror.root.real, c.rel), size: sizeOf(c.mirror!) }))) : Promise.resolve([]),
     });
+  };
+  /**
+   * A side's files as read, re-checked after: one whose directory now leads out of the side (swapped
+   * for a symlink while the batch was hashed), or that the reader found off the drive's device (a
+   * directory swapped and back around the read), counts as out of it; one the reader could not read
+   * may have gone since it was looked at: missing, not damaged. Returns each file's SHA-1 as read.
+   */
+  const settle = async (side: Side, key: 'library' | 'mirror', files: Audited[], sums: Array<Sha1Read | undefined>) => {
+    const now = new Map<string, Promise<DirPlace>>();
+    for (const c of files) if (!now.has(dirname(c.rel))) now.set(dirname(c.rel), dirPlace(side.root, dirname(c.rel)));
+    const sha1 = new Map<Audited, string | undefined>();
+    for (const [j, c] of files.entries()) {
+      const read = sums[j];
+      const place = now.get(dirname(c.rel))!;
+      if ((await place) === 'outside' || (read && side.root.dev !== undefined && read.dev !== side.root.dev)) c[key] = side.outside;
+      else if (!read && (await checkOn(side, c.rel, place)).kind === 'missing') c[key] = { kind: 'missing' };
+      sha1.set(c, read?.sha1);
+    }
+    return sha1;
   };
   const commitFirst = async () => {
     const { batch, hashed, libFiles, mirFiles } = inFlight[0]!;
@@ -213,30 +264,13 @@ export async function auditSlice(p: SliceParams, emit: (e: SliceEvent) => void, 
     // unplugged and mounted again, on another device: its files would read as off the drive.
     if (!mirrorOff && hashed.length) {
       const rootNow = await realpath(lib.destination).then(async (real) => ({ real, dev: (await stat(real)).dev }), () => undefined);
-      if ((await mirrorProblemOf(lib)) || !rootNow || rootNow.real !== root!.real || rootNow.dev !== root!.dev) {
+      if ((await mirrorProblemOf(lib)) || !rootNow || rootNow.real !== mirror!.root.real || rootNow.dev !== mirror!.root.dev) {
         mirrorOff = `the drive went away or was mounted again during the audit (${lib.mountPoint})`;
         run.mirrorReason = mirrorOff;
       }
     }
-    // A directory swapped for a symlink while the batch was hashed: its files were read off the drive.
-    if (!mirrorOff && mirFiles.length) {
-      const now = new Map<string, Promise<DirPlace>>();
-      for (const c of mirFiles) {
-        const dir = dirname(c.rel);
-        if (!now.has(dir)) now.set(dir, mirrorDirPlace(lib.destination, root!, dir));
-      }
-      for (const c of mirFiles) if ((await now.get(dirname(c.rel))!) === 'offDrive') c.mirror = OFF_DRIVE;
-      // And the file the reader opened must lie on the drive's device: a directory swapped for a
-      // symlink and back around the read would pass the check above, not this one.
-      mirFiles.forEach((c, j) => {
-        if (mirSums[j] && mirSums[j].dev !== root!.dev) c.mirror = OFF_DRIVE;
-      });
-    }
-    const libSum = new Map(libFiles.map((c, j) => [c, libSums[j]?.sha1]));
-    const mirSum = new Map(mirFiles.map((c, j) => [c, mirSums[j]?.sha1]));
-    // A file the reader could not read may have gone since it was looked at: missing, not damaged.
-    for (const c of libFiles) if (libSum.get(c) === undefined && (await checkFile(join(lib.source, c.rel))).kind === 'missing') c.library = { kind: 'missing' };
-    for (const c of mirFiles) if (c.mirror?.kind === 'file' && mirSum.get(c) === undefined && (await checkFile(join(lib.destination, c.rel))).kind === 'missing') c.mirror = { kind: 'missing' };
+    const libSum = await settle(library, 'library', libFiles, libSums);
+    const mirSum = !mirrorOff && mirror ? await settle(mirror, 'mirror', mirFiles, mirSums) : new Map<Audited, string | undefined>();
     // Commit: counts and the position move together, in id order.
     for (const c of batch) {
       if (c.skip) pass.skipped[c.skip]++;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from 'node:fs';
 
 // The part of LibraryAudit's reader (sha1-reader.ts) that reads a file: Node's own modules only.
 
@@ -20,9 +20,13 @@ function closeQuietly(fd: number): void {
 /**
  * The SHA-1 (hex) of the regular file at `path` and the device it lies on (of the file opened, so
  * that a directory swapped for a symlink mid-way shows), or undefined when it cannot be read as a
- * regular file of at most `maxBytes`:
+ * regular file of at most `maxBytes` at exactly `path`, which must be canonical (absolute, no
+ * symlink, `.`, `..` or doubled slash anywhere along it; the caller joins a realpath with plain names):
  * - the path is first opened with O_PATH|O_NOFOLLOW, which opens nothing (a device node swapped in
  *   is never opened, a final symlink never followed), and checked to be a regular file;
+ * - where the file opened really is (/proc/self/fd's link) must be `path` itself: a directory along
+ *   it that is, or was swapped for, a symlink (<library>/upload/<user>/link -> /etc) led elsewhere,
+ *   and the file is refused, race-free, before a byte of it is read;
  * - only that file is then opened for reading, through /proc/self/fd (O_NONBLOCK);
  * - a file longer than `maxBytes` (a huge sparse file planted in its place) is not read to its end.
  */
@@ -35,6 +39,7 @@ export function sha1OfFile(path: string, buffer: Buffer, maxBytes = Number.MAX_S
   }
   let fd: number | undefined;
   try {
+    if (readlinkSync(`/proc/self/fd/${handle}`) !== path) return undefined;
     const st = fstatSync(handle);
     if (!st.isFile()) return undefined;
     fd = openSync(`/proc/self/fd/${handle}`, constants.O_RDONLY | constants.O_NONBLOCK);

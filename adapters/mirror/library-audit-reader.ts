@@ -17,8 +17,9 @@ export interface Sha1Read {
 
 export interface Reader {
   /**
-   * Each file's SHA-1 and device in order (undefined for one that could not be read, or is longer
-   * than its size when it was looked at); batches queue in order.
+   * Each file's SHA-1 and device in order (undefined for one that could not be read, is longer
+   * than its size when it was looked at, or is not at exactly its path: paths must be real paths,
+   * see sha1OfFile); batches queue in order.
    */
   hash(files: ReadonlyArray<{ path: string; size: number }>): Promise<Array<Sha1Read | undefined>>;
   /** Kills the reader (its whole process group); never waits on it. */

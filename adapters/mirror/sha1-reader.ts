@@ -4,8 +4,9 @@ import { READ_CHUNK, sha1OfFile } from './file-sha1.js';
 // LibraryAudit's reader, a process of its own (see startReader), run under the library's
 // `ionice -c3 nice -n19` like the runbook's reads. On stdin, one request per file, ended by a NUL:
 // "<most bytes to read> <path>"; for each, in order, one line on stdout: "<sha1> <device>", or "-"
-// for a file it could not read as a regular file of at most that size. Node's own modules only: it
-// starts in tens of milliseconds and stays small.
+// for a file it could not read as a regular file of at most that size at exactly that path (a
+// real path: one reached through a symlinked directory is refused, see sha1OfFile). Node's own
+// modules only: it starts in tens of milliseconds and stays small.
 
 const buffer = Buffer.allocUnsafe(READ_CHUNK);
 let pending: Buffer = Buffer.alloc(0);

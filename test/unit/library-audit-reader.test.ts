@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, stat, symlink, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, realpath, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
@@ -12,10 +12,12 @@ import { tempDir } from '../helpers/setup.js';
 
 const sha1sum = async (path: string) => (await execa('sha1sum', ['-z', '--', path])).stdout.slice(0, 40); // -z: a name with a newline is not escaped
 const buffer = Buffer.allocUnsafe(1 << 18);
+/** The reader reads a file only at its real path: a temporary directory by its real path (TMPDIR may be a symlink). */
+const realTempDir = async (prefix: string) => realpath(await tempDir(prefix));
 
 describe('LibraryAudit reader', () => {
   test('a regular file hashes as sha1sum does, with its device; a symlink, FIFO, directory, device node or missing file is not read', async () => {
-    const dir = await tempDir('reader-files');
+    const dir = await realTempDir('reader-files');
     const file = join(dir, 'IMG_0001.jpg');
     await writeFile(file, Buffer.alloc(700_000, 7));
     assert.deepEqual(sha1OfFile(file, buffer), { sha1: await sha1sum(file), dev: (await stat(file)).dev });
@@ -27,8 +29,25 @@ describe('LibraryAudit reader', () => {
     }
   });
 
+  test('a file reached through a symlinked directory, a .. or a doubled slash is not read; the same file at its real path is', async () => {
+    const dir = await realTempDir('reader-dirlink');
+    const library = join(dir, 'library');
+    const outside = join(dir, 'outside');
+    await mkdir(join(library, 'upload', 'user1'), { recursive: true });
+    await mkdir(outside);
+    const file = join(outside, 'shadow');
+    await writeFile(file, 'root:$6$secret:19000:0:99999:7:::\n');
+    // A directory on the path swapped for a symlink out of the library (upload/user1/link -> outside).
+    await symlink(outside, join(library, 'upload', 'user1', 'link'));
+    assert.equal(sha1OfFile(join(library, 'upload', 'user1', 'link', 'shadow'), buffer), undefined, 'read through a symlinked directory');
+    // Nor through a path that is not the file's own: a `..` or a doubled slash.
+    assert.equal(sha1OfFile(`${library}/../outside/shadow`, buffer), undefined, 'read through ..');
+    assert.equal(sha1OfFile(`${outside}//shadow`, buffer), undefined, 'read through //');
+    assert.deepEqual(sha1OfFile(file, buffer), { sha1: await sha1sum(file), dev: (await stat(file)).dev });
+  });
+
   test('a file longer than the size it had when looked at is not read to its end', async () => {
-    const dir = await tempDir('reader-size');
+    const dir = await realTempDir('reader-size');
     const file = join(dir, 'IMG_0002.jpg');
     await writeFile(file, Buffer.alloc(1000, 1));
     assert.equal(sha1OfFile(file, buffer, 1000)?.sha1, await sha1sum(file));
@@ -41,7 +60,7 @@ describe('LibraryAudit reader', () => {
   });
 
   test('the reader process answers in order, names with spaces and newlines included, at nice 19 and idle I/O class', async () => {
-    const dir = await tempDir('reader-protocol');
+    const dir = await realTempDir('reader-protocol');
     const names = ['a.jpg', 'with space.jpg', 'new\nline.jpg', 'ünï.jpg'];
     for (const [i, name] of names.entries()) await writeFile(join(dir, name), `content ${i}`);
     const reader = startReader({ ioniceClass: 3, nice: 19 });
@@ -58,7 +77,7 @@ describe('LibraryAudit reader', () => {
   });
 
   test('stopping a busy reader fails what was asked at once, without waiting for it, and the process goes', async () => {
-    const dir = await tempDir('reader-stop');
+    const dir = await realTempDir('reader-stop');
     const huge = join(dir, 'huge.mp4');
     await writeFile(huge, '');
     await truncate(huge, 2 ** 40); // a TiB of zeros to read: busy for minutes

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { chmod, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, copyFile, open, readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
@@ -122,6 +122,36 @@ describe('LibraryAudit', () => {
     assert.deepEqual([p.mirror.ok, p.mirror.missing, p.mirror.mismatched], [18, 0, 6]);
     assert.equal(p.mirror.names.mismatched.length, 3);
     for (const name of p.mirror.names.mismatched) assert.ok(offDrive.includes(name), name);
+  });
+
+  test('a library directory that is a symlink out of the library counts its file as mismatched on the library side, never read, even with the checksum Immich holds', async () => {
+    const { run, root, source, assets } = await setup(12);
+    // Whoever writes the library swaps the victim's directory for a symlink to a directory outside
+    // it, holding a file of the victim's name whose SHA-1 is the one Immich's row holds (here the
+    // victim's own bytes; an attacker would choose the row's checksum to match a guess of /etc/shadow).
+    const victim = assets[5]!;
+    const dir = join(source, dirname(victim.relativePath));
+    assert.equal(assets.filter((a) => dirname(a.relativePath) === dirname(victim.relativePath)).length, 1);
+    const outside = join(root, 'elsewhere');
+    await rename(dir, outside);
+    await symlink(outside, dir);
+    const planted = join(outside, victim.relativePath.split('/').at(-1)!);
+    // Whether it is read shows in its access time (relatime: a read after its atime is set back
+    // updates it); a copy beside it, read here, shows this filesystem keeps access times.
+    const control = `${planted}.control`;
+    await copyFile(planted, control);
+    await utimes(planted, 0, (await stat(planted)).mtime);
+    await utimes(control, 0, (await stat(control)).mtime);
+    await readFile(control);
+    assert.notEqual((await stat(control)).atimeMs, 0, 'this filesystem records reads in access times');
+    const outcome = await run();
+    // The counts first, from the report the run returned or failed with: read through, it counts as ok.
+    const p = (outcome.error ? damaged(outcome.error).report : outcome.report!).pass;
+    assert.deepEqual([p.library.ok, p.library.missing, p.library.mismatched], [11, 0, 1]);
+    assert.deepEqual(p.library.names.mismatched, [victim.relativePath]);
+    assert.deepEqual([p.mirror.ok, p.mirror.missing, p.mirror.mismatched], [12, 0, 0]);
+    assert.ok(outcome.error, 'the mismatched library copy fails the run');
+    assert.equal((await stat(planted)).atimeMs, 0, 'the file outside the library was read');
   });
 
   test('each side is read by a process of its own at nice 19 and idle I/O class; a mirror file that is a symlink is not followed', async () => {
