@@ -69,7 +69,7 @@ SyslogIdentifier=immich-backup
 
 # Hardening that leaves the backups working. The service writes backup.dir, the key, the dev
 # server's state, the drive and (restores) the library, wherever the config puts them.
-# Gains no privilege through setuid binaries (runuser only drops to drill.runAs).
+# Gains no privilege through setuid binaries (setpriv only drops to drill.runAs).
 NoNewPrivileges=yes
 # /usr, /boot and /etc read-only; not "strict": the backup dir, drive and library are anywhere.
 ProtectSystem=full
@@ -86,7 +86,8 @@ RestrictRealtime=yes
 SystemCallArchitectures=native
 # Left out on purpose: ProtectHome (the key, the dumps and the dev server's state default to
 # /root), PrivateDevices, RestrictNamespaces, ProtectControlGroups and ProtectKernelTunables
-# (podman as docker.command creates namespaces, joins cgroups and sets sysctls),
+# (podman as docker.command creates namespaces, joins cgroups and sets sysctls; the drill's
+# throwaway PostgreSQL runs in a network namespace of its own: unshare --net),
 # PrivateNetwork (NAS, Temporal), a capability bounding set (root's file access over the whole
 # library), UMask=077 (restored library files must stay readable by Immich's container user;
 # dumps and the key are written owner-only anyway).

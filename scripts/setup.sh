@@ -2,7 +2,7 @@
 # Installs what this project needs and a fresh machine lacks, then builds it. Idempotent: a
 # second run only checks. Usage: scripts/setup.sh [runtime|test]
 #   runtime  what `npm start` needs: the compressors (pigz, igzip, zstd), rsync, ssh/scp,
-#            ionice, the temporal binary (into .venv), node_modules, a build
+#            ionice, unshare and setpriv (the drill), the temporal binary (into .venv), node_modules, a build
 #   test     also PostgreSQL, sshd, docker-compose v1, procps, e2fsprogs and chromium (the browser test)
 #            for the test suite and `npm run demo`
 set -euo pipefail
@@ -39,6 +39,9 @@ have zstd || missing+=(zstd)
 have rsync || missing+=(rsync)
 have ssh || missing+=(openssh-client)
 have ionice || missing+=(util-linux)
+# The drill's throwaway PostgreSQL, as root: `unshare --net -- setpriv --reuid … -- postgres …` (no network).
+have unshare || missing+=(util-linux)
+have setpriv || missing+=(util-linux)
 have gzip || missing+=(gzip)
 if [ "$mode" = test ]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)

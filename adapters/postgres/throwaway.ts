@@ -12,8 +12,9 @@ import { type DrillResult, type RowCounts, type TableDigests } from '../../core/
 import { formatBytes } from '../../core/format.js';
 import { TableDigester } from './table-digests.js';
 
-// The drill's throwaway PostgreSQL (initdb from the host's binaries on a Unix socket only, or a
-// container reached only through `docker exec`), and the queries that count and re-dump what it holds.
+// The drill's throwaway PostgreSQL (initdb from the host's binaries on a Unix socket only, in a
+// network namespace with no network when root; or a container without network reached only
+// through `docker exec`), and the queries that count and re-dump what it holds.
 
 const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
 
@@ -116,20 +117,25 @@ async function waitUntilReady(probe: () => Promise<boolean>, gone: () => Promise
 }
 
 /**
- * initdb from the host's binaries into a private temporary directory; as root, everything (server,
- * psql, pg_isready) runs as drill.runAs. The server listens on no TCP port at all: only on a Unix
- * socket inside that directory (mode 0700, owned by runAs), so no other local user can reach the
- * restored photo database, and what a dump could run on the server runs as an unprivileged user.
+ * initdb from the host's binaries into a private temporary directory; as root, everything (initdb,
+ * the server, psql, pg_isready, pg_dumpall) runs as drill.runAs, each in a network namespace of its
+ * own with no network (not even a loopback that is up). The server listens on no TCP port at all:
+ * only on a Unix socket inside that directory (mode 0700, owned by runAs), which its clients reach
+ * across namespaces through the file system. So no other local user can reach the restored photo
+ * database, and what a dump could run on the server runs as an unprivileged user that reaches
+ * neither Temporal, the NAS nor the internet.
  */
 export async function hostThrowaway(config: Config, bin: string): Promise<Throwaway> {
   const user = config.postgres.user;
   const runAs = process.getuid?.() === 0 ? config.drill.runAs : undefined;
   const ids = runAs ? await Promise.all(['-u', '-g'].map(async (flag) => Number((await runCommand('id', [flag, runAs], { label: `id ${flag} (drill.runAs)`, progress: false })).stdout))) : undefined;
   if (ids && ids[0] === 0) throw new ConfigError(`drill.runAs ${runAs} is root: the throwaway PostgreSQL must run as an unprivileged user`);
-  const owner = ids ? { uid: ids[0]!, gid: ids[1]! } : {};
   const base = await mkdtemp(join(config.drill.workDir ?? tmpdir(), 'immich-backup-drill-'));
-  // As root, a client runs as runAs too: `runuser -u runAs -- psql …` (the socket directory admits only it).
-  const as = (file: string, args: string[]) => (runAs ? { file: 'runuser', args: ['-u', runAs, '--', file, ...args] } : { file, args });
+  // As root, every process of the throwaway: `unshare --net -- setpriv --reuid … -- postgres …`. Neither
+  // forks (each execs the next), so the pid started is the program's own and a signal reaches it.
+  // A client runs so too: the socket directory admits only runAs, and the socket works across namespaces.
+  const as = (file: string, args: string[]) =>
+    ids ? { file: 'unshare', args: ['--net', '--', 'setpriv', `--reuid=${ids[0]!}`, `--regid=${ids[1]!}`, '--clear-groups', '--', file, ...args] } : { file, args };
   let server: Subprocess | undefined;
   const remove = async () => {
     if (server && server.exitCode === null) {
@@ -145,12 +151,14 @@ export async function hostThrowaway(config: Config, bin: string): Promise<Throwa
     await chmod(base, 0o700);
     if (ids) await chown(base, ids[0]!, ids[1]!);
     const data = join(base, 'data');
-    await runCommand(join(bin, 'initdb'), ['-D', data, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { label: 'initdb (drill)', ...owner, cwd: base, progress: false });
+    const initdb = as(join(bin, 'initdb'), ['-D', data, '-U', user, '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
+    await runCommand(initdb.file, initdb.args, { label: 'initdb (drill)', cwd: base, progress: false });
     const settings = ["listen_addresses=", 'unix_socket_permissions=0700', 'fsync=off', 'full_page_writes=off', 'synchronous_commit=off'].flatMap((c) => ['-c', c]);
-    server = startCommand(join(bin, 'postgres'), ['-D', data, '-p', '5432', '-k', base, ...settings], { label: 'postgres (drill)', ...owner, cwd: base, stdout: 'ignore', server: true });
+    const postgres = as(join(bin, 'postgres'), ['-D', data, '-p', '5432', '-k', base, ...settings]);
+    server = startCommand(postgres.file, postgres.args, { label: 'postgres (drill)', cwd: base, stdout: 'ignore', server: true });
     const running = server;
     const env = { PGHOST: base, PGPORT: '5432', PGUSER: user };
-    const where = `Unix socket in ${base} only (no TCP), running as ${runAs ?? 'this user'}, initdb from ${bin}`;
+    const where = `Unix socket in ${base} only (no TCP), running as ${runAs ? `${runAs} with no network` : 'this user'}, initdb from ${bin}`;
     await waitUntilReady(
       async () => {
         const ready = as(join(bin, 'pg_isready'), ['-q', '-h', base, '-p', '5432']);
@@ -178,7 +186,7 @@ export async function hostThrowaway(config: Config, bin: string): Promise<Throwa
   }
 }
 
-/** A container of the live database's image (or drill.image), reached only through `docker exec`; nothing published. */
+/** A container of the live database's image (or drill.image), reached only through `docker exec`; nothing published, no network. */
 export async function containerThrowaway(config: Config, live: () => Promise<PostgresTarget>, name: string): Promise<Throwaway> {
   const docker = config.docker.command;
   const user = config.postgres.user;
@@ -190,8 +198,9 @@ export async function containerThrowaway(config: Config, live: () => Promise<Pos
   }
   // A retry after a lost worker finds its predecessor's throwaway under the same name: remove it first.
   await runCommand(docker, ['rm', '-f', name], { label: `${docker} rm` }).catch(() => undefined);
-  // The image's init server listens on its socket only; the real one also on 127.0.0.1 inside the container.
-  await runCommand(docker, ['run', '-d', '--rm', '--name', name, '-e', `POSTGRES_USER=${user}`, '-e', 'POSTGRES_HOST_AUTH_METHOD=trust', image], { label: `${docker} run` });
+  // The image's init server listens on its socket only; the real one also on 127.0.0.1 inside the
+  // container, whose own loopback is all --network none leaves it: what a dump runs reaches no network.
+  await runCommand(docker, ['run', '-d', '--rm', '--name', name, '--network', 'none', '-e', `POSTGRES_USER=${user}`, '-e', 'POSTGRES_HOST_AUTH_METHOD=trust', image], { label: `${docker} run` });
   const remove = async () => {
     await runCommand(docker, ['rm', '-f', name], { label: `${docker} rm` }).catch(() => undefined);
   };
