@@ -16,7 +16,7 @@ import { runCommand, withHeartbeats } from '../adapters/commands/run-command.js'
 import { runRsync } from '../adapters/commands/rsync.js';
 import { nasLabel, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
 import type { HealthResult, PostgresTarget, ResolveDumpInput, ResolvedDump, RestoreSettings, VerifiedDump } from '../core/types.js';
-import { checkRestorable, loadDump, type WithoutRestrict } from '../adapters/postgres/load.js';
+import { checkRestorable, loadDump, requireRestrict, type WithoutRestrict } from '../adapters/postgres/load.js';
 
 /** Links `from` to `to` unless `to` exists: never replaces a file. True when it linked. */
 async function linkIfAbsent(from: string, to: string): Promise<boolean> {
@@ -31,6 +31,8 @@ async function linkIfAbsent(from: string, to: string): Promise<boolean> {
 
 export function createRestoreActivities({ config, logger }: ActivityDeps) {
   const dir = config.backup.dir;
+  const HOST_PSQL_HINT = `Install a current postgresql-client on this host${config.postgres.binDir ? ` (postgres.binDir is ${config.postgres.binDir})` : ''}; nothing was changed.`;
+  const hostPsql = (database: string) => postgresCommand(config, { runtime: 'none' }, 'psql', ['-X', '-q', '-U', config.postgres.user, '-d', database]);
   const pointsDir = join(dir, RESTORE_POINTS_DIR);
 
   /** A dump's path and format from its name and origin, names checked: never a path from elsewhere. */
@@ -186,6 +188,8 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     async verifyDumpForRestore(dump: ResolvedDump): Promise<VerifiedDump> {
       const verified = await checkRestorable(dump);
       if (dump.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(dump.path), dump.file, verified.sha256, 'not restoring it; nothing was changed');
+      // A host psql that would be refused at the load is refused now, before anything stops.
+      if (config.postgres.runtime === 'none') await requireRestrict(hostPsql('postgres'), HOST_PSQL_HINT);
       return verified;
     },
 
@@ -296,9 +300,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
 
       // psql on this host must know restrict mode; inside the container it runs as the container's unprivileged user.
       const withoutRestrict: WithoutRestrict =
-        target.runtime === 'docker'
-          ? { allow: `it runs in container ${target.container} as ${config.postgres.containerUser}, no more than the database server itself can do` }
-          : { refuse: `Install a current postgresql-client on this host${config.postgres.binDir ? ` (postgres.binDir is ${config.postgres.binDir})` : ''}.` };
+        target.runtime === 'docker' ? { allow: `it runs in container ${target.container} as ${config.postgres.containerUser}, no more than the database server itself can do` } : { refuse: HOST_PSQL_HINT };
       const { restricted } = await loadDump(dump, user, postgresCommand(config, target, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', user, '-d', database]), 'restoring', withoutRestrict);
       if (!restricted) logger.warn({ file: dump.file, why: 'allow' in withoutRestrict ? withoutRestrict.allow : '' }, "psql predates restrict mode: loaded as the container's unprivileged user");
       const durationMs = Date.now() - started;

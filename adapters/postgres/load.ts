@@ -8,7 +8,7 @@ import { decodeAndHash, READ_CHUNK } from '../files/checksums.js';
 import { awaitCommand, startCommand, stopCommand, withHeartbeats } from '../commands/run-command.js';
 import { restoreFilter, safetyScanner } from './sql-stream.js';
 import { policyFor } from './dump-policy.js';
-import { restrictFraming, restrictRefusal, supportsRestrict, type PsqlCommand } from './restricted-psql.js';
+import { restrictFraming, restrictRefusal, supportsRestrict, withoutKeys, type PsqlCommand } from './restricted-psql.js';
 import type { DumpFormat, VerifiedDump } from '../../core/types.js';
 
 /** pg_dumpall's last comment; its absence means the dump stopped early. */
@@ -34,6 +34,12 @@ function counter(onBytes: (n: number) => void): Transform {
  */
 export type WithoutRestrict = { refuse: string } | { allow: string };
 
+/** True, or PsqlTooOldError: a psql that would run on this host must know restrict mode. */
+export async function requireRestrict(psql: PsqlCommand, hint: string): Promise<true> {
+  if (await supportsRestrict(psql)) return true;
+  throw new PsqlTooOldError(`psql predates restrict mode (PostgreSQL 13.22, 14.19, 15.14, 16.10, 17.6, 18 or later have it): it would run on this host any meta-command a dump holds, so it is never given one. ${hint}`);
+}
+
 /**
  * Streams a dump through gunzip (or zstd -d) and the restore filter into a running psql in restrict
  * mode, with heartbeats of how far it got; psql's own error wins over the broken pipe it causes.
@@ -48,10 +54,7 @@ export async function loadDump(
   step: string,
   withoutRestrict: WithoutRestrict,
 ): Promise<{ stderr: string; restricted: boolean }> {
-  const restricted = await supportsRestrict(psql);
-  if (!restricted && 'refuse' in withoutRestrict) {
-    throw new PsqlTooOldError(`psql predates restrict mode (PostgreSQL 13.22, 14.19, 15.14, 16.10, 17.6, 18 or later have it): it would run any meta-command a dump holds, so nothing was loaded. ${withoutRestrict.refuse}`);
-  }
+  const restricted = 'refuse' in withoutRestrict ? await requireRestrict(psql, withoutRestrict.refuse) : await supportsRestrict(psql);
   const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
   const { size } = await dump.source.stat();
   let read = 0;
@@ -75,7 +78,7 @@ export async function loadDump(
     throw fed.reason;
   }
   if (loaded.status === 'rejected') throw restrictRefusal(loaded.reason, dump.file);
-  return { stderr: String(loaded.value.stderr ?? ''), restricted };
+  return { stderr: withoutKeys(String(loaded.value.stderr ?? '')), restricted };
 }
 
 /**

@@ -26,6 +26,8 @@ const DOLLAR = 0x24;
 const SEMICOLON = 0x3b;
 const COLON = 0x3a;
 
+const UNRESTRICT = Buffer.from('\\unrestrict');
+
 /** Longest line held while waiting for its newline: a bound on memory for a hostile dump. */
 const MAX_LINE = 256 * 1024 * 1024;
 
@@ -107,6 +109,8 @@ export class DumpFilter {
   private scanBuf: Buffer | undefined;
   private nextCr = -1;
   private nextNul = -1;
+  private unrestrictBuf: Buffer | undefined;
+  private nextUnrestrict = Infinity;
 
   private readonly policy: DumpPolicy;
   private readonly frame: Framing | undefined;
@@ -219,6 +223,16 @@ export class DumpFilter {
     }
   }
 
+  /** True when `\unrestrict` starts in buf[start, end); the next position is cached per buffer, as in has(). */
+  private hasUnrestrict(buf: Buffer, start: number, end: number): boolean {
+    if (this.unrestrictBuf !== buf || (this.nextUnrestrict !== Infinity && this.nextUnrestrict < start)) {
+      this.unrestrictBuf = buf;
+      const at = buf.indexOf(UNRESTRICT, start);
+      this.nextUnrestrict = at < 0 ? Infinity : at;
+    }
+    return this.nextUnrestrict < end;
+  }
+
   /** True when byte `b` occurs in buf[start, end). */
   private has(b: typeof CR | typeof NUL, buf: Buffer, start: number, end: number): boolean {
     if (this.scanBuf !== buf) {
@@ -240,6 +254,13 @@ export class DumpFilter {
   private line(buf: Buffer, start: number, end: number): Verdict {
     // psql reads lines with fgets and strlen: a NUL would hide the rest of a line from psql.
     if (this.has(NUL, buf, start, end)) this.refuse(this.lineNo, 'a NUL byte');
+    // In restrict mode psql still runs \unrestrict, and expands backquotes and :variables in its
+    // argument. Where server-side code makes psql read a line as a command that we read as a literal
+    // (or data), that is the one way left to run something: the bytes `\unrestrict` pass only as
+    // pg_dump's own whole line, which the loader drops.
+    if (this.hasUnrestrict(buf, start, end) && !(!this.inCopy && this.lex === Lex.Code && !this.pending && RESTRICT.test(buf.toString('latin1', start, end)))) {
+      this.refuse(this.lineNo, "\\unrestrict outside pg_dump's own whole line (psql, made to read this line as a command, would expand what follows it)");
+    }
     if (this.inCopy) {
       if (end - start === 2 && buf[start] === BACKSLASH && buf[start + 1] === 0x2e) this.inCopy = false;
       // psql also ends the block at `\.` + CR LF; pg_dump writes CR in data as \r.

@@ -51,10 +51,16 @@ export async function supportsRestrict(psql: PsqlCommand): Promise<boolean> {
 /** psql's words when restrict mode refused a meta-command. */
 export const RESTRICT_REFUSED = /backslash commands are restricted/;
 
-/** A psql failure that restrict mode caused, as what it means for the operator; anything else unchanged. */
+/** psql's errors without any restrict key: a framing line read as SQL (a desynchronised load) comes back in the server's error. */
+export const withoutKeys = (text: string) => text.replace(/[0-9a-f]{48}/g, '[restrict key]');
+
+/** A psql failure that restrict mode caused, as what it means for the operator; anything else without its keys. */
 export function restrictRefusal(err: unknown, file: string): unknown {
   const message = err instanceof Error ? err.message : String(err);
-  if (!RESTRICT_REFUSED.test(message)) return err;
+  if (!RESTRICT_REFUSED.test(message)) {
+    if (err instanceof Error) err.message = withoutKeys(err.message);
+    return err;
+  }
   return new UnsafeDumpError(
     `dump ${file} holds a line psql would have run as a meta-command (a shell command, a file write or another connection): psql refused it in restrict mode and the load stopped there. ` +
       "In one of our own dumps such a line comes from the live database: someone who holds Immich's database superuser stored it there. Restore an older dump, then find and remove what was planted",

@@ -94,6 +94,31 @@ describe('a load path that interprets nothing', () => {
     await recordFault("an Immich backup whose server-side code switches standard_conforming_strings off so that a \\! line reaches psql outside a literal", 'psql in restrict mode refused the line (RestoreFailedError naming restrict mode); nothing ran; rolled back to the restore point; Immich started');
   });
 
+  test("an Immich backup that hides \\unrestrict `command` where psql, desynchronised, would read it is refused before anything stops", async () => {
+    const w = await world();
+    const dir = await markerDir();
+    const marker = join(dir, 'unrestrict');
+    const name = immichName(3);
+    // Server-side code switches the reading of quotes (a DEFAULT runs it), then `'\''` is closed for us and open for psql.
+    const lines = [
+      "CREATE FUNCTION public.trap_three_flip() RETURNS integer LANGUAGE plpgsql AS $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; RETURN 1; END$$;",
+      'CREATE TABLE public.trap_three (a integer DEFAULT public.trap_three_flip());',
+      'INSERT INTO public.trap_three DEFAULT VALUES;',
+      "COMMENT ON TABLE public.trap_three IS '\\'';",
+      `\\unrestrict \`id -u > ${marker}\``,
+      "';",
+    ];
+    await writeFile(join(w.immichBackups, name), gzipSync(immichBackup(lines)));
+    await rm(stack.dockerLog, { force: true });
+    const { error } = await w.restore({ dump: name, approved: true });
+    const failure = failureType(error);
+    assert.equal(failure.type, 'UnsafeDumpError', failure.message);
+    assert.match(failure.message, /line \d+: \\unrestrict outside pg_dump's own whole line/);
+    assert.deepEqual(await dockerCalls(), [], 'Immich was never stopped');
+    assert.ok(!existsSync(marker), 'nothing ran');
+    await recordFault("an Immich backup that desynchronises psql and hides \\unrestrict `command` (psql expands its argument even in restrict mode)", "refused before anything stopped: the bytes \\unrestrict pass only as pg_dump's own whole line");
+  });
+
   test("with a container psql that predates restrict mode, the same backup runs its line only as the container's unprivileged user, never as root", async () => {
     const w = await world();
     const dir = await markerDir();
@@ -168,6 +193,37 @@ describe('a load path that interprets nothing', () => {
     }
     assert.deepEqual(await readdir(elsewhere), [], 'nothing was ever written through the planted link');
     await recordFault('backup.dir/.loading swapped for a link to a folder another user owns', 'never used: the private copy is made beside the key and unlinked at once, and psql is fed from its descriptor');
+  });
+
+  test('with postgres.runtime none, psql and pg_dumpall run on the host as postgres.runAs, never root; a host psql that predates restrict mode is refused before anything stops', async () => {
+    // Stand-ins that record who ran them, then run the real tools.
+    const bin = await mkdtemp(join(tmpdir(), 'immich-backup-hostbin-'));
+    const log = join(await markerDir(), 'who');
+    for (const tool of ['psql', 'pg_dumpall', 'pg_dump']) {
+      await writeFile(join(bin, tool), `#!/bin/sh\necho "$(id -u) ${tool}" >> ${log}\nexec ${join(pgBin, tool)} "$@"\n`, { mode: 0o755 });
+    }
+    await chmod(bin, 0o755);
+    const w = await world({ postgres: { runtime: 'none', binDir: bin } });
+    const good = await w.backup();
+    const { error } = await w.restore({ dump: good.file, approved: true });
+    assert.equal(error, undefined, String(error));
+    const nobody = (await execa('id', ['-u', 'nobody'])).stdout.trim();
+    const ran = (await readFile(log, 'utf8')).trim().split('\n');
+    assert.ok(ran.some((l) => l === `${nobody} pg_dumpall`) && ran.some((l) => l === `${nobody} psql`), ran.join(', '));
+    assert.deepEqual(ran.filter((l) => !l.startsWith(`${nobody} `)), [], 'never as root');
+
+    const old = await mkdtemp(join(tmpdir(), 'immich-backup-oldbin-'));
+    await chmod(old, 0o755);
+    await symlink(fixture('old-pg/psql'), join(old, 'psql'));
+    await symlink(join(pgBin, 'pg_dumpall'), join(old, 'pg_dumpall'));
+    const w2 = await world({ postgres: { runtime: 'none', binDir: old }, backup: { dir: w.backupDir }, security: { keyFile: w.config.security.keyFile } });
+    await rm(stack.dockerLog, { force: true });
+    const refused = await w2.restore({ dump: good.file, approved: true });
+    const failure = failureType(refused.error);
+    assert.equal(failure.type, 'PsqlTooOldError', failure.message);
+    assert.match(failure.message, /predates restrict mode.*nothing was changed/);
+    assert.deepEqual(await dockerCalls(), [], 'Immich was never stopped');
+    await recordFault('postgres.runtime none with a host psql that predates restrict mode', 'refused before anything stopped (PsqlTooOldError); the current one runs as postgres.runAs, never root');
   });
 
   // Last: the live database keeps what was planted (this file's stack is its own).

@@ -3,6 +3,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
+import { existsSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CLUSTER_POLICY, DATABASE_POLICY, type DumpPolicy } from '../../adapters/postgres/dump-policy.js';
 import { restrictFraming } from '../../adapters/postgres/restricted-psql.js';
 import { restoreFilter, safetyScanner } from '../../adapters/postgres/sql-stream.js';
@@ -66,6 +70,33 @@ describe('the policy per dump format', () => {
     } finally {
       await stack.pg.psql('REVOKE ALL ON TABLE public.assets FROM reader; REVOKE ALL (id) ON public.users FROM reader; DROP ROLE reader;', 'immich');
     }
+  });
+});
+
+describe('\\unrestrict, the one command psql still runs in restrict mode', () => {
+  test("passes only as pg_dump's own whole line (which the loader drops); anywhere else, literal, comment, dollar quote or COPY data, it is refused", async () => {
+    await scan('\\restrict abc\nSET lock_timeout = 0;\n\\unrestrict abc\n', CLUSTER_POLICY);
+    assert.doesNotMatch(await filtered('\\restrict abc\nSET lock_timeout = 0;\n\\unrestrict abc\n'), /abc/);
+    const hidden = [
+      "COMMENT ON TABLE public.t IS '\n\\unrestrict `id`\n';",
+      "COMMENT ON TABLE public.t IS 'a \\unrestrict b';",
+      '/*\n\\unrestrict :k\n*/ SET lock_timeout = 0;',
+      'CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS $$\n\\unrestrict `id`\nSELECT 1$$;',
+      'COPY public.t (a) FROM stdin;\n\\\\unrestrict `id`\n\\.',
+      '\\unrestrict `id`',
+    ];
+    for (const sql of hidden) {
+      for (const policy of [CLUSTER_POLICY, DATABASE_POLICY]) {
+        await assert.rejects(scan(`${sql}\n`, policy), (err: Error) => err.name === 'UnsafeDumpError' && /unrestrict|backquote/.test(err.message), `${policy.format}: ${sql}`);
+      }
+    }
+  });
+
+  test('is why: a restricted psql still expands a backquote in its argument', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'immich-backup-unrestrict-'));
+    const marker = join(dir, 'ran');
+    await execa(`${pgBin}/psql`, ['-X', '-q', '-d', 'postgres'], { env: stack.pg.env, input: `${restrictFraming().head}\\unrestrict \`touch ${marker}\`\n`, reject: false });
+    assert.ok(existsSync(marker), 'psql ran the backquote: the lexer must never let the bytes through');
   });
 });
 
