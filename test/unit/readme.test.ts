@@ -71,4 +71,13 @@ describe('the README', () => {
   test("it says that the worker's config is what runs", () => {
     assert.ok(/the worker's config is what runs/i.test(readme), 'the README says whose config runs');
   });
+
+  test('its security model claims no more than holds: restrict mode is the boundary, the filter a second line that cannot see server-side code, which runs as the database server', () => {
+    const model = readme.slice(readme.indexOf('## Security model'), readme.indexOf('\n## ', readme.indexOf('## Security model') + 1));
+    assert.match(model, /restrict mode/);
+    assert.match(model, /What no scan can see/);
+    assert.match(model, /runs as the database server/);
+    assert.match(model, /never reaches the host's root/);
+    assert.doesNotMatch(model, /`DO`, `ALTER SYSTEM`, `pg_read_file` and the like are refused\.\n  Code hidden in a function body cannot be caught by scanning: provenance is the defence there/, 'the old claim that provenance covers it');
+  });
 });
