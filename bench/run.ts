@@ -22,6 +22,9 @@ import { startPingServer } from '../test/helpers/ping.js';
 import { loadImmichLike, pgBin, startPostgres } from '../test/helpers/postgres.js';
 import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../test/helpers/setup.js';
 import { startTestTemporal } from '../test/helpers/temporal.js';
+import { DESTRUCTIVE } from '../test/helpers/run-workflow.js';
+import { startTokenFor } from '../test/helpers/trust.js';
+import { parseConfig } from '../config/config.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -132,8 +135,14 @@ async function startWorker(compressor: Compressor, level: number, tag: string) {
   });
   const taskQueue = raw.temporal!.taskQueue as string;
   let n = 0;
-  const execute = <T>(type: string, args: unknown[] = [{ trigger: 'bench' }]) =>
-    client.workflow.execute(type, { taskQueue, workflowId: `bench-${type}-${tag}-${compressor}-${Date.now()}-${n++}`, args }) as Promise<T>;
+  const config = parseConfig(raw);
+  // A destructive run carries the start token the CLI would make (bound to its ID and input).
+  const execute = async <T>(type: string, args: Array<Record<string, unknown>> = [{ trigger: 'bench' }]) => {
+    const workflowId = `bench-${type}-${tag}-${compressor}-${Date.now()}-${n++}`;
+    const input = args[0] ?? {};
+    const authorized = DESTRUCTIVE.has(type) ? [{ ...input, authorization: await startTokenFor(config, type, workflowId, input) }] : args;
+    return client.workflow.execute(type, { taskQueue, workflowId, args: authorized }) as Promise<T>;
+  };
   return {
     compressor,
     execute,

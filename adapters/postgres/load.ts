@@ -58,7 +58,7 @@ export async function loadDump(
   const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
   const { size } = await dump.source.stat();
   let read = 0;
-  const filter = restoreFilter(user, dump.file, { policy: policyFor(dump.format ?? 'cluster'), ...(restricted ? { frame: restrictFraming() } : {}) });
+  const filter = restoreFilter(user, dump.file, { policy: policyFor(dump.format ?? 'cluster'), pin: true, ...(restricted ? { frame: restrictFraming() } : {}) });
   const input = dump.source.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK });
   const feed = pipeline(input, counter((n) => (read += n)), decompressor(dump.file), filter, child.stdin!);
   const mode = restricted ? 'psql in restrict mode' : `psql without restrict mode (${'allow' in withoutRestrict ? withoutRestrict.allow : ''})`;

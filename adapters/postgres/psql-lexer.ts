@@ -27,6 +27,7 @@ const SEMICOLON = 0x3b;
 const COLON = 0x3a;
 
 const UNRESTRICT = Buffer.from('\\unrestrict');
+const NEWLINE = Buffer.from('\n');
 
 /** Longest line held while waiting for its newline: a bound on memory for a hostile dump. */
 const MAX_LINE = 256 * 1024 * 1024;
@@ -114,6 +115,10 @@ export class DumpFilter {
 
   private readonly policy: DumpPolicy;
   private readonly frame: Framing | undefined;
+  private readonly pin: boolean;
+  // The client encoding the dump last set (SET client_encoding, \encoding) in this session; a statement ended on this line.
+  private encoding: string | undefined;
+  private endedOnLine = false;
 
   constructor(
     readonly file: string,
@@ -124,10 +129,19 @@ export class DumpFilter {
       restoringRole?: string;
       /** For a restore: psql loads in restrict mode; the dump's own keys are dropped, each allowed meta-command is framed by the loader's. */
       frame?: Framing;
+      /**
+       * For a restore: after every line that ends a statement or a COPY block, pg_dump's
+       * standard_conforming_strings (on) and the client_encoding the dump set are set again.
+       * Server-side code that switched them while the statement ran (a CHECK during COPY) would
+       * otherwise make psql read the following quotes and bytes unlike pg_dump wrote them: with the
+       * settings back, a dump planted that way loads as written, its planted lines as data.
+       */
+      pin?: boolean;
     } = {},
   ) {
     this.policy = options.policy ?? CLUSTER_POLICY;
     this.frame = options.frame;
+    this.pin = options.pin === true;
     const restoringRole = options.restoringRole;
     if (restoringRole !== undefined) {
       // The restoring role's own DROP ROLE and CREATE ROLE are left out (a session cannot drop its
@@ -250,8 +264,24 @@ export class DumpFilter {
     return next < end;
   }
 
-  /** One line without its newline: buf[start, end). */
+  /**
+   * One line without its newline: buf[start, end). With `pin`, a line that ends a statement or a COPY
+   * block is followed by pg_dump's own settings that psql's lexer follows (see the constructor).
+   */
   private line(buf: Buffer, start: number, end: number): Verdict {
+    const copying = this.inCopy;
+    this.endedOnLine = false;
+    const verdict = this.readLine(buf, start, end);
+    if (!this.pin || !(this.endedOnLine || (copying && !this.inCopy)) || this.inCopy || this.pending || this.lex !== Lex.Code) return verdict;
+    // A statement (or COPY) ended with this line, and server-side code may have run: psql reads the
+    // next line the way pg_dump wrote it only with pg_dump's settings back in place.
+    const pin = `SET standard_conforming_strings = on;\n${this.encoding ? `SET client_encoding = '${this.encoding}';\n` : ''}`;
+    const body = verdict === 'keep' ? Buffer.concat([buf.subarray(start, end), NEWLINE]) : verdict === 'drop' ? Buffer.alloc(0) : verdict;
+    return Buffer.concat([body, Buffer.from(pin)]);
+  }
+
+  /** One line without its newline, as psql would read it. */
+  private readLine(buf: Buffer, start: number, end: number): Verdict {
     // psql reads lines with fgets and strlen: a NUL would hide the rest of a line from psql.
     if (this.has(NUL, buf, start, end)) this.refuse(this.lineNo, 'a NUL byte');
     // In restrict mode psql still runs \unrestrict, and expands backquotes and :variables in its
@@ -301,11 +331,14 @@ export class DumpFilter {
     const name = /^\\[^\s\\]*/.exec(line)?.[0] ?? '\\';
     if (line.includes('`')) this.refuse(this.lineNo, `a backquote in a psql meta-command (${name} would run a shell command)`);
     if (RESTRICT.test(line)) return this.frame ? 'drop' : 'keep';
+    const enc = /^\\encoding (\S+)$/.exec(line);
+    if (enc) this.encoding = enc[1];
     const allowed = (): Verdict => {
       if (!this.policy.connects) this.refuse(this.lineNo, `${name} in a dump of one database (pg_dump writes none there; it could switch to another database)`);
       return this.frame ? Buffer.from(this.frame.around(line)) : 'keep';
     };
     if (ENCODING.test(line)) return allowed();
+    if (/^\\(?:connect|c) /.test(line)) this.encoding = undefined; // a new session: the dump sets its encoding again
     const plain = CONNECT_PLAIN.exec(line);
     if (plain) {
       // psql folds an unquoted \connect argument to lower case.
@@ -560,9 +593,12 @@ export class DumpFilter {
 
   /** The dump's policy decides; COPY data follows an allowed COPY. */
   private check(text: string, words: string[], line: number, wholeLine: boolean): void {
+    this.endedOnLine = true;
     const verdict = this.policy.check({ text, words, wholeLine });
     if (verdict === 'copy') this.inCopy = true;
     else if (verdict !== undefined) this.refuse(line, verdict);
+    const encoding = /^SET client_encoding = '([A-Za-z0-9_]+)';$/.exec(text);
+    if (encoding) this.encoding = encoding[1];
   }
 }
 

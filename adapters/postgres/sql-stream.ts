@@ -36,10 +36,11 @@ export function safetyScanner(file: string, policy: DumpPolicy = CLUSTER_POLICY)
 /**
  * What psql receives during a restore: the dump as the filter passes it, with the restoring
  * role's own DROP/CREATE ROLE left out and pg_dump's empty search_path replaced; with `frame`,
- * psql's first line is the loader's `\restrict` and every allowed meta-command is framed.
+ * psql's first line is the loader's `\restrict` and every allowed meta-command is framed; with
+ * `pin`, pg_dump's settings are set again after every statement (DumpFilter's constructor).
  * Errors with UnsafeDumpError on anything refused, before psql has the statement.
  */
-export function restoreFilter(restoringRole: string, file = 'dump', options: { policy?: DumpPolicy; frame?: Framing & { head: string } } = {}): Transform {
+export function restoreFilter(restoringRole: string, file = 'dump', options: { policy?: DumpPolicy; frame?: Framing & { head: string }; pin?: boolean } = {}): Transform {
   const filter = new DumpFilter(file, { restoringRole, ...options });
   const send = (stream: Transform, parts: Buffer[]) => {
     for (const part of parts) if (part.length) stream.push(part);

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLUSTER_POLICY, DATABASE_POLICY, type DumpPolicy } from '../../adapters/postgres/dump-policy.js';
@@ -97,6 +97,59 @@ describe('\\unrestrict, the one command psql still runs in restrict mode', () =>
     const marker = join(dir, 'ran');
     await execa(`${pgBin}/psql`, ['-X', '-q', '-d', 'postgres'], { env: stack.pg.env, input: `${restrictFraming().head}\\unrestrict \`touch ${marker}\`\n`, reject: false });
     assert.ok(existsSync(marker), 'psql ran the backquote: the lexer must never let the bytes through');
+  });
+});
+
+describe("pg_dump's settings pinned after every statement", () => {
+  test('a dump whose server-side code switches standard_conforming_strings off mid-load loads as pg_dump wrote it, its planted line as data, even through a psql without restrict mode', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'immich-backup-pin-'));
+    const marker = join(dir, 'ran');
+    const sql = [
+      '\\connect immich',
+      "CREATE FUNCTION public.pin_flip(integer) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; RETURN true; END$$;",
+      'CREATE TABLE public.pin_t (a integer CHECK (public.pin_flip(a)));',
+      'COPY public.pin_t (a) FROM stdin;',
+      '1',
+      '\\.',
+      "COMMENT ON TABLE public.pin_t IS 'x\\';",
+      "COMMENT ON COLUMN public.pin_t.a IS '",
+      `\\! touch ${marker}`,
+      "';",
+      '',
+    ].join('\n');
+    const load = async (pin: boolean) => {
+      const parts: Buffer[] = [];
+      await pipeline(Readable.from([Buffer.from(sql)]), restoreFilter('postgres', 'test.sql.gz', { pin }), async (source: AsyncIterable<Buffer>) => {
+        for await (const part of source) parts.push(part);
+      });
+      return execa(`${pgBin}/psql`, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres'], { env: stack.pg.env, input: Buffer.concat(parts), reject: false });
+    };
+    try {
+      await load(false);
+      assert.ok(existsSync(marker), 'without the pins, the construction makes an unrestricted psql run \\!');
+      await stack.pg.psql('DROP TABLE public.pin_t; DROP FUNCTION public.pin_flip(integer);', 'immich');
+      await rm(marker);
+      const pinned = await load(true);
+      assert.equal(pinned.exitCode, 0, pinned.stderr);
+      assert.ok(!existsSync(marker), 'with them, nothing ran');
+      // (the helper trims the value's leading newline)
+      assert.equal(await stack.pg.psql("SELECT col_description('public.pin_t'::regclass, 1)", 'immich'), `\\! touch ${marker}`, 'the planted line is data, as pg_dump wrote it');
+    } finally {
+      await stack.pg.psql('DROP TABLE IF EXISTS public.pin_t; DROP FUNCTION IF EXISTS public.pin_flip(integer);', 'immich');
+    }
+  });
+
+  test('the pins follow the client_encoding the dump set, and never land inside a statement or COPY data', async () => {
+    const parts: Buffer[] = [];
+    const sql = "SET client_encoding = 'LATIN1';\nCREATE TABLE public.t (a text,\n b text);\nCOPY public.t (a, b) FROM stdin;\nx\ty\n\\.\n\\connect immich\nSET lock_timeout = 0;\n";
+    await pipeline(Readable.from([Buffer.from(sql)]), restoreFilter('postgres', 'test.sql.gz', { pin: true }), async (source: AsyncIterable<Buffer>) => {
+      for await (const part of source) parts.push(part);
+    });
+    const pin = "SET standard_conforming_strings = on;\nSET client_encoding = 'LATIN1';\n";
+    assert.equal(
+      Buffer.concat(parts).toString('utf8'),
+      `SET client_encoding = 'LATIN1';\n${pin}CREATE TABLE public.t (a text,\n b text);\n${pin}COPY public.t (a, b) FROM stdin;\nx\ty\n\\.\n${pin}\\connect immich\nSET lock_timeout = 0;\nSET standard_conforming_strings = on;\n`,
+    );
   });
 });
 
