@@ -8,10 +8,10 @@ import { CLUSTER_POLICY, CONNECT_CONNINFO, CONNECT_PLAIN, CONNINFO_DBNAME, ENCOD
 //
 // The verification before a restore and the stream into psql run this same code, so the bytes
 // verified are filtered exactly like the bytes loaded. It is not what keeps a dump from running
-// commands on the host: psql loads in restrict mode (restricted-psql.ts), and where this lexer
-// and psql disagree (server-side code can change how psql reads quotes), psql refuses every
-// meta-command all the same. The loader's own `\unrestrict` lines are written only around a
-// `\connect` the policy allowed.
+// commands on the host: psql loads in restrict mode (restricted-psql.ts). Server-side code can
+// change how psql reads quotes and bytes while a dump loads; the loader sets pg_dump's settings
+// again after every statement (`pin`), and where psql and this lexer still disagreed, psql would
+// refuse every meta-command but `\unrestrict`, whose bytes pass here only as pg_dump's own line.
 //
 // It assumes psql runs with ON_ERROR_STOP=1, as every load does: a COPY the server rejects
 // would otherwise make psql read the COPY data as SQL.

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { UnsafeDumpError } from '../../core/errors.js';
+import { CommandFailedError, UnsafeDumpError } from '../../core/errors.js';
 import { probeCommand } from '../commands/run-command.js';
 import type { Framing } from './psql-lexer.js';
 
@@ -45,7 +45,7 @@ export async function supportsRestrict(psql: PsqlCommand): Promise<boolean> {
   const probe = await probeCommand(psql.file, [...psql.args, '-v', 'ON_ERROR_STOP=1', '-c', '\\restrict probe', '-c', '\\unrestrict probe'], { label: 'psql (restrict mode probe)', env: psql.env });
   if (probe.exitCode === 0) return true;
   if (/invalid command \\restrict/.test(probe.stderr)) return false;
-  throw new UnsafeDumpError(`psql could not be asked whether it loads in restrict mode (exit ${String(probe.exitCode)}: ${probe.stderr.trim().split('\n').at(-1) ?? ''}); nothing was loaded`);
+  throw new CommandFailedError(`psql could not be asked whether it loads in restrict mode (exit ${String(probe.exitCode)}: ${probe.stderr.trim().split('\n').at(-1) ?? ''}); nothing was loaded`);
 }
 
 /** psql's words when restrict mode refused a meta-command. */
