@@ -155,11 +155,12 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       try {
         const postgresVersion = (await server.query('postgres', 'SHOW server_version')).trim();
         const loadStarted = Date.now();
-        // Without ON_ERROR_STOP: a statement that fails (a constraint the data breaks, an extension
-        // the server lacks) is reported with the tables it leaves short, not instead of them.
+        // With ON_ERROR_STOP (psql must never read COPY data as SQL): the first statement that fails (a
+        // constraint the data breaks, an extension the server lacks) ends the load, and is reported
+        // with the tables it leaves short, not instead of them.
         // psql without restrict mode only where it runs inside the throwaway container, as its unprivileged user.
         const withoutRestrict = server.engine === 'container' ? { allow: `it runs in the throwaway container as ${config.postgres.containerUser}` } : { refuse: `Install a current PostgreSQL (drill.binDir: ${server.where}).` };
-        const { stderr } = await loadDump({ file: dump.file, source: copy }, user, server.loader, `drill: restoring ${dump.file} into ${server.where}`, withoutRestrict).catch((err: unknown) => {
+        const { stderr } = await loadDump({ file: dump.file, source: copy }, user, server.loader, `drill: restoring ${dump.file} into ${server.where}`, withoutRestrict, { reportStop: true }).catch((err: unknown) => {
           throw isCorruptStreamError(err) ? corruptDump(dump.file, err, 'the drill could not load it') : err;
         });
         // A table that could not be created turns its COPY data into one error per row: keep a few.

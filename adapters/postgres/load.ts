@@ -2,10 +2,10 @@ import type { FileHandle } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressor } from '../commands/compression.js';
-import { ChecksumMismatchError, DumpIncompleteError, PsqlTooOldError } from '../../core/errors.js';
+import { ChecksumMismatchError, CommandFailedError, DumpIncompleteError, PsqlTooOldError } from '../../core/errors.js';
 import { formatBytes } from '../../core/format.js';
 import { decodeAndHash, READ_CHUNK } from '../files/checksums.js';
-import { awaitCommand, startCommand, stopCommand, withHeartbeats } from '../commands/run-command.js';
+import { awaitCommand, startCommand, stderrTail, stopCommand, withHeartbeats } from '../commands/run-command.js';
 import { restoreFilter, safetyScanner } from './sql-stream.js';
 import { policyFor } from './dump-policy.js';
 import { restrictFraming, restrictRefusal, supportsRestrict, withoutKeys, type PsqlCommand } from './restricted-psql.js';
@@ -53,9 +53,11 @@ export async function loadDump(
   psql: PsqlCommand,
   step: string,
   withoutRestrict: WithoutRestrict,
-): Promise<{ stderr: string; restricted: boolean }> {
+  /** The drill: psql stopping at a statement that failed (ON_ERROR_STOP, exit 3) is reported in `stderr`, not thrown. */
+  options: { reportStop?: boolean } = {},
+): Promise<{ stderr: string; restricted: boolean; stopped: boolean }> {
   const restricted = 'refuse' in withoutRestrict ? await requireRestrict(psql, withoutRestrict.refuse) : await supportsRestrict(psql);
-  const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore' });
+  const child = startCommand(psql.file, psql.args, { label: 'psql', env: psql.env, stdin: 'pipe', stdout: 'ignore', ...(options.reportStop ? { reject: false as const } : {}) });
   const { size } = await dump.source.stat();
   let read = 0;
   const filter = restoreFilter(user, dump.file, { policy: policyFor(dump.format ?? 'cluster'), pin: true, ...(restricted ? { frame: restrictFraming() } : {}) });
@@ -73,12 +75,17 @@ export async function loadDump(
   // and psql's the consequence of its input ending in error; unless psql went away first and the
   // feed only hit the closed pipe.
   const pipeClosed = (err: unknown) => ['EPIPE', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_PREMATURE_CLOSE'].includes((err as NodeJS.ErrnoException).code ?? '');
-  if (fed.status === 'rejected' && !(loaded.status === 'rejected' && pipeClosed(fed.reason))) {
+  const psqlFailed = loaded.status === 'rejected' || (loaded.value.exitCode ?? 0) !== 0;
+  if (fed.status === 'rejected' && !(psqlFailed && pipeClosed(fed.reason))) {
     stopCommand(child);
     throw fed.reason;
   }
   if (loaded.status === 'rejected') throw restrictRefusal(loaded.reason, dump.file);
-  return { stderr: withoutKeys(String(loaded.value.stderr ?? '')), restricted };
+  const stderr = withoutKeys(String(loaded.value.stderr ?? ''));
+  const exit = loaded.value.exitCode ?? 0;
+  // psql's exit 3: a statement failed and ON_ERROR_STOP ended the script there; any other, psql itself failed.
+  if (exit !== 0 && exit !== 3) throw new CommandFailedError(`psql failed (exit code ${exit})${stderr.trim() ? `: ${stderrTail(stderr)}` : ''}`);
+  return { stderr, restricted, stopped: exit === 3 };
 }
 
 /**

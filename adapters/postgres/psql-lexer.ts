@@ -36,7 +36,6 @@ const MAX_LINE = 256 * 1024 * 1024;
 const IDENT_START = new Uint8Array(256);
 const IDENT_CONT = new Uint8Array(256);
 const DIGIT = new Uint8Array(256);
-const NUMBER_CONT = new Uint8Array(256);
 const SPACE = new Uint8Array(256);
 for (let c = 0; c < 256; c++) {
   const letter = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x5f || c >= 0x80;
@@ -44,7 +43,6 @@ for (let c = 0; c < 256; c++) {
   IDENT_START[c] = letter ? 1 : 0;
   IDENT_CONT[c] = letter || digit || c === DOLLAR ? 1 : 0;
   DIGIT[c] = digit ? 1 : 0;
-  NUMBER_CONT[c] = (letter && c < 0x80) || digit || c === 0x2e ? 1 : 0;
   SPACE[c] = c === 0x20 || c === 0x09 || c === 0x0b || c === 0x0c ? 1 : 0;
 }
 
@@ -116,7 +114,7 @@ export class DumpFilter {
   private readonly policy: DumpPolicy;
   private readonly frame: Framing | undefined;
   private readonly pin: boolean;
-  // The client encoding the dump last set (SET client_encoding, \encoding) in this session; a statement ended on this line.
+  // The client encoding the dump last set (SET client_encoding, \encoding) in this session; a statement ended (or a session began) on this line.
   private encoding: string | undefined;
   private endedOnLine = false;
 
@@ -288,7 +286,9 @@ export class DumpFilter {
     // argument. Where server-side code makes psql read a line as a command that we read as a literal
     // (or data), that is the one way left to run something: the bytes `\unrestrict` pass only as
     // pg_dump's own whole line, which the loader drops.
-    if (this.hasUnrestrict(buf, start, end) && !(!this.inCopy && this.lex === Lex.Code && !this.pending && RESTRICT.test(buf.toString('latin1', start, end)))) {
+    // In COPY data the bytes can only stand as the escaped `\\unrestrict` (COPY has no `\u` escape, refused
+    // below), which psql, made to read the line as SQL, reads as `\\` and a word: a user's text passes.
+    if (!this.inCopy && this.hasUnrestrict(buf, start, end) && !(this.lex === Lex.Code && !this.pending && RESTRICT.test(buf.toString('latin1', start, end)))) {
       this.refuse(this.lineNo, "\\unrestrict outside pg_dump's own whole line (psql, made to read this line as a command, would expand what follows it)");
     }
     if (this.inCopy) {
@@ -338,7 +338,10 @@ export class DumpFilter {
       return this.frame ? Buffer.from(this.frame.around(line)) : 'keep';
     };
     if (ENCODING.test(line)) return allowed();
-    if (/^\\(?:connect|c) /.test(line)) this.encoding = undefined; // a new session: the dump sets its encoding again
+    if (/^\\(?:connect|c) /.test(line)) {
+      this.encoding = undefined; // a new session: the dump sets its encoding again,
+      this.endedOnLine = true; // and pg_dump's reading of quotes is pinned from its first line
+    }
     const plain = CONNECT_PLAIN.exec(line);
     if (plain) {
       // psql folds an unquoted \connect argument to lower case.
@@ -488,10 +491,19 @@ export class DumpFilter {
       }
       this.token(i, lineStart);
       if (DIGIT[c] || (c === 0x2e && next !== -1 && DIGIT[next as number])) {
-        let j = i + 1;
-        while (j < end && NUMBER_CONT[buf[j]!]) j++;
+        // digits [. digits] [e [+-] digits]: the numbers pg_dump writes.
+        let j = i;
+        while (j < end && DIGIT[buf[j]!]) j++;
+        if (j < end && buf[j] === 0x2e) for (j++; j < end && DIGIT[buf[j]!]; ) j++;
+        if (j < end && (buf[j] === 0x65 || buf[j] === 0x45)) {
+          let k = j + 1;
+          if (k < end && (buf[k] === 0x2b || buf[k] === 0x2d)) k++;
+          if (k < end && DIGIT[buf[k]!]) for (j = k; j < end && DIGIT[buf[j]!]; ) j++;
+        }
         // psql and the server may split `1e'…'` or `1$a$` differently from here: pg_dump never writes them.
         if (j < end && (buf[j] === QUOTE || buf[j] === DQUOTE || buf[j] === DOLLAR)) this.refuse(this.lineNo, 'a quote or $ right after a number');
+        // psql 14 and older read `1end` as a number and END, this lexer (and psql 15) as one token: they would disagree where a body ends.
+        if (j < end && IDENT_CONT[buf[j]!]) this.refuse(this.lineNo, 'a number run into a word (psql versions split it differently)');
         i = j;
         continue;
       }
@@ -540,6 +552,11 @@ export class DumpFilter {
         case SEMICOLON:
           if (this.parenDepth === 0 && this.beginDepth === 0) {
             this.endStatement(buf, i, end);
+            // psql reads a whole line with the settings it had when the line began: a statement that
+            // changed them mid-line would leave the rest read unlike this lexer, before any pin.
+            let k = i + 1;
+            while (k < end && SPACE[buf[k]!]) k++;
+            if (k < end && !(buf[k] === 0x2d && k + 1 < end && buf[k + 1] === 0x2d)) this.refuse(this.lineNo, "more after a statement's `;` on its line (pg_dump ends every statement with its line)");
             i++;
             continue;
           }

@@ -98,7 +98,7 @@ export interface Throwaway {
   /** Where it runs, for messages: "127.0.0.1:PORT, initdb from BINDIR" or "container NAME (IMAGE)". */
   where: string;
   query: (database: string, sql: string) => Promise<string>;
-  /** psql reading SQL from stdin into the `postgres` database, without ON_ERROR_STOP. */
+  /** psql reading SQL from stdin into the `postgres` database, with ON_ERROR_STOP (see loadDump's `reportStop`). */
   loader: { file: string; args: string[]; env: Record<string, string> };
   /** pg_dumpall of the whole throwaway cluster to stdout. */
   dumper: { file: string; args: string[]; env: Record<string, string> };
@@ -167,7 +167,7 @@ export async function hostThrowaway(config: Config, bin: string): Promise<Throwa
       async () => (running.exitCode !== null ? stderrTail((await running).stderr) : undefined),
       where,
     );
-    const loader = as(join(bin, 'psql'), ['-X', '-q', '-h', base, '-p', '5432', '-U', user, '-d', 'postgres']);
+    const loader = as(join(bin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', base, '-p', '5432', '-U', user, '-d', 'postgres']);
     const dumper = as(join(bin, 'pg_dumpall'), ['-h', base, '-p', '5432', '-U', user]);
     return {
       engine: 'host',
@@ -227,7 +227,7 @@ export async function containerThrowaway(config: Config, live: () => Promise<Pos
         const c = command(psqlQueryArgs(user, database, sql));
         return (await runCommand(c.file, c.args, { label: 'psql (drill)', env: c.env })).stdout;
       },
-      loader: command(['-X', '-q', '-U', user, '-d', 'postgres']),
+      loader: command(['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', user, '-d', 'postgres']),
       dumper: postgresCommand(local, target, 'pg_dumpall', ['-h', '127.0.0.1', '-U', user]),
       remove,
     };

@@ -231,6 +231,72 @@ describe('a load path that interprets nothing', () => {
     await recordFault('postgres.runtime none with a host psql that predates restrict mode', 'refused before anything stopped (PsqlTooOldError); the current one runs as postgres.runAs, never root');
   });
 
+  test("an Immich backup whose statement ends mid-line cannot slip a statement past the pins: refused before anything stops", async () => {
+    const w = await world();
+    const name = immichName(4);
+    const lines = [
+      "CREATE FUNCTION public.trap_four_flip() RETURNS boolean LANGUAGE plpgsql AS $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; RETURN true; END$$;",
+      'CREATE TABLE public.trap_four (x integer CHECK (public.trap_four_flip()));',
+      'INSERT INTO public.trap_four VALUES (1); COMMENT ON TABLE public.trap_four IS',
+      "'y\\''; CREATE ROLE planted SUPERUSER LOGIN; --';",
+    ];
+    await writeFile(join(w.immichBackups, name), gzipSync(immichBackup(lines)));
+    await rm(stack.dockerLog, { force: true });
+    const { error } = await w.restore({ dump: name, approved: true });
+    const failure = failureType(error);
+    assert.equal(failure.type, 'UnsafeDumpError', failure.message);
+    assert.match(failure.message, /more after a statement's `;` on its line/);
+    assert.deepEqual(await dockerCalls(), [], 'Immich was never stopped');
+    assert.equal(await stack.pg.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'planted'"), '0');
+    await recordFault('an Immich backup that ends a statement mid-line and continues past the pins (psql reads the rest of a line with its old settings)', "refused before anything stopped: a statement shares its line with nothing but a comment");
+  });
+
+  test("an Immich user's text holding \\unrestrict (COPY data) never makes the backups unrestorable", async () => {
+    const w = await world();
+    const text = 'my \\unrestrict `id` album';
+    await stack.pg.psql(`INSERT INTO users SELECT md5('unrestrict-user')::uuid, 'unrestrict@example.com', E'${text.replace(/\\/g, '\\\\')}', now();`, 'immich');
+    try {
+      const good = await w.backup();
+      const { error } = await w.restore({ dump: good.file, approved: true });
+      assert.equal(error, undefined, String(error));
+      assert.equal(await stack.pg.psql("SELECT name FROM users WHERE email = 'unrestrict@example.com'", 'immich'), text);
+    } finally {
+      await stack.pg.psql("DELETE FROM users WHERE email = 'unrestrict@example.com';", 'immich');
+    }
+  });
+
+  test("the drill loads with ON_ERROR_STOP: a COPY that server-side code makes fail never has psql read its data as SQL (:LAST_ERROR_MESSAGE would hand it \\unrestrict `command`)", async () => {
+    const w = await world();
+    const dir = await markerDir();
+    const marker = join(dir, 'last-error');
+    const bs = 'chr(92)';
+    const bq = 'chr(96)';
+    await stack.pg.psql(
+      [
+        'CREATE FUNCTION public.lem_check(x integer) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN RETURN true; END$$;',
+        'CREATE TABLE public.lem_a (x integer CHECK (public.lem_check(x)));',
+        'CREATE TABLE public.lem_b (t text);',
+        'INSERT INTO public.lem_a VALUES (1);',
+        "INSERT INTO public.lem_b VALUES ('SELECT public.lem_boom();'), (':LAST_ERROR_MESSAGE');",
+        // While the drill loads lem_a, its CHECK renames lem_b: lem_b's COPY fails, and its data would follow as SQL.
+        "CREATE OR REPLACE FUNCTION public.lem_check(x integer) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN EXECUTE 'ALTER TABLE public.lem_b RENAME TO lem_b_gone'; RETURN true; END$$;",
+        `CREATE FUNCTION public.lem_boom() RETURNS void LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION '%', ${bs} || 'unrestrict ' || ${bq} || 'id -u > ${marker}' || ${bq}; END$$;`,
+      ].join('\n'),
+      'immich',
+    );
+    try {
+      await w.backup();
+      const drill = await runWorkflow<RestoreDrillReport>(stack.client, stack.temporal.address, w.config, 'RestoreDrill');
+      assert.ok(!existsSync(marker), 'nothing ran');
+      const failure = failureType(drill.error);
+      assert.equal(failure.type, 'DrillFailedError', failure.message);
+      assert.match(failure.message, /1 statement\(s\) failed while loading, first: relation "public\.lem_b" does not exist/);
+    } finally {
+      await stack.pg.psql('DROP TABLE IF EXISTS public.lem_a, public.lem_b, public.lem_b_gone; DROP FUNCTION IF EXISTS public.lem_check(integer), public.lem_boom();', 'immich');
+    }
+    await recordFault("server-side code in our own dump that makes a COPY fail mid-drill, so that psql would read its data as SQL (:LAST_ERROR_MESSAGE expanding to \\unrestrict `command`)", 'the drill loads with ON_ERROR_STOP: it stopped at the failed COPY and failed naming it; nothing ran');
+  });
+
   // Last: the live database keeps what was planted (this file's stack is its own).
   test("lines planted in the live database by whoever holds Immich's database superuser never run from our own dump, even one an old pg_dumpall wrote without \\restrict: the drill and a restore load it as written", async () => {
     const w = await world();

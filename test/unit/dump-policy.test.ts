@@ -74,15 +74,17 @@ describe('the policy per dump format', () => {
 });
 
 describe('\\unrestrict, the one command psql still runs in restrict mode', () => {
-  test("passes only as pg_dump's own whole line (which the loader drops); anywhere else, literal, comment, dollar quote or COPY data, it is refused", async () => {
+  test("passes only as pg_dump's own whole line (which the loader drops), or escaped in COPY data (a user's text); anywhere else, literal, comment or dollar quote, it is refused", async () => {
     await scan('\\restrict abc\nSET lock_timeout = 0;\n\\unrestrict abc\n', CLUSTER_POLICY);
+    // An album description typed by an Immich user: COPY writes it as \\unrestrict, which psql never reads as the command.
+    await scan('COPY public.albums (description) FROM stdin;\nmy \\\\unrestrict `id` album\n\\.\n', DATABASE_POLICY);
+    await assert.rejects(scan('COPY public.albums (description) FROM stdin;\n\\unrestrict `id`\n\\.\n', DATABASE_POLICY), /a backslash in COPY data that is not one of COPY's escapes/);
     assert.doesNotMatch(await filtered('\\restrict abc\nSET lock_timeout = 0;\n\\unrestrict abc\n'), /abc/);
     const hidden = [
       "COMMENT ON TABLE public.t IS '\n\\unrestrict `id`\n';",
       "COMMENT ON TABLE public.t IS 'a \\unrestrict b';",
       '/*\n\\unrestrict :k\n*/ SET lock_timeout = 0;',
       'CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS $$\n\\unrestrict `id`\nSELECT 1$$;',
-      'COPY public.t (a) FROM stdin;\n\\\\unrestrict `id`\n\\.',
       '\\unrestrict `id`',
     ];
     for (const sql of hidden) {
@@ -139,17 +141,39 @@ describe("pg_dump's settings pinned after every statement", () => {
     }
   });
 
-  test('the pins follow the client_encoding the dump set, and never land inside a statement or COPY data', async () => {
+  test('the pins follow the client_encoding the dump set, start each new session, and never land inside a statement or COPY data', async () => {
     const parts: Buffer[] = [];
     const sql = "SET client_encoding = 'LATIN1';\nCREATE TABLE public.t (a text,\n b text);\nCOPY public.t (a, b) FROM stdin;\nx\ty\n\\.\n\\connect immich\nSET lock_timeout = 0;\n";
     await pipeline(Readable.from([Buffer.from(sql)]), restoreFilter('postgres', 'test.sql.gz', { pin: true }), async (source: AsyncIterable<Buffer>) => {
       for await (const part of source) parts.push(part);
     });
-    const pin = "SET standard_conforming_strings = on;\nSET client_encoding = 'LATIN1';\n";
+    const scs = 'SET standard_conforming_strings = on;\n';
+    const pin = `${scs}SET client_encoding = 'LATIN1';\n`;
     assert.equal(
       Buffer.concat(parts).toString('utf8'),
-      `SET client_encoding = 'LATIN1';\n${pin}CREATE TABLE public.t (a text,\n b text);\n${pin}COPY public.t (a, b) FROM stdin;\nx\ty\n\\.\n${pin}\\connect immich\nSET lock_timeout = 0;\nSET standard_conforming_strings = on;\n`,
+      `SET client_encoding = 'LATIN1';\n${pin}CREATE TABLE public.t (a text,\n b text);\n${pin}COPY public.t (a, b) FROM stdin;\nx\ty\n\\.\n${pin}\\connect immich\n${scs}SET lock_timeout = 0;\n${scs}`,
     );
+  });
+});
+
+describe('where psql and this lexer could read a line differently', () => {
+  test("a statement shares its line with nothing but a comment: psql reads the rest of a line with the settings it had when the line began, before any pin", async () => {
+    await scan('SET lock_timeout = 0; -- a comment\nSET statement_timeout = 0;   \n', DATABASE_POLICY);
+    const bypass = [
+      "INSERT INTO public.t VALUES (1); COMMENT ON TABLE public.t IS\n'y\\''; CREATE ROLE planted SUPERUSER LOGIN; --';\n",
+      'INSERT INTO public.t VALUES (1); /*\n*/\n',
+      'SET lock_timeout = 0;SET statement_timeout = 0;\n',
+    ];
+    for (const sql of bypass) {
+      for (const policy of [CLUSTER_POLICY, DATABASE_POLICY]) await assert.rejects(scan(sql, policy), /line 1: more after a statement's `;` on its line/, sql);
+    }
+  });
+
+  test('a number runs into no word (psql 14 reads `1end` as a number and END, psql 15 and this lexer as one token); exponents pass', async () => {
+    await scan('CREATE TABLE public.t (x double precision CHECK (x < 1e+10 AND x > 1.5e-3 AND x <> .5 AND x <> 2E7));\n', CLUSTER_POLICY);
+    for (const sql of ['CREATE FUNCTION public.f() RETURNS integer LANGUAGE sql BEGIN ATOMIC SELECT 1end; END;\n', 'CREATE TABLE public.t (x integer DEFAULT 1begin);\n', 'CREATE TABLE public.t (x integer DEFAULT 1_000);\n']) {
+      await assert.rejects(scan(sql, CLUSTER_POLICY), /a number run into a word/, sql);
+    }
   });
 });
 
