@@ -32,7 +32,8 @@ async function linkIfAbsent(from: string, to: string): Promise<boolean> {
 export function createRestoreActivities({ config, logger }: ActivityDeps) {
   const dir = config.backup.dir;
   const HOST_PSQL_HINT = `Install a current postgresql-client on this host${config.postgres.binDir ? ` (postgres.binDir is ${config.postgres.binDir})` : ''}; nothing was changed.`;
-  const hostPsql = (database: string) => postgresCommand(config, { runtime: 'none' }, 'psql', ['-X', '-q', '-U', config.postgres.user, '-d', database]);
+  /** The host's psql (runtime none), as a load would run it: asked before anything stops whether it knows restrict mode. */
+  const hostPsql = postgresCommand(config, { runtime: 'none' }, 'psql', ['-X', '-q', '-U', config.postgres.user, '-d', 'postgres']);
   const pointsDir = join(dir, RESTORE_POINTS_DIR);
 
   /** A dump's path and format from its name and origin, names checked: never a path from elsewhere. */
@@ -189,7 +190,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       const verified = await checkRestorable(dump);
       if (dump.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(dump.path), dump.file, verified.sha256, 'not restoring it; nothing was changed');
       // A host psql that would be refused at the load is refused now, before anything stops.
-      if (config.postgres.runtime === 'none') await requireRestrict(hostPsql('postgres'), HOST_PSQL_HINT);
+      if (config.postgres.runtime === 'none') await requireRestrict(hostPsql, HOST_PSQL_HINT);
       return verified;
     },
 
