@@ -2,7 +2,7 @@
 // share (update, query and signal names). Pure: workflows, activities and the CLI import it.
 
 import { agoText, formatBytes } from './format.js';
-import { sha256Text } from './sha256.js';
+import { sha256Text } from './sha256-text.js';
 
 /** Where a dump to restore comes from. */
 export type DumpOrigin = 'local' | 'offsite' | 'restore-point' | 'immich';

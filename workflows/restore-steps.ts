@@ -1,6 +1,6 @@
 import { condition, log, patched, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { WorkflowType } from '../core/ids.js';
-import { sha256Text } from '../core/sha256.js';
+import { sha256Text } from '../core/sha256-text.js';
 import { approvalProblem, APPROVER, AWAITING_APPROVAL, describePlan, type RejectRequest, type RestorePlan } from '../core/restore-plan.js';
 import { approveUpdate, legacyApproveSignal, rejectUpdate, restorePlanQuery } from '../core/messages.js';
 import { authorize } from './activity-options.js';

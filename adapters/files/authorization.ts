@@ -5,7 +5,7 @@ import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { UnauthorizedError } from '../../core/errors.js';
 import { hmac, sameHex } from './provenance.js';
-import { sha256Text } from '../../core/sha256.js';
+import { sha256Text } from '../../core/sha256-text.js';
 
 // Who may restore: whoever can read the worker's key. Starting a destructive run (RestoreDatabase,
 // RestoreLibrary, a mirror that deletes) needs a start token, and approving a restore an approval
