@@ -6,15 +6,12 @@ import { approveUpdate, legacyApproveSignal, rejectUpdate, restorePlanQuery } fr
 import { authorize } from './activity-options.js';
 import { trackSteps, type Steps } from './progress.js';
 import { setOutcome } from './reporting.js';
+import { AUTHORIZATION_PATCH } from './patches.js';
 import { ApprovalRefusedError } from '../core/errors.js';
 
 // What the two restore workflows share: the step an operator sees, the approval (a Temporal Update
 // whose validator accepts it only while the run waits, and only for the dump the operator was
 // shown), the plan the approval is about, and per-step durations for the report.
-
-
-/** patched() ID of the authorization step added to RestoreDatabase, RestoreLibrary and WeeklyLibraryMirror. */
-export const AUTHORIZATION_PATCH = 'authorize-destructive-runs';
 
 export type Decision = { approved: true; by: string } | { approved: false; by: string; reason: string } | { approved: false; timedOut: true };
 

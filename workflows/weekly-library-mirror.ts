@@ -8,10 +8,7 @@ import { at, trackSteps, type Steps } from './progress.js';
 import { withLock } from './resource-lock.js';
 import { announce, reported } from './reporting.js';
 import { failWith } from './failures.js';
-import { AUTHORIZATION_PATCH } from './restore-steps.js';
-
-/** patched() ID of the versioned mirror (version sets, write-once guard, pairing, pruning, library offsite). */
-export const LIBRARY_VERSIONS_PATCH = 'library-versions';
+import { AUTHORIZATION_PATCH, LIBRARY_VERSIONS_PATCH } from './patches.js';
 
 export interface WeeklyLibraryMirrorInput {
   /** With library.delete on, a run its schedule did not start needs the CLI's start token (adapters/files/authorization.ts). */
