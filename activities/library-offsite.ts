@@ -1,12 +1,12 @@
 import { resolve } from 'node:path';
-import { CommandFailedError, MirrorSafetyError, SourceEmptyError, StalledError } from '../core/errors.js';
+import { MirrorSafetyError, SourceEmptyError } from '../core/errors.js';
 import { remoteVersionsDirOf, versionSetProblem } from '../core/library-layout.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
 import { planVersionPrune } from '../adapters/mirror/library-versions.js';
 import { countFiles, hasFiles } from '../adapters/mirror/drive.js';
 import { withHeartbeats } from '../adapters/commands/run-command.js';
-import { ioPriority, runRsync } from '../adapters/commands/rsync.js';
+import { ioPriority, RSYNC_VANISHED, runRsync } from '../adapters/commands/rsync.js';
 import { runRemote, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
 import type { LibraryOffsiteResult } from '../core/types.js';
 
@@ -67,10 +67,7 @@ export function createLibraryOffsiteActivities({ config, logger }: ActivityDeps)
         `${resolve(lib.source)}/`,
         `${sshTarget(offsite)}:${remoteDir}/`,
       ];
-      const stats = await runRsync(args, { step: 'copying the library to the NAS', prefix: priority, stall, okExitCodes: [24] }).catch((err: unknown) => {
-        if (err instanceof CommandFailedError && /\(exit code 30\)/.test(err.message)) {
-          throw new StalledError(`${stall.what} stalled: rsync saw no data move for ${offsite.stallSeconds} s (offsite.stallSeconds) and stopped: ${stall.advice}`);
-        }
+      const stats = await runRsync(args, { step: 'copying the library to the NAS', prefix: priority, stall, okExitCodes: [RSYNC_VANISHED] }).catch((err: unknown) => {
         throw sshError(err, offsite);
       });
       // -p marks real directories with a slash (a symlink named like a set gets none): only those count among the newest kept.
