@@ -68,9 +68,10 @@ export function sha1OfFile(path: string, buffer: Buffer, maxBytes = Number.MAX_S
 /**
  * The SHA-1 (hex) of the regular file `rel` under `root`, with sha1OfFile's checks (no symlink
  * anywhere from the root's real path down, no device or FIFO opened), by promise: for an
- * activity's own thread, whose heartbeats a long synchronous read would stop. Undefined when the
- * file is missing or not one to read; a read that fails once the file is open (EIO from a dying
- * drive) throws.
+ * activity's own thread, whose heartbeats a long synchronous read would stop. `rel` is plain
+ * names (no `.`, `..` or empty one: libraryRelativePath and selectionPathProblem see to it).
+ * Undefined when the file is missing or not one to read; a read that fails once the file is open
+ * (EIO from a dying drive) throws.
  */
 export async function sha1OfPlainFile(root: string, rel: string): Promise<string | undefined> {
   const realRoot = await realpath(root).catch(() => undefined);
