@@ -19,7 +19,7 @@ type Library = Config['library'];
 /** Rewritten files named in the report, the alarm and the refusal. */
 const REWRITES_SHOWN = 5;
 
-/** A stall on the drive: rsync's --timeout message names no fsfreeze (rsync's own bound ended it, nothing is frozen for sure). */
+/** A stall on the drive, for rsync's two messages: the stall guard's advice names fsfreeze, rsync's own --timeout's keeps its shorter wording. */
 function driveStall(lib: Library, what: string): RsyncStall {
   return { what, setting: 'library.stallSeconds', seconds: lib.stallSeconds, advice: 'check the drive (dmesg, fsfreeze --unfreeze), then run it again', timedOut: { ending: ' and stopped; check the drive (dmesg), then run it again' } };
 }
