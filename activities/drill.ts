@@ -3,8 +3,8 @@ import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../core/
 import { CommandNotFoundError, DigestsMissingError, DumpNotFoundError } from '../core/errors.js';
 import { corruptDump, privateCopy, privateCopyDir } from '../adapters/files/checksums.js';
 import { isCorruptStreamError } from '../adapters/commands/compression.js';
-import { createContainerActivities } from './container.js';
 import { postgresCommand } from '../adapters/postgres/command.js';
+import { discoverPostgresContainer } from '../adapters/postgres/container.js';
 import type { ActivityDeps } from './deps.js';
 import { writeFileAtomic } from '../adapters/files/fs-safe.js';
 import { readKey, tagRows } from '../adapters/files/provenance.js';
@@ -70,7 +70,7 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       throw new CommandNotFoundError('no PostgreSQL server binaries on this host and no container to take an image from: install the postgresql package or set drill.image');
     }
     // Only the container engine needs the live container (for its image): the drill never touches it otherwise.
-    return containerThrowaway(config, () => createContainerActivities({ config, logger }).discoverPostgresContainer(), `immich-backup-drill-${stamp}`);
+    return containerThrowaway(config, () => discoverPostgresContainer(config, logger), `immich-backup-drill-${stamp}`);
   }
 
   /** Queries the live database (in its container, or on this host). */

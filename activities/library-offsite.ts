@@ -1,25 +1,15 @@
-import { resolve } from 'node:path';
-import { CommandFailedError, MirrorSafetyError, SourceEmptyError, StalledError } from '../core/errors.js';
-import { remoteVersionsDirOf, versionSetProblem } from '../core/library-layout.js';
+import { MirrorSafetyError } from '../core/errors.js';
+import { versionSetProblem } from '../core/library-layout.js';
 import { requireAuthorizedRun } from './authorize.js';
 import type { ActivityDeps } from './deps.js';
-import { planVersionPrune } from '../adapters/mirror/library-versions.js';
-import { countFiles, hasFiles } from '../adapters/mirror/drive.js';
-import { withHeartbeats } from '../adapters/commands/run-command.js';
-import { ioPriority, runRsync } from '../adapters/commands/rsync.js';
-import { runRemote, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
+import { copyLibraryToNas } from '../adapters/nas/library-copy.js';
 import type { LibraryOffsiteResult } from '../core/types.js';
 
-// library.offsite: the library's third copy, on the NAS, over the same batch-mode ssh as the dumps
-// (offsite.host, user, port, identityFile, knownHostsFile), versioned like the drive: what a run
-// overwrites or deletes there moves into <remoteDir>.versions/<version set>, pruned after
-// library.keepVersionsWeeks. Remote paths are from the config's safe character set and version
-// set names (digits, T, Z): nothing else reaches the NAS's shell.
+// library.offsite: the library's third copy, on the NAS, versioned like the drive (see
+// adapters/nas/library-copy.ts).
 
 export function createLibraryOffsiteActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;
-  const offsite = config.offsite;
-  const priority = ioPriority(lib);
 
   return {
     /**
@@ -33,55 +23,8 @@ export function createLibraryOffsiteActivities({ config, logger }: ActivityDeps)
       const setProblem = versionSetProblem(versionSet, Date.now());
       if (setProblem) throw new MirrorSafetyError(`version set ${JSON.stringify(versionSet).slice(0, 40)} ${setProblem}: nothing was copied to the NAS`);
       if (lib.delete) await requireAuthorizedRun(config.security.keyFile, 'mirror the library to the NAS with deletion');
-      const remoteDir = lib.offsite.remoteDir.replace(/\/+$/, '');
-      const versions = remoteVersionsDirOf(remoteDir);
-      const destination = `${sshTarget(offsite)}:${offsite.port}:${remoteDir}`;
-      if (!(await hasFiles(lib.source))) {
-        throw new SourceEmptyError(`the library ${lib.source} is missing or holds no files: is it mounted? Nothing was copied to the NAS (${destination})`);
-      }
-      await runRemote(offsite, ['mkdir', '-p', '--', remoteDir, versions], { label: 'ssh mkdir' });
-      if (lib.delete) {
-        const [sourceFiles, nasFiles] = await withHeartbeats(
-          Promise.all([countFiles(lib.source), runRemote(offsite, ['find', remoteDir, '-type', 'f'], { label: 'ssh find' }).then(({ stdout }) => stdout.split('\n').filter(Boolean).length)]),
-          () => ({ step: 'counting files on the library and the NAS' }),
-        );
-        if (sourceFiles < lib.minSourceFraction * nasFiles) {
-          throw new MirrorSafetyError(
-            `refusing to copy the library to the NAS with deletion: the library holds ${sourceFiles} files, the NAS copy ${nasFiles} ` +
-              `(below library.minSourceFraction ${lib.minSourceFraction}); nothing was copied or deleted there; check the library before it erases its backup`,
-          );
-        }
-      }
-      const stall = { what: `the library copy to ${destination}`, setting: 'offsite.stallSeconds', seconds: offsite.stallSeconds, advice: 'check the NAS (its disk and its ssh server)' };
-      const args = [
-        '-a',
-        `--timeout=${offsite.stallSeconds}`,
-        ...(offsite.bwLimitKiB ? [`--bwlimit=${offsite.bwLimitKiB}`] : []),
-        ...lib.excludes.map((pattern) => `--exclude=${pattern}`),
-        ...(lib.delete ? ['--delete'] : []),
-        '--backup',
-        `--backup-dir=${versions}/${versionSet}`,
-        '-e',
-        sshCommandString(offsite),
-        '--',
-        `${resolve(lib.source)}/`,
-        `${sshTarget(offsite)}:${remoteDir}/`,
-      ];
-      const stats = await runRsync(args, { step: 'copying the library to the NAS', prefix: priority, stall, okExitCodes: [24] }).catch((err: unknown) => {
-        if (err instanceof CommandFailedError && /\(exit code 30\)/.test(err.message)) {
-          throw new StalledError(`${stall.what} stalled: rsync saw no data move for ${offsite.stallSeconds} s (offsite.stallSeconds) and stopped: ${stall.advice}`);
-        }
-        throw sshError(err, offsite);
-      });
-      // -p marks real directories with a slash (a symlink named like a set gets none): only those count among the newest kept.
-      const { stdout } = await runRemote(offsite, ['ls', '-1Ap', '--', versions], { label: 'ssh ls' });
-      const entries = stdout.split('\n').map((l) => l.trim());
-      const directories = new Set(entries.filter((l) => l.endsWith('/')).map((l) => l.slice(0, -1)));
-      const plan = planVersionPrune(entries.map((l) => l.replace(/\/$/, '')), Date.now(), lib.keepVersionsWeeks, versionSet, (n) => directories.has(n));
-      if (plan.future.length) logger.warn({ future: plan.future, versions }, 'NAS version sets named in the future (the clock ran ahead, or runs behind now): nothing pruned there; check the clock, then remove or rename those sets');
-      // Oldest first, one at a time: an interrupted prune leaves the newest sets.
-      for (const name of plan.expired) await runRemote(offsite, ['rm', '-rf', '--', `${versions}/${name}`], { label: 'ssh rm' });
-      const result = { destination, filesTransferred: stats.filesTransferred, bytesTransferred: stats.bytesTransferred, deleted: stats.deleted, prunedVersionSets: plan.expired, ...(plan.future.length ? { futureVersionSets: plan.future } : {}) };
+      const { versions, ...result } = await copyLibraryToNas(config, versionSet);
+      if (result.futureVersionSets) logger.warn({ future: result.futureVersionSets, versions }, 'NAS version sets named in the future (the clock ran ahead, or runs behind now): nothing pruned there; check the clock, then remove or rename those sets');
       logger.info({ ...result, versionSet }, 'library copied to the NAS, versioned');
       return result;
     },

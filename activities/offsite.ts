@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { readdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../core/dump-names.js';
-import { ChecksumMismatchError, CommandFailedError, NotOurDumpError, StalledError } from '../core/errors.js';
+import { ChecksumMismatchError, NotOurDumpError } from '../core/errors.js';
 import { formatBytes } from '../core/format.js';
 import { sha256OfFile } from '../adapters/files/checksums.js';
 import { readKey, tagFileName, verifyDumpTag } from '../adapters/files/provenance.js';
@@ -55,10 +55,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
         await withHeartbeats(guarded.done, () => ({ step: `uploading ${name}`, elapsedSeconds: Math.round((Date.now() - started) / 1000), ...(guarded.idleSeconds() >= 5 ? { nothingMovedForSeconds: guarded.idleSeconds() } : {}) }));
       }
     } catch (err) {
-      // rsync's exit 30: its --timeout saw nothing move for offsite.stallSeconds.
-      if (err instanceof CommandFailedError && /\(exit code 30\)/.test(err.message)) {
-        throw new StalledError(`${stall.what} stalled: rsync saw no data move for ${stall.seconds} s (offsite.stallSeconds) and stopped: ${stall.advice}`);
-      }
+      // A stall (rsync's own --timeout included) is already a StalledError, which sshError passes on.
       throw sshError(err, offsite);
     }
     return target;

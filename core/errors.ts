@@ -18,9 +18,20 @@ export class CommandNotFoundError extends Error {
   override name = 'CommandNotFoundError';
 }
 
-/** A subprocess exited non-zero or was killed; retryable, the message carries its stderr tail. */
+/**
+ * A subprocess exited non-zero or was killed; retryable, the message carries its stderr tail. The
+ * runner sets `exitCode` (or `signal`), for callers that read what an exit means (rsync's 25, 30).
+ */
 export class CommandFailedError extends Error {
   override name = 'CommandFailedError';
+  readonly exitCode: number | undefined;
+  readonly signal: string | undefined;
+
+  constructor(message: string, outcome: { exitCode?: number; signal?: string } = {}) {
+    super(message);
+    this.exitCode = outcome.exitCode;
+    this.signal = outcome.signal;
+  }
 }
 
 export class ContainerNotFoundError extends Error {

@@ -2,7 +2,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { CommandFailedError } from '../../core/errors.js';
+import { CommandFailedError, StalledError } from '../../core/errors.js';
 import { formatBytes } from '../../core/format.js';
 import { awaitCommand, awaitWithStallGuard, startCommand, withHeartbeats, type StallGuard } from './run-command.js';
 
@@ -35,6 +35,14 @@ export interface RsyncSkipped {
 }
 
 const SKIPPED_SHOWN = 10;
+
+// rsync's exit codes this tool reads (rsync(1), EXIT VALUES).
+/** Some source files vanished between the listing and the copy (a live library). */
+export const RSYNC_VANISHED = 24;
+/** --max-delete stopped the deletions. */
+export const RSYNC_MAX_DELETE = 25;
+/** --timeout: no data moved between rsync's processes for that long. */
+export const RSYNC_TIMEOUT = 30;
 
 /** The runbook's `ionice -c3 nice -n19` for the library's transfers and reads (library.ioniceClass / nice; 0 turns either off). */
 export function ioPriority(lib: { ioniceClass: number; nice: number }): string[] {
@@ -98,14 +106,30 @@ export interface RsyncOptions {
   step: string;
   prefix?: readonly string[];
   env?: Record<string, string>;
-  /** Fail as StalledError when neither the bytes nor the files checked move for this long. */
-  stall?: Pick<StallGuard, 'what' | 'setting' | 'seconds' | 'advice'>;
+  /** Fail as StalledError when neither the bytes nor the files checked move for this long, or when rsync's own --timeout stops it. */
+  stall?: RsyncStall;
   /** Collect what rsync skipped (pass --info=nonreg / --info=name1 with --safe-links in args). */
   reportSkipped?: boolean;
   /** Every line rsync printed, in order, in batches, once it has exited (an --itemize-changes list may run to many MB). */
   onLines?: (lines: string[]) => void;
   /** Exit codes that still count as done: 24, files that vanished from a live library between listing and copying. */
   okExitCodes?: readonly number[];
+}
+
+/** What a stalled rsync is, for both of its StalledError messages (the stall guard's, and rsync's own --timeout's). */
+export interface RsyncStall extends Pick<StallGuard, 'what' | 'setting' | 'seconds' | 'advice'> {
+  /**
+   * rsync's --timeout message reads `<what> stalled: rsync saw no data move for <seconds> s
+   * (<setting>)<ending>`; unless given here, `what` is the guard's and the ending ` and stopped: <advice>`.
+   */
+  timedOut?: { what?: string; ending: string };
+}
+
+/** rsync's exit 30 as the StalledError its caller describes: its --timeout saw no data move for `stall.seconds`. */
+function rsyncTimeoutError(stall: RsyncStall): StalledError {
+  const what = stall.timedOut?.what ?? stall.what;
+  const ending = stall.timedOut?.ending ?? ` and stopped: ${stall.advice}`;
+  return new StalledError(`${what} stalled: rsync saw no data move for ${stall.seconds} s (${stall.setting})${ending}`);
 }
 
 export async function runRsync(args: readonly string[], options: RsyncOptions): Promise<RsyncStats & { skipped?: RsyncSkipped }> {
@@ -161,7 +185,9 @@ export async function runRsync(args: readonly string[], options: RsyncOptions): 
     const idle = () => guarded?.idleSeconds() ?? 0;
     const ok = options.okExitCodes ?? [];
     const finished = (guarded?.done ?? awaitCommand(child, 'rsync')).catch((err: unknown) => {
-      if (err instanceof CommandFailedError && ok.some((code) => err.message.includes(`(exit code ${code})`))) return undefined;
+      if (!(err instanceof CommandFailedError) || err.exitCode === undefined) throw err;
+      if (ok.includes(err.exitCode)) return undefined;
+      if (err.exitCode === RSYNC_TIMEOUT && options.stall) throw rsyncTimeoutError(options.stall);
       throw err;
     });
     await withHeartbeats(finished, () => {

@@ -188,11 +188,17 @@ export function commandError(err: unknown, label: string): unknown {
   }
   if (err.timedOut) {
     const tail = stderrTail(err.stderr);
-    return new CommandFailedError(`${label} timed out: stopped it${tail ? `: ${tail}` : ''}`);
+    return new CommandFailedError(`${label} timed out: stopped it${tail ? `: ${tail}` : ''}`, outcome(err));
   }
   const how = err.signal ? `killed by ${err.signal}` : err.exitCode !== undefined ? `exit code ${err.exitCode}` : err.shortMessage;
   const tail = stderrTail(err.stderr);
-  return new CommandFailedError(`${label} failed (${how})${tail ? `: ${tail}` : ''}`);
+  return new CommandFailedError(`${label} failed (${how})${tail ? `: ${tail}` : ''}`, outcome(err));
+}
+
+/** How the child ended, for CommandFailedError's fields (execa's signal wins over its exit code, as in the message). */
+function outcome(err: ExecaError): { exitCode?: number; signal?: string } {
+  if (err.signal) return { signal: err.signal };
+  return err.exitCode !== undefined ? { exitCode: err.exitCode } : {};
 }
 
 export function stderrTail(stderr: unknown): string {

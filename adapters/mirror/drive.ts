@@ -63,3 +63,14 @@ export async function assertOnDrive(
     throw new MirrorSafetyError(`${what} ${path} leads to ${real}, off the drive mounted at ${lib.mountPoint} (a symlink on the drive?): ${outcome}`);
   }
 }
+
+/** Why the drive cannot take or give the mirror now (not mounted, destination off it), or undefined when it can. */
+export async function driveProblem(lib: { mountPoint: string; destination: string }): Promise<string | undefined> {
+  if (!(await isMountPoint(lib.mountPoint))) return `drive not mounted at ${lib.mountPoint}`;
+  const inside = relative(resolve(lib.mountPoint), resolve(lib.destination));
+  if (inside.startsWith('..') || resolve(lib.mountPoint, inside) !== resolve(lib.destination)) {
+    return `library.destination ${lib.destination} is not on the drive mounted at ${lib.mountPoint}`;
+  }
+  await assertOnDrive(lib, lib.destination, 'library.destination');
+  return undefined;
+}

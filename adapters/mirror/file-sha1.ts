@@ -1,7 +1,11 @@
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from 'node:fs';
+import { open, readlink, realpath, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 
-// The part of LibraryAudit's reader (sha1-reader.ts) that reads a file: Node's own modules only.
+// Reading a file on a tree someone else can write (the drive, the library Immich's container
+// writes) without being led elsewhere: LibraryAudit's reader (sha1-reader.ts), synchronously, and
+// the selective library restore, by promise. Node's own modules only.
 
 /** Bytes read per read(2): as fast as 1 MiB from the page cache (measured), a quarter of the memory. */
 export const READ_CHUNK = 1 << 18;
@@ -58,5 +62,34 @@ export function sha1OfFile(path: string, buffer: Buffer, maxBytes = Number.MAX_S
   } finally {
     if (fd !== undefined) closeQuietly(fd);
     closeQuietly(handle);
+  }
+}
+
+/**
+ * The SHA-1 (hex) of the regular file `rel` under `root`, with sha1OfFile's checks (no symlink
+ * anywhere from the root's real path down, no device or FIFO opened), by promise: for an
+ * activity's own thread, whose heartbeats a long synchronous read would stop. `rel` is plain
+ * names (no `.`, `..` or empty one: libraryRelativePath and selectionPathProblem see to it).
+ * Undefined when the file is missing or not one to read; a read that fails once the file is open
+ * (EIO from a dying drive) throws.
+ */
+export async function sha1OfPlainFile(root: string, rel: string): Promise<string | undefined> {
+  const realRoot = await realpath(root).catch(() => undefined);
+  if (realRoot === undefined) return undefined;
+  const path = join(realRoot, rel);
+  const handle = await open(path, O_PATH | constants.O_NOFOLLOW).catch(() => undefined);
+  if (!handle) return undefined;
+  let file: FileHandle | undefined;
+  try {
+    const at = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined);
+    if (at !== path || !(await handle.stat()).isFile()) return undefined;
+    file = await open(`/proc/self/fd/${handle.fd}`, constants.O_RDONLY | constants.O_NONBLOCK).catch(() => undefined);
+    if (!file) return undefined;
+    const hash = createHash('sha1');
+    for await (const chunk of file.createReadStream({ autoClose: false, highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+    return hash.digest('hex');
+  } finally {
+    await file?.close().catch(() => undefined);
+    await handle.close().catch(() => undefined);
   }
 }

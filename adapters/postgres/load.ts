@@ -84,7 +84,7 @@ export async function loadDump(
   const stderr = withoutKeys(String(loaded.value.stderr ?? ''));
   const exit = loaded.value.exitCode ?? 0;
   // psql's exit 3: a statement failed and ON_ERROR_STOP ended the script there; any other, psql itself failed.
-  if (exit !== 0 && exit !== 3) throw new CommandFailedError(`psql failed (exit code ${exit})${stderr.trim() ? `: ${stderrTail(stderr)}` : ''}`);
+  if (exit !== 0 && exit !== 3) throw new CommandFailedError(`psql failed (exit code ${exit})${stderr.trim() ? `: ${stderrTail(stderr)}` : ''}`, { exitCode: exit });
   return { stderr, restricted, stopped: exit === 3 };
 }
 

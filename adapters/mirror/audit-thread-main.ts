@@ -1,6 +1,6 @@
 import { parentPort } from 'node:worker_threads';
-import type { ThreadMessage } from './library-audit.js';
-import { auditSlice, type SliceParams } from './library-audit-slice.js';
+import { auditSlice, type SliceParams } from './audit-pass.js';
+import type { ThreadMessage } from './audit-thread.js';
 
 // The worker thread LibraryAudit's pass runs in (see auditThread): started (its modules loaded)
 // while the activity reads the database, it waits for a 'start' message with the pass's

@@ -1,15 +1,15 @@
 import { lstat, realpath, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
-import type { Config } from '../config/config.js';
-import type { AuditState } from '../adapters/mirror/audit-state.js';
-import { readAssetPage, type AssetSchema, type ImmichAsset } from '../adapters/immich/immich-assets.js';
-import { isMountPoint } from '../adapters/mirror/drive.js';
-import { startReader, type Reader, type Sha1Read } from '../adapters/mirror/library-audit-reader.js';
-import { SourceEmptyError } from '../core/errors.js';
-import type { PostgresTarget } from '../core/types.js';
-import type { SideReport } from '../core/library-audit-report.js';
+import type { Config } from '../../config/config.js';
+import type { AuditState } from './audit-state.js';
+import { readAssetPage, type AssetSchema, type ImmichAsset } from '../immich/immich-assets.js';
+import { isMountPoint } from './drive.js';
+import { startReader, type Reader, type Sha1Read } from './library-audit-reader.js';
+import { SourceEmptyError } from '../../core/errors.js';
+import type { PostgresTarget } from '../../core/types.js';
+import type { SideReport } from '../../core/library-audit-report.js';
 
-// LibraryAudit's pass itself: the part that runs in its own worker thread (library-audit-thread.ts),
+// LibraryAudit's pass itself: the part that runs in its own worker thread (audit-thread-main.ts),
 // so it imports little. Pages of assets in id order, files checked and hashed on both sides.
 
 /** A hash batch: this many files or bytes per side, whichever comes first (one request to each side's reader). */
