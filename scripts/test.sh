@@ -74,9 +74,10 @@ taps=()
 status=0
 export FAULT_MATRIX_FILE="${FAULT_MATRIX_FILE:-$PWD/dist/fault-matrix.jsonl}"
 rm -f "$FAULT_MATRIX_FILE"
-# A file that hangs is killed at 5 minutes; the whole run (both passes), at an hour (a normal run
-# takes ~15 min), so a hang ends as a failure here rather than as a CI timeout. --foreground keeps
-# Ctrl-C working; the files' processes the runner leaves behind are stopped by `reap`.
+# A file that hangs is killed at 5 minutes of the machine to itself (so 5 minutes per file running
+# at once: on a busy machine each runs that much slower); the whole run (both passes), at an hour
+# (a normal run takes ~15 min), so a hang ends as a failure here rather than as a CI timeout.
+# --foreground keeps Ctrl-C working; the files' processes the runner leaves behind are stopped by `reap`.
 bound=${TEST_TIME_BOUND:-60m}
 case $bound in
   *h) limit=$((${bound%h} * 3600)) ;;
@@ -96,7 +97,7 @@ run_pass() {
   fi
   tap=$(mktemp)
   taps+=("$tap")
-  timeout --foreground --kill-after=30s "${left}s" node --test --test-concurrency="$concurrency" --test-timeout=300000 \
+  timeout --foreground --kill-after=30s "${left}s" node --test --test-concurrency="$concurrency" --test-timeout=$((300000 * concurrency)) \
     --test-reporter=spec --test-reporter-destination=stdout \
     --test-reporter=tap --test-reporter-destination="$tap" \
     "$@" || status=$?
