@@ -18,7 +18,9 @@ export const tempDir = (prefix: string) => mkdtemp(join(tmpdir(), `immich-backup
  * PostgreSQL user and the drill's unprivileged user work in it too.
  */
 export function useOwnTmpdir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'immich-backup-tmp-'));
+  // A short name: a PostgreSQL socket path below it (the fixture docker's throwaways nest three
+  // folders deep) must stay within the 107 bytes a Unix socket's path may have.
+  const dir = mkdtempSync(join(tmpdir(), 'ibt-'));
   chmodSync(dir, 0o1777);
   process.env.TMPDIR = dir;
   return dir;
