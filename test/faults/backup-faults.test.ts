@@ -77,7 +77,7 @@ describe('faults: NightlyDbBackup', () => {
     const root = await tempDir('fault-restart');
     const [port, uiPort] = (await freePorts(2)) as [number, number];
     const logger = createLogger({ level: 'fatal', fd: 2 });
-    const serverOptions = { binary: temporalBinary, dataDir: join(root, 'temporal'), ip: '127.0.0.1', port, uiPort, namespace: 'default', headless: true, logger };
+    const serverOptions = { binary: temporalBinary, dataDir: join(root, 'temporal'), ip: '127.0.0.1', port, uiPort, namespace: stack.temporal.namespace, headless: true, logger };
     let server = await startDevServer(serverOptions);
     const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: server.address, extra: { log: { level: 'info' } } });
     const worker = spawnCli(['-c', await writeConfigFile(root, raw), 'worker'], fixtureEnv(stack.pg));
@@ -85,14 +85,14 @@ describe('faults: NightlyDbBackup', () => {
     try {
       await workerStarted(worker);
       let c = await Connection.connect({ address: server.address });
-      const handle = await new Client({ connection: c }).workflow.start('NightlyDbBackup', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `restart-${Date.now()}`, args: [{}] });
+      const handle = await new Client({ connection: c, namespace: stack.temporal.namespace }).workflow.start('NightlyDbBackup', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `restart-${Date.now()}`, args: [{}] });
       await waitFor('the dump in flight', () => someoneWaitsForLock(stack.pg));
       await c.close();
       await server.stop();
       server = await startDevServer(serverOptions);
       await lock.release();
       c = await Connection.connect({ address: server.address });
-      const report = (await new Client({ connection: c }).workflow.getHandle(handle.workflowId).result()) as NightlyDbBackupReport;
+      const report = (await new Client({ connection: c, namespace: stack.temporal.namespace }).workflow.getHandle(handle.workflowId).result()) as NightlyDbBackupReport;
       await c.close();
       await execa('gzip', ['-t', report.path]);
       await recordFault('Temporal dev server restarted mid-workflow (SQLite-persisted)', `workflow ${handle.workflowId} completed after the restart; dump ${report.file} valid`);

@@ -21,6 +21,9 @@ import { bigDump, sshProcessesFor, unfinishedNames } from '../helpers/transfer.j
 // upload, a frozen drive (fsfreeze), a full NAS. Each fails in one line within its bound, and
 // nothing is left running. (A file of its own: each waits out its stall windows.)
 
+// scripts/test.sh: alone (it freezes a loop-mounted filesystem, and its stall windows of a few
+// seconds are measured against progress that the load of other files would slow down)
+
 // Two sick NASes besides the sound one: `hung` takes the login, then runs nothing (every command
 // sleeps); `freezing` freezes its rsync (SIGSTOP) a second into each upload, other commands run.
 // The rsync server is started in its own session, so the whole of it (generator and receiver) can be

@@ -15,6 +15,7 @@ import type { OffsiteSyncReport, RestoreDrillReport } from '../../workflows/inde
 import { cli } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { repoRoot } from '../helpers/paths.js';
+import { ownTcpListeners } from '../helpers/processes.js';
 import { tempDir, writeConfigFile } from '../helpers/setup.js';
 import { pgBin, rowCounts } from '../helpers/postgres.js';
 import { failureType, refusal, stepReached, tamper, useRestoreStack } from '../helpers/restore-stack.js';
@@ -123,7 +124,7 @@ describe('the trust boundary', () => {
     const resetPoint = events.slice(completed).find((e) => e.workflowTaskCompletedEventAttributes)!;
     const temporalBin = (await execa('bash', ['-c', 'command -v temporal'])).stdout.trim();
     const result = await withWorker(stack.temporal.address, w.config, async () => {
-      await execa(temporalBin, ['workflow', 'reset', '--address', stack.temporal.address, '--workflow-id', first.workflowId, '--event-id', String(resetPoint.eventId), '--reason', 'replaying an approved restore']);
+      await execa(temporalBin, ['workflow', 'reset', '--address', stack.temporal.address, '--namespace', stack.temporal.namespace, '--workflow-id', first.workflowId, '--event-id', String(resetPoint.eventId), '--reason', 'replaying an approved restore']);
       return stack.client.workflow.getHandle(first.workflowId).result().catch((err: unknown) => err);
     });
     const failed = failureType(result);
@@ -192,7 +193,7 @@ describe('the trust boundary', () => {
     const temporalBin = (await execa('bash', ['-c', 'command -v temporal'])).stdout.trim();
     const id = `attack-${Date.now()}`;
     await withWorker(stack.temporal.address, w.config, async () => {
-      await execa('runuser', ['-u', 'nobody', '--', temporalBin, 'workflow', 'start', '--address', stack.temporal.address, '--task-queue', w.config.temporal.taskQueue, '--type', 'RestoreLibrary', '--workflow-id', id, '--input', '{"delete":true,"approved":true}'], { cwd: '/tmp', env: { HOME: '/tmp' } });
+      await execa('runuser', ['-u', 'nobody', '--', temporalBin, 'workflow', 'start', '--address', stack.temporal.address, '--namespace', stack.temporal.namespace, '--task-queue', w.config.temporal.taskQueue, '--type', 'RestoreLibrary', '--workflow-id', id, '--input', '{"delete":true,"approved":true}'], { cwd: '/tmp', env: { HOME: '/tmp' } });
       const result = await stack.client.workflow.getHandle(id).result().catch((err: unknown) => err);
       assert.equal(failureType(result).type, 'UnauthorizedError');
       assert.match(failureType(result).message, /was started without an authorization token: nothing was changed/);
@@ -237,28 +238,23 @@ describe('the trust boundary', () => {
 
   test('finding 5: the drill\'s throwaway listens on no TCP port, its socket admits only its own unprivileged user, and what a dump runs there runs as that user', async () => {
     const w = await world({ drill: { runAs: 'nobody' } });
-    // Listening TCP sockets, from the kernel's own tables (state 0A): no tool needed.
-    const listening = async () => (await Promise.all(['/proc/net/tcp', '/proc/net/tcp6'].map((f) => readFile(f, 'utf8').catch(() => ''))))
-      .flatMap((t) => t.split('\n').slice(1))
-      .filter((l) => l.trim().split(/\s+/)[3] === '0A')
-      .map((l) => l.trim().split(/\s+/)[1])
-      .sort()
-      .join(' ');
-    const beforePorts = await listening();
+    // Listening TCP sockets of this file's own processes, each read in its own network namespace
+    // (the throwaway's too): another program's listener on the machine is not counted.
+    const beforePorts = await ownTcpListeners();
     const server = await hostThrowaway(w.config, pgBin);
     try {
       assert.match(server.where, /Unix socket in .* only \(no TCP\), running as nobody/);
-      assert.equal(await listening(), beforePorts, 'no new TCP listener');
+      assert.deepEqual(await ownTcpListeners(), beforePorts, 'no new TCP listener');
       const socketDir = /Unix socket in (\S+) only/.exec(server.where)![1]!;
       // Another unprivileged user cannot even reach the socket.
       const probe = await execa('runuser', ['-u', 'postgres', '--', join(pgBin, 'psql'), '-h', socketDir, '-p', '5432', '-U', 'postgres', '-d', 'postgres', '-c', 'SELECT 1'], { reject: false });
       assert.notEqual(probe.exitCode, 0);
       assert.match(probe.stderr, /Permission denied|No such file/);
-      const who = (await server.query('postgres', "COPY (SELECT 1) TO PROGRAM 'id -un > /tmp/immich-backup-drill-whoami'; SELECT pg_read_file('/tmp/immich-backup-drill-whoami')")).trim();
+      const who = (await server.query('postgres', `COPY (SELECT 1) TO PROGRAM 'id -un > /tmp/immich-backup-drill-whoami-${process.pid}'; SELECT pg_read_file('/tmp/immich-backup-drill-whoami-${process.pid}')`)).trim();
       assert.equal(who, 'nobody');
     } finally {
       await server.remove();
-      await rm('/tmp/immich-backup-drill-whoami', { force: true });
+      await rm(`/tmp/immich-backup-drill-whoami-${process.pid}`, { force: true });
     }
     await recordFault('the drill\'s throwaway PostgreSQL probed by another local user', 'no TCP listener; the socket directory refuses other users; server-side programs run as nobody');
   });

@@ -1,3 +1,4 @@
+import { chmodSync, mkdtempSync } from 'node:fs';
 import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,10 +11,42 @@ export const IMMICH_CONTAINERS = 'immich_server,immich_machine_learning,immich_p
 
 export const tempDir = (prefix: string) => mkdtemp(join(tmpdir(), `immich-backup-${prefix}-`));
 
+/**
+ * Makes a directory of this test file's own its TMPDIR (os.tmpdir() and every child it starts
+ * read it), so a test that counts what is left in the temporary directory counts only what this
+ * file made, not another file's running at the same time. Sticky and open to all like /tmp: the
+ * PostgreSQL user and the drill's unprivileged user work in it too.
+ */
+export function useOwnTmpdir(): string {
+  // A short name: a PostgreSQL socket path below it (the fixture docker's throwaways nest three
+  // folders deep) must stay within the 107 bytes a Unix socket's path may have.
+  const dir = mkdtempSync(join(tmpdir(), 'ibt-'));
+  chmodSync(dir, 0o1777);
+  process.env.TMPDIR = dir;
+  return dir;
+}
+
+/** Runs `work` with `dir` as TMPDIR (what it makes there, no other test file does), then puts TMPDIR back. */
+export async function inTmpdir<T>(dir: string, work: () => Promise<T>): Promise<T> {
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  try {
+    return await work();
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
+}
+
 /** Raw config (what a YAML file holds) for a test: the fixture docker, a temporary staging dir. */
 export function rawTestConfig(options: { backupDir: string; address?: string; taskQueue?: string; extra?: Record<string, Record<string, unknown>> }): Record<string, Record<string, unknown>> {
   const raw: Record<string, Record<string, unknown>> = {
-    temporal: { ...(options.address ? { address: options.address } : {}), taskQueue: options.taskQueue ?? `test-${process.pid}-${Date.now()}` },
+    temporal: {
+      ...(options.address ? { address: options.address } : {}),
+      // On the run's shared dev server, the file's own namespace (startTestTemporal sets it).
+      ...(process.env.IMMICH_BACKUP_TEMPORAL_NAMESPACE ? { namespace: process.env.IMMICH_BACKUP_TEMPORAL_NAMESPACE } : {}),
+      taskQueue: options.taskQueue ?? `test-${process.pid}-${Date.now()}`,
+    },
     postgres: { runtime: 'docker' },
     docker: { command: fixture('docker') },
     backup: { dir: options.backupDir },

@@ -77,7 +77,7 @@ export function useStack<Sick extends string = never>(options: StackOptions<Sick
     if (options.dockerLog) process.env.FIXTURE_DOCKER_LOG = stack.dockerLog = join(await tempDir('docker-log'), 'docker.log');
     if (temporal) {
       stack.connection = await Connection.connect({ address: stack.temporal.address });
-      stack.client = new Client({ connection: stack.connection });
+      stack.client = new Client({ connection: stack.connection, namespace: stack.temporal.namespace });
     }
     await setup?.();
   });

@@ -1,17 +1,18 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { spawnCli, workerStarted } from './cli.js';
+import { ownProcesses } from './processes.js';
 import { writeConfigFile } from './setup.js';
 import { tagWithTestKey } from './trust.js';
 
 // What the transfer fault tests share: dumps to upload, and what they look at afterwards.
 
-/** ssh, scp and rsync processes still running against port (ps, by their -p PORT argument). */
+/** This file's ssh, scp and rsync processes still running against port (by their -p PORT argument), as "PID ARGS". */
 export async function sshProcessesFor(port: number): Promise<string[]> {
-  const { stdout } = await execa('ps', ['-e', '-o', 'pid=,args=']);
-  return stdout.split('\n').filter((l) => /\b(ssh|scp|rsync)\b/.test(l) && new RegExp(`-[pP] ${port}\\b`).test(l));
+  return (await ownProcesses())
+    .map((p) => `${p.pid} ${p.cmdline}`)
+    .filter((l) => /\b(ssh|scp|rsync)\b/.test(l) && new RegExp(`-[pP] ${port}\\b`).test(l));
 }
 
 export const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

@@ -68,7 +68,7 @@ describe('the embedded dev server', () => {
   }
 
   test('start refuses a port another real Temporal dev server answers on: no schedule applied there, no worker polling', async () => {
-    const other = await startTestTemporal();
+    const other = await startTestTemporal(undefined, { own: true });
     const port = Number(other.address.split(':')[1]);
     const [uiPort] = (await freePorts(1)) as [number];
     const connection = await Connection.connect({ address: other.address });

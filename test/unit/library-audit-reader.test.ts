@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { sha1OfFile } from '../../adapters/mirror/file-sha1.js';
 import { startReader } from '../../adapters/mirror/library-audit-reader.js';
+import { ownProcessesNamed } from '../helpers/processes.js';
 import { tempDir } from '../helpers/setup.js';
 
 // LibraryAudit's reader on real files: what it reads and refuses, its protocol through a real
@@ -69,7 +70,8 @@ describe('LibraryAudit reader', () => {
       const [first, second] = await Promise.all([reader.hash(files), reader.hash(files.slice(0, 2))]);
       assert.deepEqual(first.map((r) => r?.sha1), [...(await Promise.all(names.map((n) => sha1sum(join(dir, n))))), undefined]);
       assert.deepEqual(second.map((r) => r?.sha1), first.slice(0, 2).map((r) => r?.sha1));
-      const pid = (await execa('pgrep', ['-f', 'sha1-reader\\.js$'])).stdout.trim();
+      const [pid] = (await ownProcessesNamed({ cmdline: /sha1-reader\.js$/ })).map(String);
+      assert.ok(pid, 'the reader process runs');
       assert.equal(`${(await execa('ps', ['-o', 'ni=', '-p', pid])).stdout.trim()} ${(await execa('ionice', ['-p', pid])).stdout.trim()}`, '19 idle');
     } finally {
       reader.close();
@@ -88,8 +90,8 @@ describe('LibraryAudit reader', () => {
     reader.close();
     await assert.rejects(pending, /the sha1 reader was stopped/);
     assert.ok(performance.now() - stopped < 100, 'rejected at once');
-    for (let i = 0; i < 50 && (await execa('pgrep', ['-f', 'sha1-reader\\.js$'], { reject: false })).stdout; i++) await new Promise((r) => setTimeout(r, 100));
-    assert.equal((await execa('pgrep', ['-f', 'sha1-reader\\.js$'], { reject: false })).stdout, '');
+    for (let i = 0; i < 50 && (await ownProcessesNamed({ cmdline: /sha1-reader\.js$/ })).length; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await ownProcessesNamed({ cmdline: /sha1-reader\.js$/ }), []);
     const aborted = new AbortController();
     const second = startReader({ ioniceClass: 3, nice: 19 }, aborted.signal);
     const busy = second.hash([{ path: huge, size: 2 ** 40 }]);

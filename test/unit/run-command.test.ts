@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { execa } from 'execa';
 import { awaitCommand, probeCommand, runCommand, startCommand, startPipedPair, stopCommand } from '../../adapters/commands/run-command.js';
 import { CommandFailedError, CommandNotFoundError } from '../../core/errors.js';
 import { waitFor } from '../helpers/net.js';
-import { tempDir } from '../helpers/setup.js';
+import { ownProcessesNamed } from '../helpers/processes.js';
+import { inTmpdir, tempDir } from '../helpers/setup.js';
 
 // The subprocess runner, on real subprocesses. MockActivityEnvironment is the SDK's own activity
 // context outside a worker: it gives the runner a real cancellation signal and records heartbeats.
@@ -53,7 +52,7 @@ describe('runCommand', () => {
   test('cancelling the activity kills the child and its children, and rejects with the cancellation', async () => {
     const env = new MockActivityEnvironment();
     const marker = `immich-backup-test-${process.pid}`;
-    const count = async () => (await execa('pgrep', ['-f', marker], { reject: false })).stdout.split('\n').filter(Boolean).length;
+    const count = async () => (await ownProcessesNamed({ cmdline: new RegExp(marker) })).length;
     // A background grandchild and the child itself, both named by the marker.
     const running = env.run(() => runCommand('bash', ['-c', `(exec -a ${marker}-grandchild sleep 300) & exec -a ${marker}-child sleep 301`], { label: 'sleepers' }));
     await waitFor('both sleepers', async () => ((await count()) === 2 ? true : undefined));
@@ -65,8 +64,10 @@ describe('runCommand', () => {
 
 describe('startPipedPair', () => {
   test('producer | consumer through an OS pipe: every byte arrives, none passes through this process, no FIFO is left', async () => {
+    // The FIFO's directory goes to a temporary directory of this test's own: another file's dump running at the same time makes one too.
+    const tmp = await tempDir('fifo-test');
     const before = process.cpuUsage();
-    const { producer: dump, consumer: compress } = await startPipedPair({ file: 'head', args: ['-c', '300000000', '/dev/zero'], label: 'head' }, { file: 'wc', args: ['-c'], label: 'wc' });
+    const { producer: dump, consumer: compress } = await inTmpdir(tmp, () => startPipedPair({ file: 'head', args: ['-c', '300000000', '/dev/zero'], label: 'head' }, { file: 'wc', args: ['-c'], label: 'wc' }));
     let out = '';
     compress.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     await Promise.all([awaitCommand(dump, 'head'), awaitCommand(compress, 'wc')]);
@@ -74,7 +75,7 @@ describe('startPipedPair', () => {
     const used = process.cpuUsage(before);
     // 300 MB copied by this process would cost it far more than 0.1 s of CPU.
     assert.ok(used.user + used.system < 100_000, `this process used ${used.user + used.system} µs of CPU`);
-    assert.deepEqual((await readdir(tmpdir())).filter((n) => n.startsWith('immich-backup-pipe-')), []);
+    assert.deepEqual(await readdir(tmp), []);
   });
 
   test('a failing producer is reported as itself; the consumer sees the end of its input', async () => {

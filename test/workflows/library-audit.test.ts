@@ -10,6 +10,7 @@ import { auditStatePath, type AuditState } from '../../adapters/mirror/audit-sta
 import type { LibraryAuditReport } from '../../workflows/index.js';
 import { makeImmichLibrary, mountTmpfs, type ImmichAssetFixture } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
+import { ownProcessesNamed } from '../helpers/processes.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { tempDir, testConfig } from '../helpers/setup.js';
 import { useStack } from '../helpers/stack.js';
@@ -166,7 +167,7 @@ describe('LibraryAudit', () => {
     try {
       outcome = await run({}, async () => {
         await waitFor('two readers', async () => {
-          const pids = (await execa('pgrep', ['-f', 'sha1-reader\\.js$'], { reject: false })).stdout.split('\n').filter(Boolean);
+          const pids = (await ownProcessesNamed({ cmdline: /sha1-reader\.js$/ })).map(String);
           for (const pid of pids) {
             const nice = (await execa('ps', ['-o', 'ni=', '-p', pid], { reject: false })).stdout.trim();
             readers.set(pid, `${nice} ${(await execa('ionice', ['-p', pid], { reject: false })).stdout.trim()}`);
@@ -184,7 +185,7 @@ describe('LibraryAudit', () => {
     assert.equal(report.pass.library.ok, 1200);
     // Nothing else was lowered: the worker (this process) keeps its priority, and the readers are gone.
     assert.equal((await execa('ps', ['-o', 'ni=', '-p', String(process.pid)])).stdout.trim(), '0');
-    assert.equal((await execa('pgrep', ['-f', 'sha1-reader\\.js$'], { reject: false })).stdout, '');
+    assert.deepEqual(await ownProcessesNamed({ cmdline: /sha1-reader\.js$/ }), []);
   });
 
   test('a long run of assets with nothing to read (an external library of 80000) is audited in bounded batches, every one counted as skipped', async () => {

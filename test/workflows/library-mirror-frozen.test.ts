@@ -12,6 +12,8 @@ import { useStack } from '../helpers/stack.js';
 // marker, the pairing): on a frozen drive (fsfreeze on a real loop-mounted ext4) each of those is
 // bounded like rsync, instead of waiting in the kernel for ever.
 
+// scripts/test.sh: alone (it freezes a loop-mounted filesystem)
+
 const stack = useStack();
 
 describe('WeeklyLibraryMirror on a frozen drive', () => {

@@ -10,6 +10,7 @@ import { currentProgress } from '../../temporal/client.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
+import { ownProcessesNamed } from '../helpers/processes.js';
 import { applicationFailure, stepReached } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
 import { listDir, tempDir, testConfig } from '../helpers/setup.js';
@@ -102,7 +103,7 @@ describe('WeeklyLibraryMirror', () => {
         const details = (await currentProgress(handle)).find((p) => p.activity === 'mirrorLibrary')?.details as Record<string, unknown> | undefined;
         return details && typeof details.percent === 'number' ? details : undefined;
       }, 30_000, 200);
-      const pid = (await execa('pgrep', ['-n', '-x', 'rsync'])).stdout.trim();
+      const pid = String((await ownProcessesNamed({ name: 'rsync' })).pop());
       priority = `${(await execa('ps', ['-o', 'ni=', '-p', pid])).stdout.trim()} ${(await execa('ionice', ['-p', pid])).stdout.trim()}`;
     });
     assert.equal(error, undefined, String(error));
@@ -117,13 +118,13 @@ describe('WeeklyLibraryMirror', () => {
     let pid = 0;
     let cancelledAt = 0;
     const { error } = await run(async (workflowId) => {
-      pid = Number(await waitFor('rsync', async () => (await execa('pgrep', ['-n', '-x', 'rsync'], { reject: false })).stdout.trim() || undefined, 30_000));
+      pid = await waitFor('rsync', async () => (await ownProcessesNamed({ name: 'rsync' })).pop(), 30_000);
       cancelledAt = Date.now();
       await stack.client.workflow.getHandle(workflowId).cancel();
     });
     assert.ok(error instanceof WorkflowFailedError && error.cause instanceof CancelledFailure, String(error));
     assert.ok(Date.now() - cancelledAt < 5000, 'cancelled within seconds');
-    await waitFor('rsync to exit', async () => ((await execa('pgrep', ['-x', 'rsync'], { reject: false })).stdout === '' ? true : undefined), 5000);
+    await waitFor('rsync to exit', async () => ((await ownProcessesNamed({ name: 'rsync' })).length === 0 ? true : undefined), 5000);
     assert.ok(pid > 0);
   });
 

@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import type { Config } from '../../config/config.js';
 import type { NightlyDbBackupReport } from '../../workflows/index.js';
 import { waitFor } from '../helpers/net.js';
+import { ownProcessesNamed } from '../helpers/processes.js';
 import { holdLock, pgBin, rowCounts, someoneWaitsForLock, startPostgres } from '../helpers/postgres.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
@@ -166,7 +167,7 @@ describe('NightlyDbBackup', () => {
       assert.ok(error instanceof WorkflowFailedError && error.cause instanceof CancelledFailure, `cancelled, got ${String(error)}`);
       await waitFor('pg_dumpall to exit', () => (isAlive(pid) ? undefined : true), 10_000);
       // pg_dump (pg_dumpall's child, same process group) sends the server a cancel before it exits.
-      await waitFor('pg_dump to exit', async () => ((await execa('pgrep', ['-x', 'pg_dump'], { reject: false })).stdout === '' ? true : undefined), 10_000);
+      await waitFor('pg_dump to exit', async () => ((await ownProcessesNamed({ name: 'pg_dump' })).length === 0 ? true : undefined), 10_000);
       assert.deepEqual(await listDir(dir), [], 'no temporary or final file');
     } finally {
       delete process.env.FIXTURE_DOCKER_LOG;

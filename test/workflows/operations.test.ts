@@ -20,7 +20,7 @@ import { freePort, waitFor } from '../helpers/net.js';
 import { fixture, temporalBinary } from '../helpers/paths.js';
 import { pgBin } from '../helpers/postgres.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
-import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+import { fixtureEnv, rawTestConfig, tempDir, useOwnTmpdir, writeConfigFile } from '../helpers/setup.js';
 import { useStack } from '../helpers/stack.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { plantDump } from '../helpers/trust.js';
@@ -29,6 +29,7 @@ import { plantDump } from '../helpers/trust.js';
 // attributes and rerun, on real parts: a Temporal dev server, PostgreSQL, sshd on loopback as the
 // NAS, a tmpfs as the USB drive, and a local HTTP server receiving webhooks, ntfy messages and pings.
 
+useOwnTmpdir();
 const ASSETS = 1500;
 const NEVER = '0 0 1 1 *'; // schedules exist but do not fire during the test
 
@@ -97,6 +98,7 @@ function received() {
   const delivered = (path: string) => requests(path).filter((r) => r.status < 300);
   return { requests, delivered, events: (path: string) => delivered(path).map((r) => JSON.parse(r.body) as Event) };
 }
+// The drill's throwaway clusters are counted in this file's own temporary directory (useOwnTmpdir).
 const drillDirs = async () => (await readdir(tmpdir())).filter((n) => n.startsWith('immich-backup-drill-'));
 
 /** Runs `run` while the fixture docker lists no PostgreSQL container: a backup fails at once. */
@@ -415,7 +417,7 @@ describe('status, drill, alarm and notifications', () => {
     await execute('RestoreDrill');
 
     const list = async (query: string) => {
-      const r = await execa(temporalBinary, ['workflow', 'list', '--address', stack.temporal.address, '--query', `TaskQueue = "${taskQueue}" AND ${query}`, '--output', 'json']);
+      const r = await execa(temporalBinary, ['workflow', 'list', '--address', stack.temporal.address, '--namespace', stack.temporal.namespace, '--query', `TaskQueue = "${taskQueue}" AND ${query}`, '--output', 'json']);
       const parsed = JSON.parse(r.stdout || '[]') as Array<{ execution: { workflowId: string } }> | { executions?: Array<{ execution: { workflowId: string } }> };
       return (Array.isArray(parsed) ? parsed : parsed.executions ?? []).map((w) => w.execution.workflowId).sort();
     };

@@ -68,7 +68,7 @@ describe('schedules', () => {
     assert.equal(described.action.workflowType, 'WeeklyLibraryMirror');
 
     // The temporal CLI (and so the Web UI's Schedules page) sees exactly these.
-    const { stdout } = await execa(temporalBinary, ['schedule', 'list', '--address', stack.temporal.address, '-o', 'json']);
+    const { stdout } = await execa(temporalBinary, ['schedule', 'list', '--address', stack.temporal.address, '--namespace', stack.temporal.namespace, '-o', 'json']);
     const ids = (JSON.parse(stdout) as Array<{ scheduleId: string }>).map((s) => s.scheduleId).sort();
     assert.deepEqual(ids, ['backup-health', 'library-audit', 'nightly-db-backup', 'offsite-sync', 'restore-drill', 'weekly-library-mirror']);
   });
