@@ -3,14 +3,13 @@ import { lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError, StalledError, WriteOnceError } from '../core/errors.js';
 import { versionSetName, versionSetProblem, versionSetTime, versionsDirOf } from '../core/library-layout.js';
-import { readKey } from '../adapters/files/provenance.js';
+import { openDumpStore } from '../adapters/dump-store/index.js';
 import { requireAuthorizedRun } from './authorize.js';
 import { assertOnDrive, countFiles, hasFiles, isMountPoint } from '../adapters/mirror/drive.js';
 import type { ActivityDeps } from './deps.js';
 import { acceptanceText, changeDigest, derivedMatcher, emptyPlan, mapLimit, oldestVersions, parseItemized, pruneVersionSets, recordPairing, sameBytes, UNCHECKED, uncheckedMarker, versionSetContents, type MirrorPlan, type PruneVersionsResult, type SetFinding } from '../adapters/mirror/library-versions.js';
 import { withHeartbeats } from '../adapters/commands/run-command.js';
 import { FROM_UNTRUSTED_TREE, ioPriority, runRsync } from '../adapters/commands/rsync.js';
-import { latestUsable } from '../adapters/files/trusted-dumps.js';
 import type { MirrorLibraryInput, MirrorOutcome, MirrorResult, MirrorSettings, MirrorVersioning } from '../core/types.js';
 
 /** Rewritten files named in the report, the alarm and the refusal. */
@@ -76,8 +75,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
   /** The newest valid dump now (authenticated, not future-stamped, not flagged): what this mirror pairs with. */
   async function pairedDump(): Promise<{ file: string; sha256: string } | undefined> {
     try {
-      const key = await readKey(config.security.keyFile);
-      const { dump } = await latestUsable(config.backup.dir, key, Date.now(), config.backup.maxFutureMinutes);
+      const { dump } = await openDumpStore(config, logger).latest();
       return dump ? { file: dump.file, sha256: dump.sha256 } : undefined;
     } catch (err) {
       logger.warn({ reason: (err as Error).message }, 'no dump to pair the library mirror with');

@@ -10,21 +10,18 @@ import { runBackupWorker } from '../workers/worker.js';
 import type { RestoreDatabaseInput, RestoreLibraryInput } from '../workflows/index.js';
 import { ScheduleOverlapPolicy, type Client, type WorkflowHandle } from '@temporalio/client';
 import { createInterface, type Interface } from 'node:readline/promises';
-import { listDumps } from '../adapters/files/catalog.js';
 import { connectClient, ensureWorker, follow, temporalAddress, type Progress } from '../temporal/client.js';
 import { innermostCause, innermostMessage } from '../core/failure.js';
 import { AWAITING_APPROVAL, describePlan, type ApproveRequest, type RejectRequest, type RestorePlan } from '../core/restore-plan.js';
 import { loadConfig, redactConfig, type Config } from '../config/config.js';
 import { findTemporalBinary, startDevServer } from '../temporal/dev-server.js';
-import { approvalToken, osUser, startToken } from '../adapters/files/authorization.js';
-import { ApprovalRefusedError, ChecksumMismatchError, ConfigError, DumpNotFoundError, RunNotFoundError, RunRefusedError, UnsafePathError, UsageError } from '../core/errors.js';
-import { readKey, tagDump } from '../adapters/files/provenance.js';
-import { checksumFileName, DUMP_NAME_HINT, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINT_NAME_HINT } from '../core/dump-names.js';
-import { checkRestorable } from '../adapters/postgres/load.js';
+import { approvalToken, osUser, startToken } from '../adapters/run-auth/index.js';
+import { ApprovalRefusedError, ConfigError, RunNotFoundError, RunRefusedError, UnsafePathError, UsageError } from '../core/errors.js';
+import { openDumpStore, readKey } from '../adapters/dump-store/index.js';
+import { DUMP_NAME_HINT, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINT_NAME_HINT } from '../core/dump-names.js';
 import { parseAcceptance } from '../adapters/mirror/library-versions.js';
-import { readChecksumFile } from '../adapters/files/checksums.js';
-import { constants, existsSync, readFileSync } from 'node:fs';
-import { lstat, realpath, stat, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { realpath, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { stringify as toYaml } from 'yaml';
@@ -328,7 +325,7 @@ program
   .description('What a restore can load: local dumps, restore points, NAS copies, Immich\'s own backups, with age, size, verified state and recorded row counts')
   .option('--json', 'print as JSON')
   .action(async (opts: { json?: boolean }, cmd: Command) => {
-    const catalog = await listDumps(configOf(cmd));
+    const catalog = await openDumpStore(configOf(cmd)).list();
     if (opts.json) return void process.stdout.write(JSON.stringify(catalog, null, 2) + '\n');
     const where = { local: 'staging dir', offsite: 'NAS', 'restore-point': 'restore point', immich: "Immich's own" } as const;
     const lines = catalog.entries.map((e) =>
@@ -343,20 +340,7 @@ program
   .command('adopt <dump>')
   .description("Vouch for a dump in backup.dir that has no valid provenance tag (made before tags existed, or tagged with a lost key): check it in full (stream, completion marker, strict filter, its .sha256), then tag it with the worker's key")
   .action(async (file: string, _opts, cmd: Command) => {
-    const config = configOf(cmd);
-    const dir = config.backup.dir;
-    if (!isDumpName(file)) throw new ConfigError(`${JSON.stringify(file)} is not a dump name (${DUMP_NAME_HINT}): give a file's name in ${dir}, not a path`);
-    const key = await readKey(config.security.keyFile);
-    const path = join(dir, file);
-    const st = await lstat(path).catch(() => undefined);
-    if (!st?.isFile()) throw new DumpNotFoundError(`${path} is ${st ? 'not a regular file (never followed)' : 'missing'}: expected a dump file in ${dir}; nothing adopted`);
-    process.stderr.write(`checking ${file} in full (decode, completion marker, strict filter) …\n`);
-    const verified = await checkRestorable({ file, path, format: 'cluster' });
-    const recorded = await readChecksumFile(join(dir, checksumFileName(file)));
-    if (recorded && recorded !== verified.sha256) throw new ChecksumMismatchError(`${file} hashes to ${verified.sha256} but its .sha256 records ${recorded}: it changed after it was written; nothing adopted`);
-    // Never through whatever sits under that name (a symlink planted there): created afresh, or refused.
-    if (!recorded) await writeFile(join(dir, checksumFileName(file)), `${verified.sha256}  ${file}\n`, { mode: 0o600, flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW });
-    await tagDump(key, dir, file, verified.sha256);
+    const verified = await openDumpStore(configOf(cmd)).adopt(file, () => process.stderr.write(`checking ${file} in full (decode, completion marker, strict filter) …\n`));
     process.stdout.write(`adopted ${file}: sha256 ${verified.sha256}, ${formatBytes(verified.bytes)}, databases ${verified.databases.join(', ') || 'unknown'}; it is tagged with the worker's key now (row counts were not recorded for it)\n`);
   });
 

@@ -14,7 +14,7 @@ import { AUTHORIZATION_PATCH } from './restore-steps.js';
 export const LIBRARY_VERSIONS_PATCH = 'library-versions';
 
 export interface WeeklyLibraryMirrorInput {
-  /** With library.delete on, a run its schedule did not start needs the CLI's start token (adapters/files/authorization.ts). */
+  /** With library.delete on, a run its schedule did not start needs the CLI's start token (adapters/run-auth/tokens.ts). */
   authorization?: string;
   trigger?: string;
   /**
