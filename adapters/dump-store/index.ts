@@ -6,7 +6,7 @@ import type { Logger } from '../../config/logger.js';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName } from '../../core/dump-names.js';
 import { ChecksumMismatchError, ConfigError, DumpNameTakenError, DumpNotFoundError } from '../../core/errors.js';
 import type { RowCounts, TableDigests } from '../../core/reports.js';
-import type { DumpKind, ResolvedDump, VerifiedDump } from '../../core/types.js';
+import type { DumpKind, ResolveDumpInput, ResolvedDump, VerifiedDump } from '../../core/types.js';
 import { diskError, fsyncDir, ownDir, writeFileAtomic } from '../files/fs-safe.js';
 import { checkRestorable } from '../postgres/load.js';
 import { authenticDumps, latestUsable, readChecksumFile, type Latest, type Skipped, type TrustedDump } from './authentic.js';
@@ -14,6 +14,7 @@ import { listDumps, type Catalog } from './catalog.js';
 import { ensureKey, readKey } from './key.js';
 import { importFromNas } from './nas-import.js';
 import { privateCopy, privateCopyDir } from './private-copy.js';
+import { locate, resolveDump } from './resolve.js';
 import { authenticRows, digestsFileName, readDigestsFile, removeDigestsFile, shrinkOf, writeDigestsFile, writeRows, type RecordedRows } from './rows.js';
 import { tagDump, tagFileName, verifyDumpTag } from './tags.js';
 
@@ -69,6 +70,10 @@ export interface DumpStore {
   privateCopy(path: string, file: string, sha256: string, step: string): Promise<FileHandle>;
   /** A dump fetched from the NAS into backup.dir, verified in full, never replacing a local file. */
   importFromNas(file: string): Promise<ResolvedDump>;
+  /** Which dump a restore of `dump` (a name, or "latest") loads, from where (resolve.ts). */
+  resolve(input: ResolveDumpInput): Promise<ResolvedDump>;
+  /** Where a dump of that name and origin is: from the name alone, never a path given by anyone. */
+  locate(file: string, origin: ResolvedDump['origin']): Pick<ResolvedDump, 'file' | 'path' | 'format' | 'origin'>;
   /** A dump and the files beside it: its tag and checksum first (without them it no longer counts as ours), the dump last. */
   remove(file: string, dir?: string): Promise<void>;
 }
@@ -164,6 +169,8 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
     checkCopyDir: () => ownDir(privateCopyDir(keyFile)),
     privateCopy: (path, file, sha256, step) => privateCopy(path, file, privateCopyDir(keyFile), sha256, step),
     importFromNas: (file) => importFromNas(config, logger, key, file),
+    resolve: (input) => resolveDump(config, logger, store, input),
+    locate: (file, origin) => locate(config, file, origin),
 
     async remove(file, dir = dirOf(file)) {
       for (const name of [tagFileName(file), checksumFileName(file), rowCountsFileName(file), digestsFileName(file), file]) await rm(join(dir, name), { force: true });
