@@ -1,40 +1,23 @@
 import { join } from 'node:path';
-import { partialFileName, RESTORE_POINTS_DIR, rowCountsFileName } from '../core/dump-names.js';
 import { CommandNotFoundError, DigestsMissingError, DumpNotFoundError } from '../core/errors.js';
-import { corruptDump, privateCopy, privateCopyDir } from '../adapters/files/checksums.js';
+import { corruptDump } from '../adapters/files/checksums.js';
 import { isCorruptStreamError } from '../adapters/commands/compression.js';
 import { postgresCommand } from '../adapters/postgres/command.js';
 import { discoverPostgresContainer } from '../adapters/postgres/container.js';
 import type { ActivityDeps } from './deps.js';
-import { writeFileAtomic } from '../adapters/files/fs-safe.js';
-import { readKey, tagRows } from '../adapters/files/provenance.js';
-import { authenticDumps, authenticRows, latestUsable, shrinkOf } from '../adapters/files/trusted-dumps.js';
+import { digestsFileName, openDumpStore } from '../adapters/dump-store/index.js';
 import { loadDump } from '../adapters/postgres/load.js';
 import { RESTRICT_REFUSED } from '../adapters/postgres/restricted-psql.js';
 import { runCommand, withHeartbeats } from '../adapters/commands/run-command.js';
 import type { DumpKind, PostgresTarget } from '../core/types.js';
-import { compareRowCounts, CONTENT_DIGESTS_MISSING, CONTENT_NOT_COMPARED, MAX_CONTENT_DIFFERENCES, type DrillResult, type RowCounts, type TableDigests } from '../core/reports.js';
-import { compareDigests, digestsFileName, readDigestsFile, removeDigestsFile } from '../adapters/postgres/table-digests.js';
+import { compareRowCounts, CONTENT_DIGESTS_MISSING, CONTENT_NOT_COMPARED, MAX_CONTENT_DIFFERENCES, type DrillResult } from '../core/reports.js';
+import { compareDigests } from '../adapters/postgres/table-digests.js';
 
 // The restore drill: proof that the newest dump restores. NightlyDbBackup records each table's
 // row count beside the dump, and a digest of each table's data taken from the dump's own stream;
 // RestoreDrill loads the dump into a throwaway cluster (initdb from the host's PostgreSQL
 // binaries, on a Unix socket only, never the live server), counts again, re-dumps it through the
 // same digester, compares table by table, and removes the cluster.
-
-export interface RecordedRowCounts {
-  file: string;
-  recordedAt: string;
-  tables: RowCounts;
-  /** The Immich version the database was at (its version_history), when it has one. */
-  immichVersion?: string;
-  /** Set when the counts dropped sharply against the previous dump: the dump is kept but never "latest". */
-  shrink?: string;
-  /** Each table's data digest, from the dump's own stream as it was written (activities/table-digests.ts). */
-  digests?: TableDigests;
-  /** Always true now: the dump activity took digests, so a record without them is a loss, not an old dump. */
-  digestsExpected: true;
-}
 
 import { countRows, countRowsFromDump, hostPostgresBinDir, hostThrowaway, containerThrowaway, immichVersion, psqlQueryArgs, redumpDigests, type Psql, type Throwaway } from '../adapters/postgres/throwaway.js';
 
@@ -44,19 +27,7 @@ const RESTRICT_REFUSED_NOTE = 'holds a line psql would have run as a meta-comman
 const MAX_LOAD_ERRORS = 20;
 
 export function createDrillActivities({ config, logger }: ActivityDeps) {
-  /** Why `tables` looks like lost data against the newest earlier dump with authentic row counts. */
-  async function shrinkAgainstPrevious(where: string, file: string, tables: RowCounts, key: Buffer): Promise<string | undefined> {
-    const { dumps } = await authenticDumps(where, key);
-    for (const earlier of dumps.filter((d) => d.file < file).reverse()) {
-      const rows = await authenticRows(where, earlier.file, key);
-      if (rows) {
-        const why = shrinkOf(rows.tables, tables, config.backup.assetDropAlarm);
-        return why ? `against ${earlier.file}: ${why}` : undefined;
-      }
-    }
-    return undefined;
-  }
-
+  const store = openDumpStore(config, logger);
   const dir = config.backup.dir;
   const user = config.postgres.user;
 
@@ -85,26 +56,9 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       const psql = livePsql(target, 'psql (row counts)');
       const tables = await countRows(psql);
       const version = await immichVersion(psql, config.immich.database);
-      const where = kind === 'restore-point' ? join(dir, RESTORE_POINTS_DIR) : dir;
-      const key = await readKey(config.security.keyFile);
-      // Compared with the dump before it: a database that lost its data still dumps "fine".
-      const shrink = kind === 'backup' ? await shrinkAgainstPrevious(where, file, tables, key) : undefined;
-      // The digests the dump activity took from the dump's stream; on a retry after they were
-      // moved in here, the ones already in the authentic .rows.json.
-      const digests = (await readDigestsFile(key, where, file)) ?? (await authenticRows(where, file, key))?.digests;
-      const record: RecordedRowCounts = {
-        file,
-        recordedAt: new Date().toISOString(),
-        tables,
-        ...(version ? { immichVersion: version } : {}),
-        ...(shrink ? { shrink } : {}),
-        ...(digests ? { digests } : {}),
-        digestsExpected: true,
-      };
-      const text = JSON.stringify(record, null, 1) + '\n';
-      await writeFileAtomic(join(where, rowCountsFileName(file)), join(where, partialFileName(rowCountsFileName(file))), text);
-      await tagRows(key, where, file, text);
-      await removeDigestsFile(where, file);
+      const where = store.dir(kind);
+      // Compared with the dump before it (a database that lost its data still dumps "fine"), with the digests the dump writer took.
+      const { shrink, digests } = await store.recordRows(file, { tables, ...(version ? { immichVersion: version } : {}) }, { compare: kind === 'backup', dir: where });
       if (shrink) logger.error({ file, shrink }, 'dump flagged: its row counts dropped sharply against the previous dump; kept, not used as the latest');
       // Every dump this version writes gets digests (dumpDatabase writes them before the dump
       // appears): none now means they were removed or altered since. The counts stay recorded
@@ -132,9 +86,8 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
      */
     async restoreDrill({ stamp }: { stamp: string }): Promise<DrillResult> {
       const started = Date.now();
-      const key = await readKey(config.security.keyFile);
       // Only a dump whose tag verifies, with authentic row counts, not from the future, not flagged.
-      const latest = await latestUsable(dir, key, Date.now(), config.backup.maxFutureMinutes, true);
+      const latest = await store.latest({ needRows: true });
       for (const p of latest.passedOver) logger.warn({ file: p.file, reason: p.reason }, 'drill: passed over');
       const dump = latest.dump;
       if (!dump?.rows) throw new DumpNotFoundError(`no authenticated dump with recorded row counts in ${dir}: run a backup first (\`immich-backup backup db\`)`);
@@ -142,7 +95,7 @@ export function createDrillActivities({ config, logger }: ActivityDeps) {
       // Loaded from a private copy whose bytes hashed to the recorded sha256 as they were copied
       // (made while the throwaway starts), through the strict filter into psql in restrict mode:
       // no line can run anything on this host, and the throwaway is removed whatever it ran.
-      const copying = privateCopy(join(dir, dump.file), dump.file, privateCopyDir(config.security.keyFile), dump.sha256, `drill: copying ${dump.file} aside`);
+      const copying = store.privateCopy(join(dir, dump.file), dump.file, dump.sha256, `drill: copying ${dump.file} aside`);
       const starting = throwaway(stamp);
       const [copyDone, serverDone] = await withHeartbeats(Promise.allSettled([copying, starting]), () => ({ step: `drill: copying ${dump.file} aside while a throwaway PostgreSQL starts` }));
       if (copyDone.status === 'rejected' || serverDone.status === 'rejected') {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { link, lstat, open, rm, type FileHandle } from 'node:fs/promises';
+import { lstat, open, rm, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { finished, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,14 +8,14 @@ import { checksumFileName, dumpFileName, partialFileName, RESTORE_POINTS_DIR, re
 import { DatabaseUnreadableError, DumpIncompleteError, DumpNameTakenError } from '../core/errors.js';
 import type { Logger } from '../config/logger.js';
 import { formatBytes } from '../core/format.js';
-import { corruptDump, readChecksumFile, sha256OfFile } from '../adapters/files/checksums.js';
+import { corruptDump, sha256OfFile } from '../adapters/files/checksums.js';
 import { compressArgs, decodeArgs, formatOf } from '../adapters/commands/compression.js';
 import { postgresCommand } from '../adapters/postgres/command.js';
 import type { ActivityDeps } from './deps.js';
-import { diskError, fsyncDir, ownDir, writeFileAtomic } from '../adapters/files/fs-safe.js';
+import { diskError, ownDir } from '../adapters/files/fs-safe.js';
+import { openDumpStore, readChecksumFile } from '../adapters/dump-store/index.js';
 import { awaitCommand, startCommand, startPipedPair, stopCommand, throwIfCancelled, withHeartbeats } from '../adapters/commands/run-command.js';
-import { TableDigester, UnterminatedCopyError, writeDigestsFile } from '../adapters/postgres/table-digests.js';
-import { ensureKey } from '../adapters/files/provenance.js';
+import { TableDigester, UnterminatedCopyError } from '../adapters/postgres/table-digests.js';
 import type { TableDigests } from '../core/reports.js';
 import type { DumpDatabaseInput, DumpResult, PostgresTarget, SalvageResult } from '../core/types.js';
 
@@ -33,8 +33,8 @@ export interface WrittenDump {
  * file in `dir`, hashed and decoded again by the compressor's own program (-dc, which checks the
  * format's checksum as -t does) in the same pass, its SQL digested table by table, fsynced, then
  * renamed to `name` beside its .sha256. Memory stays flat: the bytes stream through. A partial
- * dump never appears under a final name, and an existing file is never replaced. With
- * `recordDigests`, the digests are written beside the dump (digestsFileName) before it appears.
+ * dump never appears under a final name, and an existing file is never replaced (the dump store
+ * publishes it). With `recordDigests`, the digests are written beside the dump before it appears.
  */
 export async function writeCompressedDump(
   config: Config,
@@ -47,7 +47,6 @@ export async function writeCompressedDump(
 ): Promise<WrittenDump> {
   const finalPath = join(dir, name);
   const tempPath = join(dir, partialFileName(name));
-  const sumName = checksumFileName(name);
   await ownDir(dir);
   // An earlier attempt whose worker died leaves its temporary file behind; this attempt owns the name now.
   await rm(tempPath, { force: true });
@@ -137,19 +136,7 @@ export async function writeCompressedDump(
     }
     throw new DumpNameTakenError(`${finalPath} already exists and its .sha256 does not vouch for it: nothing was replaced; move it aside and run again`);
   }
-  try {
-    // Digests and checksum first, then the dump: a dump under its final name always has its .sha256
-    // beside it. link, not rename: nothing under the final name is ever replaced.
-    if (recordDigests) await writeDigestsFile(await ensureKey(config.security.keyFile), dir, name, sha256, digests);
-    await writeFileAtomic(join(dir, sumName), join(dir, partialFileName(sumName)), `${sha256}  ${name}\n`);
-    await link(tempPath, finalPath);
-    await rm(tempPath);
-    await fsyncDir(dir);
-  } catch (err) {
-    await rm(tempPath, { force: true });
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new DumpNameTakenError(`${finalPath} appeared while this dump was written: nothing was replaced`);
-    throw diskError(err, dir);
-  }
+  await openDumpStore(config, logger).publish(dir, name, tempPath, sha256, recordDigests ? digests : undefined);
   return { file: name, path: finalPath, bytes, sha256, digests };
 }
 

@@ -1,6 +1,6 @@
 import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError } from '../core/errors.js';
 import { versionSetName, versionSetProblem, versionsDirOf } from '../core/library-layout.js';
-import { readKey } from '../adapters/files/provenance.js';
+import { openDumpStore } from '../adapters/dump-store/index.js';
 import { requireAuthorizedRun } from './authorize.js';
 import { assertOnDrive, countFiles, driveProblem, hasFiles } from '../adapters/mirror/drive.js';
 import type { ActivityDeps } from './deps.js';
@@ -8,7 +8,6 @@ import { pruneVersionSets, type PruneVersionsResult } from '../adapters/mirror/l
 import { restoreFromDrive, versionedMirror } from '../adapters/mirror/versioned-mirror.js';
 import { withHeartbeats } from '../adapters/commands/run-command.js';
 import { RSYNC_MAX_DELETE } from '../adapters/commands/rsync.js';
-import { latestUsable } from '../adapters/files/trusted-dumps.js';
 import type { MirrorLibraryInput, MirrorOutcome, MirrorResult, MirrorSettings } from '../core/types.js';
 
 export function createMirrorActivities({ config, logger }: ActivityDeps) {
@@ -17,8 +16,7 @@ export function createMirrorActivities({ config, logger }: ActivityDeps) {
   /** The newest valid dump now (authenticated, not future-stamped, not flagged): what this mirror pairs with. */
   async function pairedDump(): Promise<{ file: string; sha256: string } | undefined> {
     try {
-      const key = await readKey(config.security.keyFile);
-      const { dump } = await latestUsable(config.backup.dir, key, Date.now(), config.backup.maxFutureMinutes);
+      const { dump } = await openDumpStore(config, logger).latest();
       return dump ? { file: dump.file, sha256: dump.sha256 } : undefined;
     } catch (err) {
       logger.warn({ reason: (err as Error).message }, 'no dump to pair the library mirror with');

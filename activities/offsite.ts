@@ -5,8 +5,7 @@ import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../
 import { ChecksumMismatchError, NotOurDumpError } from '../core/errors.js';
 import { formatBytes } from '../core/format.js';
 import { sha256OfFile } from '../adapters/files/checksums.js';
-import { readKey, tagFileName, verifyDumpTag } from '../adapters/files/provenance.js';
-import { authenticDumps } from '../adapters/files/trusted-dumps.js';
+import { openDumpStore, tagFileName } from '../adapters/dump-store/index.js';
 import type { ActivityDeps } from './deps.js';
 import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
 import { ownDir } from '../adapters/files/fs-safe.js';
@@ -31,6 +30,7 @@ function ioBytes(pid: number | undefined): number | undefined {
 
 
 export function createOffsiteActivities({ config, logger }: ActivityDeps) {
+  const store = openDumpStore(config, logger);
   const offsite = config.offsite;
   const remotePath = (name: string) => `${offsite.remoteDir}/${name}`;
 
@@ -126,7 +126,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       const dir = config.backup.dir;
       const local = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
       // Only ours: regular files whose provenance tag verifies with the worker's key.
-      const { dumps: checksummed, skipped } = await authenticDumps(dir, await readKey(config.security.keyFile));
+      const { dumps: checksummed, skipped } = await store.authentic();
       for (const s of skipped) logger.error({ file: s.file, reason: s.reason }, 'not copied offsite');
       for (const file of local) if (!checksummed.some((d) => d.file === file) && !skipped.some((s) => s.file === file)) logger.warn({ file }, 'local dump has no checksum file: not validated, not copied offsite');
       const present = new Set(await remoteDumpNames(offsite));
@@ -144,7 +144,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       if (!isDumpName(file)) throw new NotOurDumpError(`refusing to upload ${JSON.stringify(file)}: not a dump name`);
       const local = join(config.backup.dir, file);
       // Tag first (cheap): a dump that is not ours never leaves; then the bytes against the tagged sha256.
-      await verifyDumpTag(await readKey(config.security.keyFile), config.backup.dir, file, sha256, 'not uploading it');
+      await store.verify(file, sha256, 'not uploading it', config.backup.dir);
       const actual = await withHeartbeats(sha256OfFile(local), () => ({ step: `checking ${file} before upload` }));
       if (actual !== sha256) return rejectLocal(file, `local dump ${file} has sha256 ${actual}, but its ${checksumFileName(file)} records ${sha256}: damaged after validation, not uploaded`);
       try {

@@ -1,19 +1,13 @@
-import { lstat, readdir, rm } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checksumFileName, expiredDumps, isDumpName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName } from '../core/dump-names.js';
+import { expiredDumps, isDumpName, isRestorePointName, RESTORE_POINTS_DIR } from '../core/dump-names.js';
 import { PruneRefusedError } from '../core/errors.js';
-import { readKey, tagFileName } from '../adapters/files/provenance.js';
-import { authenticDumps, authenticRows } from '../adapters/files/trusted-dumps.js';
-import { digestsFileName } from '../adapters/postgres/table-digests.js';
+import { openDumpStore } from '../adapters/dump-store/index.js';
 import type { ActivityDeps } from './deps.js';
 import type { PruneDumpsInput, PruneResult } from '../core/types.js';
 
-/** A dump and the files beside it: its tag and checksum first (without them it no longer counts as ours), the dump last. */
-async function removeDump(dir: string, name: string): Promise<void> {
-  for (const file of [tagFileName(name), checksumFileName(name), rowCountsFileName(name), digestsFileName(name), name]) await rm(join(dir, file), { force: true });
-}
-
 export function createPruneActivities({ config, logger }: ActivityDeps) {
+  const store = openDumpStore(config, logger);
   return {
     /**
      * Deletes our dumps (and their .sha256 and .rows.json) older than backup.retentionDays. Runs only after the
@@ -22,9 +16,8 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
      */
     async pruneDumps({ keep, nowMs }: PruneDumpsInput): Promise<PruneResult> {
       const dir = config.backup.dir;
-      const key = await readKey(config.security.keyFile);
       // Regular files only (a directory or symlink named like a dump is left alone, and said so).
-      const { dumps: authentic, skipped } = await authenticDumps(dir, key);
+      const { dumps: authentic, skipped } = await store.authentic();
       const names = (await readdir(dir)).filter(isDumpName).sort().reverse();
       const dumps: string[] = [];
       for (const name of names) {
@@ -37,7 +30,7 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
       for (const s of skipped.filter((x) => dumps.includes(x.file))) logger.warn({ file: s.file, reason: s.reason }, 'not ours');
       // A flagged newest dump (its tables emptied, its assets dropped) may be the start of a loss:
       // nothing older goes until a dump that looks whole is the newest again.
-      const newest = await authenticRows(dir, keep, key);
+      const newest = await store.rows(keep, dir);
       if (newest?.shrink) {
         logger.error({ newest: keep, reason: newest.shrink }, 'newest dump flagged: nothing pruned');
         return { pruned: [], kept: dumps };
@@ -45,7 +38,7 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
       // The newest keepMin of ours stay whatever the clock says; junk past retention (unvalidated, forged) goes.
       const protectedNames = new Set(authentic.map((d) => d.file).reverse().slice(0, config.backup.keepMin));
       const pruned = expiredDumps(dumps, nowMs, config.backup.retentionDays, keep).filter((d) => !protectedNames.has(d));
-      for (const name of pruned) await removeDump(dir, name);
+      for (const name of pruned) await store.remove(name, dir);
       const kept = dumps.filter((d) => !pruned.includes(d));
       if (pruned.length) logger.info({ pruned, retentionDays: config.backup.retentionDays, keepMin: config.backup.keepMin }, 'old dumps pruned');
       return { pruned, kept };
@@ -63,7 +56,7 @@ export function createPruneActivities({ config, logger }: ActivityDeps) {
       const newest = points.filter((p) => !keep.includes(p)).slice(0, Math.max(0, config.restore.keepRestorePoints - keep.length));
       const kept = [...keep, ...newest];
       const pruned = points.filter((p) => !kept.includes(p));
-      for (const name of pruned) await removeDump(dir, name);
+      for (const name of pruned) await store.remove(name, dir);
       if (pruned.length) logger.info({ pruned, keep: config.restore.keepRestorePoints }, 'old restore points pruned');
       return { pruned, kept };
     },

@@ -1,194 +1,38 @@
-import { link, lstat, mkdir, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { checksumFileName, DUMP_NAME_HINT, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, partialFileName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR, stampOfName } from '../core/dump-names.js';
-import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpNotFoundError, NotOurDumpError, UnauthenticatedDumpError } from '../core/errors.js';
-import { dumpTagMatches, readKey, readRegular, tagFileName, verifyDumpTag } from '../adapters/files/provenance.js';
+import { stat, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { immichVersionOfBackupName, stampOfName } from '../core/dump-names.js';
+import { ChecksumMismatchError, ConfigError, DumpNotFoundError } from '../core/errors.js';
+import { openDumpStore, rowFacts } from '../adapters/dump-store/index.js';
 import { requireAuthorizedRun } from './authorize.js';
-import { authenticDumps, authenticRows, futureStamped, latestUsable, rowFacts } from '../adapters/files/trusted-dumps.js';
 import { redactSecrets, splitCredentials } from '../core/redact.js';
 import type { DumpFacts } from '../core/restore-plan.js';
-import { fsyncDir, ownDir } from '../adapters/files/fs-safe.js';
 import { postgresCommand } from '../adapters/postgres/command.js';
-import { privateCopy, privateCopyDir, readChecksumFile, sha256OfFile } from '../adapters/files/checksums.js';
+import { sha256OfFile } from '../adapters/files/checksums.js';
 import type { ActivityDeps } from './deps.js';
-import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
 import { runCommand, withHeartbeats } from '../adapters/commands/run-command.js';
-import { runRsync } from '../adapters/commands/rsync.js';
-import { nasLabel, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
 import type { HealthResult, PostgresTarget, ResolveDumpInput, ResolvedDump, RestoreSettings, VerifiedDump } from '../core/types.js';
 import { checkRestorable, loadDump, requireRestrict, type WithoutRestrict } from '../adapters/postgres/load.js';
 
-/** Links `from` to `to` unless `to` exists: never replaces a file. True when it linked. */
-async function linkIfAbsent(from: string, to: string): Promise<boolean> {
-  try {
-    await link(from, to);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  }
-}
-
 export function createRestoreActivities({ config, logger }: ActivityDeps) {
-  const dir = config.backup.dir;
+  const store = openDumpStore(config, logger);
   const HOST_PSQL_HINT = `Install a current postgresql-client on this host${config.postgres.binDir ? ` (postgres.binDir is ${config.postgres.binDir})` : ''}; nothing was changed.`;
   /** The host's psql (runtime none), as a load would run it: asked before anything stops whether it knows restrict mode. */
   const hostPsql = postgresCommand(config, { runtime: 'none' }, 'psql', ['-X', '-q', '-U', config.postgres.user, '-d', 'postgres']);
-  const pointsDir = join(dir, RESTORE_POINTS_DIR);
-
-  /** A dump's path and format from its name and origin, names checked: never a path from elsewhere. */
-  function locate(file: string, origin: ResolvedDump['origin']): Pick<ResolvedDump, 'file' | 'path' | 'format' | 'origin'> {
-    if (origin === 'immich' && isImmichBackupName(file) && config.immich.backupsDir) return { file, path: join(config.immich.backupsDir, file), format: 'immich', origin };
-    if (origin === 'restore-point' && isRestorePointName(file)) return { file, path: join(pointsDir, file), format: 'cluster', origin };
-    if ((origin === 'local' || origin === 'offsite') && isDumpName(file)) return { file, path: join(dir, file), format: 'cluster', origin };
-    throw new NotOurDumpError(`refusing to load ${JSON.stringify(file)} (origin ${String(origin)}): not a dump name of that origin`);
-  }
-
-  /** Immich's newest own backup for "latest": never its restore-point-… (the state before an in-app restore), only by name. */
-  async function newestImmichBackup(): Promise<string | undefined> {
-    if (!config.immich.backupsDir) return undefined;
-    return (await readdir(config.immich.backupsDir).catch(() => [] as string[])).filter((n) => isImmichBackupName(n) && !n.startsWith('restore-point-')).sort((a, b) => (stampOfName(a)?.getTime() ?? 0) - (stampOfName(b)?.getTime() ?? 0)).at(-1);
-  }
-
-  /**
-   * Copies a dump and its .sha256 from the NAS into the staging dir under temporary names and
-   * verifies it there in full (checksum, stream, marker, scan). It gets its final name only where
-   * none exists: a local file of that name is never replaced; one that differs is reported.
-   */
-  async function fetchFromNas(file: string): Promise<ResolvedDump> {
-    const offsite = config.offsite;
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const temp = join(dir, partialFileName(file));
-    const sumTemp = join(dir, partialFileName(checksumFileName(file)));
-    const tagTemp = join(dir, partialFileName(tagFileName(file)));
-    const cleanUp = () => Promise.all([rm(temp, { force: true }), rm(sumTemp, { force: true }), rm(tagTemp, { force: true })]);
-    try {
-      await cleanUp(); // whatever sits under those names (a symlink planted there) is never written through
-      try {
-        for (const [name, target] of [[file, temp], [checksumFileName(file), sumTemp]] as const) {
-          await runRsync(['-t', '--chmod=F600', '-e', sshCommandString(offsite), `${sshTarget(offsite)}:${offsite.remoteDir}/${name}`, target], { step: `fetching ${name} from the NAS` });
-        }
-      } catch (err) {
-        throw sshError(err, offsite);
-      }
-      // A copy without its tag (uploaded before tags, or planted) is refused just below, as one whose tag does not verify.
-      await runRsync(['-t', '--chmod=F600', '-e', sshCommandString(offsite), `${sshTarget(offsite)}:${offsite.remoteDir}/${tagFileName(file)}`, tagTemp], { step: `fetching ${tagFileName(file)} from the NAS` }).catch((err: Error) => {
-        logger.warn({ file, reason: err.message.split('\n')[0] }, 'no provenance tag fetched from the NAS');
-      });
-      const recorded = await readChecksumFile(sumTemp);
-      // The NAS is someone else's disk: its copy is ours only when its tag verifies with the worker's key.
-      const key = await readKey(config.security.keyFile);
-      if (!dumpTagMatches(key, file, recorded, (await readRegular(tagTemp))?.toString('utf8') ?? '')) {
-        throw new UnauthenticatedDumpError(`the NAS copy of ${file} has no provenance tag that verifies with the worker's key (forged, altered or renamed on the NAS): not restoring it; nothing was changed`);
-      }
-      const local = join(dir, file);
-      const present = await lstat(local).catch(() => undefined);
-      if (present && !present.isFile()) throw new DumpConflictError(`${local} is ${present.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: it is never followed nor replaced; remove it and try again`);
-      if (present) {
-        const [fetched, present] = await withHeartbeats(Promise.all([sha256OfFile(temp), sha256OfFile(local)]), () => ({ step: `comparing the NAS copy of ${file} with the local one` }));
-        if (fetched !== present) {
-          throw new DumpConflictError(`the NAS copy of ${file} (sha256 ${fetched}) differs from the local file of that name (sha256 ${present}): neither was replaced; restore the local one (without --from offsite), or move it aside first to restore the NAS copy`);
-        }
-        logger.info({ file }, 'the NAS copy equals the local dump: restoring the local file');
-        return { file, path: local, format: 'cluster', origin: 'offsite', checksum: fetched };
-      }
-      await checkRestorable({ file, path: temp, format: 'cluster', checksum: recorded });
-      // The checksum first: a dump under its final name always has its .sha256 beside it.
-      if (!(await linkIfAbsent(sumTemp, join(dir, checksumFileName(file)))) && (await readChecksumFile(join(dir, checksumFileName(file)))) !== recorded) {
-        throw new DumpConflictError(`${checksumFileName(file)} already exists in ${dir} with another checksum: neither was replaced; move it aside and try again`);
-      }
-      await linkIfAbsent(tagTemp, join(dir, tagFileName(file)));
-      if (!(await linkIfAbsent(temp, local))) throw new DumpConflictError(`${file} appeared in ${dir} while it was fetched: neither was replaced; try again`);
-      await fsyncDir(dir);
-      logger.info({ file }, 'dump fetched from the NAS and verified');
-      return { file, path: local, format: 'cluster', origin: 'offsite', checksum: recorded };
-    } finally {
-      await cleanUp();
-    }
-  }
 
   return {
     async restoreSettings(): Promise<RestoreSettings> {
       return { approvalTimeoutMs: config.restore.approvalTimeoutMinutes * 60_000, immichDatabase: config.immich.database };
     },
 
-    /**
-     * Which dump to restore: a name must be one of ours (immich_YYYYMMDD_HHMMSS.sql.gz or .sql.zst),
-     * a restore point (restore-point_….sql.gz, from backup.dir/restore-points) or one of Immich's own
-     * (immich-db-backup-….sql.gz, also uploaded-… and restore-point-…) and never a path. Ours come
-     * from the staging dir, or from the NAS when missing locally or asked for; "latest" is the
-     * newest authentic one of ours (never a restore point, never one of Immich's own: those only by name).
-     */
-    async resolveDump({ dump, from }: ResolveDumpInput): Promise<ResolvedDump> {
-      if (dump !== 'latest' && !isDumpName(dump) && !isImmichBackupName(dump) && !isRestorePointName(dump)) {
-        throw new NotOurDumpError(`${JSON.stringify(dump)} is not a dump this tool restores: give latest, ${DUMP_NAME_HINT}, ${RESTORE_POINT_NAME_HINT} or immich-db-backup-….sql.gz (a name, not a path)`);
-      }
-      if (isImmichBackupName(dump)) {
-        if (!config.immich.backupsDir) throw new DumpNotFoundError(`${dump} is one of Immich's own backups, but immich.backupsDir is not configured`);
-        const path = join(config.immich.backupsDir, dump);
-        const st = await lstat(path).catch(() => {
-          throw new DumpNotFoundError(`no ${dump} in ${config.immich.backupsDir}`);
-        });
-        // Immich's folder is someone else's: a symlink or FIFO named like a backup is never opened.
-        if (!st.isFile()) throw new NotOurDumpError(`${path} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: never followed nor read; nothing was changed`);
-        return { file: dump, path, format: 'immich', origin: 'immich' };
-      }
-      const key = await readKey(config.security.keyFile);
-      if (isRestorePointName(dump)) {
-        const { dumps, skipped } = await authenticDumps(pointsDir, key, isRestorePointName);
-        const refused = skipped.find((d) => d.file === dump);
-        if (refused) throw new UnauthenticatedDumpError(`${dump}: ${refused.reason}`);
-        const found = dumps.find((d) => d.file === dump);
-        if (!found) throw new DumpNotFoundError(`no validated restore point ${dump} in ${pointsDir}`);
-        return { file: dump, path: join(pointsDir, dump), format: 'cluster', origin: 'restore-point', checksum: found.sha256 };
-      }
-      if (from === 'local') {
-        let found: { file: string; sha256: string } | undefined;
-        if (dump === 'latest') {
-          const latest = await latestUsable(dir, key, Date.now(), config.backup.maxFutureMinutes);
-          for (const p of latest.passedOver) logger.warn({ file: p.file, reason: p.reason }, 'passed over for "latest"');
-          found = latest.dump;
-        } else {
-          const { dumps, skipped } = await authenticDumps(dir, key);
-          const refused = skipped.find((d) => d.file === dump);
-          if (refused) throw new UnauthenticatedDumpError(`${dump}: ${refused.reason}`);
-          found = dumps.find((d) => d.file === dump);
-        }
-        if (found) return { file: found.file, path: join(dir, found.file), format: 'cluster', origin: 'local', checksum: found.sha256 };
-      }
-      // Asked for the NAS, or the local copy is missing.
-      let remote: string[] = [];
-      let unreachable: string | undefined;
-      try {
-        remote = (await remoteDumpNames(config.offsite)).sort();
-      } catch (err) {
-        if (from === 'offsite') throw err;
-        unreachable = (err as Error).message.split('\n')[0];
-        logger.warn({ err: unreachable }, 'NAS not reachable while looking for a dump');
-      }
-      // "latest" on the NAS: never a dump stamped in the future (its tag is checked when it is fetched).
-      const name = dump === 'latest' ? remote.filter((n) => !futureStamped(n, Date.now(), config.backup.maxFutureMinutes)).at(-1) : remote.includes(dump) ? dump : undefined;
-      if (name) return fetchFromNas(name);
-      // Said as it is: what was looked at, and a NAS that did not answer is never "not on the NAS".
-      const nas = nasLabel(config.offsite);
-      if (dump !== 'latest') {
-        throw new DumpNotFoundError(
-          unreachable
-            ? `${dump} is missing locally (not in ${dir}); whether the NAS has it is unknown: the NAS was not checked (${unreachable}); nothing was changed`
-            : `${dump} is missing locally (not in ${dir}) and the NAS ${nas} has no copy either; nothing was changed`,
-        );
-      }
-      // Immich's own backups carry no tag: never taken as "latest" (a NAS made unreachable on purpose
-      // must not turn a --yes restore into an unauthenticated one); only by name, after the approval says so.
-      const immich = await newestImmichBackup();
-      const where = unreachable ? `none in ${dir}; the NAS copies were not checked (${unreachable})` : `none in ${dir}, none on the NAS ${nas}`;
-      throw new DumpNotFoundError(`no dump of ours found: ${where}${immich ? `; Immich's own newest backup is ${immich} (unauthenticated): restore it by name, --dump ${immich}, and read the approval` : ''}`);
+    /** Which dump to restore, by name or "latest", from the staging dir, restore points, the NAS or Immich's own (adapters/dump-store/resolve.ts). */
+    async resolveDump(input: ResolveDumpInput): Promise<ResolvedDump> {
+      return store.resolve(input);
     },
 
     /** checkRestorable, and for ours (not Immich's own) the provenance tag over the bytes just hashed. */
     async verifyDumpForRestore(dump: ResolvedDump): Promise<VerifiedDump> {
       const verified = await checkRestorable(dump);
-      if (dump.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(dump.path), dump.file, verified.sha256, 'not restoring it; nothing was changed');
+      if (dump.origin !== 'immich') await store.verify(dump.file, verified.sha256, 'not restoring it; nothing was changed', dirname(dump.path));
       // A host psql that would be refused at the load is refused now, before anything stops.
       if (config.postgres.runtime === 'none') await requireRestrict(hostPsql, HOST_PSQL_HINT);
       return verified;
@@ -196,9 +40,9 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
 
     /** Under the lock, just before anything stops: the file is still there, still the bytes that were verified and approved. */
     async recheckDump({ path, file, sha256, origin }: { path: string; file: string; sha256: string; origin?: ResolvedDump['origin'] }): Promise<void> {
-      if (origin && origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(path), file, sha256, 'nothing was changed');
+      if (origin && origin !== 'immich') await store.verify(file, sha256, 'nothing was changed', dirname(path));
       // The folder the load copies into must be the worker's own (not a link planted there): found out now, before anything stops.
-      await ownDir(privateCopyDir(config.security.keyFile));
+      await store.checkCopyDir();
       const now = await withHeartbeats(sha256OfFile(path), () => ({ step: `checking ${file} again` })).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') throw new DumpNotFoundError(`${file} is gone since it was verified (pruned meanwhile?): nothing was changed; choose a dump again (immich-backup dumps)`);
         throw err;
@@ -209,7 +53,7 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
     /** What the approval prompt and the report say about the dump: name, origin, age, size, databases, recorded rows, Immich version. */
     async describeDump({ dump, verified }: { dump: ResolvedDump; verified: VerifiedDump }): Promise<DumpFacts> {
       const stamp = stampOfName(dump.file);
-      const rows = dump.origin === 'immich' ? undefined : await authenticRows(dirname(dump.path), dump.file, await readKey(config.security.keyFile));
+      const rows = dump.origin === 'immich' ? undefined : await store.rows(dump.file, dirname(dump.path));
       const recorded = rowFacts(rows);
       const databases = dump.format === 'immich' ? [config.immich.database] : verified.databases.length ? verified.databases : (recorded.databases ?? []);
       const version = dump.origin === 'immich' ? immichVersionOfBackupName(dump.file) : recorded.immichVersion;
@@ -281,9 +125,9 @@ export function createRestoreActivities({ config, logger }: ActivityDeps) {
       // file beside the key, outside backup.dir, checked against the approved sha256 (and, for ours,
       // the tag), and read through its descriptor. Where the dump is follows from its name and
       // origin alone: a path in the input is never trusted.
-      const located = locate(dump.file, dump.origin);
-      if (located.origin !== 'immich') await verifyDumpTag(await readKey(config.security.keyFile), dirname(located.path), located.file, sha256, 'not loading it');
-      const copy = await privateCopy(located.path, located.file, privateCopyDir(config.security.keyFile), sha256, `copying ${located.file} aside to load exactly the verified bytes`);
+      const located = store.locate(dump.file, dump.origin);
+      if (located.origin !== 'immich') await store.verify(located.file, sha256, 'not loading it', dirname(located.path));
+      const copy = await store.privateCopy(located.path, located.file, sha256, `copying ${located.file} aside to load exactly the verified bytes`);
       try {
         return await load({ file: located.file, format: located.format, source: copy }, target, started);
       } finally {

@@ -3,16 +3,16 @@ import { join } from 'node:path';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR } from '../core/dump-names.js';
 import { COMPLETION_MARKER } from '../adapters/postgres/load.js';
 import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSmallError, NotOurDumpError } from '../core/errors.js';
-import { decodeAndHash, readChecksumFile, sha256OfFile, sqlTailSink } from '../adapters/files/checksums.js';
-import { ensureKey, tagDump } from '../adapters/files/provenance.js';
+import { decodeAndHash, sha256OfFile, sqlTailSink } from '../adapters/files/checksums.js';
+import { openDumpStore, readChecksumFile } from '../adapters/dump-store/index.js';
 import type { ActivityDeps } from './deps.js';
 import { ownDir } from '../adapters/files/fs-safe.js';
-import { removeDigestsFile } from '../adapters/postgres/table-digests.js';
 import type { ValidateDumpInput, ValidatedDump } from '../core/types.js';
 
 export const REJECTED_DIR = 'rejected';
 
 export function createValidateActivities({ config, logger }: ActivityDeps) {
+  const store = openDumpStore(config, logger);
   return {
     /**
      * A dump counts as a backup only when it is at least backup.minBytes, its bytes match its
@@ -29,7 +29,7 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
       try {
         const valid = await checkDump(dir, file, config.backup.minBytes, testedSha256);
         // Validated: from now on it is ours, as its tag (keyed with the worker's key) says to every reader.
-        await tagDump(await ensureKey(config.security.keyFile), dir, file, valid.sha256);
+        await store.seal(file, valid.sha256, dir);
         return valid;
       } catch (err) {
         if (err instanceof DumpTooSmallError || err instanceof DumpCorruptError || err instanceof DumpIncompleteError || err instanceof ChecksumMismatchError) {
@@ -37,7 +37,7 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
           await ownDir(aside);
           await rename(path, join(aside, file));
           await rename(join(dir, checksumFileName(file)), join(aside, checksumFileName(file))).catch(() => undefined);
-          await removeDigestsFile(dir, file); // digests of a dump that is no backup: nothing will compare them
+          await store.dropDigests(file, dir); // digests of a dump that is no backup: nothing will compare them
           logger.error({ file, reason: err.message, movedTo: aside }, 'dump failed validation');
         }
         throw err;

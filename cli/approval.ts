@@ -1,6 +1,6 @@
 import type { WorkflowHandle } from '@temporalio/client';
-import { approvalToken, osUser } from '../adapters/files/authorization.js';
-import { readKey } from '../adapters/files/provenance.js';
+import { approvalToken, osUser } from '../adapters/run-auth/index.js';
+import { readKey } from '../adapters/dump-store/index.js';
 import { ApprovalRefusedError } from '../core/errors.js';
 import { innermostMessage } from '../core/failure.js';
 import { approveUpdate, rejectUpdate } from '../core/messages.js';

@@ -1,7 +1,7 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { createInterface, type Interface } from 'node:readline/promises';
-import { startToken } from '../adapters/files/authorization.js';
-import { readKey } from '../adapters/files/provenance.js';
+import { startToken } from '../adapters/run-auth/index.js';
+import { readKey } from '../adapters/dump-store/index.js';
 import { runId, WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
 import { restorePlanQuery } from '../core/messages.js';
 import { AWAITING_APPROVAL, describePlan, type RestorePlan } from '../core/restore-plan.js';

@@ -46,7 +46,7 @@ export interface RestorePlan {
 export interface ApproveRequest {
   /** The sha256 of the dump the operator was shown (database restores). */
   sha256?: string;
-  /** The approval token the CLI derives from the worker's key and this run (adapters/files/authorization.ts). */
+  /** The approval token the CLI derives from the worker's key and this run (adapters/run-auth/tokens.ts). */
   token?: string;
   /** Who approved: the OS user the CLI runs as (and the sudo user behind it). */
   by?: string;

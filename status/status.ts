@@ -7,9 +7,7 @@ import { checksumFileName, isDumpName, parseDumpName } from '../core/dump-names.
 import { ageText, agoText, formatBytes, zonedTime } from '../core/format.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
 import { listSchedules } from '../temporal/schedules.js';
-import { readChecksumFile } from '../adapters/files/checksums.js';
-import { readKey } from '../adapters/files/provenance.js';
-import { latestUsable } from '../adapters/files/trusted-dumps.js';
+import { openDumpStore, readChecksumFile } from '../adapters/dump-store/index.js';
 import { PROBLEM_STATES, type DrillResult, type RowState, type StatusReport, type StatusRow } from '../core/reports.js';
 import { isMountPoint } from '../adapters/mirror/drive.js';
 import { pairingText, readPairings } from '../adapters/mirror/library-versions.js';
@@ -78,15 +76,15 @@ async function isRunning(client: Client, type: WorkflowType): Promise<boolean> {
 async function localDumpRow(config: Config, now: number): Promise<StatusRow> {
   const dir = config.backup.dir;
   const all = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
-  let key: Buffer;
+  const store = openDumpStore(config);
   try {
-    key = await readKey(config.security.keyFile);
+    await store.key();
   } catch (err) {
     return row('local-dump', 'failed', `dumps not checked: ${(err as Error).message}`);
   }
   // "latest" as restore and the drill see it: authentic, not from the future, not flagged. What was
   // passed over (a forged or future-stamped dump, a flagged one, a symlink named like a dump) is an alarm.
-  const { dump: newest, passedOver } = await latestUsable(dir, key, now, config.backup.maxFutureMinutes);
+  const { dump: newest, passedOver } = await store.latest({ nowMs: now });
   const alarms = passedOver.map((p) => `${p.file}: ${p.reason}`);
   if (!newest) return row('local-dump', alarms.length ? 'failed' : 'missing', alarms.length ? `no usable dump in ${dir}; ${alarms.join('; ')}` : all.length ? `${all.length} dump(s) in ${dir}, none validated` : `no dump in ${dir}`);
   const age = now - parseDumpName(newest.file)!.getTime();

@@ -8,7 +8,7 @@ import type { Config } from '../config/config.js';
 import { TemporalUnreachableError } from '../core/errors.js';
 import type { Logger } from '../config/logger.js';
 import { registerSearchAttributes } from '../temporal/search-attributes.js';
-import { trustedSetup } from '../adapters/files/trust.js';
+import { trustedSetup } from '../adapters/dump-store/index.js';
 import { configFileLabel, workerIdentity } from '../temporal/worker-identity.js';
 import { configDigest } from '../config/config.js';
 import { redactingActivityInterceptors } from './redact-interceptor.js';

@@ -23,7 +23,7 @@ export interface RestoreDatabaseInput {
   noRestorePoint?: boolean;
   /** The dump was made by another Immich version than the one running, and that is intended. */
   acceptVersionChange?: boolean;
-  /** The start token the CLI derives from the worker's key (adapters/files/authorization.ts): without it the run fails at once. */
+  /** The start token the CLI derives from the worker's key (adapters/run-auth/tokens.ts): without it the run fails at once. */
   authorization?: string;
   trigger?: string;
 }

@@ -25,7 +25,7 @@ export interface RestoreLibraryInput {
   path?: string;
   /** The files as the mirror held them at this date (ISO), from the version sets the mirror runs keep. */
   asOf?: string;
-  /** The start token the CLI derives from the worker's key (adapters/files/authorization.ts): without it the run fails at once. */
+  /** The start token the CLI derives from the worker's key (adapters/run-auth/tokens.ts): without it the run fails at once. */
   authorization?: string;
   trigger?: string;
 }

@@ -11,7 +11,7 @@ import { failWith } from './failures.js';
 import { AUTHORIZATION_PATCH, LIBRARY_VERSIONS_PATCH } from './patches.js';
 
 export interface WeeklyLibraryMirrorInput {
-  /** With library.delete on, a run its schedule did not start needs the CLI's start token (adapters/files/authorization.ts). */
+  /** With library.delete on, a run its schedule did not start needs the CLI's start token (adapters/run-auth/tokens.ts). */
   authorization?: string;
   trigger?: string;
   /**

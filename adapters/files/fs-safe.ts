@@ -1,6 +1,12 @@
+import { constants } from 'node:fs';
 import { chmod, lstat, mkdir, open, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { partialFileName } from '../../core/dump-names.js';
 import { NoSpaceError, UnsafePathError } from '../../core/errors.js';
+
+// Filesystem primitives every adapter shares (the dump store, the library mirror's state and
+// pairings): how a file is written whole or not at all, how a folder of the worker's own is made,
+// how a small file that someone else may have planted is read.
 
 /** Makes a rename durable: the directory entry itself is flushed. */
 export async function fsyncDir(path: string): Promise<void> {
@@ -12,21 +18,47 @@ export async function fsyncDir(path: string): Promise<void> {
   }
 }
 
-/** Writes a small file under a temporary name, flushes it, then renames it into place. */
-export async function writeFileAtomic(path: string, tempPath: string, content: string, mode = 0o600): Promise<void> {
-  await rm(tempPath, { force: true });
-  const fh = await open(tempPath, 'wx', mode);
+/**
+ * The one way a small file is replaced: written under a temporary name (by default `.<name>.partial`
+ * beside it) created afresh, never through whatever sits there (O_EXCL, O_NOFOLLOW), flushed,
+ * renamed into place, and the directory flushed so the rename survives a crash. On any failure
+ * the temporary file is removed and the old file stays as it was.
+ */
+export async function writeFileAtomic(path: string, content: string | Buffer, { temp = join(dirname(path), partialFileName(basename(path))), mode = 0o600 }: { temp?: string; mode?: number } = {}): Promise<void> {
+  await rm(temp, { force: true });
+  const fh = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
-    await fh.writeFile(content);
-    await fh.sync();
+    try {
+      await fh.writeFile(content);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(temp, path);
   } catch (err) {
-    await fh.close();
-    await rm(tempPath, { force: true });
+    await rm(temp, { force: true });
     throw err;
   }
-  await fh.close();
-  await rename(tempPath, path);
   await fsyncDir(dirname(path));
+}
+
+/**
+ * A small file's bytes, read only when it is a regular file reached without a symlink (a FIFO or
+ * device named like it never blocks or floods the reader); undefined otherwise. Every file beside
+ * a dump (.sha256, .hmac, .rows.json) is read this way: others may have put something else there.
+ */
+export async function readRegular(path: string, limit = 16 << 20): Promise<Buffer | undefined> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size > limit) return undefined;
+    return await fh.readFile();
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** ENOSPC and EDQUOT become one clear, non-retryable message; anything else passes through. */

@@ -1,10 +1,11 @@
 import { constants } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import type { Config } from '../../config/config.js';
 import { UnsafePathError } from '../../core/errors.js';
+import { writeFileAtomic } from '../files/fs-safe.js';
 
 // LibraryAudit's durable position: one small owner-only file beside the worker's key, validated on
 // every read (it is never trusted blindly), written whole or not at all.
@@ -115,29 +116,10 @@ export async function readAuditState(config: Config): Promise<{ state?: AuditSta
   return { state: parsed.data };
 }
 
-/** Written whole or not at all: a temporary file beside it, synced, renamed over it. */
+/** Written whole or not at all (a temporary file beside it, synced, renamed over it): writeFileAtomic. */
 export async function writeAuditState(config: Config, state: AuditState): Promise<void> {
   const file = await checkStateDir(config, true);
-  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-  try {
-    try {
-      await fh.writeFile(JSON.stringify(stateSchema.parse(state)) + '\n');
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, file);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  const dir = await open(dirname(file), constants.O_RDONLY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+  await writeFileAtomic(file, JSON.stringify(stateSchema.parse(state)) + '\n', { temp: `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp` });
 }
 
 /** What `status` shows of the audit: read from the state file (no Temporal needed). */

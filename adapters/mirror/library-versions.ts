@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { constants, lstatSync, readFileSync } from 'node:fs';
-import { lstat, open, opendir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { lstat, open, opendir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDumpName } from '../../core/dump-names.js';
 import { MirrorSafetyError, UsageError } from '../../core/errors.js';
 import { FUTURE_SLACK_MS, versionSetTime } from '../../core/library-layout.js';
+import { writeFileAtomic } from '../files/fs-safe.js';
 
 // The versioned mirror's bookkeeping: what a run's rsync (--out-format='%i %n': one line per
 // change, none on a no-change run) did, which files of a version set the run overwrote and
@@ -291,16 +292,7 @@ export async function readPairings(versionsDir: string): Promise<Pairing[]> {
 /** Appends (or replaces, on a retry of the same run) this run's pairing: written beside, then renamed over. */
 export async function recordPairing(versionsDir: string, pairing: Pairing): Promise<void> {
   const entries = [...(await readPairings(versionsDir)).filter((p) => p.versionSet !== pairing.versionSet), pairing].slice(-PAIRINGS_KEPT);
-  const temp = join(versionsDir, `.${PAIRINGS_FILE}.${process.pid}.tmp`);
-  await rm(temp, { force: true });
-  const fh = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
-  try {
-    await fh.writeFile(JSON.stringify(entries, null, 1) + '\n');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(temp, join(versionsDir, PAIRINGS_FILE));
+  await writeFileAtomic(join(versionsDir, PAIRINGS_FILE), JSON.stringify(entries, null, 1) + '\n', { temp: join(versionsDir, `.${PAIRINGS_FILE}.${process.pid}.tmp`), mode: 0o644 });
 }
 
 /** One line for status: "library mirror of <date> pairs with <dump>". */

@@ -1,11 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { partialFileName } from '../../core/dump-names.js';
-import { hmac, readRegular, sameHex, sha256Hex, verifyDumpTag } from '../files/provenance.js';
 import type { TableDigests } from '../../core/reports.js';
-import { writeFileAtomic } from '../files/fs-safe.js';
 
 // A digest of each table's data, taken from pg_dump(all)'s SQL as it streams past: the rows of
 // every `COPY schema.table (…) FROM stdin;` block up to its `\.` line, hashed per table and keyed
@@ -14,6 +9,8 @@ import { writeFileAtomic } from '../files/fs-safe.js';
 // fresh load appends them in that order, so a re-dump of a restored copy digests the same: any
 // other value in any row changes its table's digest. Node only looks at line starts outside the
 // data; inside it, native Buffer.indexOf finds the end and the bytes go to the hash in slices.
+// The dump writer hands the digests to the dump store (adapters/dump-store/rows.ts), which keeps
+// them, tagged, beside the dump.
 
 /** The line that ends a COPY block's data, with the newline before it (a data row never is `\.`). */
 const END = Buffer.from('\n\\.\n');
@@ -208,51 +205,4 @@ export class TableDigester extends Writable {
 export function compareDigests(recorded: TableDigests, restored: TableDigests): string[] {
   const tables = [...new Set([...Object.keys(recorded), ...Object.keys(restored)])].sort();
   return tables.filter((t) => recorded[t] !== restored[t]);
-}
-
-// The dump activity hands the digests to recordRowCounts (a later activity, which writes them into
-// the tagged <dump>.rows.json) through a hidden file beside the dump, not through workflow history:
-// a database has hundreds of tables. The file carries the dump's name and sha256 and a tag made
-// with the worker's key, so only digests of this very dump, written by this tool, are taken over.
-
-/** Hidden, beside the dump; removed once its digests are in the dump's .rows.json. */
-export function digestsFileName(dump: string): string {
-  return `.${dump}.digests`;
-}
-
-const digestsTag = (key: Buffer, file: string, body: string) => hmac(key, 'table-digests', file, sha256Hex(body));
-
-/** Writes the digests of `file` (whose bytes hash to `sha256`) beside it, atomically, 0600. */
-export async function writeDigestsFile(key: Buffer, dir: string, file: string, sha256: string, tables: TableDigests): Promise<void> {
-  const body = JSON.stringify({ file, sha256, tables });
-  const name = digestsFileName(file);
-  await writeFileAtomic(join(dir, name), join(dir, partialFileName(name)), `${body}\n${digestsTag(key, file, body)}\n`);
-}
-
-/**
- * The digests beside `file`, only when their tag verifies, they name this file, and the sha256 they
- * were taken with is the one the dump's own tag vouches for; undefined otherwise.
- */
-export async function readDigestsFile(key: Buffer, dir: string, file: string): Promise<TableDigests | undefined> {
-  const text = (await readRegular(join(dir, digestsFileName(file))))?.toString('utf8');
-  const [body, tag] = text?.split('\n') ?? [];
-  if (!body || !tag || !sameHex(tag, digestsTag(key, file, body))) return undefined;
-  const parsed = JSON.parse(body) as { file?: unknown; sha256?: unknown; tables?: unknown };
-  if (parsed.file !== file || typeof parsed.sha256 !== 'string') return undefined;
-  // An earlier attempt's digests stay beside a dump that another attempt wrote: the tag decides.
-  if (!(await verifyDumpTag(key, dir, file, parsed.sha256).then(() => true, () => false))) return undefined;
-  return validDigests(parsed.tables);
-}
-
-export async function removeDigestsFile(dir: string, file: string): Promise<void> {
-  await rm(join(dir, digestsFileName(file)), { force: true });
-}
-
-/** `value` as table digests when every entry is a printable table key and a sha256; undefined otherwise. */
-export function validDigests(value: unknown): TableDigests | undefined {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-  const entries = Object.entries(value as Record<string, unknown>);
-  // eslint-disable-next-line no-control-regex -- a table key with a control character is refused on purpose
-  const ok = entries.every(([t, d]) => t.length <= 1000 && /^[^\x00-\x1f]*: \S/.test(t) && typeof d === 'string' && /^[0-9a-f]{64}$/.test(d));
-  return ok ? (Object.fromEntries(entries) as TableDigests) : undefined;
 }

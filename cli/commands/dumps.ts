@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { listDumps } from '../../adapters/files/catalog.js';
+import { openDumpStore } from '../../adapters/dump-store/index.js';
 import { ageText, formatBytes } from '../../core/format.js';
 import { configOf } from '../context.js';
 
@@ -10,7 +10,7 @@ export function registerDumps(program: Command): void {
     .description('What a restore can load: local dumps, restore points, NAS copies, Immich\'s own backups, with age, size, verified state and recorded row counts')
     .option('--json', 'print as JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
-      const catalog = await listDumps(configOf(cmd));
+      const catalog = await openDumpStore(configOf(cmd)).list();
       if (opts.json) return void process.stdout.write(JSON.stringify(catalog, null, 2) + '\n');
       const where = { local: 'staging dir', offsite: 'NAS', 'restore-point': 'restore point', immich: "Immich's own" } as const;
       const lines = catalog.entries.map((e) =>

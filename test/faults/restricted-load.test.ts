@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
-import { privateCopyDir } from '../../adapters/files/checksums.js';
+import { privateCopyDir } from '../../adapters/dump-store/index.js';
 import type { RestoreDrillReport } from '../../workflows/index.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { waitFor } from '../helpers/net.js';

@@ -10,7 +10,7 @@ import { hostThrowaway } from '../../adapters/postgres/throwaway.js';
 import { collectStatus } from '../../status/status.js';
 import { dumpFileName, formatStamp } from '../../core/dump-names.js';
 import { createLogger } from '../../config/logger.js';
-import { privateCopyDir } from '../../adapters/files/checksums.js';
+import { privateCopyDir } from '../../adapters/dump-store/index.js';
 import type { OffsiteSyncReport, RestoreDrillReport } from '../../workflows/index.js';
 import { cli } from '../helpers/cli.js';
 import { recordFault } from '../helpers/fault-matrix.js';

@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Client, WorkflowHandle } from '@temporalio/client';
-import { approvalToken, startToken } from '../../adapters/files/authorization.js';
+import { approvalToken, startToken } from '../../adapters/run-auth/index.js';
 import type { Config } from '../../config/config.js';
-import { ensureKey, tagDump, tagRows } from '../../adapters/files/provenance.js';
+import { ensureKey } from '../../adapters/dump-store/key.js';
+import { tagDump, tagRows } from '../../adapters/dump-store/tags.js';
 
 // What the CLI does for an operator, for tests that talk to Temporal directly: tags a planted dump
 // with the worker's key (as if this tool had written it), makes start tokens and approval tokens.

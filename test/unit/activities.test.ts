@@ -11,14 +11,15 @@ import { execa } from 'execa';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities/index.js';
 import { teeSink, TesterStoppedError } from '../../activities/dump.js';
-import { digestsFileName, readDigestsFile, TableDigester } from '../../adapters/postgres/table-digests.js';
+import { TableDigester } from '../../adapters/postgres/table-digests.js';
+import { digestsFileName, readDigestsFile } from '../../adapters/dump-store/rows.js';
 import type { Config } from '../../config/config.js';
 import { createLogger } from '../../config/logger.js';
 import { IMMICH_TABLES, pgBin } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/net.js';
 import { fixture } from '../helpers/paths.js';
 import { fixtureEnv, listDir, tempDir, testConfig } from '../helpers/setup.js';
-import { ensureKey } from '../../adapters/files/provenance.js';
+import { ensureKey } from '../../adapters/dump-store/key.js';
 import { useStack } from '../helpers/stack.js';
 import { tagPlanted } from '../helpers/trust.js';
 

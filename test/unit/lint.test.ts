@@ -27,7 +27,7 @@ const planted = {
   voidedPromise: [`cli/${tag}-voided.ts`, "async function save(): Promise<void> {}\nexport function run(): void {\n  void save(); // best effort: a failure is logged by save itself\n}\n"],
   execaOutsideRunner: [`activities/${tag}-execa.ts`, "import { execa } from 'execa';\nexport const run = () => execa('true');\n"],
   plainError: [`cli/${tag}-plain-error.ts`, "export function check(ok: boolean): void {\n  if (!ok) throw new Error('bad');\n}\n"],
-  coreImportsUp: [`core/${tag}-up.ts`, "import type { Config } from '../config/config.js';\nimport { listDumps } from '../adapters/files/catalog.js';\nexport const f = (c: Config) => listDumps(c);\n"],
+  coreImportsUp: [`core/${tag}-up.ts`, "import type { Config } from '../config/config.js';\nimport { openDumpStore } from '../adapters/dump-store/index.js';\nexport const f = (c: Config) => openDumpStore(c).list();\n"],
   coreNodeFs: [`core/${tag}-node-fs.ts`, "import { readFileSync } from 'node:fs';\nexport const read = readFileSync;\n"],
   adapterImportsActivity: [`adapters/files/${tag}-up.ts`, "import { createActivities } from '../../activities/index.js';\nexport const a = createActivities;\n"],
   temporalImportsCli: [`temporal/${tag}-up.ts`, "import * as cli from '../cli/cli.js';\nexport const c = cli;\n"],

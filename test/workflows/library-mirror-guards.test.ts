@@ -7,7 +7,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createActivities } from '../../activities/index.js';
 import type { MirrorOutcome } from '../../core/types.js';
-import { grantRun } from '../../adapters/files/authorization.js';
+import { grantRun } from '../../adapters/run-auth/index.js';
 import { remoteVersionsDirOf, versionSetName, versionsDirOf } from '../../core/library-layout.js';
 import { createLogger } from '../../config/logger.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';

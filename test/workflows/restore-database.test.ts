@@ -6,8 +6,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
-import { authenticDumps } from '../../adapters/files/trusted-dumps.js';
-import { readKey } from '../../adapters/files/provenance.js';
+import { openDumpStore } from '../../adapters/dump-store/index.js';
 import { tagPlanted } from '../helpers/trust.js';
 import { collectStatus } from '../../status/status.js';
 import { createActivities } from '../../activities/index.js';
@@ -269,7 +268,7 @@ describe('RestoreDatabase', () => {
     // latest, status, the drill's and OffsiteSync's readers see the backup alone.
     const dry = await w.restore({ dryRun: true });
     assert.equal(dry.report!.dump, dump.file, 'latest is the backup, not the restore point');
-    assert.deepEqual((await authenticDumps(w.backupDir, await readKey(w.config.security.keyFile))).dumps.map((d) => d.file), [dump.file]);
+    assert.deepEqual((await openDumpStore(w.config).authentic()).dumps.map((d) => d.file), [dump.file]);
     const status = await collectStatus(w.config, undefined);
     assert.equal(status.rows.find((r) => r.id === 'local-dump')!.details!.file, dump.file);
     const plan = await createActivities({ config: w.config, logger: quiet }).planOffsiteSync();

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { relative, resolve } from 'node:path';
 import type { Config } from '../../config/config.js';
 import { UnsafePathError } from '../../core/errors.js';
-import { assertNotWritableByOthers, ensureKey } from './provenance.js';
+import { assertNotWritableByOthers, ensureKey } from './key.js';
 
 const inside = (path: string, dir: string) => {
   const rel = relative(resolve(dir), resolve(path));

@@ -3,11 +3,9 @@ import { join } from 'node:path';
 import type { Config } from '../../config/config.js';
 import { checksumFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, stampOfName } from '../../core/dump-names.js';
 import type { DumpOrigin } from '../../core/restore-plan.js';
-import { readKey, verifyDumpTag } from './provenance.js';
-import { readChecksumFile } from './checksums.js';
-import { authenticRows, futureStamped, rowFacts } from './trusted-dumps.js';
 import { remoteListing } from '../nas/remote-dumps.js';
-import { notRegular } from './fs-safe.js';
+import { futureStamped, scanDumps } from './authentic.js';
+import { authenticRows, rowFacts } from './rows.js';
 
 // `immich-backup dumps`: everything a restore can load, wherever it is, with what is known of each
 // without reading it whole (age, size, whether a checksum was recorded, the row counts recorded).
@@ -40,35 +38,39 @@ function timing(file: string, nowMs: number): Pick<CatalogEntry, 'stamp' | 'ageH
 }
 
 /** Our dumps (or restore points) in one folder: regular files only; a symlink or directory named like one is a problem. */
-async function localEntries(config: Config, dir: string, origin: 'local' | 'restore-point', isName: (n: string) => boolean, nowMs: number, problems: string[]): Promise<CatalogEntry[]> {
-  const names = (await readdir(dir).catch(() => [] as string[])).filter(isName).sort();
-  const key = await readKey(config.security.keyFile).catch((err: Error) => {
-    if (names.length) problems.push(`provenance not checked: ${err.message}`);
-    return undefined;
-  });
+async function localEntries(config: Config, key: () => Promise<Buffer>, dir: string, origin: 'local' | 'restore-point', isName: (n: string) => boolean, nowMs: number, problems: string[]): Promise<CatalogEntry[]> {
+  let verifiedWith: Buffer | undefined;
+  const scanned = await scanDumps(dir, isName, async () => {
+    verifiedWith = await key().catch((err: Error) => {
+      problems.push(`provenance not checked: ${err.message}`);
+      return undefined;
+    });
+    return verifiedWith;
+  }, 'a restore refuses it');
   const entries: CatalogEntry[] = [];
-  for (const file of names) {
-    const st = await lstat(join(dir, file)).catch(() => undefined);
-    if (!st) continue;
-    if (!st.isFile()) {
-      problems.push(`${join(dir, file)} is ${notRegular(st)} named like a dump: ignored, never followed; remove it`);
+  for (const d of scanned) {
+    if (d.state === 'not-regular') {
+      problems.push(`${join(dir, d.file)} is ${d.what} named like a dump: ignored, never followed; remove it`);
       continue;
     }
-    const sha256 = await readChecksumFile(join(dir, checksumFileName(file)));
-    const validated = /^[0-9a-f]{64}$/.test(sha256);
-    const tagProblem = !key ? 'provenance not checked' : validated ? await verifyDumpTag(key, dir, file, sha256, 'a restore refuses it').then(() => undefined, (err: Error) => err.message) : undefined;
-    const rows = key && validated && !tagProblem ? await authenticRows(dir, file, key) : undefined;
+    const { file } = d;
+    const rows = verifiedWith && d.state === 'authentic' ? await authenticRows(dir, file, verifiedWith) : undefined;
     const { tables, rows: rowCount, immichVersion } = rowFacts(rows);
     const flags = [
       ...(futureStamped(file, nowMs, config.backup.maxFutureMinutes) ? ['STAMPED IN THE FUTURE (a clock ran ahead): never "latest"'] : []),
       ...(rows?.shrink ? [`FLAGGED (${rows.shrink}): kept, never "latest"`] : []),
     ];
+    const verified =
+      d.state === 'unvalidated' ? 'NOT validated (no .sha256): a restore refuses it'
+      : d.state === 'unchecked' ? 'NOT AUTHENTIC: provenance not checked'
+      : d.state === 'refused' ? `NOT AUTHENTIC: ${d.reason}`
+      : `validated and tagged, sha256 ${d.sha256.slice(0, 12)}… recorded${flags.length ? `; ${flags.join('; ')}` : ''}`;
     entries.push({
       file,
       origin,
       ...timing(file, nowMs),
-      bytes: st.size,
-      verified: !validated ? 'NOT validated (no .sha256): a restore refuses it' : tagProblem ? `NOT AUTHENTIC: ${tagProblem}` : `validated and tagged, sha256 ${sha256.slice(0, 12)}… recorded${flags.length ? `; ${flags.join('; ')}` : ''}`,
+      bytes: d.bytes,
+      verified,
       ...(tables !== undefined ? { tables, rows: rowCount } : {}),
       ...(immichVersion ? { immichVersion } : {}),
       restore: `restore db --dump ${file}`,
@@ -78,12 +80,12 @@ async function localEntries(config: Config, dir: string, origin: 'local' | 'rest
 }
 
 /** Every restorable dump: the staging dir, restore points, the NAS, Immich's own backups, newest first within each. */
-export async function listDumps(config: Config, nowMs = Date.now()): Promise<Catalog> {
+export async function listDumps(config: Config, key: () => Promise<Buffer>, nowMs = Date.now()): Promise<Catalog> {
   const dir = config.backup.dir;
   const problems: string[] = [];
   const entries = [
-    ...(await localEntries(config, dir, 'local', isDumpName, nowMs, problems)).reverse(),
-    ...(await localEntries(config, join(dir, RESTORE_POINTS_DIR), 'restore-point', isRestorePointName, nowMs, problems)).reverse(),
+    ...(await localEntries(config, key, dir, 'local', isDumpName, nowMs, problems)).reverse(),
+    ...(await localEntries(config, key, join(dir, RESTORE_POINTS_DIR), 'restore-point', isRestorePointName, nowMs, problems)).reverse(),
   ];
   try {
     // One listing: names and sizes (`ls -ln` is there on every NAS, busybox included).
