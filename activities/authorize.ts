@@ -5,8 +5,6 @@ import { authorizeRun, type Authorization, type AuthorizeRunInput } from '../ada
 import type { ActivityDeps } from './deps.js';
 
 export type { Authorization, AuthorizeRunInput } from '../adapters/run-auth/index.js';
-/** For the destructive activities: the calling run must hold a grant (adapters/run-auth/grants.ts). */
-export { requireAuthorizedRun } from '../adapters/run-auth/index.js';
 
 export function createAuthorizeActivities({ config, logger }: ActivityDeps) {
   const store = openDumpStore(config, logger);

@@ -1,6 +1,6 @@
 import { MirrorSafetyError } from '../core/errors.js';
 import { versionSetProblem } from '../core/library-layout.js';
-import { requireAuthorizedRun } from './authorize.js';
+import { requireAuthorizedRun } from '../adapters/run-auth/index.js';
 import type { ActivityDeps } from './deps.js';
 import { copyLibraryToNas } from '../adapters/nas/library-copy.js';
 import type { LibraryOffsiteResult } from '../core/types.js';

@@ -1,4 +1,4 @@
-import { requireAuthorizedRun } from './authorize.js';
+import { requireAuthorizedRun } from '../adapters/run-auth/index.js';
 import type { ActivityDeps } from './deps.js';
 import { restoreSelection, type SelectionRequest, type SelectionResult } from '../adapters/mirror/selective-restore.js';
 export { selectionPathProblem } from '../core/library-layout.js';

@@ -1,7 +1,7 @@
 import { CommandFailedError, DriveNotMountedError, MirrorSafetyError, SourceEmptyError } from '../core/errors.js';
 import { versionSetName, versionSetProblem, versionsDirOf } from '../core/library-layout.js';
 import { openDumpStore } from '../adapters/dump-store/index.js';
-import { requireAuthorizedRun } from './authorize.js';
+import { requireAuthorizedRun } from '../adapters/run-auth/index.js';
 import { assertOnDrive, countFiles, driveProblem, hasFiles } from '../adapters/mirror/drive.js';
 import type { ActivityDeps } from './deps.js';
 import { pruneVersionSets, type PruneVersionsResult } from '../adapters/mirror/library-versions.js';

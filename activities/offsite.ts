@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { readdir, rename, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../core/dump-names.js';
 import { ChecksumMismatchError, NotOurDumpError } from '../core/errors.js';
@@ -8,12 +8,10 @@ import { sha256OfFile } from '../adapters/files/checksums.js';
 import { openDumpStore, tagFileName } from '../adapters/dump-store/index.js';
 import type { ActivityDeps } from './deps.js';
 import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
-import { ownDir } from '../adapters/files/fs-safe.js';
 import { awaitWithStallGuard, startCommand, withHeartbeats } from '../adapters/commands/run-command.js';
 import { runRsync } from '../adapters/commands/rsync.js';
 import { connectionOptions, nasLabel, runRemote, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
 import type { CopiedDump, DumpToCopy, OffsitePlan, OffsiteSettings, PruneResult } from '../core/types.js';
-import { REJECTED_DIR } from './validate.js';
 
 /** rsync's --partial-dir for uploads, inside offsite.remoteDir: what an interrupted upload leaves. */
 const RSYNC_PARTIAL_DIR = '.rsync-partial';
@@ -84,11 +82,7 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
    * validation), with an alarm, and the others are still copied.
    */
   async function rejectLocal(file: string, reason: string): Promise<CopiedDump> {
-    const aside = join(config.backup.dir, REJECTED_DIR);
-    await ownDir(aside);
-    await rename(join(config.backup.dir, file), join(aside, file));
-    await rename(join(config.backup.dir, checksumFileName(file)), join(aside, checksumFileName(file))).catch(() => undefined);
-    await rename(join(config.backup.dir, tagFileName(file)), join(aside, tagFileName(file))).catch(() => undefined);
+    const aside = await store.setAside(file, config.backup.dir);
     logger.error({ file, reason, movedTo: aside }, 'local dump damaged: not copied offsite, moved aside');
     return { file, bytes: 0, rejected: `${reason}: moved to ${aside}` };
   }

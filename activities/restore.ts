@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { immichVersionOfBackupName, stampOfName } from '../core/dump-names.js';
 import { ChecksumMismatchError, ConfigError, DumpNotFoundError } from '../core/errors.js';
 import { openDumpStore, rowFacts } from '../adapters/dump-store/index.js';
-import { requireAuthorizedRun } from './authorize.js';
+import { requireAuthorizedRun } from '../adapters/run-auth/index.js';
 import { redactSecrets, splitCredentials } from '../core/redact.js';
 import type { DumpFacts } from '../core/restore-plan.js';
 import { postgresCommand } from '../adapters/postgres/command.js';

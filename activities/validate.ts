@@ -1,4 +1,4 @@
-import { rename, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, RESTORE_POINT_NAME_HINT, RESTORE_POINTS_DIR } from '../core/dump-names.js';
 import { COMPLETION_MARKER } from '../adapters/postgres/load.js';
@@ -6,10 +6,8 @@ import { ChecksumMismatchError, DumpCorruptError, DumpIncompleteError, DumpTooSm
 import { decodeAndHash, sha256OfFile, sqlTailSink } from '../adapters/files/checksums.js';
 import { openDumpStore, readChecksumFile } from '../adapters/dump-store/index.js';
 import type { ActivityDeps } from './deps.js';
-import { ownDir } from '../adapters/files/fs-safe.js';
 import type { ValidateDumpInput, ValidatedDump } from '../core/types.js';
 
-export const REJECTED_DIR = 'rejected';
 
 export function createValidateActivities({ config, logger }: ActivityDeps) {
   const store = openDumpStore(config, logger);
@@ -25,7 +23,6 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
       const point = kind === 'restore-point';
       if (!(point ? isRestorePointName(file) : isDumpName(file))) throw new NotOurDumpError(`refusing to validate ${JSON.stringify(file)}: not a ${point ? 'restore point' : 'dump'} name (${point ? RESTORE_POINT_NAME_HINT : DUMP_NAME_HINT})`);
       const dir = point ? join(config.backup.dir, RESTORE_POINTS_DIR) : config.backup.dir;
-      const path = join(dir, file);
       try {
         const valid = await checkDump(dir, file, config.backup.minBytes, testedSha256);
         // Validated: from now on it is ours, as its tag (keyed with the worker's key) says to every reader.
@@ -33,11 +30,7 @@ export function createValidateActivities({ config, logger }: ActivityDeps) {
         return valid;
       } catch (err) {
         if (err instanceof DumpTooSmallError || err instanceof DumpCorruptError || err instanceof DumpIncompleteError || err instanceof ChecksumMismatchError) {
-          const aside = join(dir, REJECTED_DIR);
-          await ownDir(aside);
-          await rename(path, join(aside, file));
-          await rename(join(dir, checksumFileName(file)), join(aside, checksumFileName(file))).catch(() => undefined);
-          await store.dropDigests(file, dir); // digests of a dump that is no backup: nothing will compare them
+          const aside = await store.setAside(file, dir);
           logger.error({ file, reason: err.message, movedTo: aside }, 'dump failed validation');
         }
         throw err;

@@ -94,6 +94,8 @@ export function immichVersionOfBackupName(name: string): string | undefined {
 // pruning) ever mistakes one for a backup: they hold the state an operator rolled back from.
 const RESTORE_POINT_NAME = /^restore-point_(\d{8}_\d{6})\.sql\.(gz|zst)$/;
 export const RESTORE_POINTS_DIR = 'restore-points';
+/** Where a dump that is no backup (failed validation, changed since) is kept for a look, beside the dumps. */
+export const REJECTED_DIR = 'rejected';
 export const RESTORE_POINT_NAME_HINT = 'restore-point_YYYYMMDD_HHMMSS.sql.gz';
 
 export function restorePointFileName(stamp: string, format: DumpFormat = 'gzip'): string {

@@ -51,24 +51,30 @@ concurrent=()
 for f in "${files[@]}"; do
   if grep -q '^// scripts/test.sh: alone' "$f" 2>/dev/null; then serial+=("$f"); else concurrent+=("$f"); fi
 done
+# The largest files (on the whole the longest) start first, so the pass does not end with one long
+# file running by itself on cores the others have left.
+if [ ${#concurrent[@]} -gt 0 ]; then mapfile -t concurrent < <(ls -S -- "${concurrent[@]}"); fi
 
 # The servers the files share (test/helpers/run-services.ts): one Temporal dev server, each file in
 # a namespace of its own, and an initdb'd PostgreSQL data directory each file's cluster is copied
 # from. Without them (they did not start) every file starts its own, as when it runs alone.
 services=$(mktemp -d)
+services_pid=
+stop_services() {
+  if [ -n "$services_pid" ]; then { kill -TERM "$services_pid" && wait "$services_pid"; } 2>/dev/null || true; fi
+  rm -rf "$services"
+}
+trap 'stop_services; reap' EXIT
 node dist/test/helpers/run-services.js >"$services/env" 2>"$services/stderr" &
 services_pid=$!
-while [ "$(grep -c = "$services/env")" -lt 2 ] && kill -0 "$services_pid" 2>/dev/null; do sleep 0.2; done
+# Bounded: servers that hang while starting leave each file to start its own, not the run waiting.
+services_deadline=$((SECONDS + 120))
+while [ "$(grep -c = "$services/env")" -lt 2 ] && kill -0 "$services_pid" 2>/dev/null && [ "$SECONDS" -lt "$services_deadline" ]; do sleep 0.2; done
 if [ "$(grep -c = "$services/env")" -ge 2 ]; then
   while IFS='=' read -r name value; do export "$name=$value"; done <"$services/env"
 else
   echo "the shared test servers did not start ($(tail -n 1 "$services/stderr")): each test file starts its own" >&2
 fi
-stop_services() {
-  { kill -TERM "$services_pid" && wait "$services_pid"; } 2>/dev/null || true
-  rm -rf "$services"
-}
-trap 'stop_services; reap' EXIT
 
 taps=()
 status=0

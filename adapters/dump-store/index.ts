@@ -1,9 +1,9 @@
 import { constants } from 'node:fs';
-import { link, lstat, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, lstat, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../config/config.js';
 import type { Logger } from '../../config/logger.js';
-import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, RESTORE_POINTS_DIR, rowCountsFileName } from '../../core/dump-names.js';
+import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, REJECTED_DIR, RESTORE_POINTS_DIR, rowCountsFileName } from '../../core/dump-names.js';
 import { ChecksumMismatchError, ConfigError, DumpNameTakenError, DumpNotFoundError } from '../../core/errors.js';
 import type { RowCounts, TableDigests } from '../../core/reports.js';
 import type { DumpKind, ResolveDumpInput, ResolvedDump, VerifiedDump } from '../../core/types.js';
@@ -64,6 +64,12 @@ export interface DumpStore {
   adopt(file: string, checking?: () => void): Promise<VerifiedDump>;
   /** Digests of a dump that is no backup: nothing will compare them. */
   dropDigests(file: string, dir?: string): Promise<void>;
+  /**
+   * A dump that is no backup (it failed validation, or changed since): it, its .sha256 and its tag
+   * move into rejected/ beside it (kept for a look, never pruned or loaded as ours), its digests are
+   * dropped. Returns that folder.
+   */
+  setAside(file: string, dir?: string): Promise<string>;
   /** The folder private copies are made in (beside the key, the worker's own): checked, made if missing. */
   checkCopyDir(): Promise<string>;
   /** The verified bytes of a dump, copied into an unlinked private file (see private-copy.ts). */
@@ -164,6 +170,15 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
 
     async dropDigests(file, dir = dirOf(file)) {
       await removeDigestsFile(dir, file);
+    },
+
+    async setAside(file, dir = dirOf(file)) {
+      const aside = join(dir, REJECTED_DIR);
+      await ownDir(aside);
+      await rename(join(dir, file), join(aside, file));
+      for (const name of [checksumFileName(file), tagFileName(file)]) await rename(join(dir, name), join(aside, name)).catch(() => undefined);
+      await removeDigestsFile(dir, file);
+      return aside;
     },
 
     checkCopyDir: () => ownDir(privateCopyDir(keyFile)),

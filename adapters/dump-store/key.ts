@@ -7,9 +7,14 @@ import { UnsafePathError } from '../../core/errors.js';
 // What the tool trusts: one key of its own (security.keyFile), apart from the dumps it vouches for.
 // Every dump the tool writes carries an HMAC-SHA256 tag made with it (tags.ts), and destructive runs
 // and approvals need tokens derived from it (adapters/run-auth/), so only who can read the key can
-// restore. The store reads it once (index.ts); these functions read it as it is on disk.
+// restore. These functions read it once per process (the store keeps what they return, index.ts).
 
 const KEY_BYTES = 32;
+
+// One key per process and path, as read first: a key file deleted or replaced while the worker runs
+// is not made or read again (the next dump would be tagged with a key the rest of the run does not
+// hold); a restart reads it anew.
+const keys = new Map<string, Buffer>();
 
 /** Group or others may write it, or it belongs to someone other than root and this process's user. */
 function unsafeMode(st: { mode: number; uid: number }, sticky = false): string | undefined {
@@ -49,6 +54,8 @@ function parseKey(text: string, path: string): Buffer {
 
 /** The key, made on first use (owner-only, in an owner-only folder); refused when others can read or write it. */
 export async function ensureKey(path: string): Promise<Buffer> {
+  const cached = keys.get(path);
+  if (cached) return cached;
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   try {
     const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
@@ -66,6 +73,8 @@ export async function ensureKey(path: string): Promise<Buffer> {
 
 /** The key as it is: missing, unreadable or readable by others is a one-line UnsafePathError. */
 export async function readKey(path: string): Promise<Buffer> {
+  const cached = keys.get(path);
+  if (cached) return cached;
   const st = await lstat(path).catch(() => undefined);
   if (!st) throw new UnsafePathError(`key file ${path} (security.keyFile) does not exist: the worker makes it on its first start; run the CLI as the user the worker runs as (root)`);
   if (!st.isFile()) throw new UnsafePathError(`key file ${path} (security.keyFile) is not a regular file`);
@@ -74,7 +83,9 @@ export async function readKey(path: string): Promise<Buffer> {
   const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
     throw new UnsafePathError(`cannot read key file ${path} (security.keyFile): ${err.code === 'EACCES' ? 'permission denied: run as the user the worker runs as (root)' : err.message}`);
   });
-  return parseKey(text, path);
+  const key = parseKey(text, path);
+  keys.set(path, key);
+  return key;
 }
 
 export function hmac(key: Buffer, ...parts: string[]): string {

@@ -37,7 +37,7 @@ async function newestImmichBackup(config: Config): Promise<string | undefined> {
  * from the staging dir, or from the NAS when missing locally or asked for; "latest" is the
  * newest authentic one of ours (never a restore point, never one of Immich's own: those only by name).
  */
-export async function resolveDump(config: Config, logger: Logger, store: Pick<DumpStore, 'authentic' | 'latest' | 'importFromNas'>, { dump, from }: ResolveDumpInput): Promise<ResolvedDump> {
+export async function resolveDump(config: Config, logger: Logger, store: Pick<DumpStore, 'key' | 'authentic' | 'latest' | 'importFromNas'>, { dump, from }: ResolveDumpInput): Promise<ResolvedDump> {
   const dir = config.backup.dir;
   const pointsDir = join(dir, RESTORE_POINTS_DIR);
   if (dump !== 'latest' && !isDumpName(dump) && !isImmichBackupName(dump) && !isRestorePointName(dump)) {
@@ -53,6 +53,8 @@ export async function resolveDump(config: Config, logger: Logger, store: Pick<Du
     if (!st.isFile()) throw new NotOurDumpError(`${path} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: never followed nor read; nothing was changed`);
     return { file: dump, path, format: 'immich', origin: 'immich' };
   }
+  // Without the key nothing of ours can be proven: refused here, before anything is listed or fetched from the NAS.
+  await store.key();
   if (isRestorePointName(dump)) {
     const { dumps, skipped } = await store.authentic('restore-point');
     const refused = skipped.find((d) => d.file === dump);

@@ -24,9 +24,6 @@ import { runWorkflow } from '../helpers/run-workflow.js';
 const stack = useRestoreStack(200);
 const { world, dockerCalls } = stack;
 
-/** The uid of the test server's OS user, which the fixture docker's `exec -u postgres` runs as. */
-const postgresUid = async () => (await execa('id', ['-u', 'postgres'])).stdout.trim();
-
 /** A directory anyone can write: psql, as whichever user it runs, leaves its `id -u` there. */
 async function markerDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'immich-backup-restricted-'));

@@ -30,7 +30,8 @@ import { HISTORIES_DIR, historyToJson } from './history-json.js';
 const TASK_QUEUE = 'replay';
 const only = process.argv.slice(2);
 
-const [temporal, pg, sshd, ping] = await Promise.all([startTestTemporal(), startPostgres(), startSshd(), startPingServer()]);
+// A server of its own (never the test run's shared one): the recorder's client and workers use the default namespace.
+const [temporal, pg, sshd, ping] = await Promise.all([startTestTemporal(undefined, { own: true }), startPostgres(), startSshd(), startPingServer()]);
 const connection = await Connection.connect({ address: temporal.address });
 const client = new Client({ connection });
 const root = await tempDir('record');

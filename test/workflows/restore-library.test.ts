@@ -183,7 +183,8 @@ describe('RestoreLibrary', () => {
       const restoring = await startAuthorized(stack.client, config, 'RestoreLibrary', restoreId, { approved: true });
       await stepReached(restoring, 'restoring library');
       const mirroring = await startAuthorized(stack.client, config, 'WeeklyLibraryMirror', testWorkflowId('WeeklyLibraryMirror'), {});
-      const waiting = await stepReached(mirroring, (s) => s.startsWith('waiting for the library'));
+      // The step names the holder once the lock has answered (a moment after the wait begins): wait for that line, which must come.
+      const waiting = await stepReached(mirroring, (s) => s.startsWith('waiting for the library: in use by'));
       assert.match(waiting, new RegExp(`^waiting for the library: in use by ${restoreId} \\(gives up at \\S+Z\\)$`));
       return Promise.all([restoring.result() as Promise<RestoreLibraryReport>, mirroring.result() as Promise<WeeklyLibraryMirrorReport>]);
     });
