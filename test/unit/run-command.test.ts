@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -66,17 +66,21 @@ describe('startPipedPair', () => {
   test('producer | consumer through an OS pipe: every byte arrives, none passes through this process, no FIFO is left', async () => {
     // The FIFO's directory goes to a temporary directory of this test's own: another file's dump running at the same time makes one too.
     const tmp = await tempDir('fifo-test');
-    // What this process read and wrote through system calls (/proc/self/io: rchar, wchar), not its
-    // CPU time, which other test files running at once on the same cores make noisy.
-    const io = () => Object.fromEntries(readFileSync('/proc/self/io', 'utf8').trim().split('\n').map((l) => l.split(': ') as [string, string]).map(([k, v]) => [k, Number(v)]));
+    // What this process's own threads read and wrote through system calls (/proc/self/task/*/io:
+    // rchar, wchar; the process-wide /proc/self/io also counts its reaped children), not its CPU
+    // time, which other test files running at once on the same cores make noisy.
+    const io = () =>
+      readdirSync('/proc/self/task').reduce((sum, tid) => {
+        const fields = Object.fromEntries(readFileSync(`/proc/self/task/${tid}/io`, 'utf8').trim().split('\n').map((l) => l.split(': ')));
+        return sum + Number(fields.rchar) + Number(fields.wchar);
+      }, 0);
     const before = io();
     const { producer: dump, consumer: compress } = await inTmpdir(tmp, () => startPipedPair({ file: 'head', args: ['-c', '300000000', '/dev/zero'], label: 'head' }, { file: 'wc', args: ['-c'], label: 'wc' }));
     let out = '';
     compress.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     await Promise.all([awaitCommand(dump, 'head'), awaitCommand(compress, 'wc')]);
     assert.equal(out.trim(), '300000000');
-    const after = io();
-    const moved = after.rchar! - before.rchar! + (after.wchar! - before.wchar!);
+    const moved = io() - before;
     // 300 MB through this process would be 600 MB read and written; wc's answer is 10 bytes.
     assert.ok(moved < 4 << 20, `this process read and wrote ${moved} bytes`);
     assert.deepEqual(await readdir(tmp), []);
