@@ -108,9 +108,9 @@ run_pass() {
     --test-reporter=tap --test-reporter-destination="$tap" \
     "$@" || status=$?
 }
-# Most of a file's time is waiting on servers and subprocesses, not computing: on 2 cores, three
+# Most of a file's time is waiting on servers and subprocesses, not computing: on 2 cores, four
 # files at a time finish soonest (scripts/test-timings.sh measures a run).
-run_pass "${TEST_CONCURRENCY:-3}" ${concurrent[@]+"${concurrent[@]}"}
+run_pass "${TEST_CONCURRENCY:-4}" ${concurrent[@]+"${concurrent[@]}"}
 run_pass 1 ${serial[@]+"${serial[@]}"}
 # The runner's summary; without one (the time bound stopped the runner), the results it wrote until
 # then, suites left out as the summary leaves them out. Nothing here may fail: the counts, the
