@@ -165,6 +165,11 @@ export class UnauthenticatedDumpError extends Error {
   override name = 'UnauthenticatedDumpError';
 }
 
+/** A recovery code that is malformed, wrong, or does not open a keyring envelope (typed by a person: never retried). */
+export class RecoveryCodeError extends Error {
+  override name = 'RecoveryCodeError';
+}
+
 /** A destructive run started, or a restore approved, without a valid token derived from the worker's key. */
 export class UnauthorizedError extends Error {
   override name = 'UnauthorizedError';
@@ -254,7 +259,7 @@ type ErrorClass = abstract new (...args: never[]) => Error;
  */
 export const NON_RETRYABLE: readonly string[] = [
   // wrong config, missing tool, full disk, untrusted paths or keys
-  ConfigError, CommandNotFoundError, TemporalBinaryNotFoundError, NoSpaceError, NasFullError, UnsafePathError, UnauthorizedError, UsageError,
+  ConfigError, CommandNotFoundError, TemporalBinaryNotFoundError, NoSpaceError, NasFullError, UnsafePathError, UnauthorizedError, UsageError, RecoveryCodeError,
   // the database or its container
   ContainerNotFoundError, AmbiguousContainerError, DatabaseUnreadableError, ImmichVersionMismatchError, PsqlTooOldError,
   // a dump that is bad, missing, not ours, or taken

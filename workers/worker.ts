@@ -41,8 +41,10 @@ export interface WorkerOptions {
 export async function createBackupWorker({ config, logger, address, configFile }: WorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
   // Before anything connects: the key exists (made now on the first start) and nobody else can
   // change the key, the config or the staging dir.
-  const made = await trustedSetup(config, configFile);
-  if (made) logger.warn({ keyFile: config.security.keyFile }, 'made the worker\'s key: dumps are tagged with it from now on; keep a copy somewhere safe, off the NAS (see the README, "Lost key")');
+  const { made, recovery } = await trustedSetup(config, configFile);
+  if (made) logger.warn({ keyFile: config.security.keyFile }, 'made the worker\'s keys: dumps are tagged with them and what goes to the NAS is encrypted to them from now on');
+  // Until the operator holds the code, a lost host loses every offsite copy: said at every start, and by status.
+  if (!recovery.confirmed) logger.warn('RECOVERY CODE NOT CONFIRMED: without it, a new host cannot read the NAS copies; run `immich-backup recovery-code` now, write the code down, and type it back');
   installRuntime(logger);
   const bundle = freshBundle();
   const security = connectionSecurity(config);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { checksumFileName, isDumpName, stampOfName } from '../../core/dump-names.js';
 import { notRegular, readRegular } from '../files/fs-safe.js';
 import { authenticRows, type RecordedRows } from './rows.js';
-import { verifyDumpTag } from './tags.js';
+import { verifyDumpTag, type KeysLike } from './tags.js';
 
 // Which of the dumps in a folder are ours, and which one is "latest". The staging dir is trusted
 // only as far as its files prove themselves: a regular file (never a symlink, never a directory
@@ -31,7 +31,7 @@ export type Scanned = { file: string } & (
  * file to check; without one (undefined) a validated dump stays 'unchecked'. The one loop every
  * reader of a folder of dumps goes through (the catalog, "latest", restore, prune, offsite).
  */
-export async function scanDumps(dir: string, isName: (name: string) => boolean, key: () => Promise<Buffer | undefined>, consequence: string): Promise<Scanned[]> {
+export async function scanDumps(dir: string, isName: (name: string) => boolean, key: () => Promise<KeysLike | undefined>, consequence: string): Promise<Scanned[]> {
   const names = (await readdir(dir).catch(() => [] as string[])).filter(isName).sort();
   if (!names.length) return [];
   const k = await key();
@@ -66,7 +66,7 @@ export interface TrustedDump {
 }
 
 /** Our dumps in dir whose tag verifies, oldest first, and what was passed over (with why). */
-export async function authenticDumps(dir: string, key: Buffer, isName: (name: string) => boolean = isDumpName): Promise<{ dumps: TrustedDump[]; skipped: Skipped[] }> {
+export async function authenticDumps(dir: string, key: KeysLike, isName: (name: string) => boolean = isDumpName): Promise<{ dumps: TrustedDump[]; skipped: Skipped[] }> {
   const dumps: TrustedDump[] = [];
   const skipped: Skipped[] = [];
   for (const d of await scanDumps(dir, isName, async () => key, 'ignored')) {
@@ -93,7 +93,7 @@ export interface Latest {
  * The newest authentic dump that is neither stamped in the future nor flagged as shrunk (with
  * needRows: nor without authentic row counts), and every newer one passed over with why.
  */
-export async function latestUsable(dir: string, key: Buffer, nowMs: number, maxFutureMinutes: number, needRows = false): Promise<Latest> {
+export async function latestUsable(dir: string, key: KeysLike, nowMs: number, maxFutureMinutes: number, needRows = false): Promise<Latest> {
   const { dumps, skipped } = await authenticDumps(dir, key);
   const passedOver: Skipped[] = [...skipped];
   for (const d of [...dumps].reverse()) {

@@ -1,5 +1,6 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { KeysLike } from './tags.js';
 import type { Config } from '../../config/config.js';
 import { checksumFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, stampOfName } from '../../core/dump-names.js';
 import type { DumpOrigin } from '../../core/restore-plan.js';
@@ -38,8 +39,8 @@ function timing(file: string, nowMs: number): Pick<CatalogEntry, 'stamp' | 'ageH
 }
 
 /** Our dumps (or restore points) in one folder: regular files only; a symlink or directory named like one is a problem. */
-async function localEntries(config: Config, key: () => Promise<Buffer>, dir: string, origin: 'local' | 'restore-point', isName: (n: string) => boolean, nowMs: number, problems: string[]): Promise<CatalogEntry[]> {
-  let verifiedWith: Buffer | undefined;
+async function localEntries(config: Config, key: () => Promise<KeysLike>, dir: string, origin: 'local' | 'restore-point', isName: (n: string) => boolean, nowMs: number, problems: string[]): Promise<CatalogEntry[]> {
+  let verifiedWith: KeysLike | undefined;
   const scanned = await scanDumps(dir, isName, async () => {
     verifiedWith = await key().catch((err: Error) => {
       problems.push(`provenance not checked: ${err.message}`);
@@ -80,7 +81,7 @@ async function localEntries(config: Config, key: () => Promise<Buffer>, dir: str
 }
 
 /** Every restorable dump: the staging dir, restore points, the NAS, Immich's own backups, newest first within each. */
-export async function listDumps(config: Config, key: () => Promise<Buffer>, nowMs = Date.now()): Promise<Catalog> {
+export async function listDumps(config: Config, key: () => Promise<KeysLike>, nowMs = Date.now()): Promise<Catalog> {
   const dir = config.backup.dir;
   const problems: string[] = [];
   const entries = [

@@ -11,7 +11,7 @@ import { diskError, fsyncDir, ownDir, writeFileAtomic } from '../files/fs-safe.j
 import { checkRestorable } from '../postgres/load.js';
 import { authenticDumps, latestUsable, readChecksumFile, type Latest, type Skipped, type TrustedDump } from './authentic.js';
 import { listDumps, type Catalog } from './catalog.js';
-import { ensureKey, readKey } from './key.js';
+import { openKeyring, type Keyring, type TagKeys } from './keyring.js';
 import { importFromNas } from './nas-import.js';
 import { privateCopy, privateCopyDir } from './private-copy.js';
 import { locate, resolveDump } from './resolve.js';
@@ -31,10 +31,13 @@ export { trustedSetup } from './setup.js';
 export { tagFileName } from './tags.js';
 /** The key as it is on disk, for who derives tokens from it without a store (the CLI's run authorization). */
 export { readKey } from './key.js';
+export { keyId, openKeyring, type Keyring, type TagKeys } from './keyring.js';
 
 export interface DumpStore {
-  /** The worker's key, read on first use and kept: run authorization (adapters/run-auth) derives its tokens from it too. */
+  /** The worker's current key, read on first use and kept: run authorization (adapters/run-auth) derives its tokens from it too. */
   key(): Promise<Buffer>;
+  /** Every key this host holds (current and retired), with the age identities and the library repository's password. */
+  keyring(): Promise<Keyring>;
   /** The folder of a kind of dump: backup.dir, or backup.dir/restore-points. */
   dir(kind?: DumpKind): string;
   /** Everything a restore can load, wherever it is (`immich-backup dumps`). */
@@ -90,37 +93,39 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
   const backupDir = config.backup.dir;
   const pointsDir = join(backupDir, RESTORE_POINTS_DIR);
   const keyFile = config.security.keyFile;
-  let cached: Buffer | undefined;
-  // A key that cannot be read is asked for again next time (it may be fixed meanwhile); one that was read is kept.
-  const key = async () => (cached ??= await readKey(keyFile));
+  // The keyring is read once per process and again only when a rotation or a recovery replaced it
+  // (keyring.ts); a key that cannot be read is asked for again next time (it may be fixed meanwhile).
+  const keys = () => openKeyring(keyFile);
+  const key = async () => (await keys()).current.key;
   // Who writes (the dump writer, validation) makes the key on first use, as the worker's start does.
-  const writingKey = async () => (cached ??= await ensureKey(keyFile));
+  const writingKeys = () => openKeyring(keyFile, { create: true });
   const dirOf = (file: string) => (isRestorePointName(file) ? pointsDir : backupDir);
 
   const store: DumpStore = {
     key,
+    keyring: keys,
     dir: (kind = 'backup') => (kind === 'restore-point' ? pointsDir : backupDir),
-    list: (nowMs = Date.now()) => listDumps(config, key, nowMs),
+    list: (nowMs = Date.now()) => listDumps(config, keys, nowMs),
 
     async authentic(kind = 'backup') {
-      const k = await key();
+      const k = await keys();
       return kind === 'restore-point' ? authenticDumps(pointsDir, k, isRestorePointName) : authenticDumps(backupDir, k);
     },
 
     async latest({ nowMs = Date.now(), needRows = false } = {}) {
-      return latestUsable(backupDir, await key(), nowMs, config.backup.maxFutureMinutes, needRows);
+      return latestUsable(backupDir, await keys(), nowMs, config.backup.maxFutureMinutes, needRows);
     },
 
     async verify(file, sha256, consequence, dir = dirOf(file)) {
-      await verifyDumpTag(await key(), dir, file, sha256, consequence);
+      await verifyDumpTag(await keys(), dir, file, sha256, consequence);
     },
 
     async rows(file, dir = dirOf(file)) {
-      return authenticRows(dir, file, await key());
+      return authenticRows(dir, file, await keys());
     },
 
     async recordRows(file, { tables, immichVersion }, { compare, dir = dirOf(file) }) {
-      const k = await key();
+      const k = await keys();
       // Compared with the dump before it: a database that lost its data still dumps "fine".
       const shrink = compare ? await shrinkAgainstPrevious(dir, file, tables, k) : undefined;
       // The digests the dump writer took from the dump's stream; on a retry after they were moved
@@ -136,7 +141,7 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
       try {
         // Digests and checksum first, then the dump: a dump under its final name always has its .sha256
         // beside it. link, not rename: nothing under the final name is ever replaced.
-        if (digests) await writeDigestsFile(await writingKey(), dir, name, sha256, digests);
+        if (digests) await writeDigestsFile(await writingKeys(), dir, name, sha256, digests);
         await writeFileAtomic(join(dir, checksumFileName(name)), `${sha256}  ${name}\n`);
         await link(temp, finalPath);
         await rm(temp);
@@ -149,12 +154,12 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
     },
 
     async seal(file, sha256, dir = dirOf(file)) {
-      await tagDump(await writingKey(), dir, file, sha256);
+      await tagDump(await writingKeys(), dir, file, sha256);
     },
 
     async adopt(file, checking) {
       if (!isDumpName(file)) throw new ConfigError(`${JSON.stringify(file)} is not a dump name (${DUMP_NAME_HINT}): give a file's name in ${backupDir}, not a path`);
-      const k = await key();
+      const k = await keys();
       const path = join(backupDir, file);
       const st = await lstat(path).catch(() => undefined);
       if (!st?.isFile()) throw new DumpNotFoundError(`${path} is ${st ? 'not a regular file (never followed)' : 'missing'}: expected a dump file in ${backupDir}; nothing adopted`);
@@ -183,7 +188,7 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
 
     checkCopyDir: () => ownDir(privateCopyDir(keyFile)),
     privateCopy: (path, file, sha256, step) => privateCopy(path, file, privateCopyDir(keyFile), sha256, step),
-    importFromNas: (file) => importFromNas(config, logger, key, file),
+    importFromNas: (file) => importFromNas(config, logger, keys, file),
     resolve: (input) => resolveDump(config, logger, store, input),
     locate: (file, origin) => locate(config, file, origin),
 
@@ -193,7 +198,7 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
   };
 
   /** Why `tables` looks like lost data against the newest earlier dump with authentic row counts. */
-  async function shrinkAgainstPrevious(dir: string, file: string, tables: RowCounts, k: Buffer): Promise<string | undefined> {
+  async function shrinkAgainstPrevious(dir: string, file: string, tables: RowCounts, k: TagKeys): Promise<string | undefined> {
     const { dumps } = await authenticDumps(dir, k);
     for (const earlier of dumps.filter((d) => d.file < file).reverse()) {
       const rows = await authenticRows(dir, earlier.file, k);

@@ -88,6 +88,11 @@ export async function readKey(path: string): Promise<Buffer> {
   return key;
 }
 
+/** Forgets the key read from `path` (the keyring replaced it: a rotation, a recovery), so the next read is fresh. */
+export function forgetKey(path: string): void {
+  keys.delete(path);
+}
+
 export function hmac(key: Buffer, ...parts: string[]): string {
   return createHmac('sha256', key).update(parts.join('\0')).digest('hex');
 }

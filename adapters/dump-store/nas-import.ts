@@ -12,7 +12,7 @@ import { fsyncDir, readRegular } from '../files/fs-safe.js';
 import { sshCommandString, sshError, sshTarget } from '../nas/ssh.js';
 import { checkRestorable } from '../postgres/load.js';
 import { readChecksumFile } from './authentic.js';
-import { dumpTagMatches, tagFileName } from './tags.js';
+import { dumpTagMatches, tagFileName, type KeysLike } from './tags.js';
 
 /** Links `from` to `to` unless `to` exists: never replaces a file. True when it linked. */
 async function linkIfAbsent(from: string, to: string): Promise<boolean> {
@@ -30,7 +30,7 @@ async function linkIfAbsent(from: string, to: string): Promise<boolean> {
  * and verifies it there in full (tag, checksum, stream, marker, scan). It gets its final name only
  * where none exists: a local file of that name is never replaced; one that differs is reported.
  */
-export async function importFromNas(config: Config, logger: Logger, key: () => Promise<Buffer>, file: string): Promise<ResolvedDump> {
+export async function importFromNas(config: Config, logger: Logger, key: () => Promise<KeysLike>, file: string): Promise<ResolvedDump> {
   const dir = config.backup.dir;
   const offsite = config.offsite;
   await mkdir(dir, { recursive: true, mode: 0o700 });

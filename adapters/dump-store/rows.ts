@@ -4,7 +4,7 @@ import { rowCountsFileName } from '../../core/dump-names.js';
 import type { RowCounts, TableDigests } from '../../core/reports.js';
 import { readRegular, writeFileAtomic } from '../files/fs-safe.js';
 import { hmac, sameHex, sha256Hex } from './key.js';
-import { rowsAuthentic, tagRows, verifyDumpTag } from './tags.js';
+import { asKeys, rowsAuthentic, tagRows, verifyDumpTag, type KeysLike } from './tags.js';
 
 // What is recorded of a dump's content, beside it: `<dump>.rows.json` (each table's row count, the
 // Immich version, each table's data digest, a shrink flag), tagged in `<dump>.hmac` (tags.ts). The
@@ -32,7 +32,7 @@ export interface RecordedRows {
 const IMMICH_VERSION_FORMAT = /^\d+\.\d+\.\d+$/;
 
 /** The row counts recorded beside a dump, only when their tag verifies and every value is well-formed. */
-export async function authenticRows(dir: string, file: string, key: Buffer): Promise<RecordedRows | undefined> {
+export async function authenticRows(dir: string, file: string, key: KeysLike): Promise<RecordedRows | undefined> {
   const bytes = await readRegular(join(dir, rowCountsFileName(file)));
   if (!bytes || !(await rowsAuthentic(key, dir, file, bytes))) return undefined;
   let parsed: { tables?: unknown; immichVersion?: unknown; shrink?: unknown; digests?: unknown; digestsExpected?: unknown };
@@ -59,7 +59,7 @@ export async function authenticRows(dir: string, file: string, key: Buffer): Pro
  * Writes `<dump>.rows.json` (atomically, 0600) and tags its bytes. Every dump this version writes
  * gets digests, so the record says so (digestsExpected): a record without them is a loss, not an old dump.
  */
-export async function writeRows(key: Buffer, dir: string, file: string, { tables, immichVersion, shrink, digests }: Pick<RecordedRows, 'tables' | 'immichVersion' | 'shrink' | 'digests'>): Promise<void> {
+export async function writeRows(key: KeysLike, dir: string, file: string, { tables, immichVersion, shrink, digests }: Pick<RecordedRows, 'tables' | 'immichVersion' | 'shrink' | 'digests'>): Promise<void> {
   const record: RecordedRows = {
     file,
     recordedAt: new Date().toISOString(),
@@ -118,10 +118,10 @@ export function digestsFileName(dump: string): string {
   return `.${dump}.digests`;
 }
 
-const digestsTag = (key: Buffer, file: string, body: string) => hmac(key, 'table-digests', file, sha256Hex(body));
+const digestsTag = (key: KeysLike, file: string, body: string) => hmac(asKeys(key).current.key, 'table-digests', file, sha256Hex(body));
 
 /** Writes the digests of `file` (whose bytes hash to `sha256`) beside it, atomically, 0600. */
-export async function writeDigestsFile(key: Buffer, dir: string, file: string, sha256: string, tables: TableDigests): Promise<void> {
+export async function writeDigestsFile(key: KeysLike, dir: string, file: string, sha256: string, tables: TableDigests): Promise<void> {
   const body = JSON.stringify({ file, sha256, tables });
   await writeFileAtomic(join(dir, digestsFileName(file)), `${body}\n${digestsTag(key, file, body)}\n`);
 }
@@ -130,7 +130,7 @@ export async function writeDigestsFile(key: Buffer, dir: string, file: string, s
  * The digests beside `file`, only when their tag verifies, they name this file, and the sha256 they
  * were taken with is the one the dump's own tag vouches for; undefined otherwise.
  */
-export async function readDigestsFile(key: Buffer, dir: string, file: string): Promise<TableDigests | undefined> {
+export async function readDigestsFile(key: KeysLike, dir: string, file: string): Promise<TableDigests | undefined> {
   const text = (await readRegular(join(dir, digestsFileName(file))))?.toString('utf8');
   const [body, tag] = text?.split('\n') ?? [];
   if (!body || !tag || !sameHex(tag, digestsTag(key, file, body))) return undefined;

@@ -3,7 +3,9 @@ import { mkdir } from 'node:fs/promises';
 import { relative, resolve } from 'node:path';
 import type { Config } from '../../config/config.js';
 import { UnsafePathError } from '../../core/errors.js';
-import { assertNotWritableByOthers, ensureKey } from './key.js';
+import { assertNotWritableByOthers } from './key.js';
+import { openKeyring } from './keyring.js';
+import { ensureRecovery, type RecoveryStatus } from './recovery.js';
 
 const inside = (path: string, dir: string) => {
   const rel = relative(resolve(dir), resolve(path));
@@ -12,17 +14,19 @@ const inside = (path: string, dir: string) => {
 
 /**
  * What the worker checks before it connects: the key is outside the staging dir, exists (made on
- * the first start: true is returned then) and is owner-only; the key, the config file and the
+ * the first start: `made` then, with its keyring and recovery code) and is owner-only; the key, the config file and the
  * staging dir cannot be changed by anyone but root and this user. Each failure is one line.
  */
-export async function trustedSetup(config: Config, configFile?: string): Promise<boolean> {
+export async function trustedSetup(config: Config, configFile?: string): Promise<{ made: boolean; recovery: RecoveryStatus & { made: boolean } }> {
   const key = config.security.keyFile;
   if (inside(key, config.backup.dir)) throw new UnsafePathError(`security.keyFile ${key} is inside backup.dir ${config.backup.dir}: the key must live apart from the dumps it vouches for (and off the NAS)`);
   if (configFile) await assertNotWritableByOthers(configFile, 'the config file');
   await mkdir(config.backup.dir, { recursive: true, mode: 0o700 });
   await assertNotWritableByOthers(config.backup.dir, 'backup.dir');
   const made = !existsSync(key);
-  await ensureKey(key);
+  await openKeyring(key, { create: true });
   await assertNotWritableByOthers(key, 'security.keyFile');
-  return made;
+  // The recovery code is made with the keyring, and the wrapped keyring follows every change of it.
+  const { envelope: _, ...recovery } = await ensureRecovery(key);
+  return { made, recovery };
 }

@@ -1,0 +1,230 @@
+import { createCipheriv, createDecipheriv, randomBytes, randomInt, scrypt, timingSafeEqual } from 'node:crypto';
+import { lstat, readFile, rm } from 'node:fs/promises';
+import { RecoveryCodeError, UnsafePathError } from '../../core/errors.js';
+import { writeFileAtomic } from '../files/fs-safe.js';
+import { KEYRING_FORMAT, keyringPaths, openKeyring, type Keyring, type KeyringFile } from './keyring.js';
+
+// The recovery code: what the operator holds so that a new host can get every secret back from the
+// NAS alone. The keyring (keyring.ts) is encrypted and authenticated with AES-256-GCM (Node's
+// OpenSSL) under a key derived from the code by scrypt (memory-hard: 128 MiB per guess), and that
+// envelope goes to the NAS beside the dumps. The host keeps the derived key, not the code, so a
+// rotation re-wraps without asking for it; changing the code re-wraps the keyring (a few hundred
+// bytes), never the backups. The code is shown until the operator types it back (confirmed);
+// then it exists only where the operator put it.
+
+export const ENVELOPE_FORMAT = 'immich-backup wrapped keyring v1';
+const KDF = { name: 'scrypt', N: 2 ** 17, r: 8, p: 1 } as const;
+const SCRYPT_MAXMEM = 256 * 1024 * 1024;
+/** Crockford's base32: no I, L, O or U, so what is read aloud or typed is unambiguous. */
+const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+const CODE_CHARS = 24; // 120 bits
+
+interface Kdf {
+  name: 'scrypt';
+  N: number;
+  r: number;
+  p: number;
+  salt: string;
+}
+
+interface RecoveryState {
+  format: 'immich-backup recovery v1';
+  kdf: Kdf;
+  /** scrypt(code, salt): wraps the keyring; the code itself is not kept once confirmed. */
+  wrapKey: string;
+  confirmed: boolean;
+  created: string;
+}
+
+/** The envelope on the NAS: which keys it holds (fingerprints only) and the keyring, sealed. */
+export interface Envelope {
+  format: typeof ENVELOPE_FORMAT;
+  kdf: Kdf;
+  ids: string[];
+  current: string;
+  nonce: string;
+  data: string;
+  tag: string;
+}
+
+/** A new code: 24 characters of Crockford's base32 in six groups, e.g. 7KQ2-M9XD-… */
+export function newRecoveryCode(): string {
+  const chars = Array.from({ length: CODE_CHARS }, () => ALPHABET[randomInt(ALPHABET.length)]).join('');
+  return chars.match(/.{4}/g)!.join('-');
+}
+
+/** What was typed, as the code: case, spaces and dashes do not matter, O reads as 0, I and L as 1. */
+export function normalizeCode(typed: string): string {
+  const chars = typed.toUpperCase().replace(/[\s-]/g, '').replace(/O/g, '0').replace(/[IL]/g, '1');
+  const bad = [...chars].find((c) => !ALPHABET.includes(c));
+  if (bad !== undefined || chars.length !== CODE_CHARS) {
+    throw new RecoveryCodeError(`that is not a recovery code: it has ${CODE_CHARS} letters and digits in groups of four (e.g. 7KQ2-M9XD-…)${bad !== undefined ? `, and ${JSON.stringify(bad)} is not one of them` : `, not ${chars.length}`}`);
+  }
+  return chars.match(/.{4}/g)!.join('-');
+}
+
+function derive(code: string, kdf: Kdf): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    scrypt(normalizeCode(code), Buffer.from(kdf.salt, 'hex'), 32, { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: SCRYPT_MAXMEM }, (err, key) => (err ? reject(err) : resolve(key))),
+  );
+}
+
+const aad = (e: Pick<Envelope, 'format' | 'kdf' | 'ids' | 'current'>) => Buffer.from(JSON.stringify([e.format, e.kdf, e.ids, e.current]));
+
+export function wrap(file: KeyringFile, wrapKey: Buffer, kdf: Kdf): Envelope {
+  const head = { format: ENVELOPE_FORMAT, kdf, ids: file.keys.map((k) => k.id), current: file.current } as const;
+  const nonce = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', wrapKey, nonce);
+  cipher.setAAD(aad(head));
+  const data = Buffer.concat([cipher.update(JSON.stringify(file)), cipher.final()]);
+  return { ...head, nonce: nonce.toString('hex'), data: data.toString('base64'), tag: cipher.getAuthTag().toString('hex') };
+}
+
+/** An envelope's text, parsed: never trusted beyond its shape until it opens with the code. */
+export function parseEnvelope(text: string, where: string): Envelope {
+  let e: Envelope;
+  try {
+    e = JSON.parse(text) as Envelope;
+  } catch {
+    throw new RecoveryCodeError(`${where} is not a keyring envelope (not JSON)`);
+  }
+  const ok = e?.format === ENVELOPE_FORMAT && e.kdf?.name === 'scrypt' && Number.isInteger(e.kdf.N) && e.kdf.N >= 2 ** 14 && e.kdf.N <= 2 ** 20 && e.kdf.r === 8 && e.kdf.p === 1 && /^[0-9a-f]{32,64}$/.test(e.kdf.salt) && Array.isArray(e.ids) && /^[0-9a-f]{24}$/.test(e.nonce) && /^[0-9a-f]{32}$/.test(e.tag) && typeof e.data === 'string';
+  if (!ok) throw new RecoveryCodeError(`${where} is not a keyring envelope this tool wrote (${ENVELOPE_FORMAT})`);
+  return e;
+}
+
+/** The keyring in an envelope, opened with the code; a wrong code (or an altered envelope) is one RecoveryCodeError. */
+export async function unwrap(e: Envelope, code: string, where: string): Promise<KeyringFile> {
+  const key = await derive(code, e.kdf);
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(e.nonce, 'hex'));
+    decipher.setAAD(aad(e));
+    decipher.setAuthTag(Buffer.from(e.tag, 'hex'));
+    const file = JSON.parse(Buffer.concat([decipher.update(Buffer.from(e.data, 'base64')), decipher.final()]).toString('utf8')) as KeyringFile;
+    if (file.format !== KEYRING_FORMAT) throw new Error('not a keyring');
+    return file;
+  } catch {
+    throw new RecoveryCodeError(`${where} does not open with this recovery code (a typo, or a code changed since: the newest code opens it; or the file was altered)`);
+  }
+}
+
+async function readState(keyFile: string): Promise<RecoveryState | undefined> {
+  const path = keyringPaths(keyFile).recovery;
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) return undefined;
+  if (!st.isFile() || st.mode & 0o077) throw new UnsafePathError(`${path} is not an owner-only regular file: chmod 600 it, and change the recovery code (immich-backup recovery-code change)`);
+  const state = JSON.parse(await readFile(path, 'utf8')) as RecoveryState;
+  if (state.format !== 'immich-backup recovery v1' || !/^[0-9a-f]{64}$/.test(state.wrapKey)) throw new UnsafePathError(`${path} is not this tool's recovery state: change the recovery code (immich-backup recovery-code change)`);
+  return state;
+}
+
+const writeState = (keyFile: string, state: RecoveryState) => writeFileAtomic(keyringPaths(keyFile).recovery, JSON.stringify(state, null, 2) + '\n');
+
+/** The envelope of the keyring as it is now, written beside it (what OffsiteSync puts on the NAS). */
+async function rewrap(keyFile: string, ring: Keyring, state: RecoveryState): Promise<Envelope> {
+  const envelope = wrap(ring.file, Buffer.from(state.wrapKey, 'hex'), state.kdf);
+  await writeFileAtomic(keyringPaths(keyFile).wrapped, JSON.stringify(envelope) + '\n');
+  return envelope;
+}
+
+async function newState(keyFile: string, code: string, confirmed: boolean, kdf?: Kdf): Promise<RecoveryState> {
+  const k = kdf ?? { ...KDF, salt: randomBytes(16).toString('hex') };
+  const state: RecoveryState = { format: 'immich-backup recovery v1', kdf: k, wrapKey: (await derive(code, k)).toString('hex'), confirmed, created: new Date().toISOString() };
+  await writeState(keyFile, state);
+  return state;
+}
+
+export interface RecoveryStatus {
+  confirmed: boolean;
+  /** The code, while it is not confirmed (then `immich-backup recovery-code` shows it). */
+  code?: string;
+  created: string;
+}
+
+/**
+ * The recovery code of this keyring, made on first use (the worker's start): the code is kept in an
+ * owner-only file until the operator confirms it, and the wrapped keyring is brought up to date
+ * (it follows every change of the keyring). `made`: a code was made just now.
+ */
+export async function ensureRecovery(keyFile: string): Promise<RecoveryStatus & { made: boolean; envelope: Envelope }> {
+  const ring = await openKeyring(keyFile);
+  let state = await readState(keyFile);
+  let made = false;
+  if (!state) {
+    const code = newRecoveryCode();
+    await writeFileAtomic(keyringPaths(keyFile).code, `${code}\n`);
+    state = await newState(keyFile, code, false);
+    made = true;
+  }
+  const envelope = await currentEnvelope(keyFile, ring, state);
+  return { ...(await recoveryStatus(keyFile))!, made, envelope };
+}
+
+async function currentEnvelope(keyFile: string, ring: Keyring, state: RecoveryState): Promise<Envelope> {
+  const text = await readFile(keyringPaths(keyFile).wrapped, 'utf8').catch(() => undefined);
+  if (text) {
+    const e = parseEnvelope(text, keyringPaths(keyFile).wrapped);
+    const same = e.current === ring.file.current && e.kdf.salt === state.kdf.salt && e.ids.join() === ring.file.keys.map((k) => k.id).join();
+    // Same keys, same code: but a retirement changes the keyring without changing its ids.
+    if (same && (await unwrapWithKey(e, Buffer.from(state.wrapKey, 'hex'))) === JSON.stringify(ring.file)) return e;
+  }
+  return rewrap(keyFile, ring, state);
+}
+
+async function unwrapWithKey(e: Envelope, key: Buffer): Promise<string | undefined> {
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(e.nonce, 'hex'));
+    decipher.setAAD(aad(e));
+    decipher.setAuthTag(Buffer.from(e.tag, 'hex'));
+    return Buffer.concat([decipher.update(Buffer.from(e.data, 'base64')), decipher.final()]).toString('utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the code is confirmed (and the code while it is not); undefined before the first start made one. */
+export async function recoveryStatus(keyFile: string): Promise<RecoveryStatus | undefined> {
+  const state = await readState(keyFile);
+  if (!state) return undefined;
+  const code = state.confirmed ? undefined : (await readFile(keyringPaths(keyFile).code, 'utf8').catch(() => undefined))?.trim();
+  return { confirmed: state.confirmed, ...(code ? { code } : {}), created: state.created };
+}
+
+/** The operator typed the code back: when it is the one, it is confirmed and no longer kept here. */
+export async function confirmRecoveryCode(keyFile: string, typed: string): Promise<void> {
+  const state = await readState(keyFile);
+  if (!state) throw new RecoveryCodeError('there is no recovery code yet: the worker makes one on its first start (npm start)');
+  const derived = await derive(typed, state.kdf);
+  if (!timingSafeEqual(derived, Buffer.from(state.wrapKey, 'hex'))) throw new RecoveryCodeError('that is not the recovery code: nothing was confirmed; read it again (immich-backup recovery-code) and type it as shown');
+  await writeState(keyFile, { ...state, confirmed: true });
+  await rm(keyringPaths(keyFile).code, { force: true });
+}
+
+/** A new code: the keyring re-wrapped under it (the backups are not touched), unconfirmed until typed back. Returns it. */
+export async function changeRecoveryCode(keyFile: string): Promise<string> {
+  const ring = await openKeyring(keyFile);
+  const code = newRecoveryCode();
+  await writeFileAtomic(keyringPaths(keyFile).code, `${code}\n`);
+  await rewrap(keyFile, ring, await newState(keyFile, code, false));
+  return code;
+}
+
+/**
+ * After a recovery: the code the operator typed is this host's code (confirmed: it was just typed),
+ * under the envelope's salt, and the keyring is wrapped anew.
+ */
+export async function adoptRecoveredCode(keyFile: string, code: string, kdf: Kdf): Promise<Envelope> {
+  const state = await newState(keyFile, code, true, kdf);
+  await rm(keyringPaths(keyFile).code, { force: true });
+  return rewrap(keyFile, await openKeyring(keyFile), state);
+}
+
+/** The envelope as it is now (made if missing), for the NAS. */
+export async function envelopeForNas(keyFile: string): Promise<{ name: string; text: string }> {
+  const { envelope } = await ensureRecovery(keyFile);
+  return { name: envelopeName(envelope.ids[0]!), text: JSON.stringify(envelope) + '\n' };
+}
+
+/** The envelope's name on the NAS: after the keyring's first key, so a rotation replaces it and another host's never does. */
+export const envelopeName = (firstId: string) => `keyring-${firstId}.json`;
+export const ENVELOPE_NAME = /^keyring-[0-9a-f]{16}\.json$/;
