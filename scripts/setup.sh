@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what this project needs and a fresh machine lacks, then builds it. Idempotent: a
 # second run only checks. Usage: scripts/setup.sh [runtime|test]
-#   runtime  what `npm start` needs: the compressors (pigz, igzip, zstd), rsync, ssh/scp,
+#   runtime  what `npm start` needs: the compressors (pigz, igzip, zstd), rsync, ssh/scp, age and restic,
 #            ionice, unshare and setpriv (the drill), the temporal binary (into .venv), node_modules, a build
 #   test     also PostgreSQL, sshd, docker-compose v1, procps, e2fsprogs and chromium (the browser test)
 #            for the test suite and `npm run demo`
@@ -43,6 +43,10 @@ have ionice || missing+=(util-linux)
 have unshare || missing+=(util-linux)
 have setpriv || missing+=(util-linux)
 have gzip || missing+=(gzip)
+# What leaves the host is encrypted: age for the dumps and the keyring's identities, restic for the library's NAS copy.
+have age || missing+=(age)
+have age-keygen || missing+=(age)
+have restic || missing+=(restic)
 if [ "$mode" = test ]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   have psql || missing+=(postgresql-client)

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { link, lstat, open, readFile, rm, stat } from 'node:fs/promises';
-import { execa } from 'execa';
 import { stampOfName } from '../../core/dump-names.js';
 import { UnsafePathError } from '../../core/errors.js';
+import { runCommand } from '../commands/run-command.js';
 import { fsyncDir, writeFileAtomic } from '../files/fs-safe.js';
 import { ensureKey, forgetKey, readKey, sha256Hex } from './key.js';
 import { dirname } from 'node:path';
@@ -92,9 +92,8 @@ export function keyringPaths(keyFile: string) {
 
 /** A new age identity from age-keygen (the tool that will decrypt with it). */
 async function newAgeIdentity(): Promise<{ ageIdentity: string; ageRecipient: string }> {
-  const { stdout } = await execa('age-keygen', [], { stdin: 'ignore' }).catch((err: Error & { code?: string }) => {
-    throw new UnsafePathError(`cannot make an encryption key: age-keygen ${err.code === 'ENOENT' ? 'is not installed (apt-get install age, or npm run setup)' : `failed: ${err.message.split('\n')[0]}`}`);
-  });
+  // A missing age-keygen is the runner's CommandNotFoundError (it names the package); nothing is written before.
+  const { stdout } = await runCommand('age-keygen', [], { label: 'age-keygen', stdin: 'ignore', progress: false });
   const ageIdentity = /^AGE-SECRET-KEY-1[0-9A-Z]+$/m.exec(stdout)?.[0];
   const ageRecipient = /^# public key: (age1[0-9a-z]+)$/m.exec(stdout)?.[1];
   if (!ageIdentity || !ageRecipient) throw new UnsafePathError('age-keygen printed no key: is it the age from Debian (1.x)?');

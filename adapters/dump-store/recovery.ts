@@ -101,7 +101,7 @@ export async function unwrap(e: Envelope, code: string, where: string): Promise<
     decipher.setAAD(aad(e));
     decipher.setAuthTag(Buffer.from(e.tag, 'hex'));
     const file = JSON.parse(Buffer.concat([decipher.update(Buffer.from(e.data, 'base64')), decipher.final()]).toString('utf8')) as KeyringFile;
-    if (file.format !== KEYRING_FORMAT) throw new Error('not a keyring');
+    if (file.format !== KEYRING_FORMAT) throw new RecoveryCodeError('not a keyring');
     return file;
   } catch {
     throw new RecoveryCodeError(`${where} does not open with this recovery code (a typo, or a code changed since: the newest code opens it; or the file was altered)`);
