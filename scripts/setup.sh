@@ -45,7 +45,6 @@ have setpriv || missing+=(util-linux)
 have gzip || missing+=(gzip)
 # What leaves the host is encrypted: age for the dumps and the keyring's identities, restic for the library's NAS copy.
 have age || missing+=(age)
-have age-keygen || missing+=(age)
 have restic || missing+=(restic)
 if [ "$mode" = test ]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
