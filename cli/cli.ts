@@ -19,6 +19,8 @@ import { registerChecks } from './commands/checks.js';
 import { registerConfig } from './commands/config.js';
 import { registerDumps } from './commands/dumps.js';
 import { registerFollow, registerRerun } from './commands/follow.js';
+import { registerKeys } from './commands/keys.js';
+import { registerRecover } from './commands/recover.js';
 import { registerRestore } from './commands/restore.js';
 import { registerSchedules } from './commands/schedules.js';
 import { registerService } from './commands/service.js';
@@ -53,7 +55,7 @@ const program = new Command('immich-backup')
   .configureOutput({ outputError: (text, write) => write(text) });
 
 // The order here is the order of `--help`.
-for (const register of [registerStart, registerService, registerBackup, registerRestore, registerDumps, registerAdopt, registerFollow, registerSchedules, registerChecks, registerStatus, registerRerun, registerConfig]) register(program);
+for (const register of [registerStart, registerService, registerBackup, registerRestore, registerDumps, registerAdopt, registerRecover, registerKeys, registerFollow, registerSchedules, registerChecks, registerStatus, registerRerun, registerConfig]) register(program);
 
 /** --json was asked for: the action's own option, or, for a usage error before any action ran, the command line. */
 let jsonOutput: boolean | undefined;

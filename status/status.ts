@@ -13,6 +13,7 @@ import { isMountPoint } from '../adapters/mirror/drive.js';
 import { pairingText, readPairings } from '../adapters/mirror/library-versions.js';
 import { versionsDirOf } from '../core/library-layout.js';
 import { auditStatus } from '../adapters/mirror/audit-state.js';
+import { recoveryStatus } from '../adapters/dump-store/recovery.js';
 import { describeAudit, problemsOf } from '../core/library-audit-report.js';
 import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
 import { nasLabel, runRemote } from '../adapters/nas/ssh.js';
@@ -95,6 +96,14 @@ async function localDumpRow(config: Config, now: number): Promise<StatusRow> {
   const details = { file: newest.file, ageHours: +(age / HOUR_MS).toFixed(2), bytes: size, validated: true, sha256: newest.sha256, rowCounts: rows, dumps: all.length, ...(alarms.length ? { passedOver: alarms } : {}) };
   if (alarms.length) return row('local-dump', 'failed', `${alarms.join('; ')}; the latest usable is ${summary}`, details);
   return row('local-dump', stale ? 'stale' : 'ok', summary, details);
+}
+
+/** Whether the operator holds the recovery code: without it, the NAS copies die with this host. */
+async function recoveryRow(config: Config): Promise<StatusRow> {
+  const status = await recoveryStatus(config.security.keyFile);
+  if (!status) return row('recovery-code', 'missing', 'no recovery code yet: the worker makes one on its first start (npm start); then: immich-backup recovery-code');
+  if (!status.confirmed) return row('recovery-code', 'missing', 'recovery code not confirmed: a new host could not read the NAS copies; run immich-backup recovery-code, write the code down, type it back', { confirmed: false, created: status.created });
+  return row('recovery-code', 'ok', `recovery code confirmed (made ${status.created.slice(0, 10)}); the keys on the NAS open with it`, { confirmed: true, created: status.created });
 }
 
 async function nasRow(config: Config, now: number, signal: AbortSignal): Promise<StatusRow> {
@@ -232,18 +241,19 @@ async function bounded<T>(config: Config, parent: AbortSignal | undefined, late:
 
 /** Every check, each row on its own; `client` undefined: Temporal could not be reached (`reason`); `signal`: stop every check (status interrupted). */
 export async function collectStatus(config: Config, client: Client | undefined, now = Date.now(), temporalError?: string, signal?: AbortSignal): Promise<StatusReport> {
-  const [local, nas, mirror, audit, temporal] = await Promise.all([
+  const [local, nas, mirror, audit, recovery, temporal] = await Promise.all([
     bounded(config, signal, (why) => row('local-dump', 'unreachable', `${config.backup.dir} not checked: ${why}`), () => localDumpRow(config, now)),
     bounded(config, signal, (why) => row('nas-copy', 'unreachable', `NAS ${nasLabel(config.offsite)} not checked: ${why}`, { destination: nasLabel(config.offsite) }), (s) => nasRow(config, now, s)),
     bounded(config, signal, (why) => row('library-mirror', 'unreachable', `drive at ${config.library.mountPoint} not checked: ${why}`, { mountPoint: config.library.mountPoint }), () => mirrorRow(config, client, now)),
     bounded(config, signal, (why) => row('library-audit', 'unreachable', `audit state not checked: ${why}`), () => auditRow(config, now)),
+    bounded(config, signal, (why) => row('recovery-code', 'unreachable', `recovery code not checked: ${why}`), () => recoveryRow(config).catch((err: Error) => row('recovery-code', 'failed', err.message.split('\n')[0]!))),
     client
       ? bounded(config, signal, (why) => [row('temporal', 'unreachable', `Temporal not checked: ${why}`)], () =>
           temporalRows(config, client, now).catch((err: Error) => [row('temporal', 'unreachable', `Temporal not checked: ${err.message.split('\n')[0]}`)]),
         )
       : Promise.resolve([row('temporal', 'unreachable', temporalError ?? 'Temporal not reachable')]),
   ]);
-  const rows = [local, nas, mirror, audit, ...temporal];
+  const rows = [local, nas, mirror, audit, recovery, ...temporal];
   const problems = rows.filter((r) => r.problem).map((r) => `${r.id} ${r.state}: ${r.summary}`);
   return { checkedAt: new Date(now).toISOString(), ok: problems.length === 0, problems, rows };
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, lstat, open, readFile, rm, stat } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { stampOfName } from '../../core/dump-names.js';
 import { UnsafePathError } from '../../core/errors.js';
 import { runCommand } from '../commands/run-command.js';
@@ -105,7 +105,7 @@ export async function newEntry(tagKey: Buffer, now = new Date()): Promise<KeyEnt
   return { id: keyId(tagKey), tagKey: tagKey.toString('hex'), ...(await newAgeIdentity()), created: now.toISOString() };
 }
 
-function parseRing(text: string, path: string): KeyringFile {
+export function parseRing(text: string, path: string): KeyringFile {
   let file: KeyringFile;
   try {
     file = JSON.parse(text) as KeyringFile;
@@ -257,6 +257,8 @@ export async function openKeyring(keyFile: string, { create = false }: { create?
 /** Replaces the keyring (a rotation, a recovery) and the key file with its current key. */
 export async function replaceKeyring(keyFile: string, file: KeyringFile): Promise<Keyring> {
   parseRing(JSON.stringify(file), keyringPaths(keyFile).ring);
+  // A new host's first keyring: its folder made owner-only, as the worker's first start makes it.
+  await mkdir(dirname(keyFile), { recursive: true, mode: 0o700 });
   await saveRing(keyFile, file);
   await writeKeyFile(keyFile, file.keys.find((k) => k.id === file.current)!, true);
   return openKeyring(keyFile);

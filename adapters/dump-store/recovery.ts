@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes, randomInt, scrypt, timin
 import { lstat, readFile, rm } from 'node:fs/promises';
 import { RecoveryCodeError, UnsafePathError } from '../../core/errors.js';
 import { writeFileAtomic } from '../files/fs-safe.js';
-import { KEYRING_FORMAT, keyringPaths, openKeyring, type Keyring, type KeyringFile } from './keyring.js';
+import { KEYRING_FORMAT, keyringPaths, makeCurrent, openKeyring, parseRing, replaceKeyring, type Keyring, type KeyringFile } from './keyring.js';
 
 // The recovery code: what the operator holds so that a new host can get every secret back from the
 // NAS alone. The keyring (keyring.ts) is encrypted and authenticated with AES-256-GCM (Node's
@@ -228,3 +228,62 @@ export async function envelopeForNas(keyFile: string): Promise<{ name: string; t
 /** The envelope's name on the NAS: after the keyring's first key, so a rotation replaces it and another host's never does. */
 export const envelopeName = (firstId: string) => `keyring-${firstId}.json`;
 export const ENVELOPE_NAME = /^keyring-[0-9a-f]{16}\.json$/;
+
+/** A new current key (a suspected leak): the old one retired, kept to verify and decrypt what it made; the keyring re-wrapped. */
+export async function rotateKeys(keyFile: string): Promise<{ retired: string; current: string }> {
+  const ring = await openKeyring(keyFile);
+  const next = await replaceKeyring(keyFile, await makeCurrent(ring.file, randomBytes(32)));
+  await ensureRecovery(keyFile);
+  return { retired: ring.current.id, current: next.current.id };
+}
+
+/**
+ * Several keyrings as one: the newest (by its current key's creation) gives the current key and the
+ * library repository's password; every other key is kept, retired now if it was not already (what it
+ * made before now still verifies).
+ */
+export function mergeKeyrings(rings: readonly KeyringFile[], now = new Date()): KeyringFile {
+  const currentOf = (f: KeyringFile) => f.keys.find((k) => k.id === f.current)!;
+  const primary = [...rings].sort((a, b) => Date.parse(currentOf(b).created) - Date.parse(currentOf(a).created))[0]!;
+  const keys = new Map(primary.keys.map((k) => [k.id, k]));
+  for (const ring of rings) for (const k of ring.keys) if (!keys.has(k.id)) keys.set(k.id, k.retired ? k : { ...k, retired: now.toISOString() });
+  return { ...primary, keys: [...keys.values()] };
+}
+
+export interface Recovered {
+  /** The envelopes the code opened, and those it did not (with why). */
+  opened: string[];
+  refused: Array<{ name: string; reason: string }>;
+  ring: Keyring;
+  /** Keys this host held before: kept, retired. */
+  kept: string[];
+}
+
+/**
+ * A new host gets its keys back: every envelope the code opens is merged (with this host's own keys,
+ * if it made any: kept, retired) into its keyring, the key file holds the recovered current key, and
+ * the code becomes this host's code, confirmed. Nothing is written unless at least one envelope opens.
+ */
+export async function recoverKeyring(keyFile: string, envelopes: ReadonlyArray<{ name: string; text: string }>, code: string): Promise<Recovered> {
+  normalizeCode(code);
+  const opened: Array<{ name: string; file: KeyringFile; kdf: Kdf }> = [];
+  const refused: Recovered['refused'] = [];
+  for (const { name, text } of envelopes) {
+    try {
+      const e = parseEnvelope(text, name);
+      opened.push({ name, file: parseRing(JSON.stringify(await unwrap(e, code, name)), name), kdf: e.kdf });
+    } catch (err) {
+      refused.push({ name, reason: (err as Error).message });
+    }
+  }
+  if (!opened.length) {
+    throw new RecoveryCodeError(envelopes.length ? `the recovery code opens none of the keyrings on the NAS: ${refused.map((r) => r.reason).join('; ')}; nothing was changed` : 'the NAS holds no keyring (keyring/keyring-*.json): it was never synced there by OffsiteSync, or offsite.remoteDir points elsewhere; nothing was changed');
+  }
+  const local = await openKeyring(keyFile).catch(() => undefined);
+  const merged = mergeKeyrings([...opened.map((o) => o.file)]);
+  const kept = local ? local.file.keys.filter((k) => !merged.keys.some((m) => m.id === k.id)) : [];
+  const now = new Date().toISOString();
+  const ring = await replaceKeyring(keyFile, { ...merged, keys: [...merged.keys, ...kept.map((k) => (k.retired ? k : { ...k, retired: now }))] });
+  await adoptRecoveredCode(keyFile, code, opened[0]!.kdf);
+  return { opened: opened.map((o) => o.name), refused, ring, kept: kept.map((k) => k.id) };
+}
