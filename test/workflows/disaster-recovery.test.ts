@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { describe, test } from 'node:test';
+import { Client, Connection } from '@temporalio/client';
+import { execa } from 'execa';
+import { ensureRecovery } from '../../adapters/dump-store/recovery.js';
+import { parseConfig, type Config } from '../../config/config.js';
+import type { NightlyDbBackupReport, OffsiteSyncReport, WeeklyLibraryMirrorReport } from '../../workflows/index.js';
+import { cliEnv } from '../helpers/cli.js';
+import { makeImmichLibrary, mountTmpfs } from '../helpers/library.js';
+import { cliPath, temporalBinary } from '../helpers/paths.js';
+import { loadImmichLike, startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { runWorkflow, withWorker } from '../helpers/run-workflow.js';
+import { fixtureEnv, rawTestConfig, tempDir, writeConfigFile } from '../helpers/setup.js';
+import { useStack } from '../helpers/stack.js';
+import { startOwnTemporal, type TestTemporal } from '../helpers/temporal.js';
+
+// The day the host is gone, played on real parts: one host backs up its database, copies it to the
+// NAS (a real sshd) and mirrors the library onto the drive (a real tmpfs); then its key, its staging
+// dir, its Temporal server (and history), its database cluster and its library are destroyed. A new
+// host with an empty home, the same config, the recovery code, the NAS and the drive runs
+// `immich-backup recover`: every table comes back equal, and every original's SHA-1 equals the one
+// Immich's restored database holds.
+
+const stack = useStack({ temporal: false, sshd: true, ping: true, dockerLog: true });
+
+const EMAIL = 'rosalind.grandmother@family.example';
+const TABLES = ['users', 'assets', 'exif', 'asset_faces', 'smart_search', 'asset'];
+
+/** Each table's content, order-free: the md5 of its rows as text, sorted. */
+async function tableDigests(pg: TestPostgres): Promise<Record<string, string>> {
+  const out = await pg.psql(TABLES.map((t) => `SELECT '${t}', count(*), md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM public.${t} x;`).join('\n'), 'immich');
+  return Object.fromEntries(out.split('\n').map((l) => l.split('|')).map(([t, n, md5]) => [t!, `${n} ${md5}`]));
+}
+
+/** Every regular file under dir, recursively. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await filesUnder(path)));
+    else if (entry.isFile()) out.push(path);
+  }
+  return out;
+}
+
+/** A host: its own home (key, staging dir), its own Temporal server, the shared NAS, drive and library paths. */
+async function host(name: string, shared: { root: string; library: string; mountPoint: string }, temporal: TestTemporal) {
+  const home = join(shared.root, name);
+  const raw = rawTestConfig({
+    backupDir: join(home, 'dumps'),
+    address: temporal.address,
+    extra: {
+      temporal: { namespace: temporal.namespace },
+      security: { keyFile: join(home, '.config', 'immich-backup', 'key') },
+      offsite: { ...stack.sshd.offsite, remoteDir: join(shared.root, 'nas', 'postgres') },
+      library: { source: shared.library, destination: join(shared.mountPoint, 'immich'), mountPoint: shared.mountPoint, mountWaitMinutes: 0 },
+      immich: { composeDir: shared.root, pingUrl: stack.ping.url, healthTimeoutSeconds: 5 },
+      restore: { approvalTimeoutMinutes: 5 },
+      log: { level: 'info' },
+    },
+  });
+  const config = parseConfig(raw);
+  const connection = await Connection.connect({ address: temporal.address });
+  const client = new Client({ connection, namespace: temporal.namespace });
+  return { home, raw, config, client, connection, configFile: await writeConfigFile(home, raw) };
+}
+
+async function run<T>(h: { client: Client; config: Config }, address: string, type: string): Promise<T> {
+  const { report, error } = await runWorkflow<T>(h.client, address, h.config, type);
+  assert.equal(error, undefined, `${type}: ${String(error)}`);
+  return report!;
+}
+
+describe('disaster recovery from nothing', () => {
+  test('a new host with only the config, the recovery code, the NAS and the drive restores the database exactly and the library by Immich\'s SHA-1', async () => {
+    const root = await tempDir('disaster');
+    const library = join(root, 'library');
+    const mountPoint = join(root, 'wd-backup');
+    stack.mounted(await mountTmpfs(mountPoint));
+    const shared = { root, library, mountPoint };
+
+    // The old host: Immich's database and library, backed up, copied offsite, mirrored.
+    const oldPg = await startPostgres();
+    let newPg: TestPostgres | undefined;
+    stack.defer(() => newPg?.stop());
+    Object.assign(process.env, fixtureEnv(oldPg));
+    await loadImmichLike(oldPg, 300);
+    await oldPg.psql(`INSERT INTO users VALUES (md5('rosalind')::uuid, '${EMAIL}', 'Rosalind', now())`, 'immich');
+    const assets = await makeImmichLibrary(oldPg, library, 40);
+    const oldTemporal = await startOwnTemporal(temporalBinary, false, 'default');
+    const old = await host('old-host', shared, oldTemporal);
+    const backup = await run<NightlyDbBackupReport>(old, oldTemporal.address, 'NightlyDbBackup');
+    const offsite = await run<OffsiteSyncReport>(old, oldTemporal.address, 'OffsiteSync');
+    assert.deepEqual(offsite.copied, [backup.file]);
+    await run<WeeklyLibraryMirrorReport>(old, oldTemporal.address, 'WeeklyLibraryMirror');
+    // The operator wrote the code down when the worker made it (shown by `immich-backup recovery-code`).
+    const { code } = await ensureRecovery(old.config.security.keyFile);
+    const codeFile = join(root, 'code-on-paper.txt');
+    await writeFile(codeFile, `${code}\n`);
+    const before = await tableDigests(oldPg);
+
+    // The NAS holds no plaintext: no table name, no e-mail address, in any file there (gzip-decoded too).
+    const nasFiles = await filesUnder(join(root, 'nas'));
+    assert.ok(nasFiles.length >= 4, nasFiles.join(', '));
+    for (const file of nasFiles) {
+      const bytes = await readFile(file);
+      const texts = [bytes.toString('latin1'), ...(bytes[0] === 0x1f && bytes[1] === 0x8b ? [gunzipSync(bytes).toString('latin1')] : [])];
+      for (const secret of [EMAIL, 'asset_faces', 'smart_search', 'CREATE TABLE', assets[0]!.relativePath.split('/').at(-1)!]) {
+        assert.ok(!texts.some((t) => t.includes(secret)), `${file} holds ${JSON.stringify(secret)} in the clear`);
+      }
+    }
+
+    // The disaster: the host's key and staging dir, its Temporal server and history, its database cluster, its library.
+    await old.connection.close();
+    await oldTemporal.stop();
+    await oldPg.stop();
+    await rm(old.home, { recursive: true, force: true });
+    await rm(library, { recursive: true, force: true });
+    await assert.rejects(stat(old.config.security.keyFile), { code: 'ENOENT' });
+
+    // The new host: an empty cluster (Immich's containers would make one), a Temporal of its own, an empty home.
+    newPg = await startPostgres();
+    Object.assign(process.env, fixtureEnv(newPg));
+    const newTemporal = await startOwnTemporal(temporalBinary, false, 'default');
+    stack.defer(() => newTemporal.stop());
+    const fresh = await host('new-host', shared, newTemporal);
+    stack.defer(() => fresh.connection.close());
+    await assert.rejects(stat(join(fresh.home, '.config')), { code: 'ENOENT' });
+
+    const recovered = await withWorker(newTemporal.address, fresh.config, () =>
+      execa(cliPath, ['-c', fresh.configFile, 'recover', '--code-file', codeFile, '--yes'], { env: cliEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: 300_000 }),
+    );
+    assert.equal(recovered.exitCode, 0, `${recovered.stderr}\n${recovered.stdout}`);
+    assert.match(recovered.stderr, /recovered 1 key\(s\) from keyring-[0-9a-f]{16}\.json/);
+    assert.match(recovered.stdout, new RegExp(`^recovered: database from ${backup.file.replace(/\./g, '\\.')} \\(sha256 ${backup.sha256}, from the NAS\\); library from the drive`, 'm'));
+
+    // Every table equal; every original's SHA-1 the one Immich's restored database holds.
+    assert.deepEqual(await tableDigests(newPg), before);
+    const rows = (await newPg.psql(`SELECT "originalPath", encode(checksum, 'hex') FROM asset ORDER BY 1`, 'immich')).split('\n').map((l) => l.split('|') as [string, string]);
+    assert.equal(rows.length, assets.length);
+    for (const [originalPath, sha1] of rows) {
+      const bytes = await readFile(join(library, originalPath.replace(/^\/data\//, '')));
+      assert.equal(createHash('sha1').update(bytes).digest('hex'), sha1, originalPath);
+    }
+  });
+});
