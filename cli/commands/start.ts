@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { trustedSetup } from '../../adapters/dump-store/index.js';
 import { createLogger } from '../../config/logger.js';
 import { connectClient, temporalAddress } from '../../temporal/client.js';
 import { findTemporalBinary, startDevServer } from '../../temporal/dev-server.js';
@@ -36,6 +37,11 @@ export function registerStart(program: Command): void {
           } finally {
             await connection.close();
           }
+        }
+        // The keys and the recovery code exist from here on; on a terminal (never into a log) the code is shown until confirmed.
+        const { recovery } = await trustedSetup(config, configFileOf(cmd));
+        if (!recovery.confirmed && recovery.code && process.stderr.isTTY) {
+          process.stderr.write(`\nRECOVERY CODE  ${recovery.code}\n  write it down and keep it away from this host and the NAS: with it, a new host gets every key back from the NAS (immich-backup recover)\n  then confirm you hold it, in another terminal: npx immich-backup recovery-code confirm\n\n`);
         }
         await runBackupWorker({ config, logger, address, configFile: configFileOf(cmd) });
       } finally {
