@@ -13,6 +13,7 @@ import { createLogger } from '../../config/logger.js';
 import type { StatusReport } from '../../core/reports.js';
 import { applySchedules } from '../../temporal/schedules.js';
 import type { BackupHealthReport, NightlyDbBackupReport, RestoreDrillReport } from '../../workflows/index.js';
+import { confirmRecoveryCode, recoveryStatus } from '../../adapters/dump-store/recovery.js';
 import { createBackupWorker } from '../../workers/worker.js';
 import { cli } from '../helpers/cli.js';
 import { makeLibrary, mountTmpfs } from '../helpers/library.js';
@@ -150,6 +151,8 @@ const stack = useStack({ postgres: ASSETS, dockerEnv: { FIXTURE_PG_BIN: pgBin },
   config = parseConfig(raw);
   configFile = await writeConfigFile(base, raw);
   const { worker, connection } = await createBackupWorker({ config, logger: createLogger({ level: 'fatal', fd: 2 }), address: stack.temporal.address });
+  // The operator wrote the recovery code down and typed it back: until then, status reports it as a problem.
+  await confirmRecoveryCode(config.security.keyFile, (await recoveryStatus(config.security.keyFile))!.code!);
   const running = worker.run();
   // Registered after the mount: the worker stops before the drive is unmounted.
   stack.defer(async () => {
