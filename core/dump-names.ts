@@ -144,3 +144,6 @@ export function encryptedChecksumFileName(dumpName: string): string {
 export function encryptedRowsFileName(dumpName: string): string {
   return `${rowCountsFileName(dumpName)}.age`;
 }
+
+/** The folder of offsite.remoteDir the wrapped keyring (recovery.ts) is uploaded to. */
+export const NAS_KEYRING_DIR = 'keyring';

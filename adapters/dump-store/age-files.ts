@@ -1,8 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { CommandFailedError, UnauthenticatedDumpError } from '../../core/errors.js';
 import { formatBytes } from '../../core/format.js';
 import { awaitCommand, startCommand, withHeartbeats } from '../commands/run-command.js';
@@ -20,16 +18,16 @@ async function ageToFile(args: readonly string[], input: string, output: string,
   const out = await open(output, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   const hash = createHash('sha256');
   let bytes = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _e, callback) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      callback(null, chunk);
-    },
-  });
   try {
     const child = startCommand('age', [...args, input], { label: 'age', stdout: 'stream' });
-    const written = pipeline(child.stdout!, tap, out.createWriteStream({ autoClose: false }));
+    const write = async () => {
+      for await (const chunk of child.stdout! as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        await out.write(chunk);
+      }
+    };
+    const written = write();
     // age's own failure (its stderr) says more than the stream that ended with it.
     const [wrote, ran] = await withHeartbeats(Promise.allSettled([written, awaitCommand(child, 'age')]), () => ({ step, written: formatBytes(bytes) }));
     if (ran.status === 'rejected') throw ran.reason;

@@ -12,7 +12,7 @@ import { checkRestorable } from '../postgres/load.js';
 import { authenticDumps, latestUsable, readChecksumFile, type Latest, type Skipped, type TrustedDump } from './authentic.js';
 import { listDumps, type Catalog } from './catalog.js';
 import { openKeyring, type Keyring, type TagKeys } from './keyring.js';
-import { fetchNasCopy, newestNasCopy, type FetchOptions, type NasCopy } from './nas-copy.js';
+import { fetchNasCopy, newestNasCopy, sealedForNas, type FetchOptions, type NasCopy, type NasUpload } from './nas-copy.js';
 import { copyIntoTemp, importFromNas, linkIfAbsent } from './nas-import.js';
 import { privateCopy, privateCopyDir } from './private-copy.js';
 import { locate, resolveDump } from './resolve.js';
@@ -30,7 +30,9 @@ export type { Catalog, CatalogEntry } from './catalog.js';
 export { digestsFileName, rowFacts, type RecordedRows } from './rows.js';
 export { trustedSetup } from './setup.js';
 export { tagFileName } from './tags.js';
-export type { NasCopy } from './nas-copy.js';
+export type { NasCopy, NasUpload } from './nas-copy.js';
+/** The wrapped keyring as it goes to the NAS (OffsiteSync keeps it there up to date). */
+export { envelopeForNas } from './recovery.js';
 /** The key as it is on disk, for who derives tokens from it without a store (the CLI's run authorization). */
 export { readKey } from './key.js';
 export { keyId, openKeyring, type Keyring, type TagKeys } from './keyring.js';
@@ -93,6 +95,8 @@ export interface DumpStore {
   fetchNasCopy(file: string, options?: FetchOptions): Promise<NasCopy>;
   /** The newest encrypted copy on the NAS by name, never one stamped in the future. */
   newestNasCopy(nowMs?: number): Promise<string | undefined>;
+  /** What goes to the NAS for a verified dump: encrypted (age, the current key), its row counts, tag and ciphertext checksum, in a private folder. */
+  sealedForNas(file: string, dir?: string): Promise<NasUpload>;
   /** Which dump a restore of `dump` (a name, or "latest") loads, from where (resolve.ts). */
   resolve(input: ResolveDumpInput): Promise<ResolvedDump>;
   /** Where a dump of that name and origin is: from the name alone, never a path given by anyone. */
@@ -206,6 +210,7 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
     importFromNas: (file) => importFromNas(config, logger, (f) => fetchNasCopy(config, keys, f), file),
     fetchNasCopy: (file, options) => fetchNasCopy(config, keys, file, options),
     newestNasCopy: (nowMs) => newestNasCopy(config, nowMs),
+    sealedForNas: (file, dir = dirOf(file)) => sealedForNas(config, keys, dir, file, join(dir, file)),
     resolve: (input) => resolveDump(config, logger, store, input),
     locate: (file, origin) => locate(config, file, origin),
 

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../config/config.js';
 import type { VerifiedDump } from '../../core/types.js';
@@ -11,12 +11,12 @@ import { ownDir, readRegular } from '../files/fs-safe.js';
 import { remoteDumps, type RemoteDump } from '../nas/remote-dumps.js';
 import { nasLabel, sshCommandString, sshError, sshTarget } from '../nas/ssh.js';
 import { checkRestorable } from '../postgres/load.js';
-import { decryptFile } from './age-files.js';
+import { decryptFile, encryptFile } from './age-files.js';
 import { futureStamped, readChecksumFile } from './authentic.js';
 import type { Keyring } from './keyring.js';
 import { privateCopyDir } from './private-copy.js';
 import { authenticRows, type RecordedRows } from './rows.js';
-import { fingerprints, parseTags, tagFileName, tagProblem } from './tags.js';
+import { fingerprints, parseTags, rowsAuthentic, tagFileName, tagProblem } from './tags.js';
 
 // A dump's copy on the NAS, taken back: fetched into a folder of its own in the private copy folder
 // (beside the key, owner-only, never backup.dir, which others may write), the ciphertext checked
@@ -153,4 +153,46 @@ export async function newestNasCopy(config: Config, nowMs = Date.now()): Promise
     .filter((d) => d.encrypted && !futureStamped(d.file, nowMs, config.backup.maxFutureMinutes))
     .map((d) => d.file)
     .at(-1);
+}
+
+/** A dump made ready for the NAS in a private folder (sealedForNas); dispose() removes it. */
+export interface NasUpload {
+  /** `<X>.age`: the ciphertext, its sha256 (to check against the NAS's) and size. */
+  dump: { name: string; path: string; sha256: string; bytes: number };
+  /** What goes beside it, in the order they are renamed into place: the row counts (when authentic), the tag, the `<X>.age.sha256` last. */
+  beside: { name: string; path: string }[];
+  dispose(): Promise<void>;
+}
+
+/**
+ * What goes to the NAS for the dump at `path` (verified by the caller): the dump encrypted to the
+ * keyring's current recipient, its row counts encrypted the same way (only when their tag
+ * verifies), its tag as it is, and the ciphertext's sha256, in a folder of the private copy folder.
+ */
+export async function sealedForNas(config: Config, keys: () => Promise<Keyring>, dir: string, file: string, path: string): Promise<NasUpload> {
+  const ring = await keys();
+  const work = await mkdtemp(join(await ownDir(privateCopyDir(config.security.keyFile)), 'upload-'));
+  const at = (name: string) => join(work, name);
+  try {
+    const { sha256, bytes } = await encryptFile(ring.entry.ageRecipient, path, at(encryptedFileName(file)), `encrypting ${file}`);
+    // The ciphertext carries the dump's time (rsync -t keeps it on the NAS): the NAS shows when each dump was made.
+    const { atime, mtime } = await stat(path);
+    await utimes(at(encryptedFileName(file)), atime, mtime);
+    const beside: NasUpload['beside'] = [];
+    // The row counts' bytes are read once, checked, and encrypted from the private copy: what is checked is what leaves.
+    const rowsBytes = await readRegular(join(dir, rowCountsFileName(file)));
+    if (rowsBytes && (await rowsAuthentic(ring, dir, file, rowsBytes))) {
+      await writeFile(at(rowCountsFileName(file)), rowsBytes, { mode: 0o600 });
+      await encryptFile(ring.entry.ageRecipient, at(rowCountsFileName(file)), at(encryptedRowsFileName(file)), `encrypting the row counts of ${file}`);
+      beside.push({ name: encryptedRowsFileName(file), path: at(encryptedRowsFileName(file)) });
+    }
+    await writeFile(at(tagFileName(file)), (await readRegular(join(dir, tagFileName(file)), 4096)) ?? '', { mode: 0o600 });
+    beside.push({ name: tagFileName(file), path: at(tagFileName(file)) });
+    await writeFile(at(encryptedChecksumFileName(file)), `${sha256}  ${encryptedFileName(file)}\n`, { mode: 0o600 });
+    beside.push({ name: encryptedChecksumFileName(file), path: at(encryptedChecksumFileName(file)) });
+    return { dump: { name: encryptedFileName(file), path: at(encryptedFileName(file)), sha256, bytes }, beside, dispose: () => rm(work, { recursive: true, force: true }) };
+  } catch (err) {
+    await rm(work, { recursive: true, force: true });
+    throw err;
+  }
 }
