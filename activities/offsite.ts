@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { checksumFileName, expiredDumps, isDumpName, partialFileName } from '../core/dump-names.js';
+import { checksumFileName, encryptedChecksumFileName, encryptedFileName, encryptedRowsFileName, expiredDumps, isDumpName, NAS_KEYRING_DIR, partialFileName } from '../core/dump-names.js';
 import { ChecksumMismatchError, NotOurDumpError } from '../core/errors.js';
 import { formatBytes } from '../core/format.js';
 import { sha256OfFile } from '../adapters/files/checksums.js';
-import { openDumpStore, tagFileName } from '../adapters/dump-store/index.js';
+import { envelopeForNas, openDumpStore, tagFileName } from '../adapters/dump-store/index.js';
 import type { ActivityDeps } from './deps.js';
-import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
+import { remoteDumpNames, remoteDumps } from '../adapters/nas/remote-dumps.js';
 import { awaitWithStallGuard, startCommand, withHeartbeats } from '../adapters/commands/run-command.js';
 import { runRsync } from '../adapters/commands/rsync.js';
 import { connectionOptions, nasLabel, runRemote, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
@@ -38,7 +39,9 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
    * incomplete. An upload whose bytes stop moving for offsite.stallSeconds is stopped (StalledError).
    */
   async function copyToPartial(localPath: string, name: string): Promise<string> {
-    const target = remotePath(partialFileName(name));
+    // `name` may lie in a folder of remoteDir (keyring/…): the temporary name is beside it there.
+    const slash = name.lastIndexOf('/');
+    const target = remotePath(slash < 0 ? partialFileName(name) : `${name.slice(0, slash)}/${partialFileName(name.slice(slash + 1))}`);
     const stall = { what: `the upload of ${name} to ${nasLabel(offsite)}`, setting: 'offsite.stallSeconds', seconds: offsite.stallSeconds, advice: 'check the NAS (its disk and its ssh server)' };
     try {
       if (offsite.method === 'rsync') {
@@ -87,22 +90,69 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     return { file, bytes: 0, rejected: `${reason}: moved to ${aside}` };
   }
 
-  /** Both files under temporary names, the dump's sha256 checked on the NAS, then both renamed into place. */
-  async function copyVerified(local: string, file: string, sha256: string): Promise<void> {
-    await runRemote(offsite, ['mkdir', '-p', '--', offsite.remoteDir], { label: 'ssh mkdir' });
-    const partialDump = await copyToPartial(local, file);
-    const { stdout } = await runRemote(offsite, ['sha256sum', '--', partialDump], { label: 'ssh sha256sum' });
-    const remote = stdout.trim().split(/\s+/)[0];
-    if (remote !== sha256) {
-      throw new ChecksumMismatchError(`the NAS copy of ${file} has sha256 ${remote}, expected ${sha256}: removed it; the retry uploads it again`);
+  /** The sha256 the NAS computes of a file there. */
+  async function remoteSha256(path: string): Promise<string> {
+    const { stdout } = await runRemote(offsite, ['sha256sum', '--', path], { label: 'ssh sha256sum' });
+    return stdout.trim().split(/\s+/)[0] ?? '';
+  }
+
+  /**
+   * The dump encrypted (to the keyring's current recipient, in a private folder beside the key),
+   * uploaded under a temporary name and its sha256 checked on the NAS; its row counts (when they
+   * verify) and its tag beside it; then each renamed into place, the .age.sha256 last: on the NAS
+   * a .age.sha256 means a verified copy beside it. The plain copy from before encryption, if
+   * there is one, goes only then. Returns the ciphertext's size.
+   */
+  async function copyEncrypted(file: string): Promise<number> {
+    const upload = await store.sealedForNas(file, config.backup.dir);
+    try {
+      await runRemote(offsite, ['mkdir', '-p', '--', offsite.remoteDir], { label: 'ssh mkdir' });
+      const partialDump = await copyToPartial(upload.dump.path, upload.dump.name);
+      const remote = await remoteSha256(partialDump);
+      if (remote !== upload.dump.sha256) {
+        throw new ChecksumMismatchError(`the NAS copy of ${file} (${upload.dump.name}) has sha256 ${remote}, expected ${upload.dump.sha256}: removed it; the retry uploads it again`);
+      }
+      const moves: [string, string][] = [[partialDump, upload.dump.name]];
+      for (const f of upload.beside) moves.push([await copyToPartial(f.path, f.name), f.name]);
+      for (const [from, to] of moves) await runRemote(offsite, ['mv', '-f', '--', from, remotePath(to)], { label: 'ssh mv' });
+      return upload.dump.bytes;
+    } finally {
+      await upload.dispose();
     }
-    const partialSum = await copyToPartial(join(config.backup.dir, checksumFileName(file)), checksumFileName(file));
-    // Its provenance tag goes along: a restore --from offsite takes the NAS copy only when it verifies.
-    const partialTag = await copyToPartial(join(config.backup.dir, tagFileName(file)), tagFileName(file));
-    // The dump first, its checksum last: a .sha256 on the NAS means a verified dump beside it.
-    await runRemote(offsite, ['mv', '-f', '--', partialDump, remotePath(file)], { label: 'ssh mv' });
-    await runRemote(offsite, ['mv', '-f', '--', partialTag, remotePath(tagFileName(file))], { label: 'ssh mv' });
-    await runRemote(offsite, ['mv', '-f', '--', partialSum, remotePath(checksumFileName(file))], { label: 'ssh mv' });
+  }
+
+  /** The plain copy of a dump from before encryption, removed: only once its encrypted copy is verified there. Checksum first. */
+  async function removeLegacy(file: string): Promise<void> {
+    await runRemote(offsite, ['rm', '-f', '--', remotePath(checksumFileName(file)), remotePath(file)], { label: 'ssh rm' });
+    logger.info({ file, destination: nasLabel(offsite) }, 'plain NAS copy from before encryption removed: its encrypted copy is verified there');
+  }
+
+  /**
+   * The keyring, wrapped by the recovery code (recovery.ts), at `<remoteDir>/keyring/<name>` when
+   * the NAS lacks it or holds another version: under a temporary name, its sha256 checked there, renamed.
+   */
+  async function uploadEnvelope(): Promise<void> {
+    const { name, text } = await envelopeForNas(config.security.keyFile);
+    const dir = `${offsite.remoteDir}/${NAS_KEYRING_DIR}`;
+    const target = `${dir}/${name}`;
+    const sha256 = createHash('sha256').update(text).digest('hex');
+    const there = await runRemote(offsite, ['sha256sum', '--', target], { label: 'ssh sha256sum', reject: false });
+    if (there.stdout.trim().split(/\s+/)[0] === sha256) return;
+    const work = await mkdtemp(join(await store.checkCopyDir(), 'keyring-'));
+    try {
+      await writeFile(join(work, name), text, { mode: 0o600 });
+      await runRemote(offsite, ['mkdir', '-p', '--', dir], { label: 'ssh mkdir' });
+      const partial = await copyToPartial(join(work, name), `${NAS_KEYRING_DIR}/${name}`);
+      const remote = await remoteSha256(partial);
+      if (remote !== sha256) throw new ChecksumMismatchError(`the keyring envelope uploaded to the NAS as ${partial} has sha256 ${remote}, expected ${sha256}: the retry uploads it again`);
+      await runRemote(offsite, ['mv', '-f', '--', partial, target], { label: 'ssh mv' });
+      logger.info({ file: name, destination: nasLabel(offsite) }, 'wrapped keyring uploaded to the NAS');
+    } catch (err) {
+      await runRemote(offsite, ['rm', '-rf', '--', `${dir}/${partialFileName(name)}`, `${dir}/${RSYNC_PARTIAL_DIR}`], { label: 'ssh rm' }).catch(() => undefined);
+      throw err;
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
   }
 
   return {
@@ -115,7 +165,12 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       };
     },
 
-    /** Which validated local dumps (those with a .sha256) the NAS does not have yet, newest first: the one that matters most goes first. */
+    /**
+     * Which validated local dumps (those with a .sha256) the NAS does not have encrypted yet, newest
+     * first: the one that matters most goes first. On the way: the wrapped keyring goes to the NAS
+     * when it lacks it or holds an older one, and a plain copy from before encryption whose
+     * encrypted copy is verified there is removed; one without a local dump stays (reported).
+     */
     async planOffsiteSync(): Promise<OffsitePlan> {
       const dir = config.backup.dir;
       const local = (await readdir(dir).catch(() => [] as string[])).filter(isDumpName).sort();
@@ -123,16 +178,24 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       const { dumps: checksummed, skipped } = await store.authentic();
       for (const s of skipped) logger.error({ file: s.file, reason: s.reason }, 'not copied offsite');
       for (const file of local) if (!checksummed.some((d) => d.file === file) && !skipped.some((s) => s.file === file)) logger.warn({ file }, 'local dump has no checksum file: not validated, not copied offsite');
-      const present = new Set(await remoteDumpNames(offsite));
+      await uploadEnvelope();
+      const remote = await remoteDumps(offsite);
+      const present = new Set(remote.filter((d) => d.encrypted).map((d) => d.file));
+      for (const d of remote.filter((r) => r.legacy)) {
+        if (d.encrypted && checksummed.some((c) => c.file === d.file)) await removeLegacy(d.file);
+        else if (!checksummed.some((c) => c.file === d.file)) logger.warn({ file: d.file, destination: nasLabel(offsite) }, 'plain NAS copy from before encryption, with no local dump to encrypt: kept as it is (readable by whoever reads the NAS); it goes when offsite.retentionDays prunes it');
+      }
       const toCopy = checksummed.filter((d) => !present.has(d.file)).sort((a, b) => (a.file < b.file ? 1 : a.file > b.file ? -1 : 0));
       return { toCopy, alreadyOffsite: local.filter((f) => present.has(f)) };
     },
 
     /**
-     * Uploads one dump and its .sha256 under temporary names, checks the sha256 the NAS computes
-     * against the local one, and only then renames both into place. A mismatch removes the remote
-     * copy and fails the attempt, so the retry uploads it afresh. A local dump that no longer
-     * matches its own .sha256 is not uploaded: it is moved aside and reported (`rejected`).
+     * Encrypts one dump and uploads it under a temporary name, checks the sha256 the NAS computes
+     * against the ciphertext's, and only then renames it into place with its tag, row counts and
+     * .age.sha256 (last). A mismatch removes the remote copy and fails the attempt, so the retry
+     * uploads it afresh. A local dump that no longer matches its own .sha256 is not uploaded: it
+     * is moved aside and reported (`rejected`). A plain copy from before encryption goes once the
+     * encrypted one is in place.
      */
     async uploadDump({ file, sha256 }: DumpToCopy): Promise<CopiedDump> {
       if (!isDumpName(file)) throw new NotOurDumpError(`refusing to upload ${JSON.stringify(file)}: not a dump name`);
@@ -141,16 +204,17 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       await store.verify(file, sha256, 'not uploading it', config.backup.dir);
       const actual = await withHeartbeats(sha256OfFile(local), () => ({ step: `checking ${file} before upload` }));
       if (actual !== sha256) return rejectLocal(file, `local dump ${file} has sha256 ${actual}, but its ${checksumFileName(file)} records ${sha256}: damaged after validation, not uploaded`);
+      let bytes: number;
       try {
-        await copyVerified(local, file, sha256);
+        bytes = await copyEncrypted(file);
       } catch (err) {
         // Nothing half-done stays on the NAS: a full NAS is not left fuller, a reader never sees a part.
-        await removeLeftovers([file, checksumFileName(file), tagFileName(file)]);
+        await removeLeftovers([encryptedFileName(file), encryptedRowsFileName(file), encryptedChecksumFileName(file), tagFileName(file)]);
         throw err;
       }
-      const { size } = await stat(local);
-      logger.info({ file, bytes: size, destination: nasLabel(offsite) }, 'dump copied offsite and verified');
-      return { file, bytes: size };
+      if ((await remoteDumps(offsite)).some((d) => d.file === file && d.legacy)) await removeLegacy(file);
+      logger.info({ file, bytes, destination: nasLabel(offsite) }, 'dump encrypted, copied offsite and verified');
+      return { file, bytes };
     },
 
     /**
@@ -163,8 +227,9 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       if (days === undefined || dumps.length === 0) return { pruned: [], kept: dumps };
       const pruned = expiredDumps(dumps, nowMs, days, undefined, config.backup.keepMin);
       for (const name of pruned) {
-        // Checksum first: a dump without its .sha256 no longer counts as present.
-        await runRemote(offsite, ['rm', '-f', '--', remotePath(checksumFileName(name)), remotePath(tagFileName(name)), remotePath(name)], { label: 'ssh rm' });
+        // Checksums first: a dump without its .age.sha256 (or a plain one without its .sha256) no longer counts as present.
+        const files = [encryptedChecksumFileName(name), checksumFileName(name), tagFileName(name), encryptedRowsFileName(name), encryptedFileName(name), name];
+        await runRemote(offsite, ['rm', '-f', '--', ...files.map(remotePath)], { label: 'ssh rm' });
       }
       if (pruned.length) logger.info({ pruned, retentionDays: days }, 'old offsite dumps pruned');
       return { pruned, kept: dumps.filter((d) => !pruned.includes(d)) };

@@ -129,3 +129,21 @@ export function stampOfName(name: string): Date | undefined {
 export function rowCountsFileName(dumpName: string): string {
   return `${dumpName}.rows.json`;
 }
+
+/** A dump as it goes to the NAS: encrypted with age to the keyring's current recipient. */
+export function encryptedFileName(dumpName: string): string {
+  return `${dumpName}.age`;
+}
+
+/** The sha256 of a dump's ciphertext on the NAS, written last after verification: the "present" marker. */
+export function encryptedChecksumFileName(dumpName: string): string {
+  return checksumFileName(encryptedFileName(dumpName));
+}
+
+/** A dump's row counts and digests as they go to the NAS, encrypted like the dump. */
+export function encryptedRowsFileName(dumpName: string): string {
+  return `${rowCountsFileName(dumpName)}.age`;
+}
+
+/** The folder of offsite.remoteDir the wrapped keyring (recovery.ts) is uploaded to. */
+export const NAS_KEYRING_DIR = 'keyring';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { failureReason } from '../temporal/client.js';
 import type { Config } from '../config/config.js';
-import { checksumFileName, isDumpName, parseDumpName } from '../core/dump-names.js';
+import { checksumFileName, encryptedFileName, isDumpName, parseDumpName } from '../core/dump-names.js';
 import { ageText, agoText, formatBytes, zonedTime } from '../core/format.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
 import { listSchedules } from '../temporal/schedules.js';
@@ -15,7 +15,7 @@ import { versionsDirOf } from '../core/library-layout.js';
 import { auditStatus } from '../adapters/mirror/audit-state.js';
 import { recoveryStatus } from '../adapters/dump-store/recovery.js';
 import { describeAudit, problemsOf } from '../core/library-audit-report.js';
-import { remoteDumpNames } from '../adapters/nas/remote-dumps.js';
+import { remoteDumps } from '../adapters/nas/remote-dumps.js';
 import { nasLabel, runRemote } from '../adapters/nas/ssh.js';
 
 // What `status` prints and BackupHealth alarms on: one row per thing an operator cares about,
@@ -110,22 +110,24 @@ async function nasRow(config: Config, now: number, signal: AbortSignal): Promise
   const offsite = config.offsite;
   const where = nasLabel(offsite);
   try {
-    const newest = (await remoteDumpNames(offsite, signal)).sort().at(-1);
-    if (!newest) return row('nas-copy', 'missing', `no dump on the NAS ${where}`);
-    const path = `${offsite.remoteDir}/${newest}`;
+    const latest = (await remoteDumps(offsite, signal)).at(-1);
+    if (!latest) return row('nas-copy', 'missing', `no dump on the NAS ${where}`);
+    const newest = latest.file;
+    // The encrypted copy's ciphertext against its .age.sha256; a plain one from before encryption against its .sha256 and the local one.
+    const path = `${offsite.remoteDir}/${latest.encrypted ? encryptedFileName(newest) : newest}`;
     const [{ stdout: sum }, { stdout: recorded }] = [
       await runRemote(offsite, ['sha256sum', '--', path], { label: 'ssh sha256sum', signal }),
       await runRemote(offsite, ['cat', '--', `${path}.sha256`], { label: 'ssh cat', signal }),
     ];
     const actual = sum.trim().split(/\s+/)[0] ?? '';
     const expected = recorded.trim().split(/\s+/)[0] ?? '';
-    const local = await readChecksumFile(join(config.backup.dir, checksumFileName(newest)));
+    const local = latest.encrypted ? '' : await readChecksumFile(join(config.backup.dir, checksumFileName(newest)));
     const matches = actual === expected && (local === '' || local === actual);
     const age = now - parseDumpName(newest)!.getTime();
     const stale = age > config.status.offsiteStaleHours * HOUR_MS;
-    const details = { file: newest, ageHours: +(age / HOUR_MS).toFixed(2), sha256: actual, checksumMatches: matches };
+    const details = { file: newest, ageHours: +(age / HOUR_MS).toFixed(2), encrypted: latest.encrypted, sha256: actual, checksumMatches: matches };
     if (!matches) return row('nas-copy', 'failed', `${newest} on the NAS: sha256 ${actual} does not match its recorded ${expected}${local && local !== expected ? ` nor the local ${local}` : ''}`, details);
-    return row('nas-copy', stale ? 'stale' : 'ok', `${newest}: ${ageText(age)} old${stale ? ` (stale after ${config.status.offsiteStaleHours} h)` : ''}, sha256 matches (${where})`, details);
+    return row('nas-copy', stale ? 'stale' : 'ok', `${newest}${latest.encrypted ? '' : ' (a plain copy from before encryption)'}: ${ageText(age)} old${stale ? ` (stale after ${config.status.offsiteStaleHours} h)` : ''}, sha256 matches (${where})`, details);
   } catch (err) {
     return row('nas-copy', 'unreachable', `NAS not checked: ${(err as Error).message.split('\n')[0]}`, { destination: where });
   }

@@ -2,9 +2,12 @@ import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeysLike } from './tags.js';
 import type { Config } from '../../config/config.js';
-import { checksumFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, stampOfName } from '../../core/dump-names.js';
+import { encryptedFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, stampOfName } from '../../core/dump-names.js';
 import type { DumpOrigin } from '../../core/restore-plan.js';
-import { remoteListing } from '../nas/remote-dumps.js';
+import { dumpsInListing, remoteListing } from '../nas/remote-dumps.js';
+import { runRemote } from '../nas/ssh.js';
+import { vouchesFor } from './keyring.js';
+import { asKeys, fingerprints, parseTags, tagFileName } from './tags.js';
 import { futureStamped, scanDumps } from './authentic.js';
 import { authenticRows, rowFacts } from './rows.js';
 
@@ -74,10 +77,61 @@ async function localEntries(config: Config, key: () => Promise<KeysLike>, dir: s
       verified,
       ...(tables !== undefined ? { tables, rows: rowCount } : {}),
       ...(immichVersion ? { immichVersion } : {}),
-      restore: `restore db --dump ${file}`,
+      // A dump a restore would refuse is offered to `adopt` (which checks it in full first), never to `restore`.
+      restore: d.state === 'authentic' ? `restore db --dump ${file}` : `adopt ${file}`,
     });
   }
   return entries;
+}
+
+/**
+ * The NAS's dumps, newest first: one listing (names and sizes: `ls -ln` is there on every NAS,
+ * busybox included) and one command for the key each tag names (`grep`), so that a copy tagged
+ * with a key this host does not hold is said to be so, with both fingerprints, and offered what
+ * works (recover, adopt) instead of a restore that would be refused.
+ */
+async function nasEntries(config: Config, key: () => Promise<KeysLike>, nowMs: number): Promise<CatalogEntry[]> {
+  const offsite = config.offsite;
+  const stdout = await remoteListing(offsite, '-ln');
+  const sizes = new Map<string, number>();
+  for (const line of stdout.split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length >= 9 && fields[0]?.startsWith('-')) sizes.set(fields.slice(8).join(' '), Number(fields[4]));
+  }
+  const remote = dumpsInListing(sizes.keys()).reverse();
+  if (!remote.length) return [];
+  const tagged = remote.filter((d) => d.tagged).map((d) => `${offsite.remoteDir}/${tagFileName(d.file)}`);
+  // grep exits 1 when a file has no such line: an answer, not a failure (reject: false).
+  const tags = tagged.length ? (await runRemote(offsite, ['grep', '-H', '-E', '^(key|dump) ', '--', ...tagged], { label: 'ssh grep', reject: false })).stdout : '';
+  const lines = new Map<string, string>();
+  for (const line of tags.split('\n')) {
+    const at = line.lastIndexOf('.hmac:');
+    if (at < 0) continue;
+    const file = line.slice(0, at).split('/').pop()!;
+    lines.set(file, `${lines.get(file) ?? ''}${line.slice(at + '.hmac:'.length)}\n`);
+  }
+  // A new host without keys still sees what the NAS holds, and is told to recover the keys.
+  const k = await key().then(asKeys, () => undefined);
+  return remote.map((d) => {
+    const { file } = d;
+    const parsed = parseTags(lines.get(file) ?? '');
+    const held = parsed.key ? k?.all.find((t) => t.id === parsed.key) : undefined;
+    const layout = d.encrypted ? 'encrypted (age)' : 'a PLAIN copy from before encryption (readable by whoever reads the NAS; OffsiteSync replaces it while its local dump exists)';
+    const base = { file, origin: 'offsite' as const, ...timing(file, nowMs), bytes: sizes.get(d.encrypted ? encryptedFileName(file) : file)! };
+    if (!parsed.dump) return { ...base, verified: `${layout}; NOT AUTHENTIC: no provenance tag beside it on the NAS; a restore refuses it`, restore: d.encrypted ? 'recover' : `adopt --from offsite ${file}` };
+    if ((parsed.key || !k) && !held) {
+      // Without that key a copy is neither verified nor (encrypted) decrypted here: the keys come back with the recovery code.
+      return {
+        ...base,
+        verified: `${layout}; tagged with key ${parsed.key ?? '(unnamed)'}, which this host does not hold (${k ? `its keys: ${fingerprints(k)}` : 'it has no key'}): a restore here refuses it; put that key back or recover the keys with the recovery code`,
+        restore: d.encrypted ? 'recover' : `adopt --from offsite ${file}`,
+      };
+    }
+    if (held && !vouchesFor(held, file)) {
+      return { ...base, verified: `${layout}; tagged with key ${held.id}, retired on ${held.retired} and named after that: a restore refuses it`, restore: `adopt --from offsite ${file}` };
+    }
+    return { ...base, verified: `${layout}; tagged with key ${parsed.key ?? '(from before key fingerprints)'}; sha256 checked on the NAS when uploaded; decrypted and checked in full when fetched`, restore: `restore db --dump ${file} --from offsite` };
+  });
 }
 
 /** Every restorable dump: the staging dir, restore points, the NAS, Immich's own backups, newest first within each. */
@@ -89,17 +143,7 @@ export async function listDumps(config: Config, key: () => Promise<KeysLike>, no
     ...(await localEntries(config, key, join(dir, RESTORE_POINTS_DIR), 'restore-point', isRestorePointName, nowMs, problems)).reverse(),
   ];
   try {
-    // One listing: names and sizes (`ls -ln` is there on every NAS, busybox included).
-    const stdout = await remoteListing(config.offsite, '-ln');
-    const sizes = new Map<string, number>();
-    for (const line of stdout.split('\n')) {
-      const fields = line.trim().split(/\s+/);
-      if (fields.length >= 9 && fields[0]?.startsWith('-')) sizes.set(fields.slice(8).join(' '), Number(fields[4]));
-    }
-    const remote = [...sizes.keys()].filter((n) => isDumpName(n) && sizes.has(checksumFileName(n))).sort().reverse();
-    for (const file of remote) {
-      entries.push({ file, origin: 'offsite', ...timing(file, nowMs), bytes: sizes.get(file)!, verified: 'sha256 checked on the NAS when uploaded; checked again when fetched', restore: `restore db --dump ${file} --from offsite` });
-    }
+    entries.push(...(await nasEntries(config, key, nowMs)));
   } catch (err) {
     problems.push(`NAS not listed: ${(err as Error).message.split('\n')[0]}`);
   }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Config } from '../../config/config.js';
 import type { Logger } from '../../config/logger.js';
 import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, REJECTED_DIR, RESTORE_POINTS_DIR, rowCountsFileName } from '../../core/dump-names.js';
-import { ChecksumMismatchError, ConfigError, DumpNameTakenError, DumpNotFoundError } from '../../core/errors.js';
+import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpNameTakenError, DumpNotFoundError } from '../../core/errors.js';
 import type { RowCounts, TableDigests } from '../../core/reports.js';
 import type { DumpKind, ResolveDumpInput, ResolvedDump, VerifiedDump } from '../../core/types.js';
 import { diskError, fsyncDir, ownDir, writeFileAtomic } from '../files/fs-safe.js';
@@ -12,7 +12,8 @@ import { checkRestorable } from '../postgres/load.js';
 import { authenticDumps, latestUsable, readChecksumFile, type Latest, type Skipped, type TrustedDump } from './authentic.js';
 import { listDumps, type Catalog } from './catalog.js';
 import { openKeyring, type Keyring, type TagKeys } from './keyring.js';
-import { importFromNas } from './nas-import.js';
+import { fetchNasCopy, newestNasCopy, sealedForNas, type FetchOptions, type NasCopy, type NasUpload } from './nas-copy.js';
+import { copyIntoTemp, importFromNas, linkIfAbsent } from './nas-import.js';
 import { privateCopy, privateCopyDir } from './private-copy.js';
 import { locate, resolveDump } from './resolve.js';
 import { authenticRows, digestsFileName, readDigestsFile, removeDigestsFile, shrinkOf, writeDigestsFile, writeRows, type RecordedRows } from './rows.js';
@@ -29,6 +30,9 @@ export type { Catalog, CatalogEntry } from './catalog.js';
 export { digestsFileName, rowFacts, type RecordedRows } from './rows.js';
 export { trustedSetup } from './setup.js';
 export { tagFileName } from './tags.js';
+export type { NasCopy, NasUpload } from './nas-copy.js';
+/** The wrapped keyring as it goes to the NAS (OffsiteSync keeps it there up to date). */
+export { envelopeForNas } from './recovery.js';
 /** The key as it is on disk, for who derives tokens from it without a store (the CLI's run authorization). */
 export { readKey } from './key.js';
 export { keyId, openKeyring, type Keyring, type TagKeys } from './keyring.js';
@@ -63,8 +67,12 @@ export interface DumpStore {
   publish(dir: string, name: string, temp: string, sha256: string, digests?: TableDigests): Promise<void>;
   /** Validated: from now on the dump is ours, as its tag says to every reader. */
   seal(file: string, sha256: string, dir?: string): Promise<void>;
-  /** Vouches for a dump in backup.dir that has no valid tag: checked in full first (`checking` is called before). */
-  adopt(file: string, checking?: () => void): Promise<VerifiedDump>;
+  /**
+   * Vouches for a dump in backup.dir that has no valid tag: checked in full first (`checking` is
+   * called before). `from: 'offsite'`: the NAS copy, fetched and decrypted, checked in full, and
+   * put into backup.dir as a dump of ours (never replacing a local file).
+   */
+  adopt(file: string, checking?: () => void, options?: { from?: 'local' | 'offsite' }): Promise<VerifiedDump>;
   /** Digests of a dump that is no backup: nothing will compare them. */
   dropDigests(file: string, dir?: string): Promise<void>;
   /**
@@ -79,6 +87,16 @@ export interface DumpStore {
   privateCopy(path: string, file: string, sha256: string, step: string): Promise<FileHandle>;
   /** A dump fetched from the NAS into backup.dir, verified in full, never replacing a local file. */
   importFromNas(file: string): Promise<ResolvedDump>;
+  /**
+   * The NAS copy of a dump in a private folder (beside the key): fetched, its ciphertext checked
+   * against its .age.sha256, decrypted, its tag verified, checked in full; with its authentic row
+   * counts. dispose() removes it. (A plain copy from before encryption is read too.)
+   */
+  fetchNasCopy(file: string, options?: FetchOptions): Promise<NasCopy>;
+  /** The newest encrypted copy on the NAS by name, never one stamped in the future. */
+  newestNasCopy(nowMs?: number): Promise<string | undefined>;
+  /** What goes to the NAS for a verified dump: encrypted (age, the current key), its row counts, tag and ciphertext checksum, in a private folder. */
+  sealedForNas(file: string, dir?: string): Promise<NasUpload>;
   /** Which dump a restore of `dump` (a name, or "latest") loads, from where (resolve.ts). */
   resolve(input: ResolveDumpInput): Promise<ResolvedDump>;
   /** Where a dump of that name and origin is: from the name alone, never a path given by anyone. */
@@ -157,8 +175,9 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
       await tagDump(await writingKeys(), dir, file, sha256);
     },
 
-    async adopt(file, checking) {
+    async adopt(file, checking, { from = 'local' } = {}) {
       if (!isDumpName(file)) throw new ConfigError(`${JSON.stringify(file)} is not a dump name (${DUMP_NAME_HINT}): give a file's name in ${backupDir}, not a path`);
+      if (from === 'offsite') return adoptNasCopy(file, checking);
       const k = await keys();
       const path = join(backupDir, file);
       const st = await lstat(path).catch(() => undefined);
@@ -188,7 +207,10 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
 
     checkCopyDir: () => ownDir(privateCopyDir(keyFile)),
     privateCopy: (path, file, sha256, step) => privateCopy(path, file, privateCopyDir(keyFile), sha256, step),
-    importFromNas: (file) => importFromNas(config, logger, keys, file),
+    importFromNas: (file) => importFromNas(config, logger, (f) => fetchNasCopy(config, keys, f), file),
+    fetchNasCopy: (file, options) => fetchNasCopy(config, keys, file, options),
+    newestNasCopy: (nowMs) => newestNasCopy(config, nowMs),
+    sealedForNas: (file, dir = dirOf(file)) => sealedForNas(config, keys, dir, file, join(dir, file)),
     resolve: (input) => resolveDump(config, logger, store, input),
     locate: (file, origin) => locate(config, file, origin),
 
@@ -196,6 +218,41 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
       for (const name of [tagFileName(file), checksumFileName(file), rowCountsFileName(file), digestsFileName(file), file]) await rm(join(dir, name), { force: true });
     },
   };
+
+  /**
+   * `adopt --from offsite`: the NAS copy checked in full without asking its tag, then put into
+   * backup.dir (never over a local file) with its .sha256 and a tag of the current key.
+   */
+  async function adoptNasCopy(file: string, checking?: () => void): Promise<VerifiedDump> {
+    const local = join(backupDir, file);
+    if (await lstat(local).catch(() => undefined)) throw new DumpConflictError(`${local} exists: nothing adopted from the NAS (never replaced); adopt the local one (immich-backup adopt ${file}) or move it aside first`);
+    checking?.();
+    await ownDir(backupDir);
+    const copy = await fetchNasCopy(config, keys, file, { vouch: false });
+    const temps: string[] = [];
+    try {
+      const { verified } = copy;
+      temps.push(await copyIntoTemp(copy.path, backupDir, file));
+      await publishChecksum(file, verified.sha256);
+      await tagDump(await writingKeys(), backupDir, file, verified.sha256);
+      if (!(await linkIfAbsent(temps[0]!, local))) throw new DumpConflictError(`${file} appeared in ${backupDir} while it was fetched: nothing was replaced; try again`);
+      await fsyncDir(backupDir);
+      logger.info({ file, encrypted: copy.encrypted }, 'NAS copy adopted into the staging dir');
+      return verified;
+    } finally {
+      await Promise.all(temps.map((t) => rm(t, { force: true })));
+      await copy.dispose();
+    }
+  }
+
+  /** A .sha256 created afresh (never through whatever sits under that name), or refused when one with another checksum is there. */
+  async function publishChecksum(file: string, sha256: string): Promise<void> {
+    const path = join(backupDir, checksumFileName(file));
+    const recorded = await readChecksumFile(path);
+    if (recorded === sha256) return;
+    if (recorded) throw new ChecksumMismatchError(`${path} records ${recorded}, but the dump hashes to ${sha256}: nothing adopted; move it aside and try again`);
+    await writeFile(path, `${sha256}  ${file}\n`, { mode: 0o600, flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW });
+  }
 
   /** Why `tables` looks like lost data against the newest earlier dump with authentic row counts. */
   async function shrinkAgainstPrevious(dir: string, file: string, tables: RowCounts, k: TagKeys): Promise<string | undefined> {

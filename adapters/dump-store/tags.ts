@@ -60,20 +60,21 @@ function keyOfDump(keys: TagKeys, tags: Tags, file: string, sha256: string): Tag
   return tags.dump ? candidates(keys, tags, file).find((k) => sameHex(tags.dump!, dumpTag(k.key, file, sha256))) : undefined;
 }
 
-const fingerprints = (keys: TagKeys) => keys.all.map((k) => `${k.id}${k.id === keys.current.id ? ' (current)' : k.retired ? ` (retired ${k.retired.slice(0, 10)})` : ''}`).join(', ');
+/** The fingerprints of every key a host holds, for messages: `1a2b… (current), 3c4d… (retired 2026-01-02)`. */
+export const fingerprints = (keys: TagKeys) => keys.all.map((k) => `${k.id}${k.id === keys.current.id ? ' (current)' : k.retired ? ` (retired ${k.retired.slice(0, 10)})` : ''}`).join(', ');
 
-/** Why a tag does not verify, said with both fingerprints and what to do; undefined when it does. */
-export function tagProblem(keys: KeysLike, file: string, where: string, tagText: string, sha256: string): string | undefined {
+/** Why a tag does not verify, said with both fingerprints and what to do (`adopt`: the command that vouches for it); undefined when it does. */
+export function tagProblem(keys: KeysLike, file: string, where: string, tagText: string, sha256: string, adopt = `immich-backup adopt ${file}`): string | undefined {
   const ks = asKeys(keys);
   const tags = parseTags(tagText);
   if (!tags.dump) return `dump ${file} ${where} has no provenance tag (${tagFileName(file)}): it was not written by this tool with this key`;
   if (keyOfDump(ks, tags, file, sha256)) return undefined;
   const named = tags.key ? ks.all.find((k) => k.id === tags.key) : undefined;
   if (tags.key && !named) {
-    return `dump ${file} ${where} was tagged with key ${tags.key}, which this host does not hold (its keys: ${fingerprints(ks)}): put that key back (security.keyFile), recover the keys with the recovery code (immich-backup recover), or check the dump and vouch for it (immich-backup adopt ${file})`;
+    return `dump ${file} ${where} was tagged with key ${tags.key}, which this host does not hold (its keys: ${fingerprints(ks)}): put that key back (security.keyFile), recover the keys with the recovery code (immich-backup recover), or check the dump and vouch for it (${adopt})`;
   }
   if (named && !vouchesFor(named, file)) {
-    return `dump ${file} ${where} is tagged with key ${named.id}, retired on ${named.retired} (after a suspected leak), and is named after that: a retired key vouches only for dumps made before; check it and vouch for it (immich-backup adopt ${file}) if you know it is yours`;
+    return `dump ${file} ${where} is tagged with key ${named.id}, retired on ${named.retired} (after a suspected leak), and is named after that: a retired key vouches only for dumps made before; check it and vouch for it (${adopt}) if you know it is yours`;
   }
   return `dump ${file} ${where}: its provenance tag does not verify with ${named ? `key ${named.id}, which it names` : `any key this host holds (${fingerprints(ks)})`} (forged, altered, renamed${named ? '' : ', or tagged with another key'})`;
 }

@@ -14,7 +14,7 @@ import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { waitFor } from '../helpers/net.js';
 import { rawTestConfig, tempDir } from '../helpers/setup.js';
 import { useStack } from '../helpers/stack.js';
-import { bigDump, sha, unfinishedNames, worker } from '../helpers/transfer.js';
+import { bigDump, decryptedOnNas, sha, unfinishedNames, worker } from '../helpers/transfer.js';
 
 // Faults in transfers, injected into real processes: worker processes killed with SIGKILL in the
 // middle of rsync, the NAS's sshd killed mid-upload, the USB drive unmounted under a run.
@@ -53,16 +53,17 @@ describe('faults: transfers', () => {
     const raw = rawTestConfig({ backupDir: join(root, 'dumps'), address: stack.temporal.address, extra: { offsite: { ...stack.sshd.offsite, remoteDir: remote, bwLimitKiB: 256 }, log: { level: 'info' } } });
     const first = await worker(root, raw);
     const handle = await stack.client.workflow.start('OffsiteSync', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-upload-${Date.now()}`, args: [{}] });
-    await waitFor('the upload under way', async () => ((await readdir(remote, { recursive: true }).catch(() => [])).some((n) => n.includes('.partial') || /\/\./.test(n) || n.startsWith('.')) ? true : undefined), 30_000, 100);
-    assert.ok(!(await readdir(remote)).includes(dump.name), 'no final name while uploading');
+    // The dump's upload (its ciphertext's temporary name), not the keyring's before it.
+    await waitFor('the upload under way', async () => ((await readdir(remote, { recursive: true }).catch(() => [])).some((n) => n.startsWith(`.${dump.name}`) || n.startsWith(`.rsync-partial/.${dump.name}`)) ? true : undefined), 30_000, 100);
+    assert.ok(!(await readdir(remote)).includes(`${dump.name}.age`), 'no final name while uploading');
     first.process.kill('SIGKILL');
     await first.process;
     const second = await worker(root, raw);
     try {
       const report = (await handle.result()) as OffsiteSyncReport;
       assert.deepEqual(report.copied, [dump.name]);
-      assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
-      assert.deepEqual((await readdir(remote)).filter((n) => !n.startsWith('.rsync-partial')).sort(), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
+      assert.equal(sha(await decryptedOnNas(remote, dump.name, `${join(root, 'dumps')}.key`)), sha(dump.body));
+      assert.deepEqual((await readdir(remote)).filter((n) => !n.startsWith('.rsync-partial')).sort(), [`${dump.name}.age`, `${dump.name}.age.sha256`, `${dump.name}.hmac`, 'keyring']);
       await recordFault('worker killed (SIGKILL) mid-rsync: offsite upload', 'new worker completed the upload; NAS copy sha256 matches; no partial file under a final name');
     } finally {
       second.process.kill('SIGTERM');
@@ -78,14 +79,14 @@ describe('faults: transfers', () => {
     const w = await worker(root, raw);
     try {
       const handle = await stack.client.workflow.start('OffsiteSync', { taskQueue: raw.temporal!.taskQueue as string, workflowId: `fault-sshd-${Date.now()}`, args: [{}] });
-      await waitFor('the upload under way', async () => ((await readdir(remote).catch(() => [])).some((n) => n.startsWith('.')) ? true : undefined), 30_000, 100);
+      await waitFor('the upload under way', async () => ((await readdir(remote).catch(() => [])).some((n) => n.startsWith(`.${dump.name}`)) ? true : undefined), 30_000, 100);
       await stack.sshd.kill();
       await new Promise((r) => setTimeout(r, 3000));
-      assert.ok(!(await readdir(remote)).includes(dump.name), 'no final name after the cut');
+      assert.ok(!(await readdir(remote)).includes(`${dump.name}.age`), 'no final name after the cut');
       await stack.sshd.start();
       const report = (await handle.result()) as OffsiteSyncReport;
       assert.deepEqual(report.copied, [dump.name]);
-      assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
+      assert.equal(sha(await decryptedOnNas(remote, dump.name, `${join(root, 'dumps')}.key`)), sha(dump.body));
       const key = await readFile(stack.sshd.identityFile, 'utf8');
       const keyBody = key.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
       for (const text of [w.stdout(), w.stderr()]) {

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { spawnCli, workerStarted } from './cli.js';
 import { ownProcesses } from './processes.js';
 import { writeConfigFile } from './setup.js';
@@ -16,6 +17,12 @@ export async function sshProcessesFor(port: number): Promise<string[]> {
 }
 
 export const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** The dump `name` as the NAS holds it (`<name>.age`), decrypted with the identities of the keyring beside `keyFile`: what a restore reads. */
+export async function decryptedOnNas(remoteDir: string, name: string, keyFile: string): Promise<Buffer> {
+  const { stdout } = await execa('age', ['-d', '-i', `${keyFile}.age-identities`, join(remoteDir, `${name}.age`)], { encoding: 'buffer' });
+  return Buffer.from(stdout);
+}
 
 /** A 2 MiB incompressible local dump with its .sha256 and tag. */
 export async function bigDump(dir: string, stamp: string) {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
+import { execa } from 'execa';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
@@ -19,6 +20,7 @@ import { listDir, tempDir, testConfig } from '../helpers/setup.js';
 import { useStack } from '../helpers/stack.js';
 import { recordFault } from '../helpers/fault-matrix.js';
 import { tagWithTestKey } from '../helpers/trust.js';
+import { decryptedOnNas } from '../helpers/transfer.js';
 
 // OffsiteSync against a real sshd on loopback standing in for the NAS, with real rsync, scp and
 // ssh; a real Temporal dev server runs the workflow.
@@ -37,21 +39,24 @@ async function localDump(dir: string, stamp: string, size = 200_000): Promise<{ 
   return { name, body };
 }
 
+/** What the NAS holds for one dump uploaded by this version: the ciphertext, its checksum (last) and the tag. */
+const encrypted = (name: string) => [`${name}.age`, `${name}.age.sha256`, `${name}.hmac`];
+
 async function setup(extra: Record<string, unknown> = {}, remoteDir?: string) {
   const local = await tempDir('offsite-local');
   const remote = remoteDir ?? join(await tempDir('offsite-nas'), 'volume1', 'backups', 'immich', 'postgres');
   const config = testConfig({ backupDir: local, extra: { offsite: { ...stack.sshd.offsite, remoteDir: remote, retryWindowMinutes: 0.25, ...extra } } });
-  return { local, remote, config, run: (during?: (id: string) => Promise<void>) => runWorkflow<OffsiteSyncReport>(stack.client, stack.temporal.address, config, 'OffsiteSync', during) };
+  return { local, remote, config, keyFile: config.security.keyFile, run: (during?: (id: string) => Promise<void>) => runWorkflow<OffsiteSyncReport>(stack.client, stack.temporal.address, config, 'OffsiteSync', during) };
 }
 
 describe('OffsiteSync', () => {
   test('copies only the dumps the NAS lacks, verified there; a second run copies nothing and says so', async () => {
-    const { local, remote, run } = await setup();
+    const { local, remote, run, keyFile } = await setup();
     const dumps = [await localDump(local, '20261120_030000'), await localDump(local, '20261121_030000'), await localDump(local, '20261122_030000')];
     await mkdir(remote, { recursive: true });
-    // The NAS already has the first one.
-    await writeFile(join(remote, dumps[0]!.name), dumps[0]!.body);
-    await writeFile(join(remote, `${dumps[0]!.name}.sha256`), await readFile(join(local, `${dumps[0]!.name}.sha256`)));
+    // The NAS already has the first one (encrypted: its ciphertext and the checksum written last).
+    await writeFile(join(remote, `${dumps[0]!.name}.age`), 'ciphertext');
+    await writeFile(join(remote, `${dumps[0]!.name}.age.sha256`), `${sha(Buffer.from('ciphertext'))}  ${dumps[0]!.name}.age\n`);
     // A file the NAS holds that is not ours, and a local dump that never validated (no .sha256).
     await writeFile(join(remote, 'notes.txt'), 'keep');
     await writeFile(join(local, 'immich_20261123_030000.sql.gz'), 'unvalidated');
@@ -60,12 +65,18 @@ describe('OffsiteSync', () => {
     assert.equal(first.error, undefined, String(first.error));
     assert.deepEqual(first.report!.copied, [dumps[2]!.name, dumps[1]!.name], 'newest first');
     assert.equal(first.report!.alreadyOffsite, 1);
-    assert.equal(first.report!.bytesCopied, dumps[1]!.body.length + dumps[2]!.body.length);
+    // What went over the wire: the ciphertexts (age adds a header and 16 bytes per 64 KiB).
+    const cipherBytes = (await stat(join(remote, `${dumps[1]!.name}.age`))).size + (await stat(join(remote, `${dumps[2]!.name}.age`))).size;
+    assert.equal(first.report!.bytesCopied, cipherBytes);
+    assert.ok(cipherBytes > dumps[1]!.body.length + dumps[2]!.body.length);
     // The first came without a tag (copied there by hand): left as it is; the two uploaded carry theirs.
-    const names = [...dumps.flatMap((d) => [d.name, `${d.name}.sha256`]), ...dumps.slice(1).map((d) => `${d.name}.hmac`)];
-    assert.deepEqual(await listDir(remote), [...names, 'notes.txt'].sort());
-    for (const d of dumps) assert.equal(sha(await readFile(join(remote, d.name))), sha(d.body));
-    for (const d of dumps.slice(1)) assert.equal((await stat(join(remote, d.name))).mode & 0o777, 0o600, 'owner-only on the NAS too');
+    const names = [`${dumps[0]!.name}.age`, `${dumps[0]!.name}.age.sha256`, ...dumps.slice(1).flatMap((d) => encrypted(d.name))];
+    assert.deepEqual(await listDir(remote), [...names, 'keyring', 'notes.txt'].sort());
+    for (const d of dumps.slice(1)) {
+      assert.deepEqual(await decryptedOnNas(remote, d.name, keyFile), d.body, 'decrypts to the dump');
+      assert.equal(sha(await readFile(join(remote, `${d.name}.age`))), (await readFile(join(remote, `${d.name}.age.sha256`), 'utf8')).split(' ')[0]);
+      assert.equal((await stat(join(remote, `${d.name}.age`))).mode & 0o777, 0o600, 'owner-only on the NAS too');
+    }
 
     const second = await run();
     assert.equal(second.error, undefined);
@@ -74,34 +85,34 @@ describe('OffsiteSync', () => {
   });
 
   test('scp works for NAS units without rsync, with the same temporary-name discipline', async () => {
-    const { local, remote, run } = await setup({ method: 'scp' });
+    const { local, remote, run, keyFile } = await setup({ method: 'scp' });
     const dump = await localDump(local, '20261124_030000');
     const { report, error } = await run();
     assert.equal(error, undefined, String(error));
     assert.equal(report!.method, 'scp');
-    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
-    assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
+    assert.deepEqual(await listDir(remote), [...encrypted(dump.name), 'keyring'].sort());
+    assert.deepEqual(await decryptedOnNas(remote, dump.name, keyFile), dump.body);
   });
 
   test('a corrupted copy on the NAS is caught by its sha256 there, removed, and sent again', async () => {
-    const { local, remote, run } = await setup();
+    const { local, remote, run, keyFile } = await setup();
     const dump = await localDump(local, '20261125_030000');
     // A leftover partial upload of the right size and time but wrong bytes: rsync's quick check
-    // takes it as done, so only the checksum computed on the NAS can tell.
+    // takes it as done, so only the checksum computed on the NAS can tell. (A ciphertext's size
+    // follows from the dump's; it carries the dump's time.)
     await mkdir(remote, { recursive: true });
-    const bad = Buffer.from(dump.body);
-    bad[bad.length >> 1] = bad[bad.length >> 1]! ^ 0xff;
-    const partial = join(remote, `.${dump.name}.partial`);
-    await writeFile(partial, bad);
+    const cipherSize = (await execa('age', ['-e', '-i', `${keyFile}.age-identities`, join(local, dump.name)], { encoding: 'buffer' })).stdout.length;
+    const partial = join(remote, `.${dump.name}.age.partial`);
+    await writeFile(partial, Buffer.alloc(cipherSize, 0x55));
     const { mtime } = await stat(join(local, dump.name));
     await utimes(partial, mtime, mtime);
 
     const { report, error, workflowId } = await run();
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.copied, [dump.name]);
-    assert.equal(sha(await readFile(join(remote, dump.name))), sha(dump.body));
+    assert.deepEqual(await decryptedOnNas(remote, dump.name, keyFile), dump.body);
     assert.ok((await activityAttempts(stack.client, workflowId)).includes(2), 'the upload was retried after the mismatch');
-    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
+    assert.deepEqual(await listDir(remote), [...encrypted(dump.name), 'keyring'].sort());
   });
 
   test('an unreachable NAS is retried for the window, then fails in one line; nothing lands under a final name', async () => {
@@ -136,7 +147,7 @@ describe('OffsiteSync', () => {
     });
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.copied, [dump.name]);
-    assert.deepEqual(await listDir(remote), [dump.name, `${dump.name}.hmac`, `${dump.name}.sha256`]);
+    assert.deepEqual(await listDir(remote), [...encrypted(dump.name), 'keyring'].sort());
   });
 
   test('an unknown host key is refused at once: ssh never prompts and never trusts it', async () => {
@@ -167,7 +178,7 @@ describe('OffsiteSync', () => {
     const { report, error } = await run();
     assert.equal(error, undefined, String(error));
     assert.deepEqual(report!.prunedRemote.sort(), old);
-    assert.deepEqual(await listDir(remote), [...kept.flatMap((n) => [n, `${n}.sha256`]), fresh.name, `${fresh.name}.hmac`, `${fresh.name}.sha256`].sort());
+    assert.deepEqual(await listDir(remote), [...kept.flatMap((n) => [n, `${n}.sha256`]), ...encrypted(fresh.name), 'keyring'].sort());
   });
   test('finding 11: one damaged older dump is moved into rejected/ with an alarm, and the newer ones are still copied, newest first', async () => {
     const { local, remote, run } = await setup();
@@ -184,7 +195,7 @@ describe('OffsiteSync', () => {
     assert.match(report!.message, new RegExp(`^copied 2 dump\\(s\\) to .*; ALARM: 1 local dump\\(s\\) damaged since validation, not copied, moved to rejected/: ${oldest.name.replace(/\./g, '\\.')}$`));
     assert.deepEqual(await listDir(join(local, 'rejected')), [oldest.name, `${oldest.name}.hmac`, `${oldest.name}.sha256`]);
     assert.equal(existsSync(join(local, oldest.name)), false);
-    assert.deepEqual(await listDir(remote), [middle, newest].flatMap((d) => [d.name, `${d.name}.hmac`, `${d.name}.sha256`]).sort());
+    assert.deepEqual(await listDir(remote), [...[middle, newest].flatMap((d) => encrypted(d.name)), 'keyring'].sort());
     // Upload order in the history: the newest dump's upload was scheduled first.
     const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
     const uploads = (history.events ?? []).flatMap((e) => {

@@ -186,7 +186,9 @@ describe('status, drill, alarm and notifications', () => {
     const nas = rowOf(report, 'nas-copy');
     assert.equal(nas.state, 'ok', nas.summary);
     assert.equal(nas.details?.checksumMatches, true);
-    assert.equal(nas.details?.sha256, nightly.report.sha256);
+    // The NAS holds the dump encrypted: its row checks the ciphertext against its .age.sha256.
+    assert.equal(nas.details?.encrypted, true);
+    assert.equal(nas.details?.sha256, (await readFile(join(base, 'nas', 'postgres', `${nightly.report.file}.age.sha256`), 'utf8')).split(' ')[0]);
     assert.equal(rowOf(report, 'library-mirror').state, 'ok');
     for (const id of ['nightly-db-backup', 'offsite-sync', 'weekly-library-mirror', 'backup-health', 'restore-drill']) {
       const s = rowOf(report, `schedule:${id}`);

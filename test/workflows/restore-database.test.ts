@@ -299,7 +299,7 @@ describe('RestoreDatabase', () => {
     const conflict = await w.restore({ dump: dump.file, from: 'offsite', dryRun: true });
     // Its tag (none, or one for other bytes) does not verify: refused before it is compared or named.
     assert.equal(failureType(conflict.error).type, 'UnauthenticatedDumpError');
-    assert.match(failureType(conflict.error).message, /the NAS copy of \S+ has no provenance tag that verifies/);
+    assert.match(failureType(conflict.error).message, /^dump \S+ on the NAS \S+ has no provenance tag \(\S+\.hmac\): it was not written by this tool with this key; not restoring it; nothing was changed$/);
     assert.deepEqual(await readFile(dump.path), good, 'the local dump is untouched');
     assert.equal(await readFile(`${dump.path}.sha256`, 'utf8'), localSum);
     // Without a local copy, the bad NAS copy is refused and leaves nothing under a final name.
