@@ -2,11 +2,11 @@ import { MirrorSafetyError } from '../core/errors.js';
 import { versionSetProblem } from '../core/library-layout.js';
 import { requireAuthorizedRun } from '../adapters/run-auth/index.js';
 import type { ActivityDeps } from './deps.js';
-import { copyLibraryToNas } from '../adapters/nas/library-copy.js';
+import { copyLibraryToNas } from '../adapters/library-offsite/library-copy.js';
 import type { LibraryOffsiteResult } from '../core/types.js';
 
 // library.offsite: the library's third copy, on the NAS, as an encrypted restic repository (see
-// adapters/nas/library-copy.ts).
+// adapters/library-offsite/library-copy.ts).
 
 export function createLibraryOffsiteActivities({ config, logger }: ActivityDeps) {
   const lib = config.library;

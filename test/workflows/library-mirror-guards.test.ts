@@ -10,7 +10,7 @@ import type { MirrorOutcome } from '../../core/types.js';
 import { grantRun } from '../../adapters/run-auth/index.js';
 import { versionSetName, versionsDirOf } from '../../core/library-layout.js';
 import { createLogger } from '../../config/logger.js';
-import { nasCopySnapshots } from '../../adapters/nas/library-copy.js';
+import { nasCopySnapshots } from '../../adapters/library-offsite/library-copy.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { tempDir, testConfig } from '../helpers/setup.js';
 import { useStack } from '../helpers/stack.js';

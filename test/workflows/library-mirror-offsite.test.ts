@@ -3,9 +3,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { describe, test } from 'node:test';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
 import { execa } from 'execa';
-import { copyLibraryToNas, nasCopySnapshots, restoreFromNasCopy } from '../../adapters/nas/library-copy.js';
-import { libraryRepo, SNAPSHOT_HOST, SNAPSHOT_TAG } from '../../adapters/nas/restic.js';
+import { copyLibraryToNas, nasCopySnapshots, restoreFromNasCopy } from '../../adapters/library-offsite/library-copy.js';
+import { libraryRepo, SNAPSHOT_HOST, SNAPSHOT_TAG } from '../../adapters/library-offsite/restic.js';
 import type { Config } from '../../config/config.js';
 import { versionSetName } from '../../core/library-layout.js';
 import type { WeeklyLibraryMirrorReport } from '../../workflows/index.js';
@@ -126,7 +128,7 @@ describe('WeeklyLibraryMirror with library.offsite (an encrypted restic reposito
   });
 });
 
-describe('the library\'s NAS copy (adapters/nas/library-copy.ts)', () => {
+describe('the library\'s NAS copy (adapters/library-offsite/library-copy.ts)', () => {
   test('with library.delete on, snapshots beyond keepVersionsWeeks are forgotten; while one is dated in the future (a clock that ran ahead) none is', async () => {
     const { source, config } = await setup(20, { delete: true });
     const stamp = (ms: number) => new Date(Date.now() + ms).toISOString().slice(0, 19).replace('T', ' ');
@@ -146,6 +148,24 @@ describe('the library\'s NAS copy (adapters/nas/library-copy.ts)', () => {
     assert.deepEqual(after.futureVersionSets, [futureId]);
     assert.deepEqual(after.prunedVersionSets, [], 'nothing forgotten while a snapshot is dated in the future');
     assert.deepEqual((await nasCopySnapshots(config)).map((s) => s.id), [kept[1]!.id, kept[2]!.id, result.snapshot, after.snapshot, futureId]);
+  });
+
+  test('its heartbeats say how far the upload is (files, bytes, percent), then that it verifies; offsite.bwLimitKiB holds the upload back', async () => {
+    const { source, configOf } = await setup(5);
+    await mkdir(join(source, 'raw'), { recursive: true });
+    for (let i = 0; i < 8; i++) await writeFile(join(source, 'raw', `RAW_${i}.dng`), randomBytes(256 * 1024));
+    const base = configOf();
+    const config = { ...base, offsite: { ...base.offsite, bwLimitKiB: 512 } };
+    const beats: Record<string, unknown>[] = [];
+    const env = new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR', () => undefined) });
+    env.on('heartbeat', (d: Record<string, unknown>) => beats.push(d));
+    const started = Date.now();
+    const result = (await env.run(() => copyLibraryToNas(config, versionSetName(new Date())))) as Awaited<ReturnType<typeof copyLibraryToNas>>;
+    assert.ok(Date.now() - started > 3000, 'about 2 MiB at 512 KiB/s');
+    assert.equal(result.filesTransferred, 13);
+    const copying = beats.filter((b) => b.step === 'copying the library to the NAS (restic, encrypted)');
+    assert.ok(copying.some((b) => (b.filesDone as number) > 0 && (b.percent as number) > 0 && b.totalFiles === 13 && /MiB$/.test(b.of as string)), JSON.stringify(copying));
+    assert.ok(beats.some((b) => /^verifying the NAS copy \(restic check: structure, data subset \d+\/12\)$/.test(b.step as string)), JSON.stringify(beats.slice(-3)));
   });
 
   test('with library.delete off, nothing is forgotten: the NAS copy only gains, as the plain copy did', async () => {

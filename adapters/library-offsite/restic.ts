@@ -3,7 +3,7 @@ import type { Config } from '../../config/config.js';
 import { CommandFailedError, NasRepositoryError } from '../../core/errors.js';
 import { awaitCommand, awaitWithStallGuard, runCommand, startCommand, withHeartbeats, type StallGuard } from '../commands/run-command.js';
 import { openKeyring } from '../dump-store/keyring.js';
-import { connectionOptions, nasLabel, sshError, sshTarget } from './ssh.js';
+import { connectionOptions, nasLabel, sshError, sshTarget } from '../nas/ssh.js';
 
 // The library's encrypted repository on the NAS (library.offsite), through restic: restic encrypts
 // and authenticates every file it writes (AES-256-CTR + Poly1305-AES, keys behind the repository

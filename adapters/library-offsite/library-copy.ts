@@ -10,7 +10,7 @@ import { withHeartbeats } from '../commands/run-command.js';
 import { ioPriority } from '../commands/rsync.js';
 import { countFiles, hasFiles } from '../mirror/drive.js';
 import { libraryRepo, REPOSITORY_ENTRIES, runRestic, SNAPSHOT_HOST, SNAPSHOT_TAG, streamRestic, type ResticRepo } from './restic.js';
-import { runRemote, sshTarget } from './ssh.js';
+import { runRemote, sshTarget } from '../nas/ssh.js';
 
 // library.offsite: the library's third copy, on the NAS, as an encrypted restic repository at
 // library.offsite.remoteDir (see restic.ts): every file there is encrypted and authenticated on
@@ -102,6 +102,8 @@ export async function copyLibraryToNas(config: Config, versionSet: string, now =
   const repo = await libraryRepo(config, { create: true });
   const state = await repositoryState(config, remoteDir);
   if (!state.exists) await runRestic(config, repo, ['init'], { label: 'restic init', what: 'nothing was copied' });
+  // A run stopped mid-prune leaves its exclusive lock, which would refuse every later backup: unlock removes stale locks only.
+  else await runRestic(config, repo, ['unlock'], { label: 'restic unlock', what: 'nothing was copied' });
   const ours = ['--host', SNAPSHOT_HOST, '--path', source];
   // The snapshot restic takes as this backup's parent: the same host name and library path.
   const parent = await latestSnapshot(config, repo, ours, 'nothing was written');
