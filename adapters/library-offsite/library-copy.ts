@@ -1,8 +1,7 @@
 import { mkdir, readdir } from 'node:fs/promises';
 import { dirname, basename, resolve } from 'node:path';
 import type { Config } from '../../config/config.js';
-import { MirrorSafetyError, NasRepositoryError, UnsafePathError } from '../../core/errors.js';
-import { SourceEmptyError } from '../../core/errors.js';
+import { MirrorSafetyError, NasRepositoryError, SourceEmptyError, UnsafePathError } from '../../core/errors.js';
 import { formatBytes } from '../../core/format.js';
 import { remoteVersionsDirOf } from '../../core/library-layout.js';
 import type { LibraryOffsiteResult } from '../../core/types.js';
@@ -88,7 +87,8 @@ async function snapshotFiles(config: Config, repo: ResticRepo, id: string): Prom
  * beyond library.keepVersionsWeeks weeks forgotten and pruned. The drive's checks again, right
  * before (the library may have gone since): the library holds files and, with deletion on, at
  * least library.minSourceFraction of the newest snapshot's. With deletion off no snapshot is
- * forgotten: as the plain copy did, the NAS only ever gains files.
+ * forgotten: as the plain copy did, the NAS only ever gains files. `now`: this host's clock, for
+ * the check's share of the data and to tell snapshots dated in the future.
  */
 export async function copyLibraryToNas(config: Config, versionSet: string, now = Date.now()): Promise<LibraryOffsiteResult> {
   const lib = config.library;
@@ -136,7 +136,7 @@ export async function copyLibraryToNas(config: Config, versionSet: string, now =
       label: 'restic backup',
       // From inside the library: the snapshot holds its tree at the root (restore --target puts it back as it was).
       cwd: source,
-      what: 'no snapshot was made (what was uploaded is reused by the next run)',
+      what: 'no snapshot was made (what was uploaded and indexed is reused by the next run)',
       prefix: ioPriority(lib),
       onLine: (line) => {
         if (line.message_type === 'status') status = line;
@@ -220,6 +220,9 @@ export async function nasCopySnapshots(config: Config): Promise<NasCopySnapshot[
   return all.map((s) => ({ id: s.short_id, time: s.time, host: s.hostname, paths: s.paths })).sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
 }
 
+/** A path as a restic pattern that matches only itself: a photo named "IMG [1].jpg" is no character class. */
+const globLiteral = (path: string) => path.replace(/[*?[\\]/g, '\\$&');
+
 /**
  * The library's newest snapshot on the NAS restored into `targetDir` (missing or empty: nothing
  * there is overwritten), each file read back and compared by restic (--verify). `paths`: only these
@@ -240,7 +243,7 @@ export async function restoreFromNasCopy(config: Config, targetDir: string, path
   if (!latest) throw new NasRepositoryError(`the library's repository on the NAS (${repo.label}) holds no snapshot of the library: nothing was restored`);
   await mkdir(target, { recursive: true, mode: 0o700 });
   const what = `the restore into ${target} did not finish: what is there may be partial`;
-  await runRestic(config, repo, ['restore', '--verify', latest.id, '--target', target, ...paths.map((p) => `--include=/${p.replace(/\/+$/, '')}`)], {
+  await runRestic(config, repo, ['restore', '--verify', latest.id, '--target', target, ...paths.map((p) => `--include=/${globLiteral(p.replace(/\/+$/, ''))}`)], {
     label: 'restic restore',
     what,
     progress: () => ({ step: `restoring the library from the NAS copy (snapshot ${latest.short_id})` }),

@@ -215,8 +215,10 @@ describe('the library\'s NAS copy (adapters/library-offsite/library-copy.ts)', (
     assert.equal((await nasCopySnapshots(config)).length, 1);
   });
 
-  test('a plaintext copy from before is reported, and left in place; a restore goes only into an empty folder', async () => {
-    const { root, remoteDir, config } = await setup(10);
+  test('a plaintext copy from before is reported, and left in place; a restore goes only into an empty folder, and a path asked for is taken literally', async () => {
+    const { root, source, remoteDir, config } = await setup(10);
+    await mkdir(join(source, 'odd'));
+    for (const name of ['IMG [1]*.jpg', 'IMG 1x.jpg', 'IMG 1*.jpg']) await writeFile(join(source, 'odd', name), name);
     await mkdir(join(remoteDir, 'user0'), { recursive: true });
     await writeFile(join(remoteDir, 'user0', 'old.jpg'), 'plain');
     await mkdir(`${remoteDir}.versions/20260101T000000Z`, { recursive: true });
@@ -229,5 +231,8 @@ describe('the library\'s NAS copy (adapters/library-offsite/library-copy.ts)', (
     const err = (await restoreFromNasCopy(config, target).then(() => assert.fail('restored'), (e: unknown) => e)) as Error;
     assert.equal(err.name, 'UnsafePathError');
     assert.deepEqual(await readdir(target), ['keep']);
+    const one = join(root, 'one');
+    await restoreFromNasCopy(config, one, ['odd/IMG [1]*.jpg']);
+    assert.deepEqual(await sha1Tree(one), { 'odd/IMG [1]*.jpg': createHash('sha1').update('IMG [1]*.jpg').digest('hex') });
   });
 });
