@@ -2,6 +2,7 @@ import type { WorkflowType } from '../core/ids.js';
 import type { StatusReport } from '../core/reports.js';
 import { describeDump } from '../core/restore-plan.js';
 import { formatBytes } from '../core/format.js';
+import type { LibraryOffsiteResult } from '../core/types.js';
 import type { LibraryAuditReport, NightlyDbBackupReport, OffsiteSyncReport, RestoreDatabaseReport, RestoreDrillReport, RestoreLibraryReport, WeeklyLibraryMirrorReport } from '../workflows/index.js';
 
 // What the CLI prints of a finished run and of `status`: the formatting, apart from the commands.
@@ -14,6 +15,11 @@ interface ReportView<R> {
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 /** A restore that did not happen, or an Immich that did not come back, is not a success. */
+/** The library's NAS copy beyond rsync's fields (restic runs): the snapshot, what was checked, a plaintext copy still there. */
+const nasCopyText = (o: LibraryOffsiteResult) =>
+  (o.snapshot ? `, encrypted snapshot ${o.snapshot} (checked: ${o.checked ?? 'no'})${o.prunedVersionSets.length ? `; forgot ${o.prunedVersionSets.length} old snapshot(s)` : ''}` : '') +
+  (o.plaintextCopy ? `\n  ! the NAS still holds a PLAINTEXT copy from before: ${o.plaintextCopy.join('; ')}: remove it by hand` : '');
+
 const restoreFailed = (r: { outcome?: string; healthy?: boolean }) => r.outcome === 'not-approved' || r.outcome === 'rejected' || r.healthy === false;
 
 const REPORT_VIEWS: { [T in WorkflowType]?: ReportView<never> } = {
@@ -42,7 +48,7 @@ const REPORT_VIEWS: { [T in WorkflowType]?: ReportView<never> } = {
             (v.rewrites.count ? `\n  ! ${v.rewrites.count} original(s) changed content in the library${v.accepted ? ' (approved)' : ''}: ${v.rewrites.first.join(', ')}${v.rewrites.count > v.rewrites.first.length ? ', …' : ''}` : '') +
             `\n  pairs with ${v.pairedDump ?? 'no valid dump'}${r.prunedVersionSets?.length ? `; pruned version sets ${r.prunedVersionSets.join(', ')}` : ''}`
           : '') +
-        (r.offsite ? `\n  NAS copy: ${r.offsite.filesTransferred} file(s), ${formatBytes(r.offsite.bytesTransferred)} to ${r.offsite.destination}` : '')
+        (r.offsite ? `\n  NAS copy: ${r.offsite.filesTransferred} file(s), ${formatBytes(r.offsite.bytesTransferred)} to ${r.offsite.destination}${nasCopyText(r.offsite)}` : '')
       );
     },
   },

@@ -207,7 +207,7 @@ const librarySchema = z.strictObject({
       reportNames: z.number().int().min(1).max(100).default(10),
     })
     .prefault({}),
-  /** An optional offsite copy of the library on the NAS (offsite.host, user, port, identity), versioned the same way. */
+  /** An optional offsite copy of the library on the NAS (offsite.host, user, port, identity): an encrypted restic repository at remoteDir. */
   offsite: z
     .strictObject({
       enabled: z.boolean().default(false),

@@ -84,6 +84,11 @@ export class NasAuthError extends Error {
   override name = 'NasAuthError';
 }
 
+/** The library's restic repository on the NAS does not open (another keyring's password, no repository, damaged): a person must act. */
+export class NasRepositoryError extends Error {
+  override name = 'NasRepositoryError';
+}
+
 export class DriveNotMountedError extends Error {
   override name = 'DriveNotMountedError';
 }
@@ -266,7 +271,7 @@ export const NON_RETRYABLE: readonly string[] = [
   NotOurDumpError, UnauthenticatedDumpError, UnsafeDumpError, DumpNameTakenError, DumpTooSmallError, DumpCorruptError,
   DumpIncompleteError, ChecksumMismatchError, DigestsMissingError, DumpConflictError, DumpNotFoundError, PruneRefusedError,
   // the NAS: OffsiteSync retries an unreachable or stalled one itself, for offsite.retryWindowMinutes
-  NasUnreachableError, HostKeyVerificationError, NasAuthError, StalledError,
+  NasUnreachableError, HostKeyVerificationError, NasAuthError, NasRepositoryError, StalledError,
   // the library, its drive and its mirror
   DriveNotMountedError, SourceEmptyError, MirrorSafetyError, WriteOnceError, LibraryDamagedError,
   // a workflow's own verdicts

@@ -24,7 +24,7 @@ export function versionsDirOf(library: { destination: string; versionsDir?: stri
   return library.versionsDir ?? `${trimSlash(library.destination)}.versions`;
 }
 
-/** The NAS copy's version sets: beside library.offsite.remoteDir. */
+/** Where the plaintext NAS copy (before the encrypted repository) kept its version sets: beside library.offsite.remoteDir. */
 export function remoteVersionsDirOf(remoteDir: string): string {
   return `${trimSlash(remoteDir)}.versions`;
 }

@@ -178,12 +178,29 @@ export interface MirrorVersioning {
   pairedDump?: string;
 }
 
+/**
+ * The library's copy on the NAS. Runs before the restic repository (recorded in older histories)
+ * carried only the first six fields, with rsync's meaning; a restic run fills them with the
+ * nearest meaning and adds the optional ones.
+ */
 export interface LibraryOffsiteResult {
   destination: string;
+  /** Files new or changed since the snapshot before (rsync: files copied). */
   filesTransferred: number;
+  /** Bytes this run added to the repository, compressed and encrypted (rsync: the size of the files copied). */
   bytesTransferred: number;
+  /** Files in the snapshot before that are not in this one (rsync: files deleted on the NAS). */
   deleted: number;
+  /** Snapshots forgotten and pruned by the retention (rsync: version sets removed). */
   prunedVersionSets: string[];
-  /** NAS version sets named in the future: while there are any, nothing is pruned there. */
+  /** Snapshots (or, before, version sets) named in the future: the clock ran ahead, or runs behind now. */
   futureVersionSets?: string[];
+  /** The snapshot this run made. */
+  snapshot?: string;
+  /** Regular files in that snapshot. */
+  snapshotFiles?: number;
+  /** What `restic check` read after the backup: "structure" and which share of the data. */
+  checked?: string;
+  /** A plaintext copy from before the encrypted repository, still on the NAS: left for the operator to remove. */
+  plaintextCopy?: string[];
 }

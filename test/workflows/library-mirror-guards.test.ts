@@ -8,8 +8,9 @@ import { DefaultLogger } from '@temporalio/worker';
 import { createActivities } from '../../activities/index.js';
 import type { MirrorOutcome } from '../../core/types.js';
 import { grantRun } from '../../adapters/run-auth/index.js';
-import { remoteVersionsDirOf, versionSetName, versionsDirOf } from '../../core/library-layout.js';
+import { versionSetName, versionsDirOf } from '../../core/library-layout.js';
 import { createLogger } from '../../config/logger.js';
+import { nasCopySnapshots } from '../../adapters/library-offsite/library-copy.js';
 import { makeLibrary, mountTmpfs, treeDigest } from '../helpers/library.js';
 import { tempDir, testConfig } from '../helpers/setup.js';
 import { useStack } from '../helpers/stack.js';
@@ -47,7 +48,7 @@ async function setup(files: number, library: Record<string, unknown> = {}) {
     return env.run(() => fn(activities));
   };
   const paths = async () => Object.keys(await treeDigest(source)).sort();
-  return { root, source, destination, mountPoint, remoteDir, versions: versionsDirOf(config.library), run, paths };
+  return { root, source, destination, mountPoint, remoteDir, config, versions: versionsDirOf(config.library), run, paths };
 }
 
 /** Rewrites a library file's content, a minute (or more) ahead as a later write would be: rsync's quick check sees it. */
@@ -152,34 +153,31 @@ describe('the versioned mirror holds against its own callers, the drive and the 
   });
 
   test('the NAS copy repeats the emptied-library checks: an empty library copies nothing, a library far below the NAS copy deletes nothing there', async () => {
-    const { source, remoteDir, run } = await setup(50, { delete: true });
-    await run((a) => a.mirrorLibraryOffsite({ versionSet: setNamed(7 * day) }));
-    const onNas = await treeDigest(remoteDir);
-    assert.equal(Object.keys(onNas).length, 50);
+    const { source, config, run, paths } = await setup(50, { delete: true });
+    const first = await run((a) => a.mirrorLibraryOffsite({ versionSet: setNamed(7 * day) }));
+    assert.equal(first.snapshotFiles, 50);
+    const onNas = await nasCopySnapshots(config);
     // Most of the library gone (a mount that half failed): below minSourceFraction of the NAS copy.
-    for (const f of Object.keys(onNas).slice(0, 30)) await rm(join(source, f));
+    for (const f of (await paths()).slice(0, 30)) await rm(join(source, f));
     const err = await errorOf(run((a) => a.mirrorLibraryOffsite({ versionSet: setNamed(0) })));
     assert.equal(err.name, 'MirrorSafetyError');
     assert.match(err.message, /^refusing to copy the library to the NAS with deletion: the library holds 20 files, the NAS copy 50 \(below library\.minSourceFraction 0\.9\); nothing was copied or deleted there/);
-    assert.deepEqual(await treeDigest(remoteDir), onNas);
+    assert.deepEqual(await nasCopySnapshots(config), onNas);
     await rm(source, { recursive: true });
     await mkdir(source);
     const empty = await errorOf(run((a) => a.mirrorLibraryOffsite({ versionSet: setNamed(0) })));
     assert.equal(empty.name, 'SourceEmptyError');
-    assert.deepEqual(await treeDigest(remoteDir), onNas);
+    assert.deepEqual(await nasCopySnapshots(config), onNas);
   });
 
-  test('NAS version sets are pruned by the worker\'s clock: a caller\'s nowMs in the far future prunes nothing, and the newest sets stay', async () => {
-    const { source, remoteDir, run, paths } = await setup(20, { keepVersionsWeeks: 1 });
-    const versions = remoteVersionsDirOf(remoteDir);
+  test('NAS snapshots are forgotten by the worker\'s clock: a caller\'s nowMs in the far future forgets nothing', async () => {
+    const { source, config, run, paths } = await setup(20, { keepVersionsWeeks: 1, delete: true });
     await run((a) => a.mirrorLibraryOffsite({ versionSet: setNamed(21 * day) }));
     await rewrite(join(source, (await paths())[0]!), 'x');
-    const set = setNamed(14 * day);
-    await run((a) => a.mirrorLibraryOffsite({ versionSet: set }));
-    assert.deepEqual(await sets(versions), [set]);
+    await run((a) => a.mirrorLibraryOffsite({ versionSet: setNamed(14 * day) }));
     const result = await run((a) => a.mirrorLibraryOffsite({ versionSet: setNamed(0), nowMs: 1e15 }));
     assert.deepEqual(result.prunedVersionSets, []);
-    assert.deepEqual(await sets(versions), [set], 'older than a week, but the newest set: kept');
+    assert.equal((await nasCopySnapshots(config)).length, 3, 'all made this week: kept');
   });
 
   test('with delete on, originals renamed away (x.jpg -> x.jpg.locked) above library.writeOnce are refused and put back; the approved run moves them into its version set', async () => {
