@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
@@ -66,7 +66,10 @@ async function host(name: string, shared: { root: string; library: string; mount
   const config = parseConfig(raw);
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection, namespace: temporal.namespace });
-  return { home, raw, config, client, connection, configFile: await writeConfigFile(home, raw) };
+  // The config lives apart from the home (/etc/immich-backup): the new host's home starts empty.
+  const etc = join(shared.root, `${name}-etc`);
+  await mkdir(etc, { recursive: true });
+  return { home, raw, config, client, connection, configFile: await writeConfigFile(etc, raw) };
 }
 
 async function run<T>(h: { client: Client; config: Config }, address: string, type: string): Promise<T> {
