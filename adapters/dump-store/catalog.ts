@@ -28,6 +28,8 @@ export interface CatalogEntry {
   immichVersion?: string;
   /** What to pass to `restore db`. */
   restore: string;
+  /** The fingerprint of the key its tag names (NAS copies), when it names one. */
+  keyId?: string;
 }
 
 export interface Catalog {
@@ -117,7 +119,7 @@ async function nasEntries(config: Config, key: () => Promise<KeysLike>, nowMs: n
     const parsed = parseTags(lines.get(file) ?? '');
     const held = parsed.key ? k?.all.find((t) => t.id === parsed.key) : undefined;
     const layout = d.encrypted ? 'encrypted (age)' : 'a PLAIN copy from before encryption (readable by whoever reads the NAS; OffsiteSync replaces it while its local dump exists)';
-    const base = { file, origin: 'offsite' as const, ...timing(file, nowMs), bytes: sizes.get(d.encrypted ? encryptedFileName(file) : file)! };
+    const base = { file, origin: 'offsite' as const, ...timing(file, nowMs), bytes: sizes.get(d.encrypted ? encryptedFileName(file) : file)!, ...(parsed.key ? { keyId: parsed.key } : {}) };
     if (!parsed.dump) return { ...base, verified: `${layout}; NOT AUTHENTIC: no provenance tag beside it on the NAS; a restore refuses it`, restore: d.encrypted ? 'recover' : `adopt --from offsite ${file}` };
     if ((parsed.key || !k) && !held) {
       // Without that key a copy is neither verified nor (encrypted) decrypted here: the keys come back with the recovery code.

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { openDumpStore } from '../../adapters/dump-store/index.js';
 import { recoverKeyring } from '../../adapters/dump-store/recovery.js';
+import { restoreFromNasCopy } from '../../adapters/library-offsite/library-copy.js';
 import { remoteEnvelopes } from '../../adapters/nas/remote-keyring.js';
 import { nasLabel } from '../../adapters/nas/ssh.js';
 import { DumpNotFoundError, RecoveryCodeError } from '../../core/errors.js';
@@ -29,10 +30,10 @@ export function registerRecover(program: Command): void {
     .description('On a new host: get every key back from the NAS with the recovery code, then restore the newest NAS copy that verifies and the library from the drive (each with its plan, approval and health check)')
     .option('--code-file <file>', 'read the recovery code from this file (otherwise it is asked for, or read from stdin)')
     .option('--keys-only', 'only get the keys back; restore nothing')
-    .addOption(new Option('--library <from>', 'where the library comes back from: the drive (the USB mirror), or none').choices(['drive', 'none']).default('drive'))
+    .addOption(new Option('--library <from>', 'where the library comes back from: the drive (the USB mirror), the NAS copy (library.offsite: into an empty library.source), or none').choices(['drive', 'nas', 'none']).default('drive'))
     .option('--yes', 'approve each restore now instead of asking')
     .option('--json', 'print the reports as JSON')
-    .action(async (opts: { codeFile?: string; keysOnly?: boolean; library: 'drive' | 'none'; yes?: boolean; json?: boolean }, cmd: Command) => {
+    .action(async (opts: { codeFile?: string; keysOnly?: boolean; library: 'drive' | 'nas' | 'none'; yes?: boolean; json?: boolean }, cmd: Command) => {
       const config = configOf(cmd);
       const code = opts.codeFile !== undefined ? (await readFile(opts.codeFile, 'utf8')).split('\n')[0]!.trim() : await readAnswer('recovery code: ');
       if (!code) throw new RecoveryCodeError('no recovery code given: nothing was changed');
@@ -52,7 +53,9 @@ export function registerRecover(program: Command): void {
       for (const p of catalog.problems) say(`! ${p}`);
       say(copies.length ? `the NAS holds ${copies.length} dump(s):` : `the NAS ${nasLabel(config.offsite)} holds no dump`);
       for (const c of copies) say(`  ${c.file}: ${c.verified}`);
-      const candidates = copies.filter((c) => c.restore.startsWith('restore db'));
+      // Never one this host made itself before the recovery (its own key, kept retired): a nightly
+      // backup of the new host's empty database must not win as "the newest".
+      const candidates = copies.filter((c) => c.restore.startsWith('restore db') && !(c.keyId && recovered.kept.includes(c.keyId)));
       if (!candidates.length) throw new DumpNotFoundError(`no NAS copy this host can restore with the recovered keys (see above); the keys are recovered: nothing else was changed`);
 
       let restored: { file: string; report: RestoreDatabaseReport } | undefined;
@@ -74,13 +77,24 @@ export function registerRecover(program: Command): void {
       if (!restored) throw new DumpNotFoundError('no NAS copy passed verification (each refused above, before anything changed); the keys are recovered: nothing else was changed');
 
       let library: RestoreLibraryReport | undefined;
+      let fromNas: { snapshot: string; files: number } | undefined;
+      if (opts.library === 'nas') {
+        // Into an empty library only (a new host's): restic restores and verifies each file; nothing there is overwritten.
+        say(`restoring the library from its NAS copy (restic, newest snapshot) into ${config.library.source}, which must be empty; restic reads every file back (--verify) …`);
+        fromNas = await restoreFromNasCopy(config, config.library.source);
+        say(`restored ${fromNas.files} file(s) from snapshot ${fromNas.snapshot}`);
+      }
       if (opts.library === 'drive') {
         say(`restoring the library from the drive (${config.library.destination}): its plan, and the approval${opts.yes ? ' (given: --yes)' : ''}`);
         library = (await runAndFollow(config, configFileOf(cmd), 'RestoreLibrary', { dryRun: false, delete: false, approved: opts.yes === true })) as RestoreLibraryReport;
         printReport('RestoreLibrary', library, opts.json);
       }
       const db = `database from ${restored.file} (sha256 ${restored.report.sha256}, from the NAS)`;
-      const lib = library ? (library.outcome === 'restored' ? `library from the drive ${config.library.destination} (${library.filesTransferred} file(s) copied back)` : `library NOT restored (${library.outcome})`) : 'library left as it is (--library none)';
+      const lib = fromNas
+        ? `library from the NAS copy, snapshot ${fromNas.snapshot} (${fromNas.files} file(s))`
+        : library
+          ? library.outcome === 'restored' ? `library from the drive ${config.library.destination} (${library.filesTransferred} file(s) copied back)` : `library NOT restored (${library.outcome})`
+          : 'library left as it is (--library none)';
       process.stdout.write(`recovered: ${db}; ${lib}\n`);
     });
 }
