@@ -22,8 +22,8 @@ import { startOwnTemporal, type TestTemporal } from '../helpers/temporal.js';
 // NAS (a real sshd) and mirrors the library onto the drive (a real tmpfs); then its key, its staging
 // dir, its Temporal server (and history), its database cluster and its library are destroyed. A new
 // host with an empty home, the same config, the recovery code, the NAS and the drive runs
-// `immich-backup recover`: every table comes back equal, and every original's SHA-1 equals the one
-// Immich's restored database holds.
+// `immich-backup recover` (after a night in which it backed up its own empty database): every table
+// comes back equal, and every original's SHA-1 equals the one Immich's restored database holds.
 
 const stack = useStack({ temporal: false, sshd: true, ping: true, dockerLog: true });
 
@@ -133,12 +133,18 @@ describe('disaster recovery from nothing', () => {
     const fresh = await host('new-host', shared, newTemporal);
     stack.defer(() => fresh.connection.close());
     await assert.rejects(stat(join(fresh.home, '.config')), { code: 'ENOENT' });
+    // The new host ran a night before the operator got to it: its own key, a backup of its empty
+    // database on the NAS, newer than every copy the old host made. It must not be what comes back.
+    const emptyNight = await run<NightlyDbBackupReport>(fresh, newTemporal.address, 'NightlyDbBackup');
+    assert.deepEqual((await run<OffsiteSyncReport>(fresh, newTemporal.address, 'OffsiteSync')).copied, [emptyNight.file]);
+    assert.ok(emptyNight.file > backup.file);
 
     const recovered = await withWorker(newTemporal.address, fresh.config, () =>
       execa(cliPath, ['-c', fresh.configFile, 'recover', '--code-file', codeFile, '--yes'], { env: cliEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: 300_000 }),
     );
     assert.equal(recovered.exitCode, 0, `${recovered.stderr}\n${recovered.stdout}`);
     assert.match(recovered.stderr, /recovered 1 key\(s\) from keyring-[0-9a-f]{16}\.json/);
+    assert.match(recovered.stderr, /this host's own earlier key\(s\) kept, retired: [0-9a-f]{16}/);
     assert.match(recovered.stdout, new RegExp(`^recovered: database from ${backup.file.replace(/\./g, '\\.')} \\(sha256 ${backup.sha256}, from the NAS\\); library from the drive`, 'm'));
 
     // Every table equal; every original's SHA-1 the one Immich's restored database holds.
