@@ -1,5 +1,5 @@
 import type { WorkflowType } from '../core/ids.js';
-import type { StatusReport } from '../core/reports.js';
+import { describeOffsiteDrill, type StatusReport } from '../core/reports.js';
 import { describeDump } from '../core/restore-plan.js';
 import { formatBytes } from '../core/format.js';
 import type { LibraryOffsiteResult } from '../core/types.js';
@@ -72,7 +72,7 @@ const REPORT_VIEWS: { [T in WorkflowType]?: ReportView<never> } = {
     human: (r: LibraryAuditReport) => `library audit: ${r.message}\n  this run: ${r.run.covered} assets, ${formatBytes(r.run.bytes)} read in ${seconds(r.run.durationMs)}`,
   },
   RestoreDrill: {
-    human: (r: RestoreDrillReport) => `restore drill passed: ${r.dump} restored into a throwaway PostgreSQL ${r.postgresVersion} in ${seconds(r.loadMs)}\n  ${r.tables} tables, ${r.rows} rows, every count as recorded at dump time`,
+    human: (r: RestoreDrillReport) => `restore drill passed: ${r.dump} restored into a throwaway PostgreSQL ${r.postgresVersion} in ${seconds(r.loadMs)}\n  ${r.tables} tables, ${r.rows} rows, every count as recorded at dump time${r.offsite ? `\n  ${describeOffsiteDrill(r.offsite)} (${seconds(r.offsite.durationMs)})` : ''}`,
   },
 };
 

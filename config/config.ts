@@ -347,6 +347,12 @@ const drillSchema = z.strictObject({
    * owner of a live PostgreSQL: what a dump makes the server run, runs as this user).
    */
   runAs: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'a user name').default('nobody'),
+  /**
+   * After the local dump, the drill fetches the newest NAS copy, decrypts and verifies it, and
+   * restores it too: a broken offsite copy or a lost key is found by the drill, not on the day it
+   * is needed. false: the drill never touches the NAS (a setup without one).
+   */
+  offsiteCopy: z.boolean().default(true),
 });
 
 export const configSchema = z.strictObject({

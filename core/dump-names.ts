@@ -130,6 +130,10 @@ export function rowCountsFileName(dumpName: string): string {
   return `${dumpName}.rows.json`;
 }
 
+/** The provenance tag beside a dump (adapters/dump-store/tags.ts writes and reads it). */
+export const TAG_SUFFIX = '.hmac';
+export const tagFileName = (dumpName: string) => `${dumpName}${TAG_SUFFIX}`;
+
 /** A dump as it goes to the NAS: encrypted with age to the keyring's current recipient. */
 export function encryptedFileName(dumpName: string): string {
   return `${dumpName}.age`;

@@ -22,6 +22,8 @@ export interface TableDifference {
 
 export interface DrillResult {
   dump: string;
+  /** The dump's sha256 as verified before the load (the offsite part compares the NAS copy's with it). Absent in older reports. */
+  sha256?: string;
   engine: 'host' | 'container';
   /** Where the throwaway ran: "127.0.0.1:PORT, initdb from DIR" or "container NAME (IMAGE)". */
   server: string;
@@ -52,6 +54,38 @@ export interface DrillResult {
   /** The re-dump of the throwaway, digested (absent when content was not compared). */
   redumpMs?: number;
   durationMs: number;
+}
+
+/**
+ * The drill of the newest NAS copy (drill.offsiteCopy): fetched, decrypted and verified with the
+ * keyring, then loaded into a throwaway and compared with its own recorded rows; or, when it is the
+ * dump the local part just drilled, its plaintext's sha256 compared with the local dump's.
+ */
+export interface OffsiteDrill {
+  /** The NAS copy (its dump's name); absent when none could be listed. */
+  file?: string;
+  /** The NAS: user@host:port:remoteDir. */
+  where: string;
+  verdict: 'passed' | 'failed';
+  /** loaded: restored into a throwaway and compared; same-as-local: decrypted, and its sha256 is the local dump's, drilled just before. */
+  proof?: 'loaded' | 'same-as-local';
+  /** Why it failed, in one line. */
+  reason?: string;
+  /** The error's name when the copy could not be listed, fetched, decrypted or verified (NasUnreachableError, UnauthenticatedDumpError, …). */
+  error?: string;
+  /** Restored and counted (proof loaded). */
+  tables?: number;
+  rows?: number;
+  contentCompared?: number;
+  durationMs: number;
+}
+
+/** The offsite part in one line, for the summary, the alarm and `status`. */
+export function describeOffsiteDrill(o: OffsiteDrill): string {
+  const copy = o.file ? `the offsite copy ${o.file} on ${o.where}` : `the offsite copy on ${o.where}`;
+  if (o.verdict === 'failed') return `${copy} failed: ${o.reason ?? 'no reason given'}`;
+  if (o.proof === 'same-as-local') return `${copy} passed: fetched, decrypted and verified, the same bytes as the local dump drilled`;
+  return `${copy} passed: fetched, decrypted, verified and restored, ${o.tables ?? 0} tables and ${o.rows ?? 0} rows as recorded${o.contentCompared ? `, the data of all ${o.contentCompared} tables as recorded` : ''}`;
 }
 
 /** Tables named in a drill report (its history entry stays small whatever the database holds). */

@@ -8,7 +8,7 @@ import { ageText, agoText, formatBytes, zonedTime } from '../core/format.js';
 import { WORKFLOW_KINDS, type WorkflowType } from '../core/ids.js';
 import { listSchedules } from '../temporal/schedules.js';
 import { openDumpStore, readChecksumFile } from '../adapters/dump-store/index.js';
-import { PROBLEM_STATES, type DrillResult, type RowState, type StatusReport, type StatusRow } from '../core/reports.js';
+import { PROBLEM_STATES, type DrillResult, type OffsiteDrill, type RowState, type StatusReport, type StatusRow } from '../core/reports.js';
 import { isMountPoint } from '../adapters/mirror/drive.js';
 import { pairingText, readPairings } from '../adapters/mirror/library-versions.js';
 import { versionsDirOf } from '../core/library-layout.js';
@@ -202,8 +202,10 @@ async function temporalRows(config: Config, client: Client, now: number): Promis
     if ((last.result as { outcome?: string } | undefined)?.outcome === 'dry-run') summary += ': dry run, nothing was changed';
     let state: RowState = 'ok';
     if (type === 'RestoreDrill') {
-      const drill = last.result as DrillResult;
+      const drill = last.result as DrillResult & { offsite?: OffsiteDrill };
       summary += `: passed, ${drill.dump} restored into a throwaway PostgreSQL ${drill.postgresVersion}, ${drill.tables} tables and ${drill.rows} rows as recorded`;
+      // A passed run's offsite part passed too (a failed one fails the run).
+      if (drill.offsite) summary += `; offsite copy ${drill.offsite.file ?? ''} ${drill.offsite.proof === 'same-as-local' ? 'decrypted and verified: the same bytes' : 'decrypted, verified and restored as recorded'}`;
       if (now - last.closedAt.getTime() > config.status.drillStaleDays * 24 * HOUR_MS) {
         state = 'stale';
         summary += ` (stale after ${config.status.drillStaleDays} days)`;

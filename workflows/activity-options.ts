@@ -123,6 +123,18 @@ export const drilling = proxyActivities<Activities>({
   retry: { initialInterval: '30s', maximumAttempts: 2, nonRetryableErrorTypes: needsOperator },
 });
 
+/**
+ * The drill of the newest NAS copy: a fetch and decryption, then the same load as the local drill.
+ * A copy that cannot be fetched, decrypted or verified is a verdict in its result, not an error. A
+ * cancelled run waits for the activity to remove the decrypted copy and the throwaway.
+ */
+export const offsiteDrilling = proxyActivities<Activities>({
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '1 minute',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { initialInterval: '30s', maximumAttempts: 2, nonRetryableErrorTypes: needsOperator },
+});
+
 /** status's checks: local files, one ssh round trip to the NAS, a few Temporal queries. */
 export const checks = proxyActivities<Activities>({
   startToCloseTimeout: '5 minutes',

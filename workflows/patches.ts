@@ -27,3 +27,13 @@ export const AUTHORIZATION_PATCH = 'authorize-destructive-runs';
  * 49513ca (which added it) was deployed, and a week (the mirror's schedule) passed.
  */
 export const LIBRARY_VERSIONS_PATCH = 'library-versions';
+
+/**
+ * The drill of the offsite copy (issue 25): after the local part, with the database lock released,
+ * RestoreDrill runs drillNasCopy (the newest NAS copy fetched, decrypted, verified and restored, or
+ * returned undefined when drill.offsiteCopy is off) and fails when that copy does. Runs from before
+ * drill the local dump only. Replayed by replay-restore-drill.before-drill-offsite-copy.json. May be
+ * deprecated once no RestoreDrill open run started before the first release with this patch was
+ * deployed (a drill runs for hours at most).
+ */
+export const OFFSITE_DRILL_PATCH = 'drill-offsite-copy';

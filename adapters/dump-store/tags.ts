@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { tagFileName } from '../../core/dump-names.js';
 import { UnauthenticatedDumpError } from '../../core/errors.js';
 import { readRegular, writeFileAtomic } from '../files/fs-safe.js';
 import { hmac, sameHex, sha256Hex } from './key.js';
@@ -11,8 +12,7 @@ import { singleKey, vouchesFor, type TagKey, type TagKeys } from './keyring.js';
 // folder can write a self-consistent .sha256). A tag from before key fingerprints has no `key`
 // line: every key of the keyring is tried.
 
-export const TAG_SUFFIX = '.hmac';
-export const tagFileName = (file: string) => `${file}${TAG_SUFFIX}`;
+export { TAG_SUFFIX, tagFileName } from '../../core/dump-names.js';
 
 const dumpTag = (key: Buffer, file: string, sha256: string) => hmac(key, 'immich-backup dump v1', file, sha256);
 const rowsTag = (key: Buffer, file: string, rowsSha256: string) => hmac(key, 'immich-backup rows v1', file, rowsSha256);

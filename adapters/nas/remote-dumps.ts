@@ -1,7 +1,6 @@
 import type { Config } from '../../config/config.js';
-import { checksumFileName, encryptedChecksumFileName, encryptedFileName, encryptedRowsFileName, isDumpName } from '../../core/dump-names.js';
+import { checksumFileName, encryptedChecksumFileName, encryptedFileName, encryptedRowsFileName, isDumpName, tagFileName } from '../../core/dump-names.js';
 import { CommandFailedError } from '../../core/errors.js';
-import { tagFileName } from '../dump-store/tags.js';
 import { runRemote } from './ssh.js';
 
 // What the NAS holds, read only: a listing creates nothing there (only an upload makes the folder).

@@ -52,6 +52,8 @@ export function rawTestConfig(options: { backupDir: string; address?: string; ta
     backup: { dir: options.backupDir },
     // The worker's key: beside the staging dir, never in it.
     security: { keyFile: `${options.backupDir.replace(/\/+$/, '')}.key` },
+    // The drill touches the NAS only in a test that put a copy there (test/workflows/drill-offsite.test.ts).
+    drill: { offsiteCopy: false },
     log: { level: 'warn' },
   };
   for (const [section, values] of Object.entries(options.extra ?? {})) raw[section] = { ...raw[section], ...values };

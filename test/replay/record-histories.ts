@@ -50,6 +50,8 @@ try {
       offsite: { ...sshd.offsite, remoteDir: join(root, 'nas', 'postgres') },
       library: { source: upload, destination: join(wd, 'immich'), mountPoint: wd, mountWaitMinutes: 0 },
       immich: { composeDir: root, pingUrl: ping.url, healthTimeoutSeconds: 5 },
+      // The drill drills the NAS copy OffsiteSync just made (the same dump as the local one).
+      drill: { offsiteCopy: true },
     },
   });
 

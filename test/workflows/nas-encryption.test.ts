@@ -119,6 +119,16 @@ describe('NAS copies of the database are encrypted and verified', () => {
     assert.ok(listed.verified.includes(ours) && listed.verified.includes(theirs), listed.verified);
     // adopt --from offsite cannot open it either, and says why.
     await assert.rejects(openDumpStore(other.config).adopt(dump.file, undefined, { from: 'offsite' }), (err: Error) => err.name === 'UnauthenticatedDumpError' && /encrypted to a key this host does not hold: .*immich-backup recover/.test(err.message));
+    // A plain copy from before encryption, tagged with the other key: offered to adopt, which
+    // checks it in full and makes it a local dump of this host's (tagged with its key).
+    for (const f of nasFilesOf(dump.file)) await rm(join(other.config.offsite.remoteDir, f));
+    for (const f of [dump.file, `${dump.file}.sha256`, `${dump.file}.hmac`]) await copyFile(join(mine.backupDir, f), join(other.config.offsite.remoteDir, f));
+    const plain = (await openDumpStore(other.config).list()).entries.find((e) => e.origin === 'offsite' && e.file === dump.file)!;
+    assert.equal(plain.restore, `adopt --from offsite ${dump.file}`);
+    const adopted = await openDumpStore(other.config).adopt(dump.file, undefined, { from: 'offsite' });
+    assert.equal(adopted.sha256, dump.sha256);
+    const local = await openDumpStore(other.config).authentic();
+    assert.deepEqual(local.dumps, [{ file: dump.file, sha256: dump.sha256 }]);
     // The host that made it lists it as restorable, and restores it.
     const own = (await openDumpStore(mine.config).list()).entries.find((e) => e.origin === 'offsite' && e.file === dump.file)!;
     assert.equal(own.restore, `restore db --dump ${dump.file} --from offsite`);

@@ -101,7 +101,8 @@ describe('OffsiteSync', () => {
     // takes it as done, so only the checksum computed on the NAS can tell. (A ciphertext's size
     // follows from the dump's; it carries the dump's time.)
     await mkdir(remote, { recursive: true });
-    const cipherSize = (await execa('age', ['-e', '-i', `${keyFile}.age-identities`, join(local, dump.name)], { encoding: 'buffer' })).stdout.length;
+    const anyRecipient = /^# public key: (age1\S+)$/m.exec((await execa('age-keygen')).stdout)![1]!;
+    const cipherSize = (await execa('age', ['-e', '-r', anyRecipient, join(local, dump.name)], { encoding: 'buffer' })).stdout.length;
     const partial = join(remote, `.${dump.name}.age.partial`);
     await writeFile(partial, Buffer.alloc(cipherSize, 0x55));
     const { mtime } = await stat(join(local, dump.name));
@@ -174,10 +175,13 @@ describe('OffsiteSync', () => {
       await writeFile(join(remote, name), 'old');
       await writeFile(join(remote, `${name}.sha256`), 'x');
     }
+    // An old encrypted one: every file of it goes, its checksum first.
+    const oldEncrypted = 'immich_20200101_040000.sql.gz';
+    for (const f of [...encrypted(oldEncrypted), `${oldEncrypted}.rows.json.age`]) await writeFile(join(remote, f), 'old');
     const fresh = await localDump(local, '20261126_060000');
     const { report, error } = await run();
     assert.equal(error, undefined, String(error));
-    assert.deepEqual(report!.prunedRemote.sort(), old);
+    assert.deepEqual(report!.prunedRemote.sort(), [...old, oldEncrypted].sort());
     assert.deepEqual(await listDir(remote), [...kept.flatMap((n) => [n, `${n}.sha256`]), ...encrypted(fresh.name), 'keyring'].sort());
   });
   test('finding 11: one damaged older dump is moved into rejected/ with an alarm, and the newer ones are still copied, newest first', async () => {

@@ -85,7 +85,8 @@ describe('the operator at the terminal', () => {
       // dumps: what a restore can load, from everywhere.
       const dump = (await w.backup()).file;
       await mkdir(w.config.offsite.remoteDir, { recursive: true });
-      for (const f of [dump, `${dump}.sha256`]) await copyFile(join(w.backupDir, f), join(w.config.offsite.remoteDir, f));
+      // A plain NAS copy from before encryption, with its tag: restorable (one without a tag is offered to adopt, never to restore).
+      for (const f of [dump, `${dump}.sha256`, `${dump}.hmac`]) await copyFile(join(w.backupDir, f), join(w.config.offsite.remoteDir, f));
       const immichOwn = 'uploaded-immich-db-backup-20261126T020000-v2.3.1-pg15.18.sql.gz';
       await writeFile(join(w.immichBackups, immichOwn), gzipSync('-- PostgreSQL database dump complete\n'));
       const listed = await cli(['-c', w.configFile, 'dumps', '--json']);
