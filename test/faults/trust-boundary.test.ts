@@ -276,7 +276,7 @@ describe('the trust boundary', () => {
     assert.equal(synced.error, undefined, String(synced.error));
     const nas = await readdir(w.config.offsite.remoteDir);
     assert.ok(!nas.some((n) => n.startsWith(link)), `the symlink's name is not on the NAS: ${nas.join(', ')}`);
-    assert.ok(nas.includes(again.file) && nas.includes(good.file));
+    assert.ok(nas.includes(`${again.file}.age`) && nas.includes(`${good.file}.age`), nas.join(', '));
     await recordFault('a directory and a symlink to /etc/shadow named like dumps in the staging dir (offsite.method scp)', 'backups and pruning go on (no EISDIR); status reports both; OffsiteSync by scp copies only the real dumps; nothing followed');
   });
 
