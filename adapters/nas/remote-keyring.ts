@@ -1,18 +1,18 @@
 import type { Config } from '../../config/config.js';
+import { NAS_KEYRING_DIR } from '../../core/dump-names.js';
 import { CommandFailedError } from '../../core/errors.js';
 import { runRemote } from './ssh.js';
 
 // The wrapped keyrings on the NAS (`<offsite.remoteDir>/keyring/keyring-<id>.json`), read for a
 // recovery: what they hold opens only with the recovery code (adapters/dump-store/recovery.ts).
 
-export const REMOTE_KEYRING_DIR = 'keyring';
 const ENVELOPE_NAME = /^keyring-[0-9a-f]{16}\.json$/;
 /** An envelope is a few hundred bytes per key: anything much larger is not one. */
 const ENVELOPE_MAX_BYTES = 1 << 20;
 
 /** Every keyring envelope on the NAS, by name; none when the folder does not exist. Read only. */
 export async function remoteEnvelopes(offsite: Config['offsite']): Promise<Array<{ name: string; text: string }>> {
-  const dir = `${offsite.remoteDir}/${REMOTE_KEYRING_DIR}`;
+  const dir = `${offsite.remoteDir}/${NAS_KEYRING_DIR}`;
   let listing: string;
   try {
     listing = (await runRemote(offsite, ['ls', '-1A', '--', dir], { label: 'ssh ls' })).stdout;

@@ -1,13 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { privateCopyDir, trustedSetup } from '../../adapters/dump-store/index.js';
 import { keyId, keyringPaths, openKeyring } from '../../adapters/dump-store/keyring.js';
 import { changeRecoveryCode, confirmRecoveryCode, ensureRecovery, normalizeCode, parseEnvelope, recoverKeyring, recoveryStatus, rotateKeys, unwrap } from '../../adapters/dump-store/recovery.js';
 import { tagDump, verifyDumpTag } from '../../adapters/dump-store/tags.js';
+import { parseConfig } from '../../config/config.js';
 import { RecoveryCodeError, UnauthenticatedDumpError } from '../../core/errors.js';
+import { rawTestConfig } from '../helpers/setup.js';
 
 // The keyring and the recovery code at the adapter that makes them: real age-keygen and age, real
 // files with their modes; no worker, no Temporal.
@@ -154,5 +157,22 @@ describe('the recovery code', () => {
     const tag = await readFile(join(dir, 'immich_20261201_030000.sql.gz.hmac'), 'utf8');
     await writeFile(join(dir, 'immich_20261201_030000.sql.gz.hmac'), tag.replace(/^key .*\n/m, ''));
     await verifyDumpTag(foreign, dir, 'immich_20261201_030000.sql.gz', 'c'.repeat(64));
+  });
+});
+
+describe("the worker's start", () => {
+  test('removes what a killed worker left beside the key (a fetched NAS copy, a sealed upload) once it is hours old, never a younger one', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'immich-backup-sweep-'));
+    const config = parseConfig(rawTestConfig({ backupDir: join(root, 'dumps') }));
+    await trustedSetup(config);
+    const loading = privateCopyDir(config.security.keyFile);
+    for (const name of ['nas-AAAAAA', 'upload-BBBBBB', 'nas-CCCCCC', 'other-DDDDDD']) {
+      await mkdir(join(loading, name), { recursive: true });
+      await writeFile(join(loading, name, 'immich_20261201_030000.sql.gz'), 'decrypted');
+    }
+    const hoursAgo = new Date(Date.now() - 7 * 3_600_000);
+    for (const name of ['nas-AAAAAA', 'upload-BBBBBB', 'other-DDDDDD']) await utimes(join(loading, name), hoursAgo, hoursAgo);
+    await trustedSetup(config);
+    assert.deepEqual((await readdir(loading)).sort(), ['nas-CCCCCC', 'other-DDDDDD']);
   });
 });

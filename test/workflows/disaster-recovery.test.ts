@@ -88,8 +88,8 @@ describe('disaster recovery from nothing', () => {
 
     // The old host: Immich's database and library, backed up, copied offsite, mirrored.
     const oldPg = await startPostgres();
-    let newPg: TestPostgres | undefined;
-    stack.defer(() => newPg?.stop());
+    const cluster: { fresh?: TestPostgres } = {};
+    stack.defer(() => cluster.fresh?.stop());
     Object.assign(process.env, fixtureEnv(oldPg));
     await loadImmichLike(oldPg, 300);
     await oldPg.psql(`INSERT INTO users VALUES (md5('rosalind')::uuid, '${EMAIL}', 'Rosalind', now())`, 'immich');
@@ -126,7 +126,7 @@ describe('disaster recovery from nothing', () => {
     await assert.rejects(stat(old.config.security.keyFile), { code: 'ENOENT' });
 
     // The new host: an empty cluster (Immich's containers would make one), a Temporal of its own, an empty home.
-    newPg = await startPostgres();
+    const newPg = (cluster.fresh = await startPostgres());
     Object.assign(process.env, fixtureEnv(newPg));
     const newTemporal = await startOwnTemporal(temporalBinary, false, 'default');
     stack.defer(() => newTemporal.stop());
