@@ -3,10 +3,12 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { checksumFileName, encryptedChecksumFileName, encryptedFileName, encryptedRowsFileName, expiredDumps, isDumpName, NAS_KEYRING_DIR, partialFileName } from '../core/dump-names.js';
-import { ChecksumMismatchError, NotOurDumpError } from '../core/errors.js';
+import { ChecksumMismatchError, NotOurDumpError, UnsafePathError } from '../core/errors.js';
 import { formatBytes } from '../core/format.js';
 import { sha256OfFile } from '../adapters/files/checksums.js';
-import { envelopeForNas, openDumpStore, tagFileName } from '../adapters/dump-store/index.js';
+import { openDumpStore, tagFileName } from '../adapters/dump-store/index.js';
+import { planEnvelopes } from '../adapters/dump-store/recovery.js';
+import { remoteEnvelopes } from '../adapters/nas/remote-keyring.js';
 import type { ActivityDeps } from './deps.js';
 import { remoteDumpNames, remoteDumps } from '../adapters/nas/remote-dumps.js';
 import { awaitWithStallGuard, startCommand, withHeartbeats } from '../adapters/commands/run-command.js';
@@ -128,30 +130,38 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
   }
 
   /**
-   * The keyring, wrapped by the recovery code (recovery.ts), at `<remoteDir>/keyring/<name>` when
-   * the NAS lacks it or holds another version: under a temporary name, its sha256 checked there, renamed.
+   * The keyring, wrapped by the recovery code (recovery.ts), at `<remoteDir>/keyring/<name>`: this
+   * host's envelope goes up when the NAS lacks it as it is (under a temporary name, its sha256
+   * checked there, renamed); envelopes this host wrote under an earlier code go only after that,
+   * and only those the new one covers. A NAS envelope holding keys this host lacks stops the run
+   * (planEnvelopes): nothing may replace the only copy of them.
    */
   async function uploadEnvelope(): Promise<void> {
-    const { name, text } = await envelopeForNas(config.security.keyFile);
+    const plan = await planEnvelopes(config.security.keyFile, await remoteEnvelopes(offsite));
+    if (plan.conflict) throw new UnsafePathError(plan.conflict);
     const dir = `${offsite.remoteDir}/${NAS_KEYRING_DIR}`;
-    const target = `${dir}/${name}`;
-    const sha256 = createHash('sha256').update(text).digest('hex');
-    const there = await runRemote(offsite, ['sha256sum', '--', target], { label: 'ssh sha256sum', reject: false });
-    if (there.stdout.trim().split(/\s+/)[0] === sha256) return;
-    const work = await mkdtemp(join(await store.checkCopyDir(), 'keyring-'));
-    try {
-      await writeFile(join(work, name), text, { mode: 0o600 });
-      await runRemote(offsite, ['mkdir', '-p', '--', dir], { label: 'ssh mkdir' });
-      const partial = await copyToPartial(join(work, name), `${NAS_KEYRING_DIR}/${name}`);
-      const remote = await remoteSha256(partial);
-      if (remote !== sha256) throw new ChecksumMismatchError(`the keyring envelope uploaded to the NAS as ${partial} has sha256 ${remote}, expected ${sha256}: the retry uploads it again`);
-      await runRemote(offsite, ['mv', '-f', '--', partial, target], { label: 'ssh mv' });
-      logger.info({ file: name, destination: nasLabel(offsite) }, 'wrapped keyring uploaded to the NAS');
-    } catch (err) {
-      await runRemote(offsite, ['rm', '-rf', '--', `${dir}/${partialFileName(name)}`, `${dir}/${RSYNC_PARTIAL_DIR}`], { label: 'ssh rm' }).catch(() => undefined);
-      throw err;
-    } finally {
-      await rm(work, { recursive: true, force: true });
+    if (plan.upload) {
+      const { name, text } = plan.upload;
+      const sha256 = createHash('sha256').update(text).digest('hex');
+      const work = await mkdtemp(join(await store.checkCopyDir(), 'keyring-'));
+      try {
+        await writeFile(join(work, name), text, { mode: 0o600 });
+        await runRemote(offsite, ['mkdir', '-p', '--', dir], { label: 'ssh mkdir' });
+        const partial = await copyToPartial(join(work, name), `${NAS_KEYRING_DIR}/${name}`);
+        const remote = await remoteSha256(partial);
+        if (remote !== sha256) throw new ChecksumMismatchError(`the keyring envelope uploaded to the NAS as ${partial} has sha256 ${remote}, expected ${sha256}: the retry uploads it again`);
+        await runRemote(offsite, ['mv', '-f', '--', partial, `${dir}/${name}`], { label: 'ssh mv' });
+        logger.info({ file: name, destination: nasLabel(offsite) }, 'wrapped keyring uploaded to the NAS');
+      } catch (err) {
+        await runRemote(offsite, ['rm', '-rf', '--', `${dir}/${partialFileName(name)}`, `${dir}/${RSYNC_PARTIAL_DIR}`], { label: 'ssh rm' }).catch(() => undefined);
+        throw err;
+      } finally {
+        await rm(work, { recursive: true, force: true });
+      }
+    }
+    if (plan.remove.length) {
+      await runRemote(offsite, ['rm', '-f', '--', ...plan.remove.map((n) => `${dir}/${n}`)], { label: 'ssh rm' });
+      logger.info({ removed: plan.remove, destination: nasLabel(offsite) }, 'keyring envelopes under an earlier recovery code removed from the NAS: the current one covers them');
     }
   }
 

@@ -151,3 +151,7 @@ export function encryptedRowsFileName(dumpName: string): string {
 
 /** The folder of offsite.remoteDir the wrapped keyring (recovery.ts) is uploaded to. */
 export const NAS_KEYRING_DIR = 'keyring';
+/** The names keyring envelopes have there: `keyring-<first key id>-<code's salt>.json` (`keyring-<id>.json` before they named the code). */
+export const ENVELOPE_NAME = /^keyring-[0-9a-f]{16}(-[0-9a-f]{8})?\.json$/;
+/** More envelopes than any host writes (one per key lineage and code): the rest is never read (a NAS that planted them). */
+export const MAX_ENVELOPES = 32;

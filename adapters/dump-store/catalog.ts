@@ -129,7 +129,7 @@ async function nasEntries(config: Config, key: () => Promise<KeysLike>, nowMs: n
         restore: d.encrypted ? 'recover' : `adopt --from offsite ${file}`,
       };
     }
-    if (held && !vouchesFor(held, file)) {
+    if (held && !vouchesFor(held, file, parsed.dump)) {
       return { ...base, verified: `${layout}; tagged with key ${held.id}, retired on ${held.retired} and named after that: a restore refuses it`, restore: `adopt --from offsite ${file}` };
     }
     return { ...base, verified: `${layout}; tagged with key ${parsed.key ?? '(from before key fingerprints)'}; sha256 checked on the NAS when uploaded; decrypted and checked in full when fetched`, restore: `restore db --dump ${file} --from offsite` };

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { link, lstat, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, lstat, readdir, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../config/config.js';
 import type { Logger } from '../../config/logger.js';
@@ -7,7 +7,7 @@ import { checksumFileName, DUMP_NAME_HINT, isDumpName, isRestorePointName, REJEC
 import { ChecksumMismatchError, ConfigError, DumpConflictError, DumpNameTakenError, DumpNotFoundError } from '../../core/errors.js';
 import type { RowCounts, TableDigests } from '../../core/reports.js';
 import type { DumpKind, ResolveDumpInput, ResolvedDump, VerifiedDump } from '../../core/types.js';
-import { diskError, fsyncDir, ownDir, writeFileAtomic } from '../files/fs-safe.js';
+import { diskError, fsyncDir, ownDir, readRegular, writeFileAtomic } from '../files/fs-safe.js';
 import { checkRestorable } from '../postgres/load.js';
 import { authenticDumps, latestUsable, readChecksumFile, type Latest, type Skipped, type TrustedDump } from './authentic.js';
 import { listDumps, type Catalog } from './catalog.js';
@@ -17,7 +17,7 @@ import { copyIntoTemp, importFromNas, linkIfAbsent } from './nas-import.js';
 import { privateCopy, privateCopyDir } from './private-copy.js';
 import { locate, resolveDump } from './resolve.js';
 import { authenticRows, digestsFileName, readDigestsFile, removeDigestsFile, shrinkOf, writeDigestsFile, writeRows, type RecordedRows } from './rows.js';
-import { tagDump, tagFileName, verifyDumpTag } from './tags.js';
+import { parseTags, TAG_SUFFIX, tagDump, tagFileName, verifyDumpTag } from './tags.js';
 
 // The dump store: which dumps are ours and how that is proven. Everything that reads or writes a
 // dump's trust goes through it: its .sha256, its tag (<dump>.hmac, made with the worker's key), its
@@ -42,6 +42,8 @@ export interface DumpStore {
   key(): Promise<Buffer>;
   /** Every key this host holds (current and retired), with the age identities and the library repository's password. */
   keyring(): Promise<Keyring>;
+  /** The dump tags (`dump <hex>`) beside the dumps and restore points here: what the keys vouched for, at a rotation. */
+  localDumpTags(): Promise<string[]>;
   /** The folder of a kind of dump: backup.dir, or backup.dir/restore-points. */
   dir(kind?: DumpKind): string;
   /** Everything a restore can load, wherever it is (`immich-backup dumps`). */
@@ -122,6 +124,17 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
   const store: DumpStore = {
     key,
     keyring: keys,
+
+    async localDumpTags() {
+      const found: string[] = [];
+      for (const dir of [backupDir, pointsDir]) {
+        for (const name of (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith(TAG_SUFFIX))) {
+          const dump = parseTags((await readRegular(join(dir, name), 4096))?.toString('utf8') ?? '').dump;
+          if (dump) found.push(dump);
+        }
+      }
+      return found;
+    },
     dir: (kind = 'backup') => (kind === 'restore-point' ? pointsDir : backupDir),
     list: (nowMs = Date.now()) => listDumps(config, keys, nowMs),
 

@@ -29,8 +29,10 @@ export interface KeyEntry {
   /** age1…: what leaves the host is encrypted to it (only the current key's). */
   ageRecipient: string;
   created: string;
-  /** When a newer key took over: from then on it vouches only for dumps named (stamped) before. */
+  /** When a newer key took over: from then on it vouches only for what it made before. */
   retired?: string;
+  /** Retired by a rotation: the tags (`dump <hex>`) of the dumps it had made, the only ones it still vouches for. */
+  vouches?: string[];
 }
 
 export interface KeyringFile {
@@ -46,6 +48,7 @@ export interface TagKey {
   id: string;
   key: Buffer;
   retired?: string;
+  vouches?: ReadonlySet<string>;
 }
 
 export interface TagKeys {
@@ -71,9 +74,15 @@ export function singleKey(key: Buffer): TagKeys {
   return { current: only, all: [only] };
 }
 
-/** True when `key` may vouch for a dump of that name: current, or retired after the name's stamp. */
-export function vouchesFor(key: TagKey, file: string): boolean {
+/**
+ * True when `key` may vouch for this dump: the current key always; a key retired by a rotation only
+ * for the dumps it had made then (their tags, `dumpTag`), so a leaked old key makes nothing new that
+ * verifies, not even under an old name; a key retired otherwise (a recovery's, one replaced by hand)
+ * for dumps named (stamped) before its retirement.
+ */
+export function vouchesFor(key: TagKey, file: string, dumpTag?: string): boolean {
   if (!key.retired) return true;
+  if (key.vouches) return dumpTag !== undefined && key.vouches.has(dumpTag);
   const stamp = stampOfName(file)?.getTime();
   return stamp !== undefined && stamp < Date.parse(key.retired);
 }
@@ -118,7 +127,7 @@ export function parseRing(text: string, path: string): KeyringFile {
     typeof file.resticPassword === 'string' &&
     Array.isArray(file.keys) &&
     file.keys.length > 0 &&
-    file.keys.every((k) => hex64.test(k?.tagKey) && k.id === keyId(Buffer.from(k.tagKey, 'hex')) && /^AGE-SECRET-KEY-1[0-9A-Z]+$/.test(k.ageIdentity) && /^age1[0-9a-z]+$/.test(k.ageRecipient)) &&
+    file.keys.every((k) => hex64.test(k?.tagKey) && k.id === keyId(Buffer.from(k.tagKey, 'hex')) && /^AGE-SECRET-KEY-1[0-9A-Z]+$/.test(k.ageIdentity) && /^age1[0-9a-z]+$/.test(k.ageRecipient) && (k.vouches === undefined || (Array.isArray(k.vouches) && k.vouches.every((v) => hex64.test(v))))) &&
     file.keys.some((k) => k.id === file.current);
   if (!ok) throw new UnsafePathError(`keyring ${path} is not a keyring this tool wrote (${KEYRING_FORMAT}): restore it from the recovery code (immich-backup recover)`);
   return file;
@@ -134,16 +143,24 @@ async function readRingFile(path: string): Promise<KeyringFile | undefined> {
 }
 
 export function ringOf(file: KeyringFile, identitiesFile: string): Keyring {
-  const tagKeys = file.keys.map((k) => ({ id: k.id, key: Buffer.from(k.tagKey, 'hex'), ...(k.retired ? { retired: k.retired } : {}) }));
+  const tagKeys = file.keys.map((k) => ({ id: k.id, key: Buffer.from(k.tagKey, 'hex'), ...(k.retired ? { retired: k.retired } : {}), ...(k.vouches ? { vouches: new Set(k.vouches) } : {}) }));
   const entry = file.keys.find((k) => k.id === file.current)!;
   return { file, entry, current: tagKeys.find((k) => k.id === file.current)!, all: tagKeys, identitiesFile, resticPassword: file.resticPassword };
+}
+
+/**
+ * A file of the keyring written whole under a temporary name of this process's own: the worker and
+ * a CLI command writing the same file at once never rename each other's half-written file into place.
+ */
+export function writePrivate(path: string, content: string): Promise<void> {
+  return writeFileAtomic(path, content, { temp: `${path}.${process.pid}.${randomBytes(4).toString('hex')}.partial` });
 }
 
 /** The identities file age reads, rewritten only when the keyring's identities changed. */
 async function writeIdentities(path: string, file: KeyringFile): Promise<void> {
   const text = file.keys.map((k) => `# key ${k.id}${k.retired ? ` (retired ${k.retired})` : ''}\n${k.ageIdentity}\n`).join('');
   const now = await readFile(path, 'utf8').catch(() => undefined);
-  if (now !== text) await writeFileAtomic(path, text);
+  if (now !== text) await writePrivate(path, text);
 }
 
 /**
@@ -154,7 +171,7 @@ export async function saveRing(keyFile: string, file: KeyringFile, { firstOnly =
   const paths = keyringPaths(keyFile);
   const text = JSON.stringify(file, null, 2) + '\n';
   if (!firstOnly) {
-    await writeFileAtomic(paths.ring, text);
+    await writePrivate(paths.ring, text);
     return file;
   }
   const temp = `${paths.ring}.${process.pid}.${randomBytes(4).toString('hex')}.partial`;
@@ -179,7 +196,7 @@ export async function saveRing(keyFile: string, file: KeyringFile, { firstOnly =
 
 /** The key file written from the keyring's current key (it was missing, or a rotation replaced it). */
 async function writeKeyFile(keyFile: string, entry: KeyEntry, replace: boolean): Promise<void> {
-  if (replace) await writeFileAtomic(keyFile, `${entry.tagKey}\n`);
+  if (replace) await writePrivate(keyFile, `${entry.tagKey}\n`);
   else {
     const fh = await open(keyFile, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'EEXIST') return undefined;
@@ -196,11 +213,18 @@ async function writeKeyFile(keyFile: string, entry: KeyEntry, replace: boolean):
   forgetKey(keyFile);
 }
 
-/** `file` with `key` current (added when new, un-retired when it was retired) and the one before retired now. */
-export async function makeCurrent(file: KeyringFile, key: Buffer, now = new Date()): Promise<KeyringFile> {
+/**
+ * `file` with `key` current (added when new) and the one before retired now; `vouches`: the tags of
+ * the dumps the one before made, the only ones it vouches for from now on (a rotation).
+ */
+export async function makeCurrent(file: KeyringFile, key: Buffer, now = new Date(), vouches?: readonly string[]): Promise<KeyringFile> {
   const id = keyId(key);
   const known = file.keys.find((k) => k.id === id);
-  const keys = file.keys.map((k) => (k.id === id ? { ...k, retired: undefined } : k.id === file.current && !k.retired ? { ...k, retired: now.toISOString() } : k)).map(({ retired, ...k }) => (retired ? { ...k, retired } : k));
+  const keys = file.keys.map((k): KeyEntry => {
+    if (k.id === id) return Object.fromEntries(Object.entries(k).filter(([f]) => f !== 'retired' && f !== 'vouches')) as unknown as KeyEntry;
+    if (k.id === file.current && !k.retired) return { ...k, retired: now.toISOString(), ...(vouches ? { vouches: [...vouches] } : {}) };
+    return k;
+  });
   return { ...file, current: id, keys: known ? keys : [...keys, await newEntry(key, now)] };
 }
 
@@ -220,6 +244,12 @@ async function load(keyFile: string, create: boolean): Promise<KeyringFile> {
     return file;
   }
   const key = await readKey(keyFile);
+  if (file.keys.some((k) => k.id === keyId(key) && k.retired)) {
+    // A key the keyring retired: a rotation or recovery stopped between writing the keyring and the
+    // key file (or a reader came in between). The keyring is the truth: the key file follows it.
+    await writeKeyFile(keyFile, current, true);
+    return file;
+  }
   if (keyId(key) !== file.current) {
     // The key file was replaced by hand (an old key put back, as the README's "Lost key" says): it is
     // the current key now; the one before is retired, so what it tagged still verifies.

@@ -1,7 +1,8 @@
 import { createCipheriv, createDecipheriv, randomBytes, randomInt, scrypt, timingSafeEqual } from 'node:crypto';
 import { lstat, readFile, rm } from 'node:fs/promises';
+import { MAX_ENVELOPES } from '../../core/dump-names.js';
 import { RecoveryCodeError, UnsafePathError } from '../../core/errors.js';
-import { writeFileAtomic } from '../files/fs-safe.js';
+import { writePrivate } from './keyring.js';
 import { KEYRING_FORMAT, keyringPaths, makeCurrent, openKeyring, parseRing, replaceKeyring, type Keyring, type KeyringFile } from './keyring.js';
 
 // The recovery code: what the operator holds so that a new host can get every secret back from the
@@ -34,6 +35,8 @@ interface RecoveryState {
   wrapKey: string;
   confirmed: boolean;
   created: string;
+  /** The codes before this one (their salt and derived key): their envelopes on the NAS are replaced only once this code is confirmed. */
+  previous?: Array<{ salt: string; wrapKey: string }>;
 }
 
 /** The envelope on the NAS: which keys it holds (fingerprints only) and the keyring, sealed. */
@@ -118,18 +121,18 @@ async function readState(keyFile: string): Promise<RecoveryState | undefined> {
   return state;
 }
 
-const writeState = (keyFile: string, state: RecoveryState) => writeFileAtomic(keyringPaths(keyFile).recovery, JSON.stringify(state, null, 2) + '\n');
+const writeState = (keyFile: string, state: RecoveryState) => writePrivate(keyringPaths(keyFile).recovery, JSON.stringify(state, null, 2) + '\n');
 
 /** The envelope of the keyring as it is now, written beside it (what OffsiteSync puts on the NAS). */
 async function rewrap(keyFile: string, ring: Keyring, state: RecoveryState): Promise<Envelope> {
   const envelope = wrap(ring.file, Buffer.from(state.wrapKey, 'hex'), state.kdf);
-  await writeFileAtomic(keyringPaths(keyFile).wrapped, JSON.stringify(envelope) + '\n');
+  await writePrivate(keyringPaths(keyFile).wrapped, JSON.stringify(envelope) + '\n');
   return envelope;
 }
 
-async function newState(keyFile: string, code: string, confirmed: boolean, kdf?: Kdf): Promise<RecoveryState> {
+async function newState(keyFile: string, code: string, confirmed: boolean, kdf?: Kdf, previous: RecoveryState['previous'] = []): Promise<RecoveryState> {
   const k = kdf ?? { ...KDF, salt: randomBytes(16).toString('hex') };
-  const state: RecoveryState = { format: 'immich-backup recovery v1', kdf: k, wrapKey: (await derive(code, k)).toString('hex'), confirmed, created: new Date().toISOString() };
+  const state: RecoveryState = { format: 'immich-backup recovery v1', kdf: k, wrapKey: (await derive(code, k)).toString('hex'), confirmed, created: new Date().toISOString(), ...(previous.length ? { previous } : {}) };
   await writeState(keyFile, state);
   return state;
 }
@@ -152,8 +155,9 @@ export async function ensureRecovery(keyFile: string): Promise<RecoveryStatus & 
   let made = false;
   if (!state) {
     const code = newRecoveryCode();
-    await writeFileAtomic(keyringPaths(keyFile).code, `${code}\n`);
+    // The state first: a code shown is always one that confirms.
     state = await newState(keyFile, code, false);
+    await writePrivate(keyringPaths(keyFile).code, `${code}\n`);
     made = true;
   }
   const envelope = await currentEnvelope(keyFile, ring, state);
@@ -203,9 +207,13 @@ export async function confirmRecoveryCode(keyFile: string, typed: string): Promi
 /** A new code: the keyring re-wrapped under it (the backups are not touched), unconfirmed until typed back. Returns it. */
 export async function changeRecoveryCode(keyFile: string): Promise<string> {
   const ring = await openKeyring(keyFile);
+  const before = await readState(keyFile);
   const code = newRecoveryCode();
-  await writeFileAtomic(keyringPaths(keyFile).code, `${code}\n`);
-  await rewrap(keyFile, ring, await newState(keyFile, code, false));
+  // The code before is remembered: OffsiteSync removes its envelope from the NAS only once this one is confirmed.
+  const previous = before ? [{ salt: before.kdf.salt, wrapKey: before.wrapKey }, ...(before.previous ?? [])].slice(0, 8) : [];
+  const state = await newState(keyFile, code, false, undefined, previous);
+  await writePrivate(keyringPaths(keyFile).code, `${code}\n`);
+  await rewrap(keyFile, ring, state);
   return code;
 }
 
@@ -222,19 +230,77 @@ export async function adoptRecoveredCode(keyFile: string, code: string, kdf: Kdf
 /** The envelope as it is now (made if missing), for the NAS. */
 export async function envelopeForNas(keyFile: string): Promise<{ name: string; text: string }> {
   const { envelope } = await ensureRecovery(keyFile);
-  return { name: envelopeName(envelope.ids[0]!), text: JSON.stringify(envelope) + '\n' };
+  return { name: envelopeName(envelope.ids[0]!, envelope.kdf.salt), text: JSON.stringify(envelope) + '\n' };
 }
 
-/** The envelope's name on the NAS: after the keyring's first key, so a rotation replaces it and another host's never does. */
-export const envelopeName = (firstId: string) => `keyring-${firstId}.json`;
-export const ENVELOPE_NAME = /^keyring-[0-9a-f]{16}\.json$/;
+/**
+ * The envelope's name on the NAS: after the keyring's first key and the code (its salt), so a
+ * rotation under the same code replaces it, and another host's (or another code's) never does.
+ */
+export const envelopeName = (firstId: string, salt: string) => `keyring-${firstId}-${salt.slice(0, 8)}.json`;
 
-/** A new current key (a suspected leak): the old one retired, kept to verify and decrypt what it made; the keyring re-wrapped. */
-export async function rotateKeys(keyFile: string): Promise<{ retired: string; current: string }> {
+export interface EnvelopePlan {
+  /** This host's envelope, when the NAS lacks it as it is. */
+  upload?: { name: string; text: string };
+  /** Envelopes this host wrote under an earlier code (or name) that the new one covers: removed once it is verified there. */
+  remove: string[];
+  /** The NAS holds keys this host lacks under a code it holds: nothing may replace them (refused, with what to do). */
+  conflict?: string;
+}
+
+/**
+ * What OffsiteSync does with the keyrings on the NAS. This host's envelope goes up under its own
+ * name; an envelope there is replaced or removed only when it opens with this host's code (or an
+ * earlier code of this host's, and the current one is confirmed) and every key and password it
+ * holds is in this host's keyring: a host that lost its keyring (a key file put back alone) never
+ * overwrites the only copy of the old identities. Envelopes it cannot open (another host's) are
+ * never touched.
+ */
+export async function planEnvelopes(keyFile: string, remote: ReadonlyArray<{ name: string; text: string }>): Promise<EnvelopePlan> {
   const ring = await openKeyring(keyFile);
-  const next = await replaceKeyring(keyFile, await makeCurrent(ring.file, randomBytes(32)));
-  await ensureRecovery(keyFile);
-  return { retired: ring.current.id, current: next.current.id };
+  const { envelope, confirmed } = await ensureRecovery(keyFile);
+  const state = (await readState(keyFile))!;
+  const mine = { name: envelopeName(envelope.ids[0]!, envelope.kdf.salt), text: JSON.stringify(envelope) + '\n' };
+  const wrapKeys = [{ key: state.wrapKey, current: true }, ...(state.previous ?? []).map((p) => ({ key: p.wrapKey, current: false }))];
+  const covered = (file: KeyringFile) => file.resticPassword === ring.file.resticPassword && file.keys.every((k) => ring.file.keys.some((r) => r.id === k.id && r.tagKey === k.tagKey && r.ageIdentity === k.ageIdentity));
+  const plan: EnvelopePlan = { remove: [] };
+  for (const { name, text } of remote) {
+    let e: Envelope;
+    try {
+      e = parseEnvelope(text, name);
+    } catch {
+      continue; // not ours to judge
+    }
+    let opened: { file: KeyringFile; current: boolean } | undefined;
+    for (const w of wrapKeys) {
+      const plain = await unwrapWithKey(e, Buffer.from(w.key, 'hex'));
+      if (plain) {
+        opened = { file: JSON.parse(plain) as KeyringFile, current: w.current };
+        break;
+      }
+    }
+    if (!opened) continue;
+    if (!covered(opened.file)) {
+      const lacking = opened.file.keys.filter((k) => !ring.file.keys.some((r) => r.id === k.id && r.ageIdentity === k.ageIdentity)).map((k) => k.id);
+      plan.conflict = `the NAS keyring ${name} opens with this host's recovery code but holds keys this host does not (${lacking.join(', ') || 'the library repository\'s password'}): it was not replaced, and nothing new was uploaded (what this host would encrypt now could not be read with the code); get them back first: immich-backup recover`;
+      continue;
+    }
+    if (name !== mine.name && (opened.current || confirmed)) plan.remove.push(name);
+  }
+  if (!remote.some((r) => r.name === mine.name && r.text === mine.text)) plan.upload = mine;
+  return plan;
+}
+
+/**
+ * A new current key (a suspected leak): the old one retired, kept to verify and decrypt what it made
+ * (`vouches`: the tags of the dumps it made, the only ones it vouches for from now on), and a new
+ * recovery code: whoever read the key folder also read the key the old code derived.
+ */
+export async function rotateKeys(keyFile: string, vouches: readonly string[]): Promise<{ retired: string; current: string; code: string }> {
+  const ring = await openKeyring(keyFile);
+  const next = await replaceKeyring(keyFile, await makeCurrent(ring.file, randomBytes(32), new Date(), vouches));
+  const code = await changeRecoveryCode(keyFile);
+  return { retired: ring.current.id, current: next.current.id, code };
 }
 
 /**
@@ -268,10 +334,16 @@ export async function recoverKeyring(keyFile: string, envelopes: ReadonlyArray<{
   normalizeCode(code);
   const opened: Array<{ name: string; file: KeyringFile; kdf: Kdf }> = [];
   const refused: Recovered['refused'] = [];
-  for (const { name, text } of envelopes) {
+  // One scrypt per code and salt (128 MiB, half a second): envelopes planted by the hundred cost one each at most.
+  const derived = new Map<string, Promise<Buffer>>();
+  for (const { name, text } of envelopes.slice(0, MAX_ENVELOPES)) {
     try {
       const e = parseEnvelope(text, name);
-      opened.push({ name, file: parseRing(JSON.stringify(await unwrap(e, code, name)), name), kdf: e.kdf });
+      const key = derived.get(JSON.stringify(e.kdf)) ?? derive(code, e.kdf);
+      derived.set(JSON.stringify(e.kdf), key);
+      const plain = await unwrapWithKey(e, await key);
+      if (!plain) throw new RecoveryCodeError(`${name} does not open with this recovery code (a typo, or a code changed since: the newest code opens it; or the file was altered)`);
+      opened.push({ name, file: parseRing(plain, name), kdf: e.kdf });
     } catch (err) {
       refused.push({ name, reason: (err as Error).message });
     }

@@ -52,7 +52,7 @@ export async function tagDump(keys: KeysLike, dir: string, file: string, sha256:
 
 /** The keys a tag may have been made with: the one it names, or (a tag from before fingerprints) each. */
 function candidates(keys: TagKeys, tags: Tags, file: string): TagKey[] {
-  return (tags.key ? keys.all.filter((k) => k.id === tags.key) : keys.all).filter((k) => vouchesFor(k, file));
+  return (tags.key ? keys.all.filter((k) => k.id === tags.key) : keys.all).filter((k) => vouchesFor(k, file, tags.dump));
 }
 
 /** The key whose tag of this name and sha256 is the one written, if any. */
@@ -73,8 +73,8 @@ export function tagProblem(keys: KeysLike, file: string, where: string, tagText:
   if (tags.key && !named) {
     return `dump ${file} ${where} was tagged with key ${tags.key}, which this host does not hold (its keys: ${fingerprints(ks)}): put that key back (security.keyFile), recover the keys with the recovery code (immich-backup recover), or check the dump and vouch for it (${adopt})`;
   }
-  if (named && !vouchesFor(named, file)) {
-    return `dump ${file} ${where} is tagged with key ${named.id}, retired on ${named.retired} (after a suspected leak), and is named after that: a retired key vouches only for dumps made before; check it and vouch for it (${adopt}) if you know it is yours`;
+  if (named && !vouchesFor(named, file, tags.dump)) {
+    return `dump ${file} ${where} is tagged with key ${named.id}, retired on ${named.retired} (after a suspected leak), and is not one of the dumps it had made by then: a retired key vouches for nothing new; check it and vouch for it (${adopt}) if you know it is yours`;
   }
   return `dump ${file} ${where}: its provenance tag does not verify with ${named ? `key ${named.id}, which it names` : `any key this host holds (${fingerprints(ks)})`} (forged, altered, renamed${named ? '' : ', or tagged with another key'})`;
 }

@@ -1,6 +1,9 @@
 import type { Command } from 'commander';
 import { openDumpStore } from '../../adapters/dump-store/index.js';
 import { changeRecoveryCode, confirmRecoveryCode, ensureRecovery, recoveryStatus, rotateKeys } from '../../adapters/dump-store/recovery.js';
+import { remoteDumpTags } from '../../adapters/nas/remote-tags.js';
+import { nasLabel } from '../../adapters/nas/ssh.js';
+import { NasUnreachableError } from '../../core/errors.js';
 import { configOf } from '../context.js';
 import { readAnswer } from '../prompt.js';
 
@@ -76,10 +79,28 @@ export function registerKeys(program: Command): void {
 
   keys
     .command('rotate')
-    .description('Make a new key (a suspected leak): new dumps are tagged and encrypted with it; the old one is retired and still verifies and decrypts what it made before')
-    .action(async (_opts, cmd: Command) => {
-      const keyFile = configOf(cmd).security.keyFile;
-      const { retired, current } = await rotateKeys(keyFile);
-      process.stdout.write(`made key ${current}: from now on dumps are tagged and NAS copies encrypted with it\nretired key ${retired}: it still verifies and decrypts what it made before now, never anything newer\nthe NAS gets the re-wrapped keyring at the next OffsiteSync (immich-backup backup offsite runs one now); a running worker picks the new key up by itself\n`);
+    .description('Make a new key and recovery code (a suspected leak): new dumps are tagged and encrypted with the new key; the old one is retired and vouches only for the dumps it had made')
+    .option('--without-nas', 'the NAS does not answer: rotate anyway; the old key then vouches only for the dumps here (a NAS copy is taken back one by one with adopt --from offsite)')
+    .action(async (opts: { withoutNas?: boolean }, cmd: Command) => {
+      const config = configOf(cmd);
+      const store = openDumpStore(config);
+      await store.keyring();
+      // What the old key vouched for, here and on the NAS: after the rotation it vouches for these and nothing else.
+      process.stderr.write(`listing the dumps the current key vouches for, here${opts.withoutNas ? '' : ` and on the NAS ${nasLabel(config.offsite)}`} …\n`);
+      const remote = opts.withoutNas
+        ? []
+        : await remoteDumpTags(config.offsite).catch((err: Error) => {
+            throw new NasUnreachableError(`cannot list the NAS copies the current key vouches for (${err.message.split('\n')[0]}): nothing was changed; rotate when the NAS answers, or with --without-nas`);
+          });
+      const vouches = [...new Set([...(await store.localDumpTags()), ...remote])];
+      const { retired, current, code } = await rotateKeys(config.security.keyFile, vouches);
+      process.stdout.write(
+        `made key ${current}: from now on dumps are tagged and NAS copies encrypted with it\n` +
+          `retired key ${retired}: it still verifies and decrypts the ${vouches.length} dump(s) it had made, never anything else\n` +
+          'a running worker picks the new key up by itself; the NAS gets the new keyring at the next OffsiteSync once the new code is confirmed\n\n' +
+          'the recovery code changed too (whoever read the key folder could open the keyring with the old one):\n\n',
+      );
+      showCode(code);
+      if (process.stdin.isTTY) await confirmFrom(config.security.keyFile, 'type it back now to confirm it (Enter: later): ', true);
     });
 }

@@ -31,9 +31,10 @@ export function registerRecover(program: Command): void {
     .option('--code-file <file>', 'read the recovery code from this file (otherwise it is asked for, or read from stdin)')
     .option('--keys-only', 'only get the keys back; restore nothing')
     .addOption(new Option('--library <from>', 'where the library comes back from: the drive (the USB mirror), the NAS copy (library.offsite: into an empty library.source), or none').choices(['drive', 'nas', 'none']).default('drive'))
+    .option('--accept-missing-keys', 'go on although NAS copies name keys no keyring there holds (a newer keyring missing): restore the newest copy the recovered keys verify')
     .option('--yes', 'approve each restore now instead of asking')
     .option('--json', 'print the reports as JSON')
-    .action(async (opts: { codeFile?: string; keysOnly?: boolean; library: 'drive' | 'nas' | 'none'; yes?: boolean; json?: boolean }, cmd: Command) => {
+    .action(async (opts: { codeFile?: string; keysOnly?: boolean; library: 'drive' | 'nas' | 'none'; acceptMissingKeys?: boolean; yes?: boolean; json?: boolean }, cmd: Command) => {
       const config = configOf(cmd);
       const code = opts.codeFile !== undefined ? (await readFile(opts.codeFile, 'utf8')).split('\n')[0]!.trim() : await readAnswer('recovery code: ');
       if (!code) throw new RecoveryCodeError('no recovery code given: nothing was changed');
@@ -53,6 +54,13 @@ export function registerRecover(program: Command): void {
       for (const p of catalog.problems) say(`! ${p}`);
       say(copies.length ? `the NAS holds ${copies.length} dump(s):` : `the NAS ${nasLabel(config.offsite)} holds no dump`);
       for (const c of copies) say(`  ${c.file}: ${c.verified}`);
+      // Copies under keys no envelope held: a newer keyring may have been deleted or hidden on the NAS
+      // (an older one replayed), and restoring "the newest that verifies" would quietly go back in time.
+      const held = new Set(recovered.ring.all.map((k) => k.id));
+      const missing = [...new Set(copies.map((c) => c.keyId).filter((id): id is string => !!id && !held.has(id)))];
+      if (missing.length && !opts.acceptMissingKeys) {
+        throw new RecoveryCodeError(`the NAS holds copies made with key(s) ${missing.join(', ')}, which no keyring the code opened holds: a newer keyring may be missing there (deleted, or an older one put back), or they are another host's; the keys are recovered, nothing else was changed; look at the NAS, then run again with --accept-missing-keys to restore the newest copy the recovered keys verify`);
+      }
       // Never one this host made itself before the recovery (its own key, kept retired): a nightly
       // backup of the new host's empty database must not win as "the newest".
       const candidates = copies.filter((c) => c.restore.startsWith('restore db') && !(c.keyId && recovered.kept.includes(c.keyId)));
@@ -69,8 +77,9 @@ export function registerRecover(program: Command): void {
           break;
         } catch (err) {
           const cause = innermostCause(err) as Error & { type?: string };
-          // Refused while it was fetched and checked, before anything was stopped or changed: the next older copy may be good.
-          if (!COPY_REFUSED.has(cause.type ?? cause.name)) throw err;
+          // Refused while it was fetched and checked, before anything was stopped or changed (said so):
+          // the next older copy may be good. A failure after that (a load rolled back) ends here.
+          if (!COPY_REFUSED.has(cause.type ?? cause.name) || !/nothing (was|has been) changed/.test(cause.message)) throw err;
           say(`${copy.file} was refused before anything changed (${cause.message.split('\n')[0]}); trying the next older copy`);
         }
       }

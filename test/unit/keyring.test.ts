@@ -109,16 +109,23 @@ describe('the recovery code', () => {
     const sha = 'b'.repeat(64);
     await tagDump(before, dir, 'immich_20260101_030000.sql.gz', sha);
     await tagDump(before, dir, 'immich_20991231_030000.sql.gz', sha);
-    const { retired, current } = await rotateKeys(keyFile);
+    // What the old key had made: the first dump's tag (the second, named in the future, it never made before the rotation).
+    const made = /^dump ([0-9a-f]{64})$/m.exec(await readFile(join(dir, 'immich_20260101_030000.sql.gz.hmac'), 'utf8'))![1]!;
+    const { retired, current, code: next } = await rotateKeys(keyFile, [made]);
+    assert.notEqual(next, code, 'a rotation makes a new recovery code');
     assert.equal(retired, before.current.id);
     const after = await openKeyring(keyFile);
     assert.equal(after.current.id, current);
     assert.equal(keyId(Buffer.from((await readFile(keyFile, 'utf8')).trim(), 'hex')), current, 'the key file holds the new key');
     await verifyDumpTag(after, dir, 'immich_20260101_030000.sql.gz', sha);
     await assert.rejects(verifyDumpTag(after, dir, 'immich_20991231_030000.sql.gz', sha), (err: Error) => err instanceof UnauthenticatedDumpError && err.message.includes(`retired on`) && err.message.includes(retired));
+    // Whoever holds the leaked old key forges a dump under an OLD name: a retired key vouches for nothing new.
+    await tagDump(before, dir, 'immich_20250101_030000.sql.gz', 'd'.repeat(64));
+    await assert.rejects(verifyDumpTag(after, dir, 'immich_20250101_030000.sql.gz', 'd'.repeat(64)), /not one of the dumps it had made by then/);
     const { envelope } = await envelopeOf(keyFile);
     assert.deepEqual(envelope.ids, [retired, current]);
-    assert.equal((await unwrap(envelope, code!, 'it')).current, current);
+    await assert.rejects(unwrap(envelope, code!, 'it'), RecoveryCodeError, 'the old code no longer opens the new keyring');
+    assert.equal((await unwrap(envelope, next, 'it')).current, current);
     // The identities file decrypts what either key encrypted.
     const plain = join(dir, 'plain');
     await writeFile(plain, 'hello');

@@ -75,13 +75,21 @@ describe('the recovery code at the terminal', () => {
     const before = JSON.parse((await run(configFile, ['keys', '--json'])).stdout) as { keys: Array<{ id: string; current: boolean }>; recoveryCode: string };
     assert.equal(before.keys.length, 1);
     assert.equal(before.recoveryCode, 'not confirmed');
-    const rotated = await run(configFile, ['keys', 'rotate']);
+    // The NAS of this config does not answer: refused, nothing changed; --without-nas rotates anyway.
+    const refused = await run(configFile, ['keys', 'rotate']);
+    assert.equal(refused.exitCode, 1);
+    assert.match(refused.stderr, /^error: cannot list the NAS copies the current key vouches for .*: nothing was changed/);
+    assert.equal((JSON.parse((await run(configFile, ['keys', '--json'])).stdout) as { keys: unknown[] }).keys.length, 1);
+    const rotated = await run(configFile, ['keys', 'rotate', '--without-nas']);
     assert.equal(rotated.exitCode, 0, rotated.stderr);
     assert.match(rotated.stdout, new RegExp(`retired key ${before.keys[0]!.id}`));
+    assert.match(rotated.stdout, /the recovery code changed too/);
+    assert.match(rotated.stdout, CODE, 'the new code is shown');
     const after = JSON.parse((await run(configFile, ['keys', '--json'])).stdout) as { keys: Array<{ id: string; current: boolean; retired?: string }> };
     assert.deepEqual(after.keys.map((k) => [k.id === before.keys[0]!.id, k.current, !!k.retired]), [[true, false, true], [false, true, false]]);
     const text = (await run(configFile, ['keys'])).stdout;
     assert.match(text, /current/);
     assert.match(text, /recovery code: NOT CONFIRMED/);
+    assert.equal((await recoveryRow(config)).state, 'missing', 'after a rotation, the new code waits to be typed back');
   });
 });
