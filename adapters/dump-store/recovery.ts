@@ -287,7 +287,8 @@ export async function planEnvelopes(keyFile: string, remote: ReadonlyArray<{ nam
     }
     if (name !== mine.name && (opened.current || confirmed)) plan.remove.push(name);
   }
-  if (!remote.some((r) => r.name === mine.name && r.text === mine.text)) plan.upload = mine;
+  // Compared without the final newline (a remote read strips it).
+  if (!remote.some((r) => r.name === mine.name && r.text.trim() === mine.text.trim())) plan.upload = mine;
   return plan;
 }
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { privateCopyDir, trustedSetup } from '../../adapters/dump-store/index.js';
 import { keyId, keyringPaths, openKeyring } from '../../adapters/dump-store/keyring.js';
-import { changeRecoveryCode, confirmRecoveryCode, ensureRecovery, normalizeCode, parseEnvelope, recoverKeyring, recoveryStatus, rotateKeys, unwrap } from '../../adapters/dump-store/recovery.js';
+import { changeRecoveryCode, confirmRecoveryCode, ensureRecovery, envelopeForNas, normalizeCode, parseEnvelope, planEnvelopes, recoverKeyring, recoveryStatus, rotateKeys, unwrap } from '../../adapters/dump-store/recovery.js';
 import { tagDump, verifyDumpTag } from '../../adapters/dump-store/tags.js';
 import { parseConfig } from '../../config/config.js';
 import { RecoveryCodeError, UnauthenticatedDumpError } from '../../core/errors.js';
@@ -183,3 +183,49 @@ describe("the worker's start", () => {
     assert.deepEqual((await readdir(loading)).sort(), ['nas-CCCCCC', 'other-DDDDDD']);
   });
 });
+
+describe('the keyrings on the NAS', () => {
+  const remoteOf = async (keyFile: string) => {
+    const { name, text } = await envelopeForNas(keyFile);
+    return { name, text };
+  };
+
+  test("a host that lost its keyring (the key file put back alone) never replaces the NAS envelope holding the old identities", async () => {
+    const keyFile = await keyDir();
+    await openKeyring(keyFile, { create: true });
+    await ensureRecovery(keyFile);
+    const onNas = await remoteOf(keyFile);
+    assert.match(onNas.name, /^keyring-[0-9a-f]{16}-[0-9a-f]{8}\.json$/);
+    assert.deepEqual(await planEnvelopes(keyFile, [onNas]), { remove: [] }, 'nothing to do when the NAS has it as it is');
+    // The keyring is lost; the key file and the recovery state are still there: a new keyring grows
+    // around the old tag key, with a NEW age identity and library password.
+    await rm(keyringPaths(keyFile).ring);
+    const plan = await planEnvelopesInNewProcess(keyFile, [onNas]);
+    assert.match(plan.conflict ?? '', /holds keys this host does not .*immich-backup recover/);
+  });
+
+  test("a new code's envelope goes beside the old one; the old one goes only once the new code is confirmed; another host's is never touched", async () => {
+    const keyFile = await keyDir();
+    await openKeyring(keyFile, { create: true });
+    const { code } = await ensureRecovery(keyFile);
+    await confirmRecoveryCode(keyFile, code!);
+    const old = await remoteOf(keyFile);
+    const otherHost = await keyDir();
+    await openKeyring(otherHost, { create: true });
+    const foreign = await remoteOf(otherHost);
+    const next = await changeRecoveryCode(keyFile);
+    const pending = await planEnvelopes(keyFile, [old, foreign]);
+    assert.notEqual(pending.upload?.name, old.name);
+    assert.deepEqual(pending.remove, [], 'the confirmed code\'s envelope stays while the new code is unconfirmed');
+    await confirmRecoveryCode(keyFile, next);
+    const confirmed = await planEnvelopes(keyFile, [old, foreign, pending.upload!]);
+    assert.deepEqual(confirmed, { remove: [old.name] });
+  });
+});
+
+/** planEnvelopes as a restarted worker runs it (a fresh process reads the keyring anew). */
+async function planEnvelopesInNewProcess(keyFile: string, remote: Array<{ name: string; text: string }>): Promise<{ conflict?: string }> {
+  const module = new URL('../../adapters/dump-store/recovery.js', import.meta.url).href;
+  const script = `const { planEnvelopes } = await import(${JSON.stringify(module)}); const p = await planEnvelopes(process.argv[1], JSON.parse(process.argv[2])); console.log(JSON.stringify(p));`;
+  return JSON.parse((await execa('node', ['--input-type=module', '-e', script, keyFile, JSON.stringify(remote)])).stdout) as { conflict?: string };
+}

@@ -143,7 +143,7 @@ describe('disaster recovery from nothing', () => {
       execa(cliPath, ['-c', fresh.configFile, 'recover', '--code-file', codeFile, '--yes'], { env: cliEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: 300_000 }),
     );
     assert.equal(recovered.exitCode, 0, `${recovered.stderr}\n${recovered.stdout}`);
-    assert.match(recovered.stderr, /recovered 1 key\(s\) from keyring-[0-9a-f]{16}\.json/);
+    assert.match(recovered.stderr, /recovered 1 key\(s\) from keyring-[0-9a-f]{16}-[0-9a-f]{8}\.json/);
     assert.match(recovered.stderr, /this host's own earlier key\(s\) kept, retired: [0-9a-f]{16}/);
     assert.match(recovered.stdout, new RegExp(`^recovered: database from ${backup.file.replace(/\./g, '\\.')} \\(sha256 ${backup.sha256}, from the NAS\\); library from the drive`, 'm'));
 

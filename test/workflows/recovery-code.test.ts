@@ -78,7 +78,7 @@ describe('the recovery code at the terminal', () => {
     // The NAS of this config does not answer: refused, nothing changed; --without-nas rotates anyway.
     const refused = await run(configFile, ['keys', 'rotate']);
     assert.equal(refused.exitCode, 1);
-    assert.match(refused.stderr, /^error: cannot list the NAS copies the current key vouches for .*: nothing was changed/);
+    assert.match(refused.stderr, /^error: cannot list the NAS copies the current key vouches for .*: nothing was changed/m);
     assert.equal((JSON.parse((await run(configFile, ['keys', '--json'])).stdout) as { keys: unknown[] }).keys.length, 1);
     const rotated = await run(configFile, ['keys', 'rotate', '--without-nas']);
     assert.equal(rotated.exitCode, 0, rotated.stderr);
