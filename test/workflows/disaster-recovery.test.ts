@@ -156,4 +156,39 @@ describe('disaster recovery from nothing', () => {
       assert.equal(createHash('sha1').update(bytes).digest('hex'), sha1, originalPath);
     }
   });
+
+  test('a NAS that hides the newest keyring (after a rotation) cannot make recover quietly go back to the old key: it stops and says which keys are missing', async () => {
+    const root = await tempDir('disaster-hidden');
+    const pg = await startPostgres();
+    stack.defer(() => pg.stop());
+    Object.assign(process.env, fixtureEnv(pg));
+    await loadImmichLike(pg, 50);
+    const temporal = await startOwnTemporal(temporalBinary, false, 'default');
+    stack.defer(() => temporal.stop());
+    const shared = { root, library: join(root, 'library'), mountPoint: join(root, 'no-drive') };
+    const old = await host('old-host', shared, temporal);
+    stack.defer(() => old.connection.close());
+    await run<NightlyDbBackupReport>(old, temporal.address, 'NightlyDbBackup');
+    await run<OffsiteSyncReport>(old, temporal.address, 'OffsiteSync');
+    const { code } = await ensureRecovery(old.config.security.keyFile);
+    const keyringDir = join(root, 'nas', 'postgres', 'keyring');
+    const [before] = await readdir(keyringDir);
+    // A suspected leak: a new key and a new code (not confirmed yet), and a backup made with the new key.
+    const rotated = await execa(cliPath, ['-c', old.configFile, 'keys', 'rotate'], { env: cliEnv(), extendEnv: false, reject: false, stdin: 'ignore' });
+    assert.equal(rotated.exitCode, 0, rotated.stderr);
+    await new Promise((r) => setTimeout(r, 1100)); // dump names are stamped to the second
+    await run<NightlyDbBackupReport>(old, temporal.address, 'NightlyDbBackup');
+    await run<OffsiteSyncReport>(old, temporal.address, 'OffsiteSync');
+    const after = await readdir(keyringDir);
+    assert.equal(after.length, 2, `the old code's envelope stays until the new code is confirmed: ${after.join(', ')}`);
+    // The NAS hides the new envelope; whoever holds the OLD code (the one the operator wrote down first) recovers.
+    for (const name of after.filter((n) => n !== before)) await rm(join(keyringDir, name));
+    const codeFile = join(root, 'old-code.txt');
+    await writeFile(codeFile, `${code}\n`);
+    const fresh = await host('new-host', shared, temporal);
+    stack.defer(() => fresh.connection.close());
+    const recovered = await execa(cliPath, ['-c', fresh.configFile, 'recover', '--code-file', codeFile, '--yes', '--library', 'none'], { env: cliEnv(), extendEnv: false, reject: false, stdin: 'ignore' });
+    assert.equal(recovered.exitCode, 1, recovered.stderr);
+    assert.match(recovered.stderr, /^error: the NAS holds copies made with key\(s\) [0-9a-f]{16}, which no keyring the code opened holds: a newer keyring may be missing there .* nothing else was changed/m);
+  });
 });
