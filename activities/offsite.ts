@@ -10,7 +10,7 @@ import { openDumpStore, tagFileName } from '../adapters/dump-store/index.js';
 import { planEnvelopes } from '../adapters/dump-store/recovery.js';
 import { remoteEnvelopes } from '../adapters/nas/remote-keyring.js';
 import type { ActivityDeps } from './deps.js';
-import { remoteDumpNames, remoteDumps } from '../adapters/nas/remote-dumps.js';
+import { remoteDumps, remoteTagKeys } from '../adapters/nas/remote-dumps.js';
 import { awaitWithStallGuard, startCommand, withHeartbeats } from '../adapters/commands/run-command.js';
 import { runRsync } from '../adapters/commands/rsync.js';
 import { connectionOptions, nasLabel, runRemote, sshCommandString, sshError, sshTarget } from '../adapters/nas/ssh.js';
@@ -178,8 +178,9 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
     /**
      * Which validated local dumps (those with a .sha256) the NAS does not have encrypted yet, newest
      * first: the one that matters most goes first. On the way: the wrapped keyring goes to the NAS
-     * when it lacks it or holds an older one, and a plain copy from before encryption whose
-     * encrypted copy is verified there is removed; one without a local dump stays (reported).
+     * when it lacks it or holds an older one. A dump whose plain copy from before encryption is
+     * there is uploaded (again, if an encrypted copy is beside it), and the plain copy goes right
+     * after that verified upload; a plain copy without a local dump stays (reported).
      */
     async planOffsiteSync(): Promise<OffsitePlan> {
       const dir = config.backup.dir;
@@ -192,7 +193,11 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
       const remote = await remoteDumps(offsite);
       const present = new Set(remote.filter((d) => d.encrypted).map((d) => d.file));
       for (const d of remote.filter((r) => r.legacy)) {
-        if (d.encrypted && checksummed.some((c) => c.file === d.file)) await removeLegacy(d.file);
+        // The plain copy goes only right after this run's own verified upload (uploadDump): an
+        // <X>.age beside it is not vouched for by its .age.sha256 (whoever writes the NAS writes
+        // both) nor by the tag (it vouches for the plaintext, which the plain copy's tag does too).
+        // So the dump is uploaded again, replacing that .age.
+        if (checksummed.some((c) => c.file === d.file)) present.delete(d.file);
         else if (!checksummed.some((c) => c.file === d.file)) logger.warn({ file: d.file, destination: nasLabel(offsite) }, 'plain NAS copy from before encryption, with no local dump to encrypt: kept as it is (readable by whoever reads the NAS); it goes when offsite.retentionDays prunes it');
       }
       const toCopy = checksummed.filter((d) => !present.has(d.file)).sort((a, b) => (a.file < b.file ? 1 : a.file > b.file ? -1 : 0));
@@ -229,13 +234,25 @@ export function createOffsiteActivities({ config, logger }: ActivityDeps) {
 
     /**
      * Deletes NAS dumps older than offsite.retentionDays, never the newest backup.keepMin there:
-     * a clock that jumped ahead must not empty the NAS.
+     * a clock that jumped ahead must not empty the NAS. Only dumps of this host's keys (current or
+     * retired; a tag from before key fingerprints counts as ours) are pruned, and keepMin counts
+     * among those: on a new host whose keys are not recovered yet, the old host's dumps are the
+     * only copies of its data, and its own new dumps must not push them out.
      */
     async pruneRemoteDumps({ nowMs }: { nowMs: number }): Promise<PruneResult> {
       const days = offsite.retentionDays;
-      const dumps = (await remoteDumpNames(offsite)).sort().reverse();
+      const remote = await remoteDumps(offsite);
+      const dumps = remote.map((d) => d.file).sort().reverse();
       if (days === undefined || dumps.length === 0) return { pruned: [], kept: dumps };
-      const pruned = expiredDumps(dumps, nowMs, days, undefined, config.backup.keepMin);
+      const named = await remoteTagKeys(offsite, remote);
+      // Without a readable keyring no key is held: every dump whose tag names one is kept.
+      const held = new Set(named.size ? ((await store.keyring().catch(() => undefined))?.all.map((k) => k.id) ?? []) : []);
+      const foreign = dumps.filter((d) => named.has(d) && !held.has(named.get(d)!));
+      if (foreign.length) {
+        const keys = [...new Set(foreign.map((d) => named.get(d)!))];
+        logger.warn({ keys, files: foreign.length, destination: nasLabel(offsite) }, `NAS dumps tagged with key(s) ${keys.join(', ')}, which this host does not hold: never pruned here; if they are a former host's, run immich-backup recover (with its recovery code) to take its keys back`);
+      }
+      const pruned = expiredDumps(dumps.filter((d) => !foreign.includes(d)), nowMs, days, undefined, config.backup.keepMin);
       for (const name of pruned) {
         // Checksums first: a dump without its .age.sha256 (or a plain one without its .sha256) no longer counts as present.
         const files = [encryptedChecksumFileName(name), checksumFileName(name), tagFileName(name), encryptedRowsFileName(name), encryptedFileName(name), name];

@@ -4,8 +4,7 @@ import type { KeysLike } from './tags.js';
 import type { Config } from '../../config/config.js';
 import { encryptedFileName, immichVersionOfBackupName, isDumpName, isImmichBackupName, isRestorePointName, RESTORE_POINTS_DIR, stampOfName } from '../../core/dump-names.js';
 import type { DumpOrigin } from '../../core/restore-plan.js';
-import { dumpsInListing, remoteListing } from '../nas/remote-dumps.js';
-import { runRemote } from '../nas/ssh.js';
+import { remoteDumpsSized, remoteTagLines } from '../nas/remote-dumps.js';
 import { vouchesFor } from './keyring.js';
 import { asKeys, fingerprints, parseTags, tagFileName } from './tags.js';
 import { futureStamped, scanDumps } from './authentic.js';
@@ -94,24 +93,10 @@ async function localEntries(config: Config, key: () => Promise<KeysLike>, dir: s
  */
 async function nasEntries(config: Config, key: () => Promise<KeysLike>, nowMs: number): Promise<CatalogEntry[]> {
   const offsite = config.offsite;
-  const stdout = await remoteListing(offsite, '-ln');
-  const sizes = new Map<string, number>();
-  for (const line of stdout.split('\n')) {
-    const fields = line.trim().split(/\s+/);
-    if (fields.length >= 9 && fields[0]?.startsWith('-')) sizes.set(fields.slice(8).join(' '), Number(fields[4]));
-  }
-  const remote = dumpsInListing(sizes.keys()).reverse();
+  const { dumps, sizes } = await remoteDumpsSized(offsite);
+  const remote = dumps.reverse();
   if (!remote.length) return [];
-  const tagged = remote.filter((d) => d.tagged).map((d) => `${offsite.remoteDir}/${tagFileName(d.file)}`);
-  // grep exits 1 when a file has no such line: an answer, not a failure (reject: false).
-  const tags = tagged.length ? (await runRemote(offsite, ['grep', '-H', '-E', '^(key|dump) ', '--', ...tagged], { label: 'ssh grep', reject: false })).stdout : '';
-  const lines = new Map<string, string>();
-  for (const line of tags.split('\n')) {
-    const at = line.lastIndexOf('.hmac:');
-    if (at < 0) continue;
-    const file = line.slice(0, at).split('/').pop()!;
-    lines.set(file, `${lines.get(file) ?? ''}${line.slice(at + '.hmac:'.length)}\n`);
-  }
+  const lines = await remoteTagLines(offsite, remote);
   // A new host without keys still sees what the NAS holds, and is told to recover the keys.
   const k = await key().then(asKeys, () => undefined);
   return remote.map((d) => {

@@ -95,7 +95,7 @@ export interface DumpStore {
    * counts. dispose() removes it. (A plain copy from before encryption is read too.)
    */
   fetchNasCopy(file: string, options?: FetchOptions): Promise<NasCopy>;
-  /** The newest encrypted copy on the NAS by name, never one stamped in the future. */
+  /** The newest encrypted copy on the NAS by name, never one stamped in the future, preferring those tagged with a key this host holds. */
   newestNasCopy(nowMs?: number): Promise<string | undefined>;
   /** What goes to the NAS for a verified dump: encrypted (age, the current key), its row counts, tag and ciphertext checksum, in a private folder. */
   sealedForNas(file: string, dir?: string): Promise<NasUpload>;
@@ -222,7 +222,7 @@ export function openDumpStore(config: Config, logger: Logger = noLogger): DumpSt
     privateCopy: (path, file, sha256, step) => privateCopy(path, file, privateCopyDir(keyFile), sha256, step),
     importFromNas: (file) => importFromNas(config, logger, (f) => fetchNasCopy(config, keys, f), file),
     fetchNasCopy: (file, options) => fetchNasCopy(config, keys, file, options),
-    newestNasCopy: (nowMs) => newestNasCopy(config, nowMs),
+    newestNasCopy: (nowMs) => newestNasCopy(config, keys, nowMs),
     sealedForNas: (file, dir = dirOf(file)) => sealedForNas(config, keys, dir, file, join(dir, file)),
     resolve: (input) => resolveDump(config, logger, store, input),
     locate: (file, origin) => locate(config, file, origin),

@@ -1,14 +1,15 @@
-import { mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, rm, stat, statfs, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../config/config.js';
 import type { VerifiedDump } from '../../core/types.js';
 import { checksumFileName, encryptedChecksumFileName, encryptedFileName, encryptedRowsFileName, isDumpName, rowCountsFileName } from '../../core/dump-names.js';
-import { ChecksumMismatchError, DumpNotFoundError, NotOurDumpError, UnauthenticatedDumpError } from '../../core/errors.js';
+import { ChecksumMismatchError, DumpNotFoundError, NoSpaceError, NotOurDumpError, UnauthenticatedDumpError } from '../../core/errors.js';
+import { formatBytes } from '../../core/format.js';
 import { runRsync } from '../commands/rsync.js';
 import { withHeartbeats } from '../commands/run-command.js';
 import { sha256OfFile } from '../files/checksums.js';
 import { ownDir, readRegular } from '../files/fs-safe.js';
-import { remoteDumps, type RemoteDump } from '../nas/remote-dumps.js';
+import { remoteDumps, remoteDumpsSized, remoteTagKeys, type RemoteDump } from '../nas/remote-dumps.js';
 import { nasLabel, sshCommandString, sshError, sshTarget } from '../nas/ssh.js';
 import { checkRestorable } from '../postgres/load.js';
 import { decryptFile, encryptFile } from './age-files.js';
@@ -58,14 +59,41 @@ const NOTHING_CHANGED = 'not restoring it; nothing was changed';
 /** The adopt command a refusal of this NAS copy offers. */
 export const adoptFromNas = (file: string) => `immich-backup adopt --from offsite ${file}`;
 
-/** Fetches `names` from the NAS into `dir` in one rsync; a name it could not fetch is simply absent there. */
-async function fetchFiles(offsite: Config['offsite'], names: readonly string[], dir: string, file: string): Promise<void> {
+/** Fetches `names` from the NAS into `dir` in one rsync; a name it could not fetch (or larger than maxBytes) is simply absent there. */
+async function fetchFiles(offsite: Config['offsite'], names: readonly string[], dir: string, file: string, maxBytes: number): Promise<void> {
   const sources = names.map((n) => `${sshTarget(offsite)}:${offsite.remoteDir}/${n}`);
   try {
-    await runRsync(['-t', '--chmod=F600', '-e', sshCommandString(offsite), ...sources, `${dir}/`], { step: `fetching ${file} from the NAS` });
+    await runRsync(['-t', '--chmod=F600', `--max-size=${maxBytes}`, '-e', sshCommandString(offsite), ...sources, `${dir}/`], { step: `fetching ${file} from the NAS` });
   } catch (err) {
     throw sshError(err, offsite);
   }
+}
+
+/** What is kept free on the filesystem of the private copy folder: 10% of it, at most 1 GiB. */
+const keptFree = (total: number) => Math.min(2 ** 30, Math.floor(total / 10));
+
+/**
+ * The largest file the copy of `remote` may fetch (rsync's --max-size, for a file that grows while
+ * it is fetched), after checking that what it takes fits in the private copy folder's filesystem
+ * with room to spare: a file of any size on the NAS (planted, or damaged) must not fill the disk
+ * the worker runs on. An encrypted copy takes twice its size while it is decrypted beside itself.
+ */
+async function roomFor(config: Config, remote: RemoteDump, sizes: ReadonlyMap<string, number>, dir: string): Promise<number> {
+  const { file } = remote;
+  const name = remote.encrypted ? encryptedFileName(file) : file;
+  const size = (n: string) => sizes.get(n) ?? 0;
+  const bytes = size(name);
+  const beside = [remote.encrypted ? encryptedChecksumFileName(file) : checksumFileName(file), tagFileName(file), ...(remote.encrypted && remote.rows ? [encryptedRowsFileName(file)] : [])].map(size);
+  const needed = (remote.encrypted ? 2 * bytes : bytes) + 2 * beside.reduce((a, b) => a + b, 0);
+  const fs = await statfs(dir);
+  const free = fs.bavail * fs.bsize;
+  const room = free - keptFree(fs.blocks * fs.bsize);
+  if (needed > room) {
+    throw new NoSpaceError(
+      `refusing to fetch the NAS copy of ${file}: ${name} on the NAS ${nasLabel(config.offsite)} is ${formatBytes(bytes)} (${formatBytes(needed)} needed to fetch${remote.encrypted ? ' and decrypt' : ''} it), but the filesystem of ${dir} has ${formatBytes(free)} free and keeps ${formatBytes(free - Math.max(room, 0))} of it: free space there, or check that file on the NAS (one this large may be planted or damaged); nothing was fetched`,
+    );
+  }
+  return Math.max(1, bytes, ...beside);
 }
 
 /**
@@ -76,18 +104,21 @@ export async function fetchNasCopy(config: Config, keys: () => Promise<Keyring>,
   if (!isDumpName(file)) throw new NotOurDumpError(`refusing to fetch ${JSON.stringify(file)} from the NAS: not a dump name`);
   const offsite = config.offsite;
   const ring = await keys();
-  const remote = (await remoteDumps(offsite)).find((d) => d.file === file);
+  const { dumps, sizes } = await remoteDumpsSized(offsite);
+  const remote = dumps.find((d) => d.file === file);
   if (!remote) throw new DumpNotFoundError(`the NAS ${nasLabel(offsite)} has no copy of ${file} (neither ${encryptedFileName(file)} with its ${encryptedChecksumFileName(file)} nor a plain one); nothing was changed`);
-  const work = await mkdtemp(join(await ownDir(privateCopyDir(config.security.keyFile)), 'nas-'));
+  const dir = await ownDir(privateCopyDir(config.security.keyFile));
+  const maxBytes = await roomFor(config, remote, sizes, dir);
+  const work = await mkdtemp(join(dir, 'nas-'));
   try {
-    return await verifiedCopy(config, ring, remote, work, vouch);
+    return await verifiedCopy(config, ring, remote, work, vouch, maxBytes);
   } catch (err) {
     await rm(work, { recursive: true, force: true });
     throw err;
   }
 }
 
-async function verifiedCopy(config: Config, ring: Keyring, remote: RemoteDump, work: string, vouch: boolean): Promise<NasCopy> {
+async function verifiedCopy(config: Config, ring: Keyring, remote: RemoteDump, work: string, vouch: boolean, maxBytes: number): Promise<NasCopy> {
   const { file } = remote;
   const where = `on the NAS ${nasLabel(config.offsite)}`;
   const at = (name: string) => join(work, name);
@@ -95,7 +126,11 @@ async function verifiedCopy(config: Config, ring: Keyring, remote: RemoteDump, w
   const names = encrypted
     ? [encryptedFileName(file), encryptedChecksumFileName(file), ...(remote.tagged ? [tagFileName(file)] : []), ...(remote.rows ? [encryptedRowsFileName(file)] : [])]
     : [file, checksumFileName(file), ...(remote.tagged ? [tagFileName(file)] : [])];
-  await fetchFiles(config.offsite, names, work, file);
+  await fetchFiles(config.offsite, names, work, file, maxBytes);
+  // rsync skips a file that grew past --max-size since the listing: nothing to read.
+  if (!(await lstat(at(names[0]!)).catch(() => undefined))?.isFile()) {
+    throw new NoSpaceError(`the NAS copy of ${file} (${names[0]}) was not fetched: it is gone from the NAS or grew past the ${formatBytes(maxBytes)} it had when listed; ${NOTHING_CHANGED}`);
+  }
   const tagText = (await readRegular(at(tagFileName(file)), 4096))?.toString('utf8') ?? '';
   const refuse = (problem: string) => new UnauthenticatedDumpError(`${problem}; ${NOTHING_CHANGED}`);
   let sha256: string;
@@ -147,12 +182,18 @@ async function verifiedCopy(config: Config, ring: Keyring, remote: RemoteDump, w
   };
 }
 
-/** The newest encrypted copy on the NAS by name, never one stamped in the future (a clock that ran ahead). */
-export async function newestNasCopy(config: Config, nowMs = Date.now()): Promise<string | undefined> {
-  return (await remoteDumps(config.offsite))
-    .filter((d) => d.encrypted && !futureStamped(d.file, nowMs, config.backup.maxFutureMinutes))
-    .map((d) => d.file)
-    .at(-1);
+/**
+ * The newest encrypted copy on the NAS by name, never one stamped in the future (a clock that ran
+ * ahead), among those whose tag names a key this host holds: a newer file planted there under
+ * another key does not hide the good copies from the drill. With none such, the newest of all (the
+ * drill then says why it does not open).
+ */
+export async function newestNasCopy(config: Config, keys: () => Promise<Keyring>, nowMs = Date.now()): Promise<string | undefined> {
+  const candidates = (await remoteDumps(config.offsite)).filter((d) => d.encrypted && !futureStamped(d.file, nowMs, config.backup.maxFutureMinutes));
+  if (!candidates.length) return undefined;
+  const held = new Set((await keys().catch(() => undefined))?.all.map((k) => k.id) ?? []);
+  const named = held.size ? await remoteTagKeys(config.offsite, candidates) : new Map<string, string>();
+  return (candidates.filter((d) => held.has(named.get(d.file) ?? '')).at(-1) ?? candidates.at(-1))!.file;
 }
 
 /** A dump made ready for the NAS in a private folder (sealedForNas); dispose() removes it. */

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import { createActivities } from '../../activities/index.js';
+import { privateCopyDir } from '../../adapters/dump-store/private-copy.js';
+import { createLogger } from '../../config/logger.js';
+import type { OffsitePlan } from '../../core/types.js';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
@@ -10,6 +17,7 @@ import { envelopeForNas, parseEnvelope, recoveryStatus, unwrap } from '../../ada
 import type { OffsiteSyncReport } from '../../workflows/index.js';
 import { failureType, useRestoreStack } from '../helpers/restore-stack.js';
 import { runWorkflow } from '../helpers/run-workflow.js';
+import { mountTmpfs } from '../helpers/library.js';
 import { listDir } from '../helpers/setup.js';
 
 // What goes to the NAS for the database is encrypted on the host (age) and authenticated (the
@@ -90,7 +98,6 @@ describe('NAS copies of the database are encrypted and verified', () => {
     assert.match(failureType(altered.error).message, new RegExp(`^the NAS copy of ${dump.file.replace(/\./g, '\\.')} \\(\\S+\\.age\\) has sha256 [0-9a-f]{64}, but its \\S+\\.age\\.sha256 records [0-9a-f]{64}: altered or damaged on the NAS; not restoring it; nothing was changed$`));
     assert.deepEqual(await listDir(w.backupDir), before, 'nothing fetched into the staging dir');
     // Altered with a matching .age.sha256 (whoever can write the NAS can write both): age refuses the chunk.
-    const { createHash } = await import('node:crypto');
     await writeFile(join(nas, `${dump.file}.age.sha256`), `${createHash('sha256').update(bad).digest('hex')}  ${dump.file}.age\n`);
     const forged = await w.restore({ dump: dump.file, from: 'offsite', dryRun: true });
     assert.equal(failureType(forged.error).type, 'UnauthenticatedDumpError');
@@ -152,6 +159,17 @@ describe('NAS copies of the database are encrypted and verified', () => {
     assert.equal(restored.error, undefined, String(restored.error));
     assert.equal(restored.report!.origin, 'offsite');
     assert.deepEqual(await readFile(join(w.backupDir, dump.file)), await readFile(join(aside, dump.file)));
+    // Whoever writes the NAS plants an <X>.age with a matching .age.sha256 (the tag beside them,
+    // the plain copy's, names this host's key): the plan neither removes the plain copy for it nor
+    // counts it as present; only this run's own verified upload replaces it.
+    const planted = randomBytes(4096);
+    await writeFile(join(nas, `${dump.file}.age`), planted);
+    await writeFile(join(nas, `${dump.file}.age.sha256`), `${createHash('sha256').update(planted).digest('hex')}  ${dump.file}.age\n`);
+    const activities = createActivities({ config: w.config, logger: createLogger({ level: 'fatal', fd: 2 }) });
+    const env = new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR', () => undefined) });
+    const plan = (await env.run(() => activities.planOffsiteSync())) as OffsitePlan;
+    assert.deepEqual(plan.toCopy.map((d) => d.file), [dump.file], 'uploaded again: the planted .age is not vouched for');
+    for (const f of [dump.file, `${dump.file}.sha256`]) assert.ok(existsSync(join(nas, f)), `${f} kept: the planted .age was not verified by this run`);
     const report = await offsiteSync(w);
     assert.deepEqual(report.copied, [dump.file]);
     assert.deepEqual((await listDir(nas)).filter((f) => f !== 'keyring'), [...nasFilesOf(dump.file), orphan, `${orphan}.sha256`].sort(), 'the plain copy went once the encrypted one was verified; the orphan stays');
@@ -169,6 +187,41 @@ describe('NAS copies of the database are encrypted and verified', () => {
       await copy.dispose();
     }
     assert.equal(await openDumpStore(w.config).newestNasCopy(), dump.file);
+  });
+
+  test('a huge file planted on the NAS is never fetched onto the disk: refused by its size first; the drill prefers a copy under a key this host holds', async () => {
+    const w = await world();
+    const dump = await w.backup();
+    await offsiteSync(w);
+    const nas = w.config.offsite.remoteDir;
+    // Newer than the good copy, tagged with a key this host does not hold, and 1 GiB (sparse): more than the private folder holds.
+    const planted = `immich_${new Date().toISOString().replace(/[-:]/g, '').replace('T', '_').slice(0, 15)}.sql.gz`;
+    assert.ok(planted > dump.file, planted);
+    await writeFile(join(nas, `${planted}.age`), '');
+    await truncate(join(nas, `${planted}.age`), 2 ** 30);
+    await writeFile(join(nas, `${planted}.age.sha256`), `${'0'.repeat(64)}  ${planted}.age\n`);
+    await writeFile(join(nas, `${planted}.hmac`), `key 0123456789abcdef\ndump ${'1'.repeat(64)}\n`);
+    const store = openDumpStore(w.config);
+    assert.equal(await store.newestNasCopy(), dump.file, 'the drill takes the newest copy under a key this host holds');
+    const loading = privateCopyDir(w.config.security.keyFile);
+    const tmpfs = await mountTmpfs(loading, '64m');
+    try {
+      await assert.rejects(store.fetchNasCopy(planted), (err: Error) => {
+        assert.equal(err.name, 'NoSpaceError');
+        assert.match(err.message, new RegExp(`^refusing to fetch the NAS copy of ${planted.replace(/\./g, '\\.')}: \\S+\\.age on the NAS \\S+ is 1(\\.0)? ?GiB \\(.* needed to fetch and decrypt it\\), but the filesystem of ${loading} has .* free and keeps .* of it: free space there, or check that file on the NAS \\(one this large may be planted or damaged\\); nothing was fetched$`));
+        return true;
+      });
+      assert.deepEqual(await listDir(loading), [], 'nothing fetched into the private folder');
+      // A real copy still fits and is fetched there.
+      const copy = await store.fetchNasCopy(dump.file);
+      await copy.dispose();
+      assert.deepEqual(await listDir(loading), []);
+    } finally {
+      await tmpfs.unmount();
+    }
+    // With no copy under a key this host holds, the newest is still the drill's (which then fails, as it should).
+    for (const f of nasFilesOf(dump.file)) await rm(join(nas, f));
+    assert.equal(await store.newestNasCopy(), planted);
   });
 
   test('the wrapped keyring is on the NAS after OffsiteSync, opens with the recovery code, and is replaced when the keys change', async () => {

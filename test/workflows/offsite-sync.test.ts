@@ -184,6 +184,23 @@ describe('OffsiteSync', () => {
     assert.deepEqual(report!.prunedRemote.sort(), [...old, oldEncrypted].sort());
     assert.deepEqual(await listDir(remote), [...kept.flatMap((n) => [n, `${n}.sha256`]), ...encrypted(fresh.name), 'keyring'].sort());
   });
+  test('a new host prunes none of the dumps a former host (another key) left on the NAS, however old: its own do not push them out', async () => {
+    const { local, remote, run } = await setup({ retentionDays: 7 });
+    await mkdir(remote, { recursive: true });
+    // The former host's dumps, older than offsite.retentionDays: the only copies of its data until `recover`.
+    const former = ['20200101', '20200102', '20200103', '20200104', '20200105'].map((d) => `immich_${d}_030000.sql.gz`);
+    for (const name of former) {
+      for (const f of [`${name}.age`, `${name}.age.sha256`]) await writeFile(join(remote, f), 'old');
+      await writeFile(join(remote, `${name}.hmac`), `key 0123456789abcdef\ndump ${'1'.repeat(64)}\n`);
+    }
+    // This host's own dumps, enough to fill backup.keepMin (3) on their own.
+    const own = [await localDump(local, '20261124_060000'), await localDump(local, '20261125_060000'), await localDump(local, '20261126_060000')];
+    const { report, error } = await run();
+    assert.equal(error, undefined, String(error));
+    assert.deepEqual(report!.prunedRemote, []);
+    assert.deepEqual(await listDir(remote), [...former.flatMap(encrypted), ...own.flatMap((d) => encrypted(d.name)), 'keyring'].sort());
+  });
+
   test('finding 11: one damaged older dump is moved into rejected/ with an alarm, and the newer ones are still copied, newest first', async () => {
     const { local, remote, run } = await setup();
     const [oldest, middle, newest] = [await localDump(local, '20261101_030000'), await localDump(local, '20261102_030000'), await localDump(local, '20261103_030000')];
