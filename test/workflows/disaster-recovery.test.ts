@@ -57,7 +57,8 @@ async function host(name: string, shared: { root: string; library: string; mount
       temporal: { namespace: temporal.namespace },
       security: { keyFile: join(home, '.config', 'immich-backup', 'key') },
       offsite: { ...stack.sshd.offsite, remoteDir: join(shared.root, 'nas', 'postgres') },
-      library: { source: shared.library, destination: join(shared.mountPoint, 'immich'), mountPoint: shared.mountPoint, mountWaitMinutes: 0 },
+      // The library's third copy: an encrypted restic repository on the NAS.
+      library: { source: shared.library, destination: join(shared.mountPoint, 'immich'), mountPoint: shared.mountPoint, mountWaitMinutes: 0, offsite: { enabled: true, remoteDir: join(shared.root, 'nas', 'library') } },
       immich: { composeDir: shared.root, pingUrl: stack.ping.url, healthTimeoutSeconds: 5 },
       restore: { approvalTimeoutMinutes: 5 },
       log: { level: 'info' },
@@ -148,13 +149,28 @@ describe('disaster recovery from nothing', () => {
     assert.match(recovered.stdout, new RegExp(`^recovered: database from ${backup.file.replace(/\./g, '\\.')} \\(sha256 ${backup.sha256}, from the NAS\\); library from the drive`, 'm'));
 
     // Every table equal; every original's SHA-1 the one Immich's restored database holds.
+    const sha1s = async (libraryRoot: string) => {
+      const rows = (await newPg.psql(`SELECT "originalPath", encode(checksum, 'hex') FROM asset ORDER BY 1`, 'immich')).split('\n').map((l) => l.split('|') as [string, string]);
+      assert.equal(rows.length, assets.length);
+      for (const [originalPath, sha1] of rows) {
+        const bytes = await readFile(join(libraryRoot, originalPath.replace(/^\/data\//, '')));
+        assert.equal(createHash('sha1').update(bytes).digest('hex'), sha1, originalPath);
+      }
+    };
     assert.deepEqual(await tableDigests(newPg), before);
-    const rows = (await newPg.psql(`SELECT "originalPath", encode(checksum, 'hex') FROM asset ORDER BY 1`, 'immich')).split('\n').map((l) => l.split('|') as [string, string]);
-    assert.equal(rows.length, assets.length);
-    for (const [originalPath, sha1] of rows) {
-      const bytes = await readFile(join(library, originalPath.replace(/^\/data\//, '')));
-      assert.equal(createHash('sha1').update(bytes).digest('hex'), sha1, originalPath);
-    }
+    await sha1s(library);
+
+    // Had the drive died too: the library comes back from its NAS copy (restic) into an empty folder.
+    const fromNas = join(root, 'library-from-nas');
+    const nasRaw = { ...fresh.raw, library: { ...fresh.raw.library, source: fromNas } };
+    await mkdir(join(root, 'nas-library-etc'));
+    const nasConfigFile = await writeConfigFile(join(root, 'nas-library-etc'), nasRaw);
+    const again = await withWorker(newTemporal.address, parseConfig(nasRaw), () =>
+      execa(cliPath, ['-c', nasConfigFile, 'recover', '--code-file', codeFile, '--yes', '--library', 'nas'], { env: cliEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: 300_000 }),
+    );
+    assert.equal(again.exitCode, 0, `${again.stderr}\n${again.stdout}`);
+    assert.match(again.stdout, new RegExp(`library from the NAS copy, snapshot [0-9a-f]+ \\(${assets.length} file\\(s\\)\\)`));
+    await sha1s(fromNas);
   });
 
   test('a NAS that hides the newest keyring (after a rotation) cannot make recover quietly go back to the old key: it stops and says which keys are missing', async () => {
