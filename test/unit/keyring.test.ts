@@ -66,6 +66,20 @@ describe('the keyring', () => {
   });
 });
 
+describe('a rotation cut short', () => {
+  test('a key file still holding the key a rotation retired (stopped between the keyring and the key file) follows the keyring: the retired key never comes back', async () => {
+    const keyFile = await keyDir();
+    const before = await openKeyring(keyFile, { create: true });
+    await ensureRecovery(keyFile);
+    const { current } = await rotateKeys(keyFile, []);
+    await writeFile(keyFile, `${before.entry.tagKey}\n`, { mode: 0o600 });
+    const ring = await openInNewProcess(keyFile);
+    assert.equal(ring.current, current);
+    assert.deepEqual(ring.retired, [before.current.id]);
+    assert.equal(keyId(Buffer.from((await readFile(keyFile, 'utf8')).trim(), 'hex')), current);
+  });
+});
+
 describe('the recovery code', () => {
   test('made with the keyring, shown until typed back; a wrong code confirms nothing; the right one is then no longer kept', async () => {
     const keyFile = await keyDir();
